@@ -1,1 +1,7 @@
+//! ideaflow's sinks: where results go. JSON Lines files and the dead-letter.
 
+pub mod dead_letter;
+pub mod jsonl;
+
+pub use dead_letter::DeadLetterSink;
+pub use jsonl::{JsonlError, JsonlWriter};

@@ -1,0 +1,58 @@
+//! Content identity: the normalized text two signals must share to be exact
+//! duplicates, and its hash (the seed's `content_hash CHAR(32)`).
+
+use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
+
+/// NFKC, lowercase, punctuation/symbols/emoji removed, whitespace collapsed.
+/// "Cats   in HATS!! 🐱" and "cats in hats" normalize to the same text.
+pub fn normalize_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending_space = false;
+    for c in text.nfkc().flat_map(char::to_lowercase) {
+        if c.is_alphanumeric() {
+            if pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            out.push(c);
+        } else if c.is_whitespace() {
+            pending_space = true;
+        }
+        // Everything else (punctuation, symbols, emoji, joiners) is dropped.
+        // Dropping rather than spacing keeps "don't" and "dont" together.
+    }
+    out
+}
+
+/// 128-bit content hash of the normalized text, as 32 lowercase hex digits.
+pub fn content_hash(text: &str) -> String {
+    hex::encode(content_hash_bytes(text))
+}
+
+/// The same hash as raw bytes, for keys and filters.
+pub fn content_hash_bytes(text: &str) -> [u8; 16] {
+    let digest = Sha256::digest(normalize_text(text).as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_punctuation_emoji_and_spacing_do_not_matter() {
+        assert_eq!(normalize_text("  Cats   in HATS!! 🐱 "), "cats in hats");
+        assert_eq!(content_hash("Cats in hats"), content_hash("cats, in... hats 🐱🐱"));
+        assert_ne!(content_hash("cats in hats"), content_hash("dogs in hats"));
+        assert_eq!(content_hash("x").len(), 32);
+    }
+
+    #[test]
+    fn nfkc_folds_compatibility_forms() {
+        assert_eq!(normalize_text("ｆｕｌｌｗｉｄｔｈ"), "fullwidth");
+        assert_eq!(normalize_text("Ⅻ café"), normalize_text("xii café"));
+    }
+}

@@ -1,0 +1,59 @@
+//! Sentence embeddings with all-MiniLM-L6-v2 on candle, computed exactly as
+//! sentence-transformers does: WordPiece tokens truncated to 256, BERT forward,
+//! mean pooling over the attention mask, L2 normalization.
+//!
+//! The model is handed in as bytes ([`ModelFiles`]): reading files is the
+//! caller's business, so this module stays free of I/O.
+
+mod batcher;
+mod cache;
+mod model;
+
+pub use batcher::{BatchPlan, Embedder, EmbedderOptions};
+pub use cache::EmbeddingCache;
+pub use model::MiniLm;
+
+/// The three files of a sentence-transformers model folder, as bytes.
+pub struct ModelFiles {
+    pub config_json: Vec<u8>,
+    pub tokenizer_json: Vec<u8>,
+    pub weights_safetensors: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("the model's config.json is not a BERT config ({0}); point model_dir at an all-MiniLM-L6-v2 folder")]
+    Config(#[source] serde_json::Error),
+    #[error("the model's tokenizer.json could not be loaded ({0}); re-run scripts/setup.sh to restore it")]
+    Tokenizer(String),
+    #[error("the model weights could not be loaded or run ({0}); re-run scripts/setup.sh to restore model.safetensors")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Cosine similarity of two vectors of the same length (0 when either is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
+    }
+}
+
+/// Dot product; equals cosine for the unit vectors the embedder returns.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Scales `v` to unit length in place (leaves the zero vector alone).
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 1e-12 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}

@@ -1,0 +1,413 @@
+//! Turns one raw input line into a validated [`Event`], or a [`Rejection`]
+//! that says exactly what is wrong with it.
+//!
+//! Validation walks a `serde_json::Value` by hand instead of deriving
+//! `Deserialize`: the reason codes (missing vs empty vs wrong type vs negative)
+//! are part of the product, and serde's errors do not separate them.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::event::{
+    ClassificationCorrected, EnvelopeMeta, Event, EventType, FeedbackReceived, ListingPublished,
+    Payload,
+};
+use crate::rejection::{RejectReason as R, Rejection};
+use crate::signal::{Engagement, Signal, Source, EMBEDDING_DIM, MAX_CONTENT_CHARS};
+
+/// Longest accepted input line, in bytes (without its newline).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+type Result<T> = std::result::Result<T, Rejection>;
+
+/// Validates one line: an event envelope, or a bare Signal (= `signal.ingested`).
+pub fn parse_line(line: &[u8]) -> Result<Event> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(Rejection::new(
+            R::LineTooLong,
+            format!("line is {} bytes; the limit is {MAX_LINE_BYTES}", line.len()),
+        ));
+    }
+    let text = std::str::from_utf8(line).map_err(|e| {
+        Rejection::new(
+            R::InvalidUtf8,
+            format!("line is not valid UTF-8 (at byte {})", e.valid_up_to()),
+        )
+    })?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("number out of range") {
+            Rejection::new(R::NonFinite, format!("a number does not fit a finite float: {msg}"))
+        } else {
+            Rejection::new(R::MalformedJson, format!("not valid JSON: {msg}"))
+        }
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(Rejection::new(
+            R::NotAnObject,
+            "a line must hold one JSON object (an event envelope or a Signal)",
+        ));
+    };
+    if obj.contains_key("eventType") {
+        parse_envelope(&obj)
+    } else {
+        let signal = parse_signal(&obj, "")?;
+        Ok(Event {
+            time: signal.captured_at,
+            payload: Payload::Signal(Box::new(signal)),
+            meta: EnvelopeMeta::default(),
+        })
+    }
+}
+
+fn parse_envelope(obj: &Map<String, Value>) -> Result<Event> {
+    let type_name = req_str(obj, "eventType", "")?;
+    let event_type = EventType::parse(type_name).ok_or_else(|| {
+        Rejection::new(
+            R::UnknownEventType,
+            format!(
+                "eventType {type_name:?} is not one of signal.ingested, feedback.received, \
+                 listing.published, classification.corrected"
+            ),
+        )
+    })?;
+    let meta = EnvelopeMeta {
+        event_id: opt_str(obj, "eventId", "")?,
+        correlation_id: opt_str(obj, "correlationId", "")?,
+        producer: opt_str(obj, "source", "")?,
+        version: opt_str(obj, "version", "")?,
+    };
+    let timestamp = opt_time(obj, "timestamp", "")?;
+    let data = match obj.get("data") {
+        Some(Value::Object(d)) => d,
+        None | Some(Value::Null) => return Err(missing("data", "")),
+        Some(other) => return Err(wrong_type("data", "", "an object", other)),
+    };
+    let need_time = || timestamp.ok_or_else(|| missing("timestamp", ""));
+    let (time, payload) = match event_type {
+        EventType::SignalIngested => {
+            let signal = parse_signal(data, "data.")?;
+            (signal.captured_at, Payload::Signal(Box::new(signal)))
+        }
+        EventType::FeedbackReceived => {
+            let p = "data.";
+            let fb = FeedbackReceived {
+                idea_id: req_str(data, "ideaId", p)?.to_owned(),
+                marketplace: req_str(data, "marketplace", p)?.to_owned(),
+                variant: req_str(data, "variant", p)?.to_owned(),
+                impressions: count(data, "impressions", p)?,
+                clicks: count(data, "clicks", p)?,
+                favorites: count(data, "favorites", p)?,
+                add_to_cart: count(data, "addToCart", p)?,
+                sales: count(data, "sales", p)?,
+            };
+            (need_time()?, Payload::Feedback(fb))
+        }
+        EventType::ListingPublished => {
+            let p = "data.";
+            let published_at = req_time(data, "publishedAt", p)?;
+            let listing = ListingPublished {
+                idea_id: req_str(data, "ideaId", p)?.to_owned(),
+                marketplace: req_str(data, "marketplace", p)?.to_owned(),
+                listing_id: req_str(data, "listingId", p)?.to_owned(),
+                variant: req_str(data, "variant", p)?.to_owned(),
+                published_at,
+            };
+            (timestamp.unwrap_or(published_at), Payload::Listing(listing))
+        }
+        EventType::ClassificationCorrected => {
+            let p = "data.";
+            let rating = count(data, "rating", p)?;
+            if !(1..=5).contains(&rating) {
+                return Err(Rejection::new(
+                    R::InvalidValue,
+                    format!("data.rating is {rating}; it must be 1 to 5"),
+                ));
+            }
+            let correction = ClassificationCorrected {
+                sentence: req_str(data, "sentence", p)?.to_owned(),
+                predicted: req_str(data, "predicted", p)?.to_owned(),
+                correct: req_str(data, "correct", p)?.to_owned(),
+                rating: rating as u8,
+            };
+            (need_time()?, Payload::Correction(correction))
+        }
+    };
+    Ok(Event {
+        time,
+        payload,
+        meta,
+    })
+}
+
+/// Validates a Signal object; `prefix` names where it sits, for messages.
+pub fn parse_signal(obj: &Map<String, Value>, prefix: &str) -> Result<Signal> {
+    // Envelopes from the seed's ingestion service call it signalId.
+    let id = if obj.contains_key("id") || !obj.contains_key("signalId") {
+        req_str(obj, "id", prefix)?
+    } else {
+        req_str(obj, "signalId", prefix)?
+    };
+    let source_name = req_str(obj, "source", prefix)?;
+    let source = Source::parse(source_name).ok_or_else(|| {
+        Rejection::new(
+            R::InvalidValue,
+            format!(
+                "{prefix}source {source_name:?} is not one of reddit, youtube, tiktok, instagram, \
+                 calendar, archive, webhook"
+            ),
+        )
+    })?;
+    let captured_at = req_time(obj, "captured_at", prefix)?;
+    let content = req_str(obj, "content", prefix)?;
+    let chars = content.chars().count();
+    if chars > MAX_CONTENT_CHARS {
+        return Err(Rejection::new(
+            R::InvalidValue,
+            format!("{prefix}content has {chars} characters; the limit is {MAX_CONTENT_CHARS}"),
+        ));
+    }
+    let engagement = match obj.get("engagement") {
+        None | Some(Value::Null) => Engagement::default(),
+        Some(Value::Object(e)) => {
+            let p = format!("{prefix}engagement.");
+            Engagement {
+                views: opt_count(e, "views", &p)?,
+                likes: opt_count(e, "likes", &p)?,
+                comments: opt_count(e, "comments", &p)?,
+                shares: opt_count(e, "shares", &p)?,
+            }
+        }
+        Some(other) => return Err(wrong_type("engagement", prefix, "an object", other)),
+    };
+    let metadata = match obj.get("metadata") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(other) => return Err(wrong_type("metadata", prefix, "an object", other)),
+    };
+    Ok(Signal {
+        id: id.to_owned(),
+        source,
+        captured_at,
+        content: content.to_owned(),
+        published_at: opt_time(obj, "published_at", prefix)?,
+        community: opt_str(obj, "community", prefix)?,
+        topics: topics(obj, prefix)?,
+        locale: opt_str(obj, "locale", prefix)?,
+        engagement,
+        url: opt_str(obj, "url", prefix)?,
+        metadata,
+        embedding: embedding(obj, prefix)?,
+    })
+}
+
+/// Topics are compared as tags: trimmed, without a leading '#', lowercased, deduplicated.
+pub fn normalize_topic(topic: &str) -> String {
+    topic.trim().trim_start_matches('#').trim().to_lowercase()
+}
+
+fn topics(obj: &Map<String, Value>, prefix: &str) -> Result<Vec<String>> {
+    match obj.get("topics") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => {
+            let mut out: Vec<String> = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let Value::String(s) = item else {
+                    return Err(wrong_type(&format!("topics[{i}]"), prefix, "a string", item));
+                };
+                let t = normalize_topic(s);
+                if !t.is_empty() && !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+            Ok(out)
+        }
+        Some(other) => Err(wrong_type("topics", prefix, "an array of strings", other)),
+    }
+}
+
+fn embedding(obj: &Map<String, Value>, prefix: &str) -> Result<Option<Vec<f32>>> {
+    match obj.get("embedding") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => {
+            if items.len() != EMBEDDING_DIM {
+                return Err(Rejection::new(
+                    R::InvalidValue,
+                    format!(
+                        "{prefix}embedding has {} values; it must have exactly {EMBEDDING_DIM}",
+                        items.len()
+                    ),
+                ));
+            }
+            let mut out = Vec::with_capacity(EMBEDDING_DIM);
+            for (i, item) in items.iter().enumerate() {
+                let Some(x) = item.as_f64() else {
+                    return Err(wrong_type(&format!("embedding[{i}]"), prefix, "a number", item));
+                };
+                let x = x as f32;
+                if !x.is_finite() {
+                    return Err(Rejection::new(
+                        R::NonFinite,
+                        format!("{prefix}embedding[{i}] is not a finite 32-bit float"),
+                    ));
+                }
+                out.push(x);
+            }
+            Ok(Some(out))
+        }
+        Some(other) => Err(wrong_type("embedding", prefix, "an array of 384 numbers", other)),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn missing(field: &str, prefix: &str) -> Rejection {
+    Rejection::new(R::MissingField, format!("required field {prefix}{field} is missing"))
+}
+
+fn wrong_type(field: &str, prefix: &str, expected: &str, got: &Value) -> Rejection {
+    Rejection::new(
+        R::WrongType,
+        format!("{prefix}{field} must be {expected}, got {}", type_name(got)),
+    )
+}
+
+fn req_str<'a>(obj: &'a Map<String, Value>, field: &str, prefix: &str) -> Result<&'a str> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(missing(field, prefix)),
+        Some(Value::String(s)) if s.trim().is_empty() => Err(Rejection::new(
+            R::EmptyField,
+            format!("required field {prefix}{field} is empty"),
+        )),
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(wrong_type(field, prefix, "a string", other)),
+    }
+}
+
+fn opt_str(obj: &Map<String, Value>, field: &str, prefix: &str) -> Result<Option<String>> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(wrong_type(field, prefix, "a string", other)),
+    }
+}
+
+fn parse_time(s: &str, field: &str, prefix: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            Rejection::new(
+                R::InvalidValue,
+                format!("{prefix}{field} {s:?} is not an RFC 3339 time ({e}); use e.g. 2024-01-15T10:30:00Z"),
+            )
+        })
+}
+
+fn req_time(obj: &Map<String, Value>, field: &str, prefix: &str) -> Result<DateTime<Utc>> {
+    parse_time(req_str(obj, field, prefix)?, field, prefix)
+}
+
+fn opt_time(obj: &Map<String, Value>, field: &str, prefix: &str) -> Result<Option<DateTime<Utc>>> {
+    opt_str(obj, field, prefix)?
+        .map(|s| parse_time(&s, field, prefix))
+        .transpose()
+}
+
+fn count(obj: &Map<String, Value>, field: &str, prefix: &str) -> Result<u64> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(missing(field, prefix)),
+        Some(v) => count_value(v, field, prefix),
+    }
+}
+
+fn opt_count(obj: &Map<String, Value>, field: &str, prefix: &str) -> Result<u64> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => count_value(v, field, prefix),
+    }
+}
+
+fn count_value(v: &Value, field: &str, prefix: &str) -> Result<u64> {
+    match v {
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                Ok(u)
+            } else if n.as_i64().is_some() {
+                Err(Rejection::new(
+                    R::NegativeCount,
+                    format!("{prefix}{field} is {n}; counts must be non-negative"),
+                ))
+            } else {
+                Err(Rejection::new(
+                    R::WrongType,
+                    format!("{prefix}{field} is {n}; counts must be whole numbers"),
+                ))
+            }
+        }
+        other => Err(wrong_type(field, prefix, "a non-negative integer", other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(line: &str) -> R {
+        parse_line(line.as_bytes()).unwrap_err().reason
+    }
+
+    const GOOD: &str = r#"{"id":"a1","source":"reddit","captured_at":"2024-01-15T10:30:00Z","content":"Cats in tiny hats","engagement":{"views":10}}"#;
+
+    #[test]
+    fn bare_signal_is_signal_ingested() {
+        let ev = parse_line(GOOD.as_bytes()).unwrap();
+        let Payload::Signal(s) = ev.payload else { panic!("not a signal") };
+        assert_eq!(s.id, "a1");
+        assert_eq!(s.engagement.views, 10);
+        assert_eq!(ev.time, s.captured_at);
+    }
+
+    #[test]
+    fn envelope_with_signal_id() {
+        let line = r#"{"eventType":"signal.ingested","eventId":"e1","timestamp":"2024-01-15T10:30:00Z","source":"svc","version":"1.0","data":{"signalId":"s9","source":"tiktok","captured_at":"2024-01-15T10:29:00Z","content":"x y z"},"correlationId":"c"}"#;
+        let ev = parse_line(line.as_bytes()).unwrap();
+        assert_eq!(ev.meta.event_id.as_deref(), Some("e1"));
+        let Payload::Signal(s) = ev.payload else { panic!() };
+        assert_eq!(s.id, "s9");
+    }
+
+    #[test]
+    fn reasons_are_precise() {
+        assert_eq!(reason("{not json"), R::MalformedJson);
+        assert_eq!(reason("[1,2]"), R::NotAnObject);
+        assert_eq!(reason(r#"{"source":"reddit","captured_at":"2024-01-15T10:30:00Z","content":"x"}"#), R::MissingField);
+        assert_eq!(reason(&GOOD.replace("Cats in tiny hats", "   ")), R::EmptyField);
+        assert_eq!(reason(&GOOD.replace(r#""views":10"#, r#""views":-1"#)), R::NegativeCount);
+        assert_eq!(reason(&GOOD.replace(r#""views":10"#, r#""views":"10""#)), R::WrongType);
+        assert_eq!(reason(&GOOD.replace(r#""views":10"#, r#""views":1e999"#)), R::NonFinite);
+        assert_eq!(reason(&GOOD.replace("reddit", "myspace")), R::InvalidValue);
+        assert_eq!(reason(&GOOD.replace("2024-01-15T10:30:00Z", "yesterday")), R::InvalidValue);
+        assert_eq!(reason(r#"{"eventType":"idea.exploded","data":{}}"#), R::UnknownEventType);
+        assert_eq!(parse_line(b"{\"id\":\"\xff\"}").unwrap_err().reason, R::InvalidUtf8);
+    }
+
+    #[test]
+    fn embedding_must_be_384_finite() {
+        let short = GOOD.replace("}}", "},\"embedding\":[0.1,0.2]}");
+        assert_eq!(reason(&short), R::InvalidValue);
+        let mut v = vec!["0.0".to_string(); 384];
+        v[3] = "1e39".into();
+        let huge = GOOD.replace("}}", &format!("}},\"embedding\":[{}]}}", v.join(",")));
+        assert_eq!(reason(&huge), R::NonFinite);
+    }
+}
