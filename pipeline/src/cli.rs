@@ -1,0 +1,152 @@
+//! The command line: one binary, one subcommand per job.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ideaflow",
+    version,
+    about = "A stream-processing dataflow engine for trend signals",
+    long_about = "ideaflow reads trend signals (Reddit, YouTube, TikTok, Instagram, event calendars, \
+webhooks) as continuous streams, and runs them through dedupe, embedding (all-MiniLM-L6-v2, \
+in-process), scoring, classification and windowed feedback on timely/differential dataflow.\n\n\
+Quick start: scripts/demo.sh runs the bundled sample stream end to end; scripts/test.sh runs \
+every test.",
+    after_help = "Environment: IDEAFLOW_POSTGRES_URL, IDEAFLOW_REDIS_URL, IDEAFLOW_MODEL_DIR override \
+the config file; IDEAFLOW_LOG sets the log filter (e.g. info, ideaflow=debug); \
+IDEAFLOW_LOG_FORMAT=json switches logs to JSON."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the pipeline: replay -> validate -> embed -> JSONL sink, until the input ends.
+    Run(RunArgs),
+    /// Embed texts: JSONL {"id","text"} in, JSONL {"id","embedding":[384 floats]} out, in input order.
+    Embed(EmbedArgs),
+    /// Convert raw platform payloads into canonical Signals (JSON Lines).
+    Normalize(NormalizeArgs),
+    /// Generate a deterministic, realistic signal stream.
+    Gen(GenArgs),
+    /// Check a config file: parse it, apply environment overrides, validate values.
+    Validate(ValidateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Configuration file.
+    #[arg(short, long, default_value = "config/ideaflow.toml")]
+    pub config: PathBuf,
+    /// Input files (plain or .gz JSONL); replaces pipeline.inputs.
+    #[arg(short, long, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// Output JSONL; replaces pipeline.output.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// Dead-letter JSONL; replaces pipeline.dead_letter.
+    #[arg(long)]
+    pub dead_letter: Option<PathBuf>,
+    /// Timely worker threads; replaces pipeline.workers.
+    #[arg(short = 'w', long)]
+    pub workers: Option<usize>,
+    /// Replay speed: `max` or a real-time multiplier (e.g. 60); replaces pipeline.speed.
+    #[arg(long)]
+    pub speed: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// Input JSONL with {"id","text"} per line; standard input when absent or `-`.
+    #[arg(short, long)]
+    pub input: Option<PathBuf>,
+    /// Output JSONL; standard output when absent or `-`.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// Configuration file (for model.*).
+    #[arg(short, long, default_value = "config/ideaflow.toml")]
+    pub config: PathBuf,
+    /// Texts embedded per call (the embedder batches within it).
+    #[arg(long, default_value_t = 256)]
+    pub chunk: usize,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum AdapterName {
+    /// Reddit listing JSON (data.children[].data).
+    Reddit,
+    /// YouTube Data API v3 videos.list response (items[]).
+    Youtube,
+    /// TikTok hashtag-trend records, one JSON object per line.
+    Tiktok,
+    /// Instagram hashtag top-media records, one JSON object per line.
+    Instagram,
+    /// Event calendar CSV: date,name,locale,topics.
+    Calendar,
+    /// Nostalgia archive records (topic, year), one JSON object per line.
+    Archive,
+}
+
+#[derive(Args, Debug)]
+pub struct NormalizeArgs {
+    /// Payload format.
+    #[arg(short, long, value_enum)]
+    pub adapter: AdapterName,
+    /// Raw payload file; standard input when absent or `-`.
+    #[arg(short, long)]
+    pub input: Option<PathBuf>,
+    /// Signals JSONL; standard output when absent or `-`.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// Dead-letter JSONL for records that cannot be converted; standard error when absent.
+    #[arg(long)]
+    pub dead_letter: Option<PathBuf>,
+    /// Capture time (RFC 3339) for payloads that carry none; default: each record's publication time.
+    #[arg(long)]
+    pub captured_at: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct GenArgs {
+    /// Number of signals.
+    #[arg(long, default_value_t = 1000)]
+    pub signals: u64,
+    /// RNG seed: same seed and flags, same bytes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Also emit listing.published and feedback.received events for generated ideas.
+    #[arg(long)]
+    pub feedback: bool,
+    /// Attach each signal's embedding, computed with the model.
+    #[arg(long, conflicts_with = "synthetic_embeddings")]
+    pub with_embeddings: bool,
+    /// Attach synthetic unit vectors clustered by category (for large benchmark streams).
+    #[arg(long)]
+    pub synthetic_embeddings: bool,
+    /// Days of event time the stream spans.
+    #[arg(long, default_value_t = 14)]
+    pub days: u32,
+    /// First event time (RFC 3339).
+    #[arg(long, default_value = "2024-10-01T00:00:00Z")]
+    pub start: String,
+    /// Largest arrival delay in seconds (keep it below pipeline.allowed_lateness_secs).
+    #[arg(long, default_value_t = 1800)]
+    pub max_delay_secs: u64,
+    /// Output file (`-` for standard output); `.gz` compresses.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Configuration file (for model.* with --with-embeddings).
+    #[arg(short, long, default_value = "config/ideaflow.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Configuration file.
+    #[arg(short, long, default_value = "config/ideaflow.toml")]
+    pub config: PathBuf,
+}

@@ -1,0 +1,42 @@
+//! One module per subcommand; each turns its arguments into work and reports.
+
+pub mod embed;
+pub mod gen;
+pub mod normalize;
+pub mod run;
+pub mod validate;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// Standard input for `None` or `-`, the file otherwise.
+pub fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead>> {
+    match path {
+        None => Ok(Box::new(BufReader::new(std::io::stdin()))),
+        Some(p) if p.as_os_str() == "-" => Ok(Box::new(BufReader::new(std::io::stdin()))),
+        Some(p) => {
+            let f = std::fs::File::open(p).with_context(|| format!("cannot open input {}: check the path", p.display()))?;
+            Ok(Box::new(BufReader::new(f)))
+        }
+    }
+}
+
+pub fn read_all(path: Option<&Path>) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    open_input(path)?.read_to_end(&mut buf).context("reading input failed")?;
+    Ok(buf)
+}
+
+/// `-` for standard output when no path is given.
+pub fn output_path(path: Option<PathBuf>) -> PathBuf {
+    path.unwrap_or_else(|| PathBuf::from("-"))
+}
+
+/// Caps the threads the model's kernels use, before any pool starts.
+pub fn set_model_threads(threads: usize) {
+    if threads > 0 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}

@@ -1,0 +1,230 @@
+//! The one TOML configuration file. Every key has a default (documented in
+//! `config/ideaflow.toml` and `config/README.md`); URLs and paths can be
+//! overridden from the environment so secrets never live in the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}; pass --config with an existing file (see config/ideaflow.toml)")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path} is not valid: {message}; every key is documented in config/README.md")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key {key} is invalid: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub pipeline: PipelineConfig,
+    pub model: ModelConfig,
+    pub postgres: PostgresConfig,
+    pub redis: RedisConfig,
+    pub classifier: ClassifierConfig,
+    /// Category (niche) anchors: name = descriptive text. Ideas take the nearest.
+    pub categories: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Timely worker threads (`-w` on the command line overrides).
+    pub workers: usize,
+    /// Event-time granularity of timely timestamps, in seconds.
+    pub epoch_secs: u64,
+    /// How far behind the largest event time seen an event may arrive.
+    pub allowed_lateness_secs: u64,
+    /// `max`, or a real-time multiplier such as `60`.
+    pub speed: String,
+    /// Input JSONL files (plain or .gz), replayed in order.
+    pub inputs: Vec<PathBuf>,
+    /// Where `run` writes embedded signals (JSON Lines).
+    pub output: PathBuf,
+    /// Dead-letter file (JSON Lines).
+    pub dead_letter: PathBuf,
+    /// Most records in flight inside the dataflow before the source waits.
+    pub max_in_flight: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: 1,
+            epoch_secs: 60,
+            allowed_lateness_secs: 3600,
+            speed: "max".into(),
+            inputs: vec![PathBuf::from("config/sample/signals.jsonl")],
+            output: PathBuf::from("out/run/signals.jsonl"),
+            dead_letter: PathBuf::from("out/run/dead_letter.jsonl"),
+            max_in_flight: 50_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Folder with model.safetensors, tokenizer.json, config.json. Env: IDEAFLOW_MODEL_DIR.
+    pub dir: PathBuf,
+    pub max_batch: usize,
+    pub max_batch_tokens: usize,
+    pub cache_capacity: usize,
+    /// Threads for the model's matrix kernels (0: one per core).
+    pub threads: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            dir: PathBuf::from("models/all-MiniLM-L6-v2"),
+            max_batch: 128,
+            max_batch_tokens: 16_384,
+            cache_capacity: 100_000,
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Env: IDEAFLOW_POSTGRES_URL.
+    pub url: String,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: "postgres://ideaflow@127.0.0.1:54329/ideaflow".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Env: IDEAFLOW_REDIS_URL.
+    pub url: String,
+    /// Key prefix: `{namespace}:{entity}:{id}`.
+    pub namespace: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:63790/".into(),
+            namespace: "ideaflow".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassifierConfig {
+    /// Below this best similarity a sentence is a Hunch (seed 000).
+    pub confidence_threshold: f32,
+    /// Sentences shorter than this (after trimming) are skipped.
+    pub min_sentence_chars: usize,
+    /// Anchor name = anchor text, in the seed's order.
+    pub anchors: Vec<Anchor>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Anchor {
+    pub name: String,
+    pub text: String,
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        ClassifierConfig {
+            confidence_threshold: 0.3,
+            min_sentence_chars: 10,
+            anchors: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, then applies environment overrides, then checks values.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.apply_env();
+        config.check()?;
+        Ok(config)
+    }
+
+    pub fn apply_env(&mut self) {
+        if let Ok(v) = std::env::var("IDEAFLOW_MODEL_DIR") {
+            self.model.dir = PathBuf::from(v);
+        }
+        if let Ok(v) = std::env::var("IDEAFLOW_POSTGRES_URL") {
+            self.postgres.url = v;
+        }
+        if let Ok(v) = std::env::var("IDEAFLOW_REDIS_URL") {
+            self.redis.url = v;
+        }
+    }
+
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.pipeline.workers == 0 {
+            return invalid("pipeline.workers", "must be at least 1");
+        }
+        if self.pipeline.epoch_secs == 0 {
+            return invalid("pipeline.epoch_secs", "must be at least 1 second");
+        }
+        if let Err(e) = self.pipeline.speed.parse::<ideaflow_sources::replay::Speed>() {
+            return invalid("pipeline.speed", &e);
+        }
+        if self.model.max_batch == 0 || self.model.max_batch_tokens == 0 {
+            return invalid("model.max_batch", "batch limits must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.classifier.confidence_threshold) {
+            return invalid("classifier.confidence_threshold", "must be within [0, 1]");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_config_parses_and_names_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ideaflow.toml");
+        let config = Config::load(&path).expect("bundled config loads");
+        assert_eq!(config.classifier.anchors.len(), 4);
+        // Every key of the defaults appears in the documented file.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let defaults = toml::to_string(&Config::default()).unwrap();
+        for line in defaults.lines().filter(|l| l.contains(" = ")) {
+            let key = line.split(" = ").next().unwrap().trim();
+            assert!(text.contains(&format!("{key} =")), "config/ideaflow.toml does not document {key}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<Config>("[pipeline]\nworkerz = 2\n").unwrap_err();
+        assert!(err.to_string().contains("workerz"));
+    }
+}

@@ -1,0 +1,109 @@
+//! The timely dataflows ideaflow runs. Operators here are thin wrappers: the
+//! logic they call lives in `ideaflow-operators`.
+
+pub mod embed;
+pub mod ordered_sink;
+pub mod source;
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Result};
+use ideaflow_operators::embed::ModelFiles;
+use ideaflow_operators::{Payload, Signal};
+use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
+use ideaflow_sources::replay::ReplaySource;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::ProbeHandle;
+
+use crate::config::Config;
+
+/// What a bounded run did.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub events: u64,
+    pub signals_out: u64,
+    pub dead_letters: u64,
+    pub dead_by_reason: Vec<(String, u64)>,
+    pub seconds: f64,
+}
+
+/// replay -> validate -> embed -> JSONL sink, on `workers` timely workers.
+pub fn run_embed_pipeline(
+    config: &Config,
+    source: ReplaySource,
+    model: Arc<ModelFiles>,
+    output: JsonlWriter,
+    dead: DeadLetterSink,
+) -> Result<RunSummary> {
+    let workers = config.pipeline.workers;
+    let timely_config = if workers <= 1 {
+        timely::Config::thread()
+    } else {
+        timely::Config::process(workers)
+    };
+    let epoch_secs = config.pipeline.epoch_secs;
+    let max_in_flight = config.pipeline.max_in_flight as u64;
+    let embed_options = ideaflow_operators::embed::EmbedderOptions {
+        max_batch: config.model.max_batch,
+        max_batch_tokens: config.model.max_batch_tokens,
+        cache_capacity: config.model.cache_capacity,
+    };
+    // Worker 0 owns the source and the sinks; the others compute.
+    let owned = Arc::new(Mutex::new(Some((source, output, dead))));
+    // Signals that left the embedder, over all workers: the source's back-pressure gauge.
+    let embedded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let guards = timely::execute(timely_config, move |worker| -> Result<Option<RunSummary>> {
+        let index = worker.index();
+        let mine = if index == 0 { owned.lock().expect("not poisoned").take() } else { None };
+        let (source, output, dead) = match mine {
+            Some((s, o, d)) => (Some(s), Some(o), Some(d)),
+            None => (None, None, None),
+        };
+        let sunk = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let probe = ProbeHandle::new();
+        let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
+            let ((input, cap), events) = source::event_input(scope);
+            let signals = source::signals(events);
+            let with_vectors = embed::embed_signals(signals, model.clone(), embed_options.clone(), embedded.clone());
+            ordered_sink::write_signals(with_vectors, output, sunk.clone()).probe_with(&probe);
+            (input, cap)
+        });
+        let Some(mut source) = source else {
+            drop(cap);
+            drop(input);
+            while worker.step_or_park(None) {}
+            return Ok(None);
+        };
+        let mut dead = dead.expect("worker 0 owns the dead-letter");
+        let summary = source::drive(
+            worker,
+            &mut source,
+            &mut input,
+            cap,
+            &probe,
+            &mut dead,
+            epoch_secs,
+            max_in_flight,
+            &embedded,
+            &sunk,
+        )?;
+        Ok(Some(summary))
+    })
+    .map_err(|e| anyhow!("could not start timely workers: {e}"))?;
+    let mut summary = None;
+    for result in guards.join() {
+        let r = result.map_err(|e| anyhow!("a worker failed: {e}"))??;
+        if r.is_some() {
+            summary = r;
+        }
+    }
+    summary.ok_or_else(|| anyhow!("worker 0 returned no summary"))
+}
+
+/// Signals only (other event types are consumed by later stages).
+pub fn signal_of(payload: Payload) -> Option<Signal> {
+    match payload {
+        Payload::Signal(s) => Some(*s),
+        _ => None,
+    }
+}

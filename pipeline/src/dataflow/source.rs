@@ -1,0 +1,123 @@
+//! Feeds the replay source into a dataflow at event time.
+//!
+//! Events enter at the timestamp of their own event-time epoch, which can be
+//! earlier than the latest one sent (arrival is out of order within the allowed
+//! lateness). So the input holds a capability at the watermark's epoch, not at
+//! the latest time, and downgrades it as the watermark advances: downstream
+//! operators see an epoch complete exactly when no admissible event can still
+//! arrive for it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::Result;
+use ideaflow_operators::watermark::epoch_of;
+use ideaflow_operators::{Event, Signal};
+use ideaflow_sinks::DeadLetterSink;
+use ideaflow_sources::replay::{ReplaySource, Replayed};
+use timely::dataflow::operators::core::UnorderedInput;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::ActivateCapability;
+use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
+use timely::dataflow::{ProbeHandle, Scope, Stream};
+use timely::container::CapacityContainerBuilder;
+use timely::worker::Worker;
+
+use super::RunSummary;
+use crate::progress::Progress;
+
+pub type EventInput = UnorderedHandle<u64, CapacityContainerBuilder<Vec<Event>>>;
+
+pub fn event_input<'scope>(
+    scope: Scope<'scope, u64>,
+) -> ((EventInput, ActivateCapability<u64>), Stream<'scope, u64, Vec<Event>>) {
+    scope.new_unordered_input()
+}
+
+pub fn signals<'scope>(events: Stream<'scope, u64, Vec<Event>>) -> Stream<'scope, u64, Vec<Signal>> {
+    events.flat_map(|e| super::signal_of(e.payload))
+}
+
+/// Reads the whole source into the dataflow on this worker, then closes the input.
+#[allow(clippy::too_many_arguments)]
+pub fn drive(
+    worker: &mut Worker,
+    source: &mut ReplaySource,
+    input: &mut EventInput,
+    cap: ActivateCapability<u64>,
+    probe: &ProbeHandle<u64>,
+    dead: &mut DeadLetterSink,
+    epoch_secs: u64,
+    max_in_flight: u64,
+    embedded: &AtomicU64,
+    sunk: &AtomicU64,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let progress_bytes = source.progress();
+    let mut progress = Progress::new("replay", progress_bytes.total());
+    let mut cap = Some(cap);
+    let mut events = 0u64;
+    let mut sent_signals = 0u64;
+    let mut buffer: Vec<(u64, Event)> = Vec::with_capacity(1024);
+    let flush = |buffer: &mut Vec<(u64, Event)>, cap: &ActivateCapability<u64>, input: &mut EventInput| {
+        if buffer.is_empty() {
+            return;
+        }
+        buffer.sort_by_key(|(t, _)| *t);
+        let mut handle = input.activate();
+        let start = 0;
+        while start < buffer.len() {
+            let t = buffer[start].0;
+            let end = start + buffer[start..].iter().take_while(|(u, _)| *u == t).count();
+            let at = cap.delayed(&t);
+            handle.session(&at).give_iterator(buffer.drain(start..end).map(|(_, e)| e));
+            // drain shifted the rest down to `start`
+        }
+        debug_assert!(buffer.is_empty());
+    };
+    while let Some(item) = source.next_item()? {
+        match item {
+            Replayed::Dead(dl) => dead.write(&dl)?,
+            Replayed::Event(event) => {
+                events += 1;
+                if matches!(event.payload, ideaflow_operators::Payload::Signal(_)) {
+                    sent_signals += 1;
+                }
+                let t = epoch_of(event.time, epoch_secs);
+                buffer.push((t, event));
+            }
+        }
+        if buffer.len() >= 1024 {
+            let c = cap.as_mut().expect("held until the end");
+            flush(&mut buffer, c, input);
+            if let Some(wm) = source.watermark() {
+                let t = epoch_of(wm, epoch_secs);
+                if t > *c.time() {
+                    c.downgrade(&t);
+                }
+            }
+            worker.step();
+            // Back-pressure: let the embedder catch up before reading further.
+            while sent_signals.saturating_sub(embedded.load(Ordering::Relaxed)) > max_in_flight {
+                worker.step();
+            }
+            progress.update(progress_bytes.read(), events);
+        }
+    }
+    if let Some(c) = cap.as_ref() {
+        flush(&mut buffer, c, input);
+    }
+    drop(cap.take());
+    while worker.step_or_park(None) {
+        let _ = probe;
+    }
+    dead.flush()?;
+    let (_, seconds) = progress.finish();
+    Ok(RunSummary {
+        events,
+        signals_out: sunk.load(Ordering::Relaxed),
+        dead_letters: dead.total(),
+        dead_by_reason: dead.counts().iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+        seconds: seconds.max(started.elapsed().as_secs_f64()),
+    })
+}
