@@ -35,20 +35,32 @@ pub struct BatchPlan {
     pub batches: Vec<Vec<usize>>,
 }
 
+/// Token widths are padded up to a multiple of this. Texts are only batched
+/// with texts of the same padded width, so a text's embedding is computed with
+/// the same shapes, and so the same floating-point operations in the same
+/// order, whatever else is pending: results are bit-identical across batch
+/// compositions, worker counts and replays.
+pub const WIDTH_QUANTUM: usize = 8;
+
+pub fn padded_width(len: usize) -> usize {
+    len.max(1).div_ceil(WIDTH_QUANTUM) * WIDTH_QUANTUM
+}
+
 impl BatchPlan {
     pub fn new(lengths: &[usize], max_batch: usize, max_batch_tokens: usize) -> BatchPlan {
         let mut order: Vec<usize> = (0..lengths.len()).collect();
-        // Stable sort keeps equal-length texts in input order: the plan, and so
-        // every float, is a function of the input alone.
-        order.sort_by_key(|&i| lengths[i]);
+        // Stable sort keeps equal-width texts in input order.
+        order.sort_by_key(|&i| padded_width(lengths[i]));
         let mut batches = Vec::new();
         let mut current: Vec<usize> = Vec::new();
+        let mut current_width = 0;
         for i in order {
-            let width = lengths[i].max(1);
-            let would_be = (current.len() + 1) * width;
-            if !current.is_empty() && (current.len() >= max_batch || would_be > max_batch_tokens) {
+            let width = padded_width(lengths[i]);
+            let full = current.len() >= max_batch.max(1) || (current.len() + 1) * width > max_batch_tokens;
+            if !current.is_empty() && (width != current_width || full) {
                 batches.push(std::mem::take(&mut current));
             }
+            current_width = width;
             current.push(i);
         }
         if !current.is_empty() {
@@ -96,7 +108,8 @@ impl Embedder {
         let plan = BatchPlan::new(&lengths, self.options.max_batch, self.options.max_batch_tokens);
         for batch in &plan.batches {
             let seqs: Vec<&[u32]> = batch.iter().map(|&p| pending[p].1.as_slice()).collect();
-            let vectors = self.model.forward(&seqs)?;
+            let width = padded_width(seqs.iter().map(|s| s.len()).max().unwrap_or(1));
+            let vectors = self.model.forward(&seqs, width)?;
             self.forward_passes += 1;
             for (&p, v) in batch.iter().zip(vectors) {
                 for &i in &pending[p].2 {
@@ -128,9 +141,9 @@ mod tests {
 
     #[test]
     fn plan_sorts_by_length_and_respects_budgets() {
-        let plan = BatchPlan::new(&[5, 1, 3, 1, 9], 2, 100);
-        assert_eq!(plan.batches, vec![vec![1, 3], vec![2, 0], vec![4]]);
-        let plan = BatchPlan::new(&[50, 50, 50], 10, 100);
+        let plan = BatchPlan::new(&[5, 1, 3, 1, 9, 2], 2, 100);
+        assert_eq!(plan.batches, vec![vec![0, 1], vec![2, 3], vec![5], vec![4]]);
+        let plan = BatchPlan::new(&[50, 50, 50], 10, 120);
         assert_eq!(plan.batches, vec![vec![0, 1], vec![2]]);
     }
 }

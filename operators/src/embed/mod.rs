@@ -9,7 +9,7 @@ mod batcher;
 mod cache;
 mod model;
 
-pub use batcher::{BatchPlan, Embedder, EmbedderOptions};
+pub use batcher::{padded_width, BatchPlan, Embedder, EmbedderOptions, WIDTH_QUANTUM};
 pub use cache::EmbeddingCache;
 pub use model::MiniLm;
 

@@ -55,12 +55,13 @@ impl MiniLm {
         Ok(enc.get_ids().to_vec())
     }
 
-    /// Embeds already-tokenized texts in one forward pass, padding to the longest.
-    pub fn forward(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// Embeds already-tokenized texts in one forward pass, padded to `width`
+    /// (at least the longest sequence).
+    pub fn forward(&self, batch: &[&[u32]], width: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let width = batch.iter().map(|ids| ids.len()).max().unwrap_or(0).max(1);
+        let width = width.max(batch.iter().map(|ids| ids.len()).max().unwrap_or(0)).max(1);
         let mut ids = Vec::with_capacity(batch.len() * width);
         let mut mask = Vec::with_capacity(batch.len() * width);
         for seq in batch {

@@ -1,0 +1,62 @@
+//! Helpers shared by the integration tests: where things are, and running the binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root")
+}
+
+/// The real model: scripts/setup.sh installs it (tests never use a stand-in).
+pub fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("IDEAFLOW_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("models/all-MiniLM-L6-v2"));
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "the model is not installed at {}: run scripts/setup.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn ideaflow() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ideaflow"));
+    cmd.current_dir(repo_root());
+    cmd.env("IDEAFLOW_MODEL_DIR", model_dir());
+    cmd.env("IDEAFLOW_LOG", "warn");
+    cmd
+}
+
+/// Runs and asserts success, returning the output.
+pub fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("ideaflow runs");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}\nstdout: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+}

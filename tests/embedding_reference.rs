@@ -1,0 +1,96 @@
+//! The in-process embedder reproduces sentence-transformers (cosine >= 0.999)
+//! on texts that stress tokenization and pooling; the fixture was made with
+//! sentence-transformers itself (tests/fixtures/make_embedding_reference.py).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::*;
+use ideaflow_operators::embed::{Embedder, EmbedderOptions, ModelFiles};
+
+fn reference() -> Vec<serde_json::Value> {
+    read_jsonl(&repo_root().join("tests/fixtures/embedding_reference.jsonl"))
+}
+
+fn load(options: EmbedderOptions) -> Embedder {
+    let dir = model_dir();
+    let files = ModelFiles {
+        config_json: std::fs::read(dir.join("config.json")).unwrap(),
+        tokenizer_json: std::fs::read(dir.join("tokenizer.json")).unwrap(),
+        weights_safetensors: std::fs::read(dir.join("model.safetensors")).unwrap(),
+    };
+    Embedder::load(&files, options).expect("model loads")
+}
+
+#[test]
+fn library_matches_sentence_transformers() {
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    let mut embedder = load(EmbedderOptions::default());
+    let got = embedder.embed(&texts).unwrap();
+    for (r, v) in refs.iter().zip(&got) {
+        assert_eq!(v.len(), 384);
+        let c = cosine(v, &floats(&r["embedding"]));
+        assert!(c >= 0.999, "{}: cosine {c} for {:?}", r["id"], r["text"]);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
+    }
+    // Everything pending went through few forward passes, not one per text.
+    assert!(embedder.forward_passes() < texts.len() as u64 / 2, "{} passes", embedder.forward_passes());
+}
+
+#[test]
+fn batching_and_cache_do_not_change_results() {
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    let mut one_by_one = load(EmbedderOptions { max_batch: 1, cache_capacity: 0, ..Default::default() });
+    let mut batched = load(EmbedderOptions::default());
+    let a: Vec<Vec<f32>> = texts.iter().map(|t| one_by_one.embed(&[*t]).unwrap().remove(0)).collect();
+    let b = batched.embed(&texts).unwrap();
+    // Bit-identical: a text's vector never depends on what it was batched with.
+    assert_eq!(a, b);
+    // Second call is served from the cache, identically.
+    let passes = batched.forward_passes();
+    let c = batched.embed(&texts).unwrap();
+    assert_eq!(b, c);
+    assert_eq!(batched.forward_passes(), passes);
+}
+
+#[test]
+fn embed_command_matches_in_input_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = dir.path().join("out.jsonl");
+    let refs = reference();
+    let mut lines: Vec<String> = refs
+        .iter()
+        .map(|r| serde_json::json!({"id": r["id"], "text": r["text"]}).to_string())
+        .collect();
+    lines.insert(3, "not json at all".into());
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    ok(ideaflow().args(["embed", "--input"]).arg(&input).arg("--out").arg(&out));
+    let got = read_jsonl(&out);
+    assert_eq!(got.len(), refs.len());
+    for (r, g) in refs.iter().zip(&got) {
+        assert_eq!(r["id"], g["id"], "output keeps input order");
+        let c = cosine(&floats(&g["embedding"]), &floats(&r["embedding"]));
+        assert!(c >= 0.999, "{}: cosine {c}", r["id"]);
+    }
+}
+
+#[test]
+fn embed_command_reads_stdin() {
+    use std::io::Write;
+    let mut child = ideaflow()
+        .arg("embed")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"{\"id\":1,\"text\":\"cats in hats\"}\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["id"], 1);
+    assert_eq!(v["embedding"].as_array().unwrap().len(), 384);
+}
