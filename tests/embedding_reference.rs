@@ -36,16 +36,27 @@ fn library_matches_sentence_transformers() {
         assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
     }
     // Everything pending went through few forward passes, not one per text.
-    assert!(embedder.forward_passes() < texts.len() as u64 / 2, "{} passes", embedder.forward_passes());
+    assert!(
+        embedder.forward_passes() < texts.len() as u64 / 2,
+        "{} passes",
+        embedder.forward_passes()
+    );
 }
 
 #[test]
 fn batching_and_cache_do_not_change_results() {
     let refs = reference();
     let texts: Vec<&str> = refs.iter().map(|r| r["text"].as_str().unwrap()).collect();
-    let mut one_by_one = load(EmbedderOptions { max_batch: 1, cache_capacity: 0, ..Default::default() });
+    let mut one_by_one = load(EmbedderOptions {
+        max_batch: 1,
+        cache_capacity: 0,
+        ..Default::default()
+    });
     let mut batched = load(EmbedderOptions::default());
-    let a: Vec<Vec<f32>> = texts.iter().map(|t| one_by_one.embed(&[*t]).unwrap().remove(0)).collect();
+    let a: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|t| one_by_one.embed(&[*t]).unwrap().remove(0))
+        .collect();
     let b = batched.embed(&texts).unwrap();
     // Bit-identical: a text's vector never depends on what it was batched with.
     assert_eq!(a, b);
@@ -68,7 +79,11 @@ fn embed_command_matches_in_input_order() {
         .collect();
     lines.insert(3, "not json at all".into());
     std::fs::write(&input, lines.join("\n")).unwrap();
-    ok(ideaflow().args(["embed", "--input"]).arg(&input).arg("--out").arg(&out));
+    ok(ideaflow()
+        .args(["embed", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out));
     let got = read_jsonl(&out);
     assert_eq!(got.len(), refs.len());
     for (r, g) in refs.iter().zip(&got) {
@@ -87,7 +102,12 @@ fn embed_command_reads_stdin() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"{\"id\":1,\"text\":\"cats in hats\"}\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"id\":1,\"text\":\"cats in hats\"}\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

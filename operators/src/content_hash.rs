@@ -45,7 +45,10 @@ mod tests {
     #[test]
     fn case_punctuation_emoji_and_spacing_do_not_matter() {
         assert_eq!(normalize_text("  Cats   in HATS!! 🐱 "), "cats in hats");
-        assert_eq!(content_hash("Cats in hats"), content_hash("cats, in... hats 🐱🐱"));
+        assert_eq!(
+            content_hash("Cats in hats"),
+            content_hash("cats, in... hats 🐱🐱")
+        );
         assert_ne!(content_hash("cats in hats"), content_hash("dogs in hats"));
         assert_eq!(content_hash("x").len(), 32);
     }

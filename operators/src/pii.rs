@@ -14,19 +14,25 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
 // International or national numbers with at least 9 digits, optionally grouped
 // by spaces, dots, dashes or parentheses. Years, prices and percentages have fewer.
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,4}\)[\s.\-]?)?\d{2,4}(?:[\s.\-]?\d{2,4}){2,4}").unwrap()
+    Regex::new(r"(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,4}\)[\s.\-]?)?\d{2,4}(?:[\s.\-]?\d{2,4}){2,4}")
+        .unwrap()
 });
 
 // Reddit-style u/name and @mentions.
-static HANDLE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(^|[\s(\[,;:])(?:/?u/|@)([A-Za-z0-9_][A-Za-z0-9_\-]{1,38})").unwrap());
+static HANDLE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(^|[\s(\[,;:])(?:/?u/|@)([A-Za-z0-9_][A-Za-z0-9_\-]{1,38})").unwrap()
+});
 
 pub const EMAIL_MASK: &str = "[email]";
 pub const PHONE_MASK: &str = "[phone]";
 
 /// One-way, stable pseudonym for an author handle: `user_` + 12 hex digits.
 pub fn hash_handle(handle: &str) -> String {
-    let normalized = handle.trim().trim_start_matches('@').trim_start_matches("u/").to_lowercase();
+    let normalized = handle
+        .trim()
+        .trim_start_matches('@')
+        .trim_start_matches("u/")
+        .to_lowercase();
     let digest = Sha256::digest(format!("ideaflow-author:{normalized}").as_bytes());
     format!("user_{}", &hex::encode(digest)[..12])
 }
@@ -58,7 +64,10 @@ mod tests {
         let out = purge("mail jane.doe+x@example.co.uk or call +1 (415) 555-0134 now");
         assert!(!out.contains("jane"), "{out}");
         assert!(!out.contains("555"), "{out}");
-        assert!(out.contains(EMAIL_MASK) && out.contains(PHONE_MASK), "{out}");
+        assert!(
+            out.contains(EMAIL_MASK) && out.contains(PHONE_MASK),
+            "{out}"
+        );
     }
 
     #[test]
@@ -70,7 +79,10 @@ mod tests {
     #[test]
     fn pseudonymizes_handles() {
         let out = purge("thanks u/CatLover99 and @bob_smith");
-        assert!(!out.contains("CatLover99") && !out.contains("bob_smith"), "{out}");
+        assert!(
+            !out.contains("CatLover99") && !out.contains("bob_smith"),
+            "{out}"
+        );
         assert_eq!(hash_handle("@CatLover99"), hash_handle("u/catlover99"));
     }
 }

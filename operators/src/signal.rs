@@ -57,7 +57,9 @@ impl std::fmt::Display for Source {
 }
 
 /// Engagement counters as the platform reported them at capture time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Engagement {
     #[serde(default)]
     pub views: u64,

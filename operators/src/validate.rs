@@ -25,7 +25,10 @@ pub fn parse_line(line: &[u8]) -> Result<Event> {
     if line.len() > MAX_LINE_BYTES {
         return Err(Rejection::new(
             R::LineTooLong,
-            format!("line is {} bytes; the limit is {MAX_LINE_BYTES}", line.len()),
+            format!(
+                "line is {} bytes; the limit is {MAX_LINE_BYTES}",
+                line.len()
+            ),
         ));
     }
     let text = std::str::from_utf8(line).map_err(|e| {
@@ -37,7 +40,10 @@ pub fn parse_line(line: &[u8]) -> Result<Event> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         let msg = e.to_string();
         if msg.contains("number out of range") {
-            Rejection::new(R::NonFinite, format!("a number does not fit a finite float: {msg}"))
+            Rejection::new(
+                R::NonFinite,
+                format!("a number does not fit a finite float: {msg}"),
+            )
         } else {
             Rejection::new(R::MalformedJson, format!("not valid JSON: {msg}"))
         }
@@ -213,7 +219,12 @@ fn topics(obj: &Map<String, Value>, prefix: &str) -> Result<Vec<String>> {
             let mut out: Vec<String> = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let Value::String(s) = item else {
-                    return Err(wrong_type(&format!("topics[{i}]"), prefix, "a string", item));
+                    return Err(wrong_type(
+                        &format!("topics[{i}]"),
+                        prefix,
+                        "a string",
+                        item,
+                    ));
                 };
                 let t = normalize_topic(s);
                 if !t.is_empty() && !out.contains(&t) {
@@ -242,7 +253,12 @@ fn embedding(obj: &Map<String, Value>, prefix: &str) -> Result<Option<Vec<f32>>>
             let mut out = Vec::with_capacity(EMBEDDING_DIM);
             for (i, item) in items.iter().enumerate() {
                 let Some(x) = item.as_f64() else {
-                    return Err(wrong_type(&format!("embedding[{i}]"), prefix, "a number", item));
+                    return Err(wrong_type(
+                        &format!("embedding[{i}]"),
+                        prefix,
+                        "a number",
+                        item,
+                    ));
                 };
                 let x = x as f32;
                 if !x.is_finite() {
@@ -255,7 +271,12 @@ fn embedding(obj: &Map<String, Value>, prefix: &str) -> Result<Option<Vec<f32>>>
             }
             Ok(Some(out))
         }
-        Some(other) => Err(wrong_type("embedding", prefix, "an array of 384 numbers", other)),
+        Some(other) => Err(wrong_type(
+            "embedding",
+            prefix,
+            "an array of 384 numbers",
+            other,
+        )),
     }
 }
 
@@ -271,7 +292,10 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 fn missing(field: &str, prefix: &str) -> Rejection {
-    Rejection::new(R::MissingField, format!("required field {prefix}{field} is missing"))
+    Rejection::new(
+        R::MissingField,
+        format!("required field {prefix}{field} is missing"),
+    )
 }
 
 fn wrong_type(field: &str, prefix: &str, expected: &str, got: &Value) -> Rejection {
@@ -371,7 +395,9 @@ mod tests {
     #[test]
     fn bare_signal_is_signal_ingested() {
         let ev = parse_line(GOOD.as_bytes()).unwrap();
-        let Payload::Signal(s) = ev.payload else { panic!("not a signal") };
+        let Payload::Signal(s) = ev.payload else {
+            panic!("not a signal")
+        };
         assert_eq!(s.id, "a1");
         assert_eq!(s.engagement.views, 10);
         assert_eq!(ev.time, s.captured_at);
@@ -382,7 +408,9 @@ mod tests {
         let line = r#"{"eventType":"signal.ingested","eventId":"e1","timestamp":"2024-01-15T10:30:00Z","source":"svc","version":"1.0","data":{"signalId":"s9","source":"tiktok","captured_at":"2024-01-15T10:29:00Z","content":"x y z"},"correlationId":"c"}"#;
         let ev = parse_line(line.as_bytes()).unwrap();
         assert_eq!(ev.meta.event_id.as_deref(), Some("e1"));
-        let Payload::Signal(s) = ev.payload else { panic!() };
+        let Payload::Signal(s) = ev.payload else {
+            panic!()
+        };
         assert_eq!(s.id, "s9");
     }
 
@@ -390,15 +418,39 @@ mod tests {
     fn reasons_are_precise() {
         assert_eq!(reason("{not json"), R::MalformedJson);
         assert_eq!(reason("[1,2]"), R::NotAnObject);
-        assert_eq!(reason(r#"{"source":"reddit","captured_at":"2024-01-15T10:30:00Z","content":"x"}"#), R::MissingField);
-        assert_eq!(reason(&GOOD.replace("Cats in tiny hats", "   ")), R::EmptyField);
-        assert_eq!(reason(&GOOD.replace(r#""views":10"#, r#""views":-1"#)), R::NegativeCount);
-        assert_eq!(reason(&GOOD.replace(r#""views":10"#, r#""views":"10""#)), R::WrongType);
-        assert_eq!(reason(&GOOD.replace(r#""views":10"#, r#""views":1e999"#)), R::NonFinite);
+        assert_eq!(
+            reason(r#"{"source":"reddit","captured_at":"2024-01-15T10:30:00Z","content":"x"}"#),
+            R::MissingField
+        );
+        assert_eq!(
+            reason(&GOOD.replace("Cats in tiny hats", "   ")),
+            R::EmptyField
+        );
+        assert_eq!(
+            reason(&GOOD.replace(r#""views":10"#, r#""views":-1"#)),
+            R::NegativeCount
+        );
+        assert_eq!(
+            reason(&GOOD.replace(r#""views":10"#, r#""views":"10""#)),
+            R::WrongType
+        );
+        assert_eq!(
+            reason(&GOOD.replace(r#""views":10"#, r#""views":1e999"#)),
+            R::NonFinite
+        );
         assert_eq!(reason(&GOOD.replace("reddit", "myspace")), R::InvalidValue);
-        assert_eq!(reason(&GOOD.replace("2024-01-15T10:30:00Z", "yesterday")), R::InvalidValue);
-        assert_eq!(reason(r#"{"eventType":"idea.exploded","data":{}}"#), R::UnknownEventType);
-        assert_eq!(parse_line(b"{\"id\":\"\xff\"}").unwrap_err().reason, R::InvalidUtf8);
+        assert_eq!(
+            reason(&GOOD.replace("2024-01-15T10:30:00Z", "yesterday")),
+            R::InvalidValue
+        );
+        assert_eq!(
+            reason(r#"{"eventType":"idea.exploded","data":{}}"#),
+            R::UnknownEventType
+        );
+        assert_eq!(
+            parse_line(b"{\"id\":\"\xff\"}").unwrap_err().reason,
+            R::InvalidUtf8
+        );
     }
 
     #[test]

@@ -82,6 +82,14 @@ mod tests {
     #[test]
     fn epochs_round_down() {
         assert_eq!(epoch_of(t(0), 60) % 60, 0);
-        assert_eq!(epoch_of(t(59), 60), epoch_of(t(0), 60) + if (1_700_000_000 % 60) + 59 >= 60 { 60 } else { 0 });
+        assert_eq!(
+            epoch_of(t(59), 60),
+            epoch_of(t(0), 60)
+                + if (1_700_000_000 % 60) + 59 >= 60 {
+                    60
+                } else {
+                    0
+                }
+        );
     }
 }

@@ -46,8 +46,18 @@ impl Progress {
             bar.set_message(format!("{} {records} records ({rate:.0}/s)", self.what));
         } else if self.last_log.elapsed() >= Duration::from_secs(5) {
             self.last_log = Instant::now();
-            let pct = if self.total_bytes > 0 { bytes as f64 * 100.0 / self.total_bytes as f64 } else { 100.0 };
-            tracing::info!(records, records_per_sec = rate.round(), percent = format!("{pct:.1}"), "{} progress", self.what);
+            let pct = if self.total_bytes > 0 {
+                bytes as f64 * 100.0 / self.total_bytes as f64
+            } else {
+                100.0
+            };
+            tracing::info!(
+                records,
+                records_per_sec = rate.round(),
+                percent = format!("{pct:.1}"),
+                "{} progress",
+                self.what
+            );
         }
     }
 

@@ -8,7 +8,9 @@ use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JsonlError {
-    #[error("cannot open {path} for writing: {source}; check that its folder exists and is writable")]
+    #[error(
+        "cannot open {path} for writing: {source}; check that its folder exists and is writable"
+    )]
     Open { path: PathBuf, source: io::Error },
     #[error("writing {path} failed: {source}; check free disk space")]
     Write { path: PathBuf, source: io::Error },
@@ -69,19 +71,23 @@ impl JsonlWriter {
 
     /// Writes an already-encoded JSON line.
     pub fn write_line(&mut self, line: &str) -> Result<(), JsonlError> {
-        self.out.write_all(line.as_bytes()).map_err(|source| JsonlError::Write {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.out
+            .write_all(line.as_bytes())
+            .map_err(|source| JsonlError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
         self.write_raw_newline()
     }
 
     fn write_raw_newline(&mut self) -> Result<(), JsonlError> {
         self.written += 1;
-        self.out.write_all(b"\n").map_err(|source| JsonlError::Write {
-            path: self.path.clone(),
-            source,
-        })
+        self.out
+            .write_all(b"\n")
+            .map_err(|source| JsonlError::Write {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     pub fn flush(&mut self) -> Result<(), JsonlError> {

@@ -56,7 +56,8 @@ impl BatchPlan {
         let mut current_width = 0;
         for i in order {
             let width = padded_width(lengths[i]);
-            let full = current.len() >= max_batch.max(1) || (current.len() + 1) * width > max_batch_tokens;
+            let full =
+                current.len() >= max_batch.max(1) || (current.len() + 1) * width > max_batch_tokens;
             if !current.is_empty() && (width != current_width || full) {
                 batches.push(std::mem::take(&mut current));
             }
@@ -105,7 +106,11 @@ impl Embedder {
             }
         }
         let lengths: Vec<usize> = pending.iter().map(|p| p.1.len()).collect();
-        let plan = BatchPlan::new(&lengths, self.options.max_batch, self.options.max_batch_tokens);
+        let plan = BatchPlan::new(
+            &lengths,
+            self.options.max_batch,
+            self.options.max_batch_tokens,
+        );
         for batch in &plan.batches {
             let seqs: Vec<&[u32]> = batch.iter().map(|&p| pending[p].1.as_slice()).collect();
             let width = padded_width(seqs.iter().map(|s| s.len()).max().unwrap_or(1));
@@ -118,7 +123,10 @@ impl Embedder {
                 self.cache.insert(pending[p].0, v);
             }
         }
-        Ok(out.into_iter().map(|v| v.expect("every text embedded")).collect())
+        Ok(out
+            .into_iter()
+            .map(|v| v.expect("every text embedded"))
+            .collect())
     }
 
     /// Forward passes run so far (a batch of N texts is one pass).

@@ -20,7 +20,8 @@ pub struct MiniLm {
 
 impl MiniLm {
     pub fn load(files: &ModelFiles) -> Result<Self, EmbedError> {
-        let config: Config = serde_json::from_slice(&files.config_json).map_err(EmbedError::Config)?;
+        let config: Config =
+            serde_json::from_slice(&files.config_json).map_err(EmbedError::Config)?;
         let mut tokenizer = Tokenizer::from_bytes(&files.tokenizer_json)
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         // tokenizer.json ships with fixed padding to 128 and truncation at 128;
@@ -61,7 +62,9 @@ impl MiniLm {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let width = width.max(batch.iter().map(|ids| ids.len()).max().unwrap_or(0)).max(1);
+        let width = width
+            .max(batch.iter().map(|ids| ids.len()).max().unwrap_or(0))
+            .max(1);
         let mut ids = Vec::with_capacity(batch.len() * width);
         let mut mask = Vec::with_capacity(batch.len() * width);
         for seq in batch {
@@ -75,7 +78,7 @@ impl MiniLm {
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
         let type_ids = ids.zeros_like()?;
         let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?; // (b, t, 384)
-        // Mean pooling over real tokens only.
+                                                                       // Mean pooling over real tokens only.
         let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (b, t, 1)
         let summed = hidden.broadcast_mul(&maskf)?.sum(1)?; // (b, 384)
         let counts = maskf.sum(1)?.clamp(1e-9, f64::MAX)?; // (b, 1)

@@ -19,14 +19,15 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let mut texts: Vec<String> = Vec::new();
     let mut refused = 0u64;
     let chunk = args.chunk.max(1);
-    let mut flush = |ids: &mut Vec<Value>, texts: &mut Vec<String>, out: &mut JsonlWriter| -> Result<()> {
-        let vectors = embedder.embed(texts)?;
-        for (id, v) in ids.drain(..).zip(vectors) {
-            out.write(&json!({"id": id, "embedding": v}))?;
-        }
-        texts.clear();
-        Ok(())
-    };
+    let mut flush =
+        |ids: &mut Vec<Value>, texts: &mut Vec<String>, out: &mut JsonlWriter| -> Result<()> {
+            let vectors = embedder.embed(texts)?;
+            for (id, v) in ids.drain(..).zip(vectors) {
+                out.write(&json!({"id": id, "embedding": v}))?;
+            }
+            texts.clear();
+            Ok(())
+        };
     for (n, line) in std::io::BufRead::split(input, b'\n').enumerate() {
         let line = line.context("reading input failed")?;
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -49,7 +50,10 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     flush(&mut ids, &mut texts, &mut out)?;
     out.flush()?;
     if refused > 0 {
-        tracing::warn!(refused, "some lines were not {{\"id\",\"text\"}} objects and were skipped");
+        tracing::warn!(
+            refused,
+            "some lines were not {{\"id\",\"text\"}} objects and were skipped"
+        );
     }
     Ok(())
 }
@@ -57,6 +61,9 @@ pub fn run(args: EmbedArgs) -> Result<()> {
 fn parse(line: &[u8]) -> Result<(Value, String), &'static str> {
     let v: Value = serde_json::from_slice(line).map_err(|_| "not valid JSON")?;
     let id = v.get("id").cloned().ok_or("no id")?;
-    let text = v.get("text").and_then(Value::as_str).ok_or("no string text")?;
+    let text = v
+        .get("text")
+        .and_then(Value::as_str)
+        .ok_or("no string text")?;
     Ok((id, text.to_owned()))
 }

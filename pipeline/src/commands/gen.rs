@@ -40,7 +40,8 @@ pub fn run(args: GenArgs) -> Result<()> {
         if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        let f = std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+        let f = std::fs::File::create(&args.out)
+            .with_context(|| format!("cannot create {}", args.out.display()))?;
         if args.out.extension().is_some_and(|e| e == "gz") {
             Box::new(GzEncoder::new(f, flate2::Compression::fast()))
         } else {
@@ -52,9 +53,17 @@ pub fn run(args: GenArgs) -> Result<()> {
     let mut lines = 0u64;
     let mut write_batch = |batch: &mut Vec<String>, out: &mut dyn Write| -> Result<()> {
         if let Some(embedder) = embedder.as_mut() {
-            let mut values: Vec<Value> = batch.iter().map(|l| serde_json::from_str(l)).collect::<Result<_, _>>()?;
-            let idx: Vec<usize> = (0..values.len()).filter(|&i| values[i].get("content").is_some()).collect();
-            let texts: Vec<&str> = idx.iter().map(|&i| values[i]["content"].as_str().unwrap_or("")).collect();
+            let mut values: Vec<Value> = batch
+                .iter()
+                .map(|l| serde_json::from_str(l))
+                .collect::<Result<_, _>>()?;
+            let idx: Vec<usize> = (0..values.len())
+                .filter(|&i| values[i].get("content").is_some())
+                .collect();
+            let texts: Vec<&str> = idx
+                .iter()
+                .map(|&i| values[i]["content"].as_str().unwrap_or(""))
+                .collect();
             let vectors = embedder.embed(&texts)?;
             for (&i, v) in idx.iter().zip(vectors) {
                 values[i]["embedding"] = serde_json::json!(v);

@@ -17,7 +17,8 @@ pub fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead>> {
         None => Ok(Box::new(BufReader::new(std::io::stdin()))),
         Some(p) if p.as_os_str() == "-" => Ok(Box::new(BufReader::new(std::io::stdin()))),
         Some(p) => {
-            let f = std::fs::File::open(p).with_context(|| format!("cannot open input {}: check the path", p.display()))?;
+            let f = std::fs::File::open(p)
+                .with_context(|| format!("cannot open input {}: check the path", p.display()))?;
             Ok(Box::new(BufReader::new(f)))
         }
     }
@@ -25,7 +26,9 @@ pub fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead>> {
 
 pub fn read_all(path: Option<&Path>) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    open_input(path)?.read_to_end(&mut buf).context("reading input failed")?;
+    open_input(path)?
+        .read_to_end(&mut buf)
+        .context("reading input failed")?;
     Ok(buf)
 }
 

@@ -24,11 +24,17 @@ pub fn run(args: NormalizeArgs) -> Result<()> {
         .map(|s| {
             DateTime::parse_from_rfc3339(s)
                 .map(|t| t.with_timezone(&Utc))
-                .with_context(|| format!("--captured-at {s:?} is not RFC 3339 (e.g. 2024-01-15T10:30:00Z)"))
+                .with_context(|| {
+                    format!("--captured-at {s:?} is not RFC 3339 (e.g. 2024-01-15T10:30:00Z)")
+                })
         })
         .transpose()?;
     let input = read_all(args.input.as_deref())?;
-    let source_name = args.input.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into());
+    let source_name = args
+        .input
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "-".into());
     let mut out = JsonlWriter::create(&output_path(args.out))?;
     let mut dead = match &args.dead_letter {
         Some(p) => Some(JsonlWriter::create(p)?),
@@ -57,6 +63,11 @@ pub fn run(args: NormalizeArgs) -> Result<()> {
         }
     }
     out.flush()?;
-    tracing::info!(adapter = adapter.name(), signals = ok, refused, "normalized");
+    tracing::info!(
+        adapter = adapter.name(),
+        signals = ok,
+        refused,
+        "normalized"
+    );
     Ok(())
 }

@@ -16,7 +16,10 @@ pub fn run(args: ValidateArgs) -> Result<()> {
     }
     for input in &config.pipeline.inputs {
         if !input.exists() {
-            warnings.push(format!("pipeline.inputs: {} does not exist", input.display()));
+            warnings.push(format!(
+                "pipeline.inputs: {} does not exist",
+                input.display()
+            ));
         }
     }
     if config.classifier.anchors.is_empty() {
@@ -25,6 +28,10 @@ pub fn run(args: ValidateArgs) -> Result<()> {
     for w in &warnings {
         println!("warning: {w}");
     }
-    println!("{}: valid ({} warning(s))", args.config.display(), warnings.len());
+    println!(
+        "{}: valid ({} warning(s))",
+        args.config.display(),
+        warnings.len()
+    );
     Ok(())
 }

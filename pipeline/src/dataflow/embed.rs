@@ -21,7 +21,13 @@ pub fn embed_signals<'scope>(
     options: EmbedderOptions,
     embedded: Arc<AtomicU64>,
 ) -> Stream<'scope, u64, Vec<Signal>> {
-    let route = |s: &Signal| u64::from_le_bytes(content_hash_bytes(&s.content)[..8].try_into().expect("8 bytes"));
+    let route = |s: &Signal| {
+        u64::from_le_bytes(
+            content_hash_bytes(&s.content)[..8]
+                .try_into()
+                .expect("8 bytes"),
+        )
+    };
     signals
         .unary(Exchange::new(route), "Embed", move |_cap, _info| {
             // Loaded on first need: streams that carry their vectors never pay for the model.
@@ -50,9 +56,12 @@ pub fn embed_signals<'scope>(
                     Vec::new()
                 } else {
                     let model = embedder.get_or_insert_with(|| {
-                        Embedder::load(&model, options.clone()).expect("model files were validated at startup")
+                        Embedder::load(&model, options.clone())
+                            .expect("model files were validated at startup")
                     });
-                    model.embed(&texts).expect("embedding a validated signal cannot fail")
+                    model
+                        .embed(&texts)
+                        .expect("embedding a validated signal cannot fail")
                 }
                 .into_iter();
                 for (cap, mut batch) in pending.drain(..) {

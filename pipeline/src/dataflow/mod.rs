@@ -54,7 +54,11 @@ pub fn run_embed_pipeline(
     let embedded = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let guards = timely::execute(timely_config, move |worker| -> Result<Option<RunSummary>> {
         let index = worker.index();
-        let mine = if index == 0 { owned.lock().expect("not poisoned").take() } else { None };
+        let mine = if index == 0 {
+            owned.lock().expect("not poisoned").take()
+        } else {
+            None
+        };
         let (source, output, dead) = match mine {
             Some((s, o, d)) => (Some(s), Some(o), Some(d)),
             None => (None, None, None),
@@ -64,7 +68,12 @@ pub fn run_embed_pipeline(
         let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
             let ((input, cap), events) = source::event_input(scope);
             let signals = source::signals(events);
-            let with_vectors = embed::embed_signals(signals, model.clone(), embed_options.clone(), embedded.clone());
+            let with_vectors = embed::embed_signals(
+                signals,
+                model.clone(),
+                embed_options.clone(),
+                embedded.clone(),
+            );
             ordered_sink::write_signals(with_vectors, output, sunk.clone()).probe_with(&probe);
             (input, cap)
         });

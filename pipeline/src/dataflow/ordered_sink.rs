@@ -17,20 +17,30 @@ pub fn write_signals<'scope>(
     mut writer: Option<JsonlWriter>,
     sunk: Arc<AtomicU64>,
 ) -> Stream<'scope, u64, Vec<()>> {
-    signals
-        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Exchange::new(|_| 0), "JsonlSink", move |_cap, _info| {
+    signals.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Exchange::new(|_| 0),
+        "JsonlSink",
+        move |_cap, _info| {
             let mut by_epoch: BTreeMap<u64, Vec<Signal>> = BTreeMap::new();
             move |(input, frontier), _output| {
                 input.for_each_stamp(|cap, data| {
-                    let epoch = by_epoch.entry(*cap.least().expect("a totally ordered time")).or_default();
+                    let epoch = by_epoch
+                        .entry(*cap.least().expect("a totally ordered time"))
+                        .or_default();
                     for d in data {
                         epoch.append(d);
                     }
                 });
-                let done: Vec<u64> = by_epoch.keys().copied().take_while(|t| !frontier.less_equal(t)).collect();
+                let done: Vec<u64> = by_epoch
+                    .keys()
+                    .copied()
+                    .take_while(|t| !frontier.less_equal(t))
+                    .collect();
                 for t in done {
                     let mut signals = by_epoch.remove(&t).unwrap_or_default();
-                    signals.sort_by(|a, b| (a.captured_at, a.source, &a.id).cmp(&(b.captured_at, b.source, &b.id)));
+                    signals.sort_by(|a, b| {
+                        (a.captured_at, a.source, &a.id).cmp(&(b.captured_at, b.source, &b.id))
+                    });
                     let n = signals.len() as u64;
                     if let Some(w) = writer.as_mut() {
                         for s in &signals {
@@ -43,5 +53,6 @@ pub fn write_signals<'scope>(
                     sunk.fetch_add(n, Ordering::Relaxed);
                 }
             }
-        })
+        },
+    )
 }

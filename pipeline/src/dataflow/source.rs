@@ -15,12 +15,12 @@ use ideaflow_operators::watermark::epoch_of;
 use ideaflow_operators::{Event, Signal};
 use ideaflow_sinks::DeadLetterSink;
 use ideaflow_sources::replay::{ReplaySource, Replayed};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
 use timely::dataflow::operators::core::UnorderedInput;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::ActivateCapability;
-use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
-use timely::container::CapacityContainerBuilder;
 use timely::worker::Worker;
 
 use super::RunSummary;
@@ -30,11 +30,16 @@ pub type EventInput = UnorderedHandle<u64, CapacityContainerBuilder<Vec<Event>>>
 
 pub fn event_input<'scope>(
     scope: Scope<'scope, u64>,
-) -> ((EventInput, ActivateCapability<u64>), Stream<'scope, u64, Vec<Event>>) {
+) -> (
+    (EventInput, ActivateCapability<u64>),
+    Stream<'scope, u64, Vec<Event>>,
+) {
     scope.new_unordered_input()
 }
 
-pub fn signals<'scope>(events: Stream<'scope, u64, Vec<Event>>) -> Stream<'scope, u64, Vec<Signal>> {
+pub fn signals<'scope>(
+    events: Stream<'scope, u64, Vec<Event>>,
+) -> Stream<'scope, u64, Vec<Signal>> {
     events.flat_map(|e| super::signal_of(e.payload))
 }
 
@@ -59,22 +64,25 @@ pub fn drive(
     let mut events = 0u64;
     let mut sent_signals = 0u64;
     let mut buffer: Vec<(u64, Event)> = Vec::with_capacity(1024);
-    let flush = |buffer: &mut Vec<(u64, Event)>, cap: &ActivateCapability<u64>, input: &mut EventInput| {
-        if buffer.is_empty() {
-            return;
-        }
-        buffer.sort_by_key(|(t, _)| *t);
-        let mut handle = input.activate();
-        let start = 0;
-        while start < buffer.len() {
-            let t = buffer[start].0;
-            let end = start + buffer[start..].iter().take_while(|(u, _)| *u == t).count();
-            let at = cap.delayed(&t);
-            handle.session(&at).give_iterator(buffer.drain(start..end).map(|(_, e)| e));
-            // drain shifted the rest down to `start`
-        }
-        debug_assert!(buffer.is_empty());
-    };
+    let flush =
+        |buffer: &mut Vec<(u64, Event)>, cap: &ActivateCapability<u64>, input: &mut EventInput| {
+            if buffer.is_empty() {
+                return;
+            }
+            buffer.sort_by_key(|(t, _)| *t);
+            let mut handle = input.activate();
+            let start = 0;
+            while start < buffer.len() {
+                let t = buffer[start].0;
+                let end = start + buffer[start..].iter().take_while(|(u, _)| *u == t).count();
+                let at = cap.delayed(&t);
+                handle
+                    .session(&at)
+                    .give_iterator(buffer.drain(start..end).map(|(_, e)| e));
+                // drain shifted the rest down to `start`
+            }
+            debug_assert!(buffer.is_empty());
+        };
     while let Some(item) = source.next_item()? {
         match item {
             Replayed::Dead(dl) => dead.write(&dl)?,
@@ -117,7 +125,11 @@ pub fn drive(
         events,
         signals_out: sunk.load(Ordering::Relaxed),
         dead_letters: dead.total(),
-        dead_by_reason: dead.counts().iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+        dead_by_reason: dead
+            .counts()
+            .iter()
+            .map(|(r, n)| (r.to_string(), *n))
+            .collect(),
         seconds: seconds.max(started.elapsed().as_secs_f64()),
     })
 }

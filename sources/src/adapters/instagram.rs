@@ -21,12 +21,22 @@ pub fn adapt_record(v: &Value, options: &AdaptOptions) -> Result<Signal, Rejecti
     let fixed = fix_offset(raw_ts);
     let published = rfc3339(&fixed, "timestamp")?;
     let content = content_of(&[str_at(v, "caption").unwrap_or(&format!("#{hashtag}"))])?;
-    let mut s = signal(format!("ig-{id}"), Source::Instagram, options.captured_at.unwrap_or(published), content);
+    let mut s = signal(
+        format!("ig-{id}"),
+        Source::Instagram,
+        options.captured_at.unwrap_or(published),
+        content,
+    );
     s.published_at = Some(published);
     s.community = Some(format!("#{hashtag}"));
     let mut topics = vec![json!(hashtag)];
     if let Some(caption) = str_at(v, "caption") {
-        topics.extend(caption.split_whitespace().filter(|w| w.starts_with('#')).map(|w| json!(w)));
+        topics.extend(
+            caption
+                .split_whitespace()
+                .filter(|w| w.starts_with('#'))
+                .map(|w| json!(w)),
+        );
     }
     s.topics = topics_from(Some(&Value::Array(topics)));
     s.engagement = Engagement {
@@ -44,7 +54,10 @@ pub fn adapt_record(v: &Value, options: &AdaptOptions) -> Result<Signal, Rejecti
 
 fn fix_offset(ts: &str) -> String {
     let b = ts.as_bytes();
-    if b.len() > 5 && (b[b.len() - 5] == b'+' || b[b.len() - 5] == b'-') && b[b.len() - 4..].iter().all(u8::is_ascii_digit) {
+    if b.len() > 5
+        && (b[b.len() - 5] == b'+' || b[b.len() - 5] == b'-')
+        && b[b.len() - 4..].iter().all(u8::is_ascii_digit)
+    {
         format!("{}:{}", &ts[..ts.len() - 2], &ts[ts.len() - 2..])
     } else {
         ts.to_owned()

@@ -107,7 +107,10 @@ fn whole_document(input: &[u8]) -> Result<Value, Vec<Adapted>> {
     serde_json::from_slice(input).map_err(|e| {
         vec![Err((
             0,
-            Rejection::new(RejectReason::MalformedJson, format!("payload is not valid JSON: {e}")),
+            Rejection::new(
+                RejectReason::MalformedJson,
+                format!("payload is not valid JSON: {e}"),
+            ),
         ))]
     })
 }
@@ -122,43 +125,75 @@ fn content_of(parts: &[&str]) -> Result<String, Rejection> {
         .join("\n\n");
     let purged = purge(&joined);
     if purged.trim().is_empty() {
-        return Err(Rejection::new(RejectReason::EmptyField, "record has no text to use as content"));
+        return Err(Rejection::new(
+            RejectReason::EmptyField,
+            "record has no text to use as content",
+        ));
     }
     Ok(purged.chars().take(MAX_CONTENT_CHARS).collect())
 }
 
 fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
 }
 
 fn req_str_at<'a>(v: &'a Value, key: &str) -> Result<&'a str, Rejection> {
-    str_at(v, key).ok_or_else(|| Rejection::new(RejectReason::MissingField, format!("record has no {key}")))
+    str_at(v, key)
+        .ok_or_else(|| Rejection::new(RejectReason::MissingField, format!("record has no {key}")))
 }
 
 /// A count that may be a number or a numeric string (YouTube sends strings).
 fn count_at(v: &Value, key: &str) -> Result<u64, Rejection> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(0),
-        Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64)).ok_or_else(|| {
-            Rejection::new(RejectReason::NegativeCount, format!("{key} is {n}; counts must be non-negative"))
-        }),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| *f >= 0.0 && f.is_finite())
+                    .map(|f| f as u64)
+            })
+            .ok_or_else(|| {
+                Rejection::new(
+                    RejectReason::NegativeCount,
+                    format!("{key} is {n}; counts must be non-negative"),
+                )
+            }),
         Some(Value::String(s)) => s.trim().parse::<u64>().map_err(|_| {
-            Rejection::new(RejectReason::WrongType, format!("{key} is {s:?}; expected a non-negative integer"))
+            Rejection::new(
+                RejectReason::WrongType,
+                format!("{key} is {s:?}; expected a non-negative integer"),
+            )
         }),
-        Some(other) => Err(Rejection::new(RejectReason::WrongType, format!("{key} must be a count, got {other}"))),
+        Some(other) => Err(Rejection::new(
+            RejectReason::WrongType,
+            format!("{key} must be a count, got {other}"),
+        )),
     }
 }
 
 fn unix_time(secs: f64) -> Result<DateTime<Utc>, Rejection> {
     Utc.timestamp_opt(secs.trunc() as i64, 0)
         .single()
-        .ok_or_else(|| Rejection::new(RejectReason::InvalidValue, format!("{secs} is not a valid Unix time")))
+        .ok_or_else(|| {
+            Rejection::new(
+                RejectReason::InvalidValue,
+                format!("{secs} is not a valid Unix time"),
+            )
+        })
 }
 
 fn rfc3339(s: &str, key: &str) -> Result<DateTime<Utc>, Rejection> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| Rejection::new(RejectReason::InvalidValue, format!("{key} {s:?} is not RFC 3339: {e}")))
+        .map_err(|e| {
+            Rejection::new(
+                RejectReason::InvalidValue,
+                format!("{key} {s:?} is not RFC 3339: {e}"),
+            )
+        })
 }
 
 fn topics_from(values: Option<&Value>) -> Vec<String> {
@@ -174,7 +209,12 @@ fn topics_from(values: Option<&Value>) -> Vec<String> {
     out
 }
 
-fn signal(id: String, source: ideaflow_operators::Source, captured_at: DateTime<Utc>, content: String) -> Signal {
+fn signal(
+    id: String,
+    source: ideaflow_operators::Source,
+    captured_at: DateTime<Utc>,
+    content: String,
+) -> Signal {
     Signal {
         id,
         source,

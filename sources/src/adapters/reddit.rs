@@ -17,13 +17,18 @@ pub fn adapt(input: &[u8], options: &AdaptOptions) -> Vec<Adapted> {
     let Some(children) = doc.pointer("/data/children").and_then(Value::as_array) else {
         return vec![Err((
             0,
-            Rejection::new(RejectReason::MissingField, "not a Reddit listing: data.children is missing"),
+            Rejection::new(
+                RejectReason::MissingField,
+                "not a Reddit listing: data.children is missing",
+            ),
         ))];
     };
     children
         .iter()
         .enumerate()
-        .map(|(i, child)| post(child.get("data").unwrap_or(&Value::Null), options).map_err(|r| (i as u64, r)))
+        .map(|(i, child)| {
+            post(child.get("data").unwrap_or(&Value::Null), options).map_err(|r| (i as u64, r))
+        })
         .collect()
 }
 
@@ -34,8 +39,16 @@ fn post(d: &Value, options: &AdaptOptions) -> Result<Signal, Rejection> {
         .and_then(Value::as_f64)
         .ok_or_else(|| Rejection::new(RejectReason::MissingField, "post has no created_utc"))?;
     let published = unix_time(created)?;
-    let content = content_of(&[str_at(d, "title").unwrap_or(""), str_at(d, "selftext").unwrap_or("")])?;
-    let mut s = signal(format!("t3_{id}"), Source::Reddit, options.captured_at.unwrap_or(published), content);
+    let content = content_of(&[
+        str_at(d, "title").unwrap_or(""),
+        str_at(d, "selftext").unwrap_or(""),
+    ])?;
+    let mut s = signal(
+        format!("t3_{id}"),
+        Source::Reddit,
+        options.captured_at.unwrap_or(published),
+        content,
+    );
     s.published_at = Some(published);
     s.community = str_at(d, "subreddit").map(|c| format!("r/{c}"));
     s.engagement = Engagement {
@@ -47,7 +60,8 @@ fn post(d: &Value, options: &AdaptOptions) -> Result<Signal, Rejection> {
     s.url = str_at(d, "permalink").map(|p| format!("https://www.reddit.com{p}"));
     s.topics = topics_from(Some(&json!([str_at(d, "link_flair_text").unwrap_or("")])));
     if let Some(author) = str_at(d, "author") {
-        s.metadata.insert("author".into(), json!(hash_handle(author)));
+        s.metadata
+            .insert("author".into(), json!(hash_handle(author)));
     }
     Ok(s)
 }

@@ -14,10 +14,11 @@ use super::*;
 pub fn adapt_record(v: &Value, options: &AdaptOptions) -> Result<Signal, Rejection> {
     let name = req_str_at(v, "hashtag_name")?.trim_start_matches('#');
     let id = str_at(v, "hashtag_id").unwrap_or(name);
-    let last_trend = v
-        .get("trend")
-        .and_then(Value::as_array)
-        .and_then(|t| t.iter().filter_map(|p| p.get("time").and_then(Value::as_f64)).reduce(f64::max));
+    let last_trend = v.get("trend").and_then(Value::as_array).and_then(|t| {
+        t.iter()
+            .filter_map(|p| p.get("time").and_then(Value::as_f64))
+            .reduce(f64::max)
+    });
     let captured = match (options.captured_at, str_at(v, "captured_at"), last_trend) {
         (Some(t), _, _) => t,
         (None, Some(s), _) => rfc3339(s, "captured_at")?,
@@ -30,8 +31,16 @@ pub fn adapt_record(v: &Value, options: &AdaptOptions) -> Result<Signal, Rejecti
         }
     };
     let content = content_of(&[&format!("#{name}"), str_at(v, "description").unwrap_or("")])?;
-    let locale = v.pointer("/country_info/id").and_then(Value::as_str).map(str::to_owned);
-    let mut s = signal(format!("tiktok-{id}-{}", captured.timestamp()), Source::Tiktok, captured, content);
+    let locale = v
+        .pointer("/country_info/id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut s = signal(
+        format!("tiktok-{id}-{}", captured.timestamp()),
+        Source::Tiktok,
+        captured,
+        content,
+    );
     s.topics = topics_from(Some(&json!([name])));
     s.community = Some(format!("#{name}"));
     s.locale = locale;

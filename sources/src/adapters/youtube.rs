@@ -16,7 +16,10 @@ pub fn adapt(input: &[u8], options: &AdaptOptions) -> Vec<Adapted> {
     let Some(items) = doc.get("items").and_then(Value::as_array) else {
         return vec![Err((
             0,
-            Rejection::new(RejectReason::MissingField, "not a videos.list response: items is missing"),
+            Rejection::new(
+                RejectReason::MissingField,
+                "not a videos.list response: items is missing",
+            ),
         ))];
     };
     items
@@ -46,7 +49,12 @@ fn video(item: &Value, options: &AdaptOptions) -> Result<Signal, Rejection> {
         str_at(snippet, "description").unwrap_or(""),
     ])?;
     let stats = item.get("statistics").cloned().unwrap_or(Value::Null);
-    let mut s = signal(id.clone(), Source::Youtube, options.captured_at.unwrap_or(published), content);
+    let mut s = signal(
+        id.clone(),
+        Source::Youtube,
+        options.captured_at.unwrap_or(published),
+        content,
+    );
     s.published_at = Some(published);
     s.community = str_at(snippet, "channelTitle").map(str::to_owned);
     s.topics = topics_from(snippet.get("tags"));

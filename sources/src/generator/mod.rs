@@ -96,7 +96,9 @@ impl Generator {
     pub fn new(opt: GenOptions) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(opt.seed);
         let centers = if opt.synthetic_embeddings {
-            (0..NICHES.len() * 16).map(|_| random_unit(&mut rng)).collect()
+            (0..NICHES.len() * 16)
+                .map(|_| random_unit(&mut rng))
+                .collect()
         } else {
             Vec::new()
         };
@@ -119,7 +121,11 @@ impl Generator {
 
     fn push(&mut self, event_time: DateTime<Utc>, line: String) {
         let max_delay = self.opt.max_delay.num_milliseconds().max(0);
-        let delay = if max_delay > 0 { self.rng.random_range(0..max_delay) } else { 0 };
+        let delay = if max_delay > 0 {
+            self.rng.random_range(0..max_delay)
+        } else {
+            0
+        };
         let arrival = event_time.timestamp_millis() + delay;
         self.seq += 1;
         self.pending.push(Reverse((arrival, self.seq, line)));
@@ -138,13 +144,26 @@ impl Generator {
         self.produced += 1;
         let n = self.produced;
         let roll: f64 = self.rng.random();
-        let (content, niche, subject, truth) = if roll < self.opt.exact_dup_rate && !self.recent.is_empty() {
+        let (content, niche, subject, truth) = if roll < self.opt.exact_dup_rate
+            && !self.recent.is_empty()
+        {
             let o = self.recent[self.rng.random_range(0..self.recent.len())].clone();
-            (o.content.clone(), o.niche, o.subject, json!({"kind": "exact", "dup_of": o.id}))
-        } else if roll < self.opt.exact_dup_rate + self.opt.near_dup_rate && !self.recent.is_empty() {
+            (
+                o.content.clone(),
+                o.niche,
+                o.subject,
+                json!({"kind": "exact", "dup_of": o.id}),
+            )
+        } else if roll < self.opt.exact_dup_rate + self.opt.near_dup_rate && !self.recent.is_empty()
+        {
             let o = self.recent[self.rng.random_range(0..self.recent.len())].clone();
             let (mutated, how) = self.mutate(&o.content);
-            (mutated, o.niche, o.subject, json!({"kind": "near", "dup_of": o.id, "mutation": how}))
+            (
+                mutated,
+                o.niche,
+                o.subject,
+                json!({"kind": "near", "dup_of": o.id, "mutation": how}),
+            )
         } else {
             let (content, niche, subject) = self.fresh_content();
             (content, niche, subject, json!({"kind": "original"}))
@@ -155,7 +174,12 @@ impl Generator {
                 let k = self.rng.random_range(0..self.recent.len());
                 self.recent.swap_remove(k);
             }
-            self.recent.push(Original { id: id.clone(), content: content.clone(), niche, subject });
+            self.recent.push(Original {
+                id: id.clone(),
+                content: content.clone(),
+                niche,
+                subject,
+            });
         }
         let nich = &NICHES[niche];
         let community = nich.communities[self.zipf_index(nich.communities.len())];
@@ -217,7 +241,9 @@ impl Generator {
             }
             None => {}
         }
-        let (niche, subject) = if let Some((ni, si, _)) = self.burst.filter(|_| self.rng.random_bool(0.5)) {
+        let (niche, subject) = if let Some((ni, si, _)) =
+            self.burst.filter(|_| self.rng.random_bool(0.5))
+        {
             (ni, si)
         } else if let Some(si) = self.holiday_subject() {
             (1, si)
@@ -235,8 +261,21 @@ impl Generator {
         }
         // Make most originals distinct: real signals rarely repeat word for word.
         if self.rng.random_bool(0.85) {
-            let extra = ["today", "again", "this week", "for real", "in my town", "at work", "with friends", "on stream"];
-            text.push_str(&format!(" {} {}", extra[self.rng.random_range(0..extra.len())], self.produced));
+            let extra = [
+                "today",
+                "again",
+                "this week",
+                "for real",
+                "in my town",
+                "at work",
+                "with friends",
+                "on stream",
+            ];
+            text.push_str(&format!(
+                " {} {}",
+                extra[self.rng.random_range(0..extra.len())],
+                self.produced
+            ));
         }
         (capitalize(&text), niche, subject)
     }
@@ -245,7 +284,9 @@ impl Generator {
     fn holiday_subject(&mut self) -> Option<usize> {
         let today = self.now.date_naive();
         for (m, d, _, subject) in CALENDAR {
-            let Some(day) = chrono::NaiveDate::from_ymd_opt(today.year(), *m, *d) else { continue };
+            let Some(day) = chrono::NaiveDate::from_ymd_opt(today.year(), *m, *d) else {
+                continue;
+            };
             let until = (day - today).num_days();
             if (0..=7).contains(&until) && self.rng.random_bool(0.33) {
                 return NICHES[1].subjects.iter().position(|s| s == subject);
@@ -258,7 +299,13 @@ impl Generator {
         match self.rng.random_range(0..4) {
             0 => (content.to_uppercase(), "case"),
             1 => (format!("{content}!!!"), "punctuation"),
-            2 => (format!("{content} {}", vocabulary::EMOJI[self.rng.random_range(0..vocabulary::EMOJI.len())]), "emoji"),
+            2 => (
+                format!(
+                    "{content} {}",
+                    vocabulary::EMOJI[self.rng.random_range(0..vocabulary::EMOJI.len())]
+                ),
+                "emoji",
+            ),
             _ => {
                 let mut words: Vec<&str> = content.split(' ').collect();
                 let i = self.rng.random_range(0..words.len());
@@ -289,10 +336,14 @@ impl Generator {
             for h in 1..=48 {
                 let at = listed + Duration::hours(h);
                 let impressions: u64 = self.rng.random_range(20..200);
-                let clicks = (0..impressions).filter(|_| self.rng.random_bool(ctr)).count() as u64;
+                let clicks = (0..impressions)
+                    .filter(|_| self.rng.random_bool(ctr))
+                    .count() as u64;
                 let favorites = (0..clicks).filter(|_| self.rng.random_bool(0.3)).count() as u64;
                 let add_to_cart = (0..clicks).filter(|_| self.rng.random_bool(0.1)).count() as u64;
-                let sales = (0..add_to_cart).filter(|_| self.rng.random_bool(0.5)).count() as u64;
+                let sales = (0..add_to_cart)
+                    .filter(|_| self.rng.random_bool(0.5))
+                    .count() as u64;
                 let fb = json!({
                     "eventType": "feedback.received",
                     "eventId": format!("fb-{idea}-{variant}-{h}"),
@@ -310,7 +361,9 @@ impl Generator {
 
     fn synthetic_embedding(&mut self, niche: usize, subject: usize, content: &str) -> Vec<f32> {
         // Seeded by the content, so exact duplicates share a vector.
-        let mut local = ChaCha8Rng::seed_from_u64(u64::from_str_radix(&content_hash(content)[..16], 16).unwrap_or(0));
+        let mut local = ChaCha8Rng::seed_from_u64(
+            u64::from_str_radix(&content_hash(content)[..16], 16).unwrap_or(0),
+        );
         let a = &self.centers[niche * 16];
         let b = &self.centers[niche * 16 + 1 + subject % 15];
         let mut v: Vec<f32> = (0..EMBEDDING_DIM)
@@ -342,7 +395,9 @@ impl Iterator for Generator {
 }
 
 fn random_unit(rng: &mut ChaCha8Rng) -> Vec<f32> {
-    let mut v: Vec<f32> = (0..EMBEDDING_DIM).map(|_| rng.random::<f32>() - 0.5).collect();
+    let mut v: Vec<f32> = (0..EMBEDDING_DIM)
+        .map(|_| rng.random::<f32>() - 0.5)
+        .collect();
     l2_normalize(&mut v);
     v
 }
@@ -370,26 +425,55 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream() {
-        let a: Vec<String> = Generator::new(GenOptions { signals: 300, feedback: true, ..Default::default() }).collect();
-        let b: Vec<String> = Generator::new(GenOptions { signals: 300, feedback: true, ..Default::default() }).collect();
+        let a: Vec<String> = Generator::new(GenOptions {
+            signals: 300,
+            feedback: true,
+            ..Default::default()
+        })
+        .collect();
+        let b: Vec<String> = Generator::new(GenOptions {
+            signals: 300,
+            feedback: true,
+            ..Default::default()
+        })
+        .collect();
         assert_eq!(a, b);
-        let c: Vec<String> = Generator::new(GenOptions { signals: 300, seed: 7, ..Default::default() }).collect();
+        let c: Vec<String> = Generator::new(GenOptions {
+            signals: 300,
+            seed: 7,
+            ..Default::default()
+        })
+        .collect();
         assert_ne!(a, c);
     }
 
     #[test]
     fn duplicates_and_disorder_are_present() {
-        let lines: Vec<Value> = Generator::new(GenOptions { signals: 2000, ..Default::default() })
-            .map(|l| serde_json::from_str(&l).unwrap())
-            .collect();
+        let lines: Vec<Value> = Generator::new(GenOptions {
+            signals: 2000,
+            ..Default::default()
+        })
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
         assert_eq!(lines.len(), 2000);
-        let kind = |k: &str| lines.iter().filter(|l| l.pointer("/metadata/truth/dup/kind").unwrap() == k).count();
+        let kind = |k: &str| {
+            lines
+                .iter()
+                .filter(|l| l.pointer("/metadata/truth/dup/kind").unwrap() == k)
+                .count()
+        };
         let exact = kind("exact") as f64 / 2000.0;
         let near = kind("near") as f64 / 2000.0;
         assert!((0.07..0.13).contains(&exact), "exact {exact}");
         assert!((0.03..0.07).contains(&near), "near {near}");
-        let times: Vec<&str> = lines.iter().map(|l| l["captured_at"].as_str().unwrap()).collect();
-        assert!(times.windows(2).any(|w| w[0] > w[1]), "no out-of-order arrival");
+        let times: Vec<&str> = lines
+            .iter()
+            .map(|l| l["captured_at"].as_str().unwrap())
+            .collect();
+        assert!(
+            times.windows(2).any(|w| w[0] > w[1]),
+            "no out-of-order arrival"
+        );
         // Every line is a valid signal.
         for l in &lines {
             ideaflow_operators::validate::parse_line(l.to_string().as_bytes()).unwrap();

@@ -102,7 +102,10 @@ mod tests {
         let data = b"ab\r\ncdefghij\n\nlast".to_vec();
         let mut r = LineReader::with_limit(io::BufReader::with_capacity(3, &data[..]), 5);
         let l1 = r.next_line().unwrap().unwrap();
-        assert_eq!((l1.bytes.as_slice(), l1.line, l1.offset, l1.too_long), (&b"ab"[..], 1, 0, None));
+        assert_eq!(
+            (l1.bytes.as_slice(), l1.line, l1.offset, l1.too_long),
+            (&b"ab"[..], 1, 0, None)
+        );
         let l2 = r.next_line().unwrap().unwrap();
         assert_eq!(l2.too_long, Some(8));
         assert_eq!(l2.offset, 4);

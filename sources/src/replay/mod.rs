@@ -24,7 +24,9 @@ pub use pacer::{Pacer, Speed};
 pub enum ReplayError {
     #[error("cannot open input {path}: {source}; check the path and its permissions")]
     Open { path: PathBuf, source: io::Error },
-    #[error("reading {path} failed at line {line}: {source}; a gzip file may be truncated or corrupt")]
+    #[error(
+        "reading {path} failed at line {line}: {source}; a gzip file may be truncated or corrupt"
+    )]
     Read {
         path: PathBuf,
         line: u64,
@@ -80,7 +82,11 @@ pub struct ReplaySource {
 
 impl ReplaySource {
     /// Opens nothing yet but checks that every file exists, so a typo fails fast.
-    pub fn new(files: Vec<PathBuf>, allowed_lateness: Duration, speed: Speed) -> Result<Self, ReplayError> {
+    pub fn new(
+        files: Vec<PathBuf>,
+        allowed_lateness: Duration,
+        speed: Speed,
+    ) -> Result<Self, ReplayError> {
         let mut total = 0;
         for f in &files {
             let meta = std::fs::metadata(f).map_err(|source| ReplayError::Open {
@@ -126,7 +132,10 @@ impl ReplaySource {
             .map(|b| b.starts_with(&[0x1f, 0x8b]))
             .unwrap_or(false);
         Ok(if is_gzip {
-            Box::new(BufReader::with_capacity(1 << 16, MultiGzDecoder::new(buffered)))
+            Box::new(BufReader::with_capacity(
+                1 << 16,
+                MultiGzDecoder::new(buffered),
+            ))
         } else {
             Box::new(buffered)
         })

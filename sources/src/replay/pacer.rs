@@ -19,14 +19,15 @@ impl FromStr for Speed {
         if s.eq_ignore_ascii_case("max") {
             return Ok(Speed::Max);
         }
-        let x: f64 = s
-            .trim_end_matches(['x', 'X'])
-            .parse()
-            .map_err(|_| format!("speed {s:?} is neither `max` nor a positive multiplier such as 1, 60 or 3600"))?;
+        let x: f64 = s.trim_end_matches(['x', 'X']).parse().map_err(|_| {
+            format!("speed {s:?} is neither `max` nor a positive multiplier such as 1, 60 or 3600")
+        })?;
         if x.is_finite() && x > 0.0 {
             Ok(Speed::Multiplier(x))
         } else {
-            Err(format!("speed must be `max` or a positive multiplier, got {s}"))
+            Err(format!(
+                "speed must be `max` or a positive multiplier, got {s}"
+            ))
         }
     }
 }
@@ -38,12 +39,17 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(speed: Speed) -> Self {
-        Pacer { speed, origin: None }
+        Pacer {
+            speed,
+            origin: None,
+        }
     }
 
     /// Sleeps until `event_time` is due. Out-of-order events never sleep.
     pub fn pace(&mut self, event_time: DateTime<Utc>) {
-        let Speed::Multiplier(x) = self.speed else { return };
+        let Speed::Multiplier(x) = self.speed else {
+            return;
+        };
         let (t0, w0) = *self.origin.get_or_insert((event_time, Instant::now()));
         let ahead_ms = (event_time - t0).num_milliseconds();
         if ahead_ms <= 0 {

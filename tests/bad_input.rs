@@ -1,0 +1,218 @@
+//! A valid stream with thousands of garbage and mutated lines mixed in: every
+//! valid record is processed, every bad line is dead-lettered with a reason
+//! and its exact position, and the run exits 0.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+
+/// xorshift64*: deterministic mutations without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Turns a valid signal line into an invalid one, in one of many ways.
+fn mutate(line: &str, rng: &mut Rng, kind: usize) -> Vec<u8> {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut w = v.clone();
+        f(&mut w);
+        w.to_string().into_bytes()
+    };
+    match kind {
+        0 => line.as_bytes()[..1 + rng.below(line.len() - 2)].to_vec(),
+        1 => {
+            let mut b = line.as_bytes().to_vec();
+            let i = rng.below(b.len());
+            b[i] = 0xFF;
+            b
+        }
+        2 => with(&|w| w["content"] = serde_json::json!("  \t ")),
+        3 => with(&|w| w["engagement"]["views"] = serde_json::json!(-7)),
+        4 => with(&|w| w["captured_at"] = serde_json::json!("the day before yesterday")),
+        5 => with(&|w| w["source"] = serde_json::json!("friendster")),
+        6 => format!(r#"{{"eventType":"idea.teleported","eventId":"x","timestamp":"2024-10-01T00:00:00Z","data":{}}}"#, line).into_bytes(),
+        7 => with(&|w| {
+            w["embedding"].as_array_mut().unwrap().pop();
+        }),
+        8 => with(&|w| w["embedding"][5] = serde_json::json!(1e39)),
+        9 => line.replacen("\"views\":", "\"views\":1e999,\"x\":", 1).into_bytes(),
+        10 => ["[1,2,3]", "\"just a string\"", "42", "null", "true"][rng.below(5)].as_bytes().to_vec(),
+        11 => {
+            let mut b = b"{\"id\":\"huge\",\"content\":\"".to_vec();
+            b.extend(std::iter::repeat_n(b'a', (1 << 20) + 10));
+            b.extend_from_slice(b"\"}");
+            b
+        }
+        12 => (0..1 + rng.below(200)).map(|_| (rng.next() % 255) as u8 + 1).filter(|b| *b != b'\n' && *b != b'{').collect(),
+        13 => with(&|w| w["content"] = serde_json::json!(12345)),
+        14 => with(&|w| w["topics"] = serde_json::json!("cats,dogs")),
+        15 => with(&|w| {
+            w.as_object_mut().unwrap().remove("id");
+        }),
+        16 => line.replacen("\"views\":", "\"views\":NaN,\"x\":", 1).into_bytes(),
+        17 => with(&|w| w["engagement"]["likes"] = serde_json::json!(2.5)),
+        _ => with(&|w| w["content"] = serde_json::json!("x".repeat(10_001))),
+    }
+}
+
+#[test]
+fn garbage_is_dead_lettered_and_valid_records_all_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let valid_path = dir.path().join("valid.jsonl");
+    ok(ideaflow()
+        .args([
+            "gen",
+            "--signals",
+            "1200",
+            "--seed",
+            "11",
+            "--days",
+            "2",
+            "--synthetic-embeddings",
+            "--out",
+        ])
+        .arg(&valid_path));
+    let valid: Vec<String> = std::fs::read_to_string(&valid_path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut mixed: Vec<Vec<u8>> = Vec::new();
+    let mut bad_lines: BTreeSet<u64> = BTreeSet::new();
+    let mut bad_kinds = 0usize;
+    for line in &valid {
+        // About 2.5 bad lines per valid one, of every kind.
+        for _ in 0..rng.below(5) + (rng.below(2)) {
+            let kind = bad_kinds % 19;
+            bad_kinds += 1;
+            let source = &valid[rng.below(valid.len())];
+            let bad = mutate(
+                source,
+                &mut rng,
+                if kind == 11 && bad_kinds > 40 {
+                    0
+                } else {
+                    kind
+                },
+            );
+            mixed.push(bad);
+            bad_lines.insert(mixed.len() as u64);
+        }
+        mixed.push(line.as_bytes().to_vec());
+    }
+    assert!(
+        bad_lines.len() >= 2000,
+        "only {} bad lines",
+        bad_lines.len()
+    );
+    let input = dir.path().join("mixed.jsonl");
+    std::fs::write(&input, mixed.join(&b'\n')).unwrap();
+    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+    let run = ok(ideaflow()
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--dead-letter")
+        .arg(&dead));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("dead-lettered"));
+
+    let got: BTreeSet<String> = read_jsonl(&out)
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    let want: BTreeSet<String> = valid
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(got, want, "every valid record is processed, and only those");
+
+    let dead = read_jsonl(&dead);
+    let dead_lines: BTreeSet<u64> = dead
+        .iter()
+        .map(|d| d["position"]["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(dead.len(), bad_lines.len(), "one dead letter per bad line");
+    assert_eq!(dead_lines, bad_lines, "dead letters point at the bad lines");
+    for d in &dead {
+        assert!(!d["reason"].as_str().unwrap().is_empty());
+        assert!(
+            d["message"].as_str().unwrap().len() > 10,
+            "a reason a person can act on: {d}"
+        );
+        assert_ne!(d["reason"], "late", "nothing in this stream is late: {d}");
+    }
+    let reasons: BTreeSet<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    for r in [
+        "malformed_json",
+        "invalid_utf8",
+        "empty_field",
+        "negative_count",
+        "invalid_value",
+        "unknown_event_type",
+        "non_finite",
+        "not_an_object",
+        "line_too_long",
+        "wrong_type",
+        "missing_field",
+    ] {
+        assert!(reasons.contains(r), "no {r} among {reasons:?}");
+    }
+}
+
+#[test]
+fn events_behind_the_watermark_are_dead_lettered_as_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let sig = |id: &str, t: &str| {
+        format!(
+            r#"{{"id":"{id}","source":"webhook","captured_at":"{t}","content":"signal {id}","embedding":[{}]}}"#,
+            vec!["0.05"; 384].join(",")
+        )
+    };
+    let lines = [
+        sig("a", "2024-10-01T10:00:00Z"),
+        sig("b", "2024-10-01T12:00:00Z"),
+        sig("c", "2024-10-01T11:30:00Z"), // 30 min late: admitted (lateness 1 h)
+        sig("d", "2024-10-01T10:30:00Z"), // 90 min late: dead-lettered
+    ];
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+    ok(ideaflow()
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--dead-letter")
+        .arg(&dead));
+    let ids: Vec<String> = read_jsonl(&out)
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["a", "c", "b"], "ordered by event time");
+    let dead = read_jsonl(&dead);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["reason"], "late");
+    assert_eq!(dead[0]["position"]["line"], 4);
+}

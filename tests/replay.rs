@@ -1,0 +1,126 @@
+//! The replay source end to end: gzip and plain files in order, worker counts
+//! and speeds that do not change results, the run command's outputs.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::Write;
+
+use common::*;
+
+fn run_to(
+    dir: &std::path::Path,
+    name: &str,
+    inputs: &[&std::path::Path],
+    extra: &[&str],
+) -> Vec<u8> {
+    let out = dir.join(format!("{name}.jsonl"));
+    let mut cmd = ideaflow();
+    cmd.arg("run")
+        .arg("--out")
+        .arg(&out)
+        .arg("--dead-letter")
+        .arg(dir.join(format!("{name}.dead.jsonl")));
+    cmd.arg("--input").args(inputs).args(extra);
+    ok(&mut cmd);
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn worker_count_gzip_and_speed_do_not_change_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("s.jsonl");
+    ok(ideaflow()
+        .args([
+            "gen",
+            "--signals",
+            "240",
+            "--seed",
+            "5",
+            "--days",
+            "1",
+            "--out",
+        ])
+        .arg(&plain));
+    let one = run_to(dir.path(), "w1", &[&plain], &["-w", "1"]);
+    let three = run_to(dir.path(), "w3", &[&plain], &["-w", "3"]);
+    assert_eq!(one, three, "1 and 3 workers give byte-identical output");
+
+    // The same lines split over a gzip file and a plain file.
+    let text = std::fs::read_to_string(&plain).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (head, tail) = lines.split_at(lines.len() / 2);
+    let gz = dir.path().join("head.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::default(),
+    );
+    enc.write_all((head.join("\n") + "\n").as_bytes()).unwrap();
+    enc.finish().unwrap();
+    let rest = dir.path().join("tail.jsonl");
+    std::fs::write(&rest, tail.join("\n")).unwrap();
+    let split = run_to(dir.path(), "split", &[&gz, &rest], &["-w", "2"]);
+    assert_eq!(one, split, "gzip + plain files replay as one stream");
+
+    let out: Vec<serde_json::Value> = one
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(out.len(), 240);
+    assert!(out
+        .iter()
+        .all(|s| s["embedding"].as_array().unwrap().len() == 384));
+}
+
+#[test]
+fn real_time_speed_paces_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("s.jsonl");
+    let sig = |id: u32, t: &str| {
+        format!(
+            r#"{{"id":"{id}","source":"webhook","captured_at":"{t}","content":"c {id}","embedding":[{}]}}"#,
+            vec!["0.05"; 384].join(",")
+        )
+    };
+    // 60 s of event time at 60x takes about a second.
+    std::fs::write(
+        &input,
+        [
+            sig(1, "2024-10-01T10:00:00Z"),
+            sig(2, "2024-10-01T10:01:00Z"),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let fast = run_to(dir.path(), "paced", &[&input], &["--speed", "60"]);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "the replay was not paced"
+    );
+    let max = run_to(dir.path(), "max", &[&input], &["--speed", "max"]);
+    assert_eq!(fast, max);
+}
+
+#[test]
+fn bad_speed_and_missing_input_fail_clearly() {
+    let out = ideaflow()
+        .args([
+            "run",
+            "--speed",
+            "warp",
+            "--input",
+            "config/sample/signals.jsonl",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("speed"));
+    let out = ideaflow()
+        .args(["run", "--input", "/nonexistent/file.jsonl"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/file.jsonl"));
+}
