@@ -6,6 +6,7 @@
 //! caller's business, so this module stays free of I/O.
 
 mod batcher;
+mod bert;
 mod cache;
 mod model;
 

@@ -2,7 +2,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
+
+use super::bert::Bert;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::{EmbedError, ModelFiles};
@@ -13,7 +15,7 @@ pub const MAX_TOKENS: usize = 256;
 
 /// all-MiniLM-L6-v2: tokenizer plus BERT, on the CPU.
 pub struct MiniLm {
-    bert: BertModel,
+    bert: Bert,
     tokenizer: Tokenizer,
     device: Device,
 }
@@ -39,7 +41,7 @@ impl MiniLm {
             DType::F32,
             &device,
         )?;
-        let bert = BertModel::load(vb, &config)?;
+        let bert = Bert::load(vb, &config)?;
         Ok(MiniLm {
             bert,
             tokenizer,
@@ -76,8 +78,7 @@ impl MiniLm {
         let shape = (batch.len(), width);
         let ids = Tensor::from_vec(ids, shape, &self.device)?;
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
-        let type_ids = ids.zeros_like()?;
-        let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?; // (b, t, 384)
+        let hidden = self.bert.forward(&ids, &mask)?; // (b, t, 384)
                                                                        // Mean pooling over real tokens only.
         let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (b, t, 1)
         let summed = hidden.broadcast_mul(&maskf)?.sum(1)?; // (b, 384)
