@@ -13,16 +13,20 @@ use std::time::Instant;
 use ideaflow_operators::embed::{Embedder, EmbedderOptions, ModelFiles};
 use ideaflow_sources::generator::{GenOptions, Generator};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     threads: usize,
     texts: usize,
     batches: Vec<usize>,
     min_secs: f64,
     python: String,
+    blas: Option<String>,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { threads: 2, texts: 512, batches: vec![1, 32, 128], min_secs: 3.0, python: "python3".into() };
+    let mut a = Args { threads: 2, texts: 512, batches: vec![1, 32, 128], min_secs: 3.0, python: "python3".into(), blas: None };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -33,6 +37,7 @@ fn parse_args() -> Args {
             "--batches" => a.batches = next.split(',').map(|b| b.parse().expect("--batches 1,32,128")).collect(),
             "--min-secs" => a.min_secs = next.parse().expect("--min-secs S"),
             "--python" => a.python = next,
+            "--blas" => a.blas = Some(next),
             _ => {
                 i += 1;
                 continue; // cargo bench passes --bench
@@ -69,10 +74,17 @@ fn main() {
         tokenizer_json: std::fs::read(model_dir.join("tokenizer.json")).unwrap(),
         weights_safetensors: std::fs::read(model_dir.join("model.safetensors")).unwrap(),
     };
+    let mut model_config = ideaflow::config::ModelConfig { threads: args.threads, ..Default::default() };
+    if let Some(b) = &args.blas {
+        model_config.blas = b.clone();
+    }
+    model_config.mkl_lib = root.join(&model_config.mkl_lib);
+    let blas = ideaflow::blas::load(&model_config).expect("BLAS loads");
+    let backend = if blas.is_some() { "MKL" } else { "candle gemm" };
     let mut ours = Vec::new();
     for &b in &args.batches {
         // The cache is off: every text runs through the model.
-        let mut e = Embedder::load(&files, EmbedderOptions { max_batch: b, cache_capacity: 0, ..Default::default() }).unwrap();
+        let mut e = Embedder::load(&files, EmbedderOptions { max_batch: b, cache_capacity: 0, blas, ..Default::default() }).unwrap();
         e.embed(&texts[..32.min(texts.len())]).unwrap(); // warm up
         let (mut done, start) = (0usize, Instant::now());
         loop {
@@ -108,7 +120,7 @@ fn main() {
         }
     };
     let avg_tokens: f64 = texts.iter().map(|t| t.split_whitespace().count() as f64).sum::<f64>() / texts.len() as f64;
-    println!("embedding throughput: {} texts (~{avg_tokens:.1} words each), {} thread(s)", texts.len(), args.threads);
+    println!("embedding throughput: {} texts (~{avg_tokens:.1} words each), {} thread(s), dense layers on {backend}", texts.len(), args.threads);
     println!("{:>6} {:>16} {:>22} {:>8}", "batch", "ideaflow texts/s", "sentence-transformers", "ratio");
     for (i, &b) in args.batches.iter().enumerate() {
         let st = theirs.as_ref().and_then(|v| v["texts_per_sec"][b.to_string()].as_f64());

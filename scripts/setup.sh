@@ -142,11 +142,33 @@ if ! model_ok; then
 fi
 say "model ready in $MODEL_DIR"
 
+# ---------------------------------------------------------------- BLAS (Intel MKL)
+# The model's matrix products run ~2x faster on MKL than on candle's built-in
+# gemm on these CPUs. The PyPI wheel `mkl` ships the runtime; ideaflow loads it
+# at start (model.blas = "auto") and falls back to the built-in gemm without it.
+MKL_DIR="$STATE/mkl"
+MKL_LIBS="rt core gnu_thread sequential intel_lp64 def mc3 avx2 avx512 vml_def vml_mc3 vml_avx2 vml_avx512 vml_cmpt"
+if [ ! -f "$MKL_DIR/lib/libmkl_rt.so.2" ] || [ ! -f "$MKL_DIR/.complete" ]; then
+  say "fetching Intel MKL runtime (PyPI wheel mkl==2024.2.2)"
+  rm -rf "$STATE/cache/mkl" "$MKL_DIR"; mkdir -p "$STATE/cache/mkl" "$MKL_DIR/lib"
+  "$(command -v python3)" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux1_x86_64 mkl==2024.2.2 -d "$STATE/cache/mkl" \
+    || die "pip download mkl failed: check that PyPI is reachable (or set model.blas = \"builtin\")."
+  patterns=""
+  for l in $MKL_LIBS; do patterns="$patterns mkl-2024.2.2.data/data/lib/libmkl_$l.so.2"; done
+  # shellcheck disable=SC2086
+  (cd "$STATE/cache/mkl" && unzip -q -o -j mkl-*.whl $patterns -d "$MKL_DIR/lib") \
+    || die "could not unpack the mkl wheel in $STATE/cache/mkl."
+  rm -rf "$STATE/cache/mkl"
+  touch "$MKL_DIR/.complete"
+fi
+
 cat >"$STATE/env" <<ENV
 export IDEAFLOW_POSTGRES_URL="postgres://ideaflow@127.0.0.1:$PG_PORT/ideaflow"
 export IDEAFLOW_TEST_POSTGRES_URL="postgres://ideaflow@127.0.0.1:$PG_PORT/ideaflow_test"
 export IDEAFLOW_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 export IDEAFLOW_MODEL_DIR="$MODEL_DIR"
 export IDEAFLOW_PG_BIN="$PG_BIN"
+export IDEAFLOW_MKL_LIB="$MKL_DIR/lib/libmkl_rt.so.2"
 ENV
 say "ready: postgres :$PG_PORT, redis :$REDIS_PORT, model $MODEL_DIR (environment in $STATE/env)"

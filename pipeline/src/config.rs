@@ -78,6 +78,10 @@ pub struct ModelConfig {
     pub cache_capacity: usize,
     /// Threads for the model's matrix kernels (0: one per core).
     pub threads: usize,
+    /// Dense-layer matrix products: "auto" (MKL when installed), "mkl", "builtin".
+    pub blas: String,
+    /// Intel MKL runtime library. Env: IDEAFLOW_MKL_LIB.
+    pub mkl_lib: PathBuf,
 }
 
 impl Default for ModelConfig {
@@ -88,6 +92,8 @@ impl Default for ModelConfig {
             max_batch_tokens: 16_384,
             cache_capacity: 100_000,
             threads: 0,
+            blas: "auto".into(),
+            mkl_lib: PathBuf::from("state/mkl/lib/libmkl_rt.so.2"),
         }
     }
 }
@@ -203,6 +209,9 @@ impl Config {
         }
         if self.model.max_batch == 0 || self.model.max_batch_tokens == 0 {
             return invalid("model.max_batch", "batch limits must be positive");
+        }
+        if !["auto", "mkl", "builtin"].contains(&self.model.blas.as_str()) {
+            return invalid("model.blas", "must be \"auto\", \"mkl\" or \"builtin\"");
         }
         if !(0.0..=1.0).contains(&self.classifier.confidence_threshold) {
             return invalid("classifier.confidence_threshold", "must be within [0, 1]");

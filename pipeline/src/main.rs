@@ -1,14 +1,13 @@
 //! `ideaflow`: the one binary.
 
-mod cli;
-mod commands;
-mod config;
-mod dataflow;
-mod logging;
-mod model_files;
-mod progress;
 
 use clap::Parser;
+use ideaflow::{cli, commands, logging};
+
+// Tensors are allocated and freed per operation; glibc returns large blocks to
+// the OS and page-faults them back in on every forward pass. mimalloc reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     logging::init();

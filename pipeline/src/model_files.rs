@@ -25,15 +25,16 @@ pub fn read_model_files(dir: &Path) -> Result<ModelFiles> {
     })
 }
 
+pub fn embedder_options(config: &ModelConfig) -> Result<EmbedderOptions> {
+    Ok(EmbedderOptions {
+        max_batch: config.max_batch,
+        max_batch_tokens: config.max_batch_tokens,
+        cache_capacity: config.cache_capacity,
+        blas: crate::blas::load(config)?,
+    })
+}
+
 pub fn load_embedder(config: &ModelConfig) -> Result<Embedder> {
     let files = read_model_files(&config.dir)?;
-    let embedder = Embedder::load(
-        &files,
-        EmbedderOptions {
-            max_batch: config.max_batch,
-            max_batch_tokens: config.max_batch_tokens,
-            cache_capacity: config.cache_capacity,
-        },
-    )?;
-    Ok(embedder)
+    Ok(Embedder::load(&files, embedder_options(config)?)?)
 }

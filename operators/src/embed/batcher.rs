@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use super::gemm::Blas;
 use super::model::MiniLm;
 use super::{EmbedError, EmbeddingCache, ModelFiles};
 
@@ -16,6 +17,8 @@ pub struct EmbedderOptions {
     pub max_batch_tokens: usize,
     /// Texts kept in the content-hash cache (0 disables it).
     pub cache_capacity: usize,
+    /// A host BLAS for the dense layers; candle's gemm when `None`.
+    pub blas: Option<Blas>,
 }
 
 impl Default for EmbedderOptions {
@@ -24,6 +27,7 @@ impl Default for EmbedderOptions {
             max_batch: 128,
             max_batch_tokens: 16_384,
             cache_capacity: 100_000,
+            blas: None,
         }
     }
 }
@@ -81,7 +85,7 @@ pub struct Embedder {
 impl Embedder {
     pub fn load(files: &ModelFiles, options: EmbedderOptions) -> Result<Self, EmbedError> {
         Ok(Embedder {
-            model: MiniLm::load(files)?,
+            model: MiniLm::load(files, options.blas)?,
             cache: EmbeddingCache::new(options.cache_capacity),
             options,
             forward_passes: 0,

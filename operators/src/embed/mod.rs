@@ -7,11 +7,13 @@
 
 mod batcher;
 mod bert;
+mod gemm;
 mod cache;
 mod model;
 
 pub use batcher::{padded_width, BatchPlan, Embedder, EmbedderOptions, WIDTH_QUANTUM};
 pub use cache::EmbeddingCache;
+pub use gemm::{Blas, CblasSgemm};
 pub use model::MiniLm;
 
 /// The three files of a sentence-transformers model folder, as bytes.

@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 
 use super::bert::Bert;
+use super::gemm::Blas;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::{EmbedError, ModelFiles};
@@ -21,7 +22,7 @@ pub struct MiniLm {
 }
 
 impl MiniLm {
-    pub fn load(files: &ModelFiles) -> Result<Self, EmbedError> {
+    pub fn load(files: &ModelFiles, blas: Option<Blas>) -> Result<Self, EmbedError> {
         let config: Config =
             serde_json::from_slice(&files.config_json).map_err(EmbedError::Config)?;
         let mut tokenizer = Tokenizer::from_bytes(&files.tokenizer_json)
@@ -41,7 +42,7 @@ impl MiniLm {
             DType::F32,
             &device,
         )?;
-        let bert = Bert::load(vb, &config)?;
+        let bert = Bert::load(vb, &config, blas)?;
         Ok(MiniLm {
             bert,
             tokenizer,

@@ -8,7 +8,7 @@ pub mod source;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Result};
-use ideaflow_operators::embed::ModelFiles;
+use ideaflow_operators::embed::{EmbedderOptions, ModelFiles};
 use ideaflow_operators::{Payload, Signal};
 use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
 use ideaflow_sources::replay::ReplaySource;
@@ -32,6 +32,7 @@ pub fn run_embed_pipeline(
     config: &Config,
     source: ReplaySource,
     model: Arc<ModelFiles>,
+    embed_options: EmbedderOptions,
     output: JsonlWriter,
     dead: DeadLetterSink,
 ) -> Result<RunSummary> {
@@ -43,11 +44,6 @@ pub fn run_embed_pipeline(
     };
     let epoch_secs = config.pipeline.epoch_secs;
     let max_in_flight = config.pipeline.max_in_flight as u64;
-    let embed_options = ideaflow_operators::embed::EmbedderOptions {
-        max_batch: config.model.max_batch,
-        max_batch_tokens: config.model.max_batch_tokens,
-        cache_capacity: config.model.cache_capacity,
-    };
     // Worker 0 owns the source and the sinks; the others compute.
     let owned = Arc::new(Mutex::new(Some((source, output, dead))));
     // Signals that left the embedder, over all workers: the source's back-pressure gauge.

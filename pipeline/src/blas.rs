@@ -1,0 +1,73 @@
+//! Finds and loads a BLAS for the model's dense layers (Intel MKL's runtime,
+//! which scripts/setup.sh installs from PyPI). Loading is the pipeline's job;
+//! the operators only receive the function.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+use ideaflow_operators::embed::{Blas, CblasSgemm};
+
+use crate::config::ModelConfig;
+
+/// Kept loaded for the life of the process: embedders hold its function pointer.
+static MKL: OnceLock<libloading::Library> = OnceLock::new();
+
+fn mkl_path(config: &ModelConfig) -> PathBuf {
+    std::env::var_os("IDEAFLOW_MKL_LIB").map(PathBuf::from).unwrap_or_else(|| config.mkl_lib.clone())
+}
+
+/// The BLAS `model.blas` asks for: `auto` (MKL when installed, else built-in),
+/// `mkl` (MKL or an error), `builtin` (candle's gemm).
+pub fn load(config: &ModelConfig) -> Result<Option<Blas>> {
+    match config.blas.as_str() {
+        "builtin" => Ok(None),
+        "mkl" => load_mkl(&mkl_path(config), config.threads).map(Some),
+        "auto" => {
+            let path = mkl_path(config);
+            if !path.exists() {
+                tracing::info!(path = %path.display(), "MKL not installed; using candle's built-in gemm");
+                return Ok(None);
+            }
+            match load_mkl(&path, config.threads) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "MKL did not load; using candle's built-in gemm");
+                    Ok(None)
+                }
+            }
+        }
+        other => bail!("model.blas = {other:?}: use \"auto\", \"mkl\" or \"builtin\""),
+    }
+}
+
+fn load_mkl(path: &Path, threads: usize) -> Result<Blas> {
+    if MKL.get().is_none() {
+        // MKL reads these once, at load. GNU OpenMP ships with gcc on Debian;
+        // Intel's own OpenMP runtime is not installed.
+        if std::env::var_os("MKL_THREADING_LAYER").is_none() {
+            std::env::set_var("MKL_THREADING_LAYER", "GNU");
+        }
+        // Strict conditional numerical reproducibility: a row's result never
+        // depends on how many rows were multiplied with it, so embeddings are
+        // bit-identical whatever the batch, worker count or replay speed.
+        if std::env::var_os("MKL_CBWR").is_none() {
+            std::env::set_var("MKL_CBWR", "AUTO,STRICT");
+        }
+        if threads > 0 && std::env::var_os("MKL_NUM_THREADS").is_none() {
+            std::env::set_var("MKL_NUM_THREADS", threads.to_string());
+        }
+        // SAFETY: loading MKL runs its initializers, which have no preconditions.
+        let lib = unsafe { libloading::Library::new(path) }
+            .with_context(|| format!("cannot load {}: run scripts/setup.sh, or set model.blas = \"builtin\"", path.display()))?;
+        let _ = MKL.set(lib);
+    }
+    let lib = MKL.get().expect("set above");
+    // SAFETY: MKL exports cblas_sgemm with the CBLAS signature; the library
+    // stays loaded in the static above.
+    unsafe {
+        let sgemm: libloading::Symbol<'_, CblasSgemm> =
+            lib.get(b"cblas_sgemm\0").context("the MKL library has no cblas_sgemm")?;
+        Ok(Blas::from_raw(*sgemm))
+    }
+}

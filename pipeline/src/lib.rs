@@ -1,0 +1,12 @@
+//! ideaflow's pipeline: configuration, the command line, and the dataflows
+//! that wire sources, operators and sinks together. The `ideaflow` binary is
+//! a thin `main` over this library; benchmarks and tests use it too.
+
+pub mod blas;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod dataflow;
+pub mod logging;
+pub mod model_files;
+pub mod progress;
