@@ -26,7 +26,14 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { threads: 2, texts: 512, batches: vec![1, 32, 128], min_secs: 3.0, python: "python3".into(), blas: None };
+    let mut a = Args {
+        threads: 2,
+        texts: 512,
+        batches: vec![1, 32, 128],
+        min_secs: 3.0,
+        python: "python3".into(),
+        blas: None,
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -34,7 +41,12 @@ fn parse_args() -> Args {
         match argv[i].as_str() {
             "--threads" => a.threads = next.parse().expect("--threads N"),
             "--texts" => a.texts = next.parse().expect("--texts N"),
-            "--batches" => a.batches = next.split(',').map(|b| b.parse().expect("--batches 1,32,128")).collect(),
+            "--batches" => {
+                a.batches = next
+                    .split(',')
+                    .map(|b| b.parse().expect("--batches 1,32,128"))
+                    .collect()
+            }
             "--min-secs" => a.min_secs = next.parse().expect("--min-secs S"),
             "--python" => a.python = next,
             "--blas" => a.blas = Some(next),
@@ -56,25 +68,37 @@ fn main() {
     let model_dir = std::env::var_os("IDEAFLOW_MODEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("models/all-MiniLM-L6-v2"));
-    let texts: Vec<String> = Generator::new(GenOptions { signals: args.texts as u64 * 2, seed: 3, ..Default::default() })
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-        .filter_map(|v| v["content"].as_str().map(str::to_owned))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .take(args.texts)
-        .collect();
+    let texts: Vec<String> = Generator::new(GenOptions {
+        signals: args.texts as u64 * 2,
+        seed: 3,
+        ..Default::default()
+    })
+    .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+    .filter_map(|v| v["content"].as_str().map(str::to_owned))
+    .collect::<std::collections::BTreeSet<_>>()
+    .into_iter()
+    .take(args.texts)
+    .collect();
     let texts_path = std::env::temp_dir().join("ideaflow-bench-texts.jsonl");
     std::fs::write(
         &texts_path,
-        texts.iter().map(|t| serde_json::json!({"text": t}).to_string()).collect::<Vec<_>>().join("\n"),
+        texts
+            .iter()
+            .map(|t| serde_json::json!({"text": t}).to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
     )
     .unwrap();
     let files = ModelFiles {
-        config_json: std::fs::read(model_dir.join("config.json")).expect("model installed (scripts/setup.sh)"),
+        config_json: std::fs::read(model_dir.join("config.json"))
+            .expect("model installed (scripts/setup.sh)"),
         tokenizer_json: std::fs::read(model_dir.join("tokenizer.json")).unwrap(),
         weights_safetensors: std::fs::read(model_dir.join("model.safetensors")).unwrap(),
     };
-    let mut model_config = ideaflow::config::ModelConfig { threads: args.threads, ..Default::default() };
+    let mut model_config = ideaflow::config::ModelConfig {
+        threads: args.threads,
+        ..Default::default()
+    };
     if let Some(b) = &args.blas {
         model_config.blas = b.clone();
     }
@@ -84,7 +108,16 @@ fn main() {
     let mut ours = Vec::new();
     for &b in &args.batches {
         // The cache is off: every text runs through the model.
-        let mut e = Embedder::load(&files, EmbedderOptions { max_batch: b, cache_capacity: 0, blas, ..Default::default() }).unwrap();
+        let mut e = Embedder::load(
+            &files,
+            EmbedderOptions {
+                max_batch: b,
+                cache_capacity: 0,
+                blas,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         e.embed(&texts[..32.min(texts.len())]).unwrap(); // warm up
         let (mut done, start) = (0usize, Instant::now());
         loop {
@@ -98,7 +131,12 @@ fn main() {
         }
         ours.push(done as f64 / start.elapsed().as_secs_f64());
     }
-    let batches = args.batches.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(",");
+    let batches = args
+        .batches
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let st = Command::new(&args.python)
         .arg(root.join("benches/st_throughput.py"))
         .arg(&model_dir)
@@ -109,21 +147,42 @@ fn main() {
         .env("HF_HUB_OFFLINE", "1")
         .output();
     let theirs: Option<serde_json::Value> = match st {
-        Ok(o) if o.status.success() => serde_json::from_slice(o.stdout.rsplit(|b| *b == b'\n').find(|l| !l.is_empty()).unwrap_or(b"")).ok(),
+        Ok(o) if o.status.success() => serde_json::from_slice(
+            o.stdout
+                .rsplit(|b| *b == b'\n')
+                .find(|l| !l.is_empty())
+                .unwrap_or(b""),
+        )
+        .ok(),
         Ok(o) => {
-            eprintln!("sentence-transformers side failed: {}", String::from_utf8_lossy(&o.stderr));
+            eprintln!(
+                "sentence-transformers side failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             None
         }
         Err(e) => {
-            eprintln!("cannot run {}: {e}; run scripts/bench-embed.sh to set up sentence-transformers", args.python);
+            eprintln!(
+                "cannot run {}: {e}; run scripts/bench-embed.sh to set up sentence-transformers",
+                args.python
+            );
             None
         }
     };
-    let avg_tokens: f64 = texts.iter().map(|t| t.split_whitespace().count() as f64).sum::<f64>() / texts.len() as f64;
+    let avg_tokens: f64 = texts
+        .iter()
+        .map(|t| t.split_whitespace().count() as f64)
+        .sum::<f64>()
+        / texts.len() as f64;
     println!("embedding throughput: {} texts (~{avg_tokens:.1} words each), {} thread(s), dense layers on {backend}", texts.len(), args.threads);
-    println!("{:>6} {:>16} {:>22} {:>8}", "batch", "ideaflow texts/s", "sentence-transformers", "ratio");
+    println!(
+        "{:>6} {:>16} {:>22} {:>8}",
+        "batch", "ideaflow texts/s", "sentence-transformers", "ratio"
+    );
     for (i, &b) in args.batches.iter().enumerate() {
-        let st = theirs.as_ref().and_then(|v| v["texts_per_sec"][b.to_string()].as_f64());
+        let st = theirs
+            .as_ref()
+            .and_then(|v| v["texts_per_sec"][b.to_string()].as_f64());
         match st {
             Some(s) => println!("{b:>6} {:>16.1} {s:>22.1} {:>7.2}x", ours[i], ours[i] / s),
             None => println!("{b:>6} {:>16.1} {:>22} {:>8}", ours[i], "n/a", "n/a"),

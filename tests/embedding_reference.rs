@@ -74,20 +74,39 @@ fn mkl_path_matches_and_is_batch_invariant() {
     let lib = std::env::var_os("IDEAFLOW_MKL_LIB")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| repo_root().join("state/mkl/lib/libmkl_rt.so.2"));
-    assert!(lib.exists(), "MKL is not installed at {}: run scripts/setup.sh", lib.display());
-    let config = ideaflow::config::ModelConfig { blas: "mkl".into(), mkl_lib: lib, ..Default::default() };
+    assert!(
+        lib.exists(),
+        "MKL is not installed at {}: run scripts/setup.sh",
+        lib.display()
+    );
+    let config = ideaflow::config::ModelConfig {
+        blas: "mkl".into(),
+        mkl_lib: lib,
+        ..Default::default()
+    };
     let blas = ideaflow::blas::load(&config).expect("MKL loads");
     assert!(blas.is_some());
     let refs = reference();
     let texts: Vec<&str> = refs.iter().map(|r| r["text"].as_str().unwrap()).collect();
-    let mut batched = load(EmbedderOptions { blas, ..Default::default() });
-    let mut single = load(EmbedderOptions { blas, max_batch: 1, cache_capacity: 0, ..Default::default() });
+    let mut batched = load(EmbedderOptions {
+        blas,
+        ..Default::default()
+    });
+    let mut single = load(EmbedderOptions {
+        blas,
+        max_batch: 1,
+        cache_capacity: 0,
+        ..Default::default()
+    });
     let b = batched.embed(&texts).unwrap();
     for (r, v) in refs.iter().zip(&b) {
         let c = cosine(v, &floats(&r["embedding"]));
         assert!(c >= 0.999, "{}: cosine {c}", r["id"]);
     }
-    let a: Vec<Vec<f32>> = texts.iter().map(|t| single.embed(&[*t]).unwrap().remove(0)).collect();
+    let a: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|t| single.embed(&[*t]).unwrap().remove(0))
+        .collect();
     assert_eq!(a, b);
 }
 

@@ -10,13 +10,22 @@ fn main() {
     };
     std::env::set_var("MKL_THREADING_LAYER", "GNU");
     std::env::set_var("MKL_CBWR", "AUTO,STRICT");
-    let lib = Box::leak(Box::new(unsafe { libloading::Library::new("state/mkl/lib/libmkl_rt.so.2").unwrap() }));
-    let f: libloading::Symbol<ideaflow_operators::embed::CblasSgemm> = unsafe { lib.get(b"cblas_sgemm\0").unwrap() };
-    let blas = if std::env::var_os("NOMKL").is_some() { None } else { Some(unsafe { ideaflow_operators::embed::Blas::from_raw(*f) }) };
+    let lib = Box::leak(Box::new(unsafe {
+        libloading::Library::new("state/mkl/lib/libmkl_rt.so.2").unwrap()
+    }));
+    let f: libloading::Symbol<ideaflow_operators::embed::CblasSgemm> =
+        unsafe { lib.get(b"cblas_sgemm\0").unwrap() };
+    let blas = if std::env::var_os("NOMKL").is_some() {
+        None
+    } else {
+        Some(unsafe { ideaflow_operators::embed::Blas::from_raw(*f) })
+    };
     let m = MiniLm::load(&files, blas).unwrap();
     let ids: Vec<u32> = (0..16).map(|i| 1000 + i).collect();
     let batch: Vec<&[u32]> = (0..32).map(|_| ids.as_slice()).collect();
-    for _ in 0..3 { m.forward(&batch, 16).unwrap(); }
+    for _ in 0..3 {
+        m.forward(&batch, 16).unwrap();
+    }
     std::env::set_var("PROF", "1");
     let t = std::time::Instant::now();
     m.forward(&batch, 16).unwrap();

@@ -2,6 +2,7 @@
 //! of every operator. Nothing in this crate performs I/O; sources hand it
 //! bytes, sinks take its values.
 
+pub mod classify;
 pub mod content_hash;
 pub mod embed;
 pub mod event;

@@ -14,7 +14,9 @@ use crate::config::ModelConfig;
 static MKL: OnceLock<libloading::Library> = OnceLock::new();
 
 fn mkl_path(config: &ModelConfig) -> PathBuf {
-    std::env::var_os("IDEAFLOW_MKL_LIB").map(PathBuf::from).unwrap_or_else(|| config.mkl_lib.clone())
+    std::env::var_os("IDEAFLOW_MKL_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| config.mkl_lib.clone())
 }
 
 /// The BLAS `model.blas` asks for: `auto` (MKL when installed, else built-in),
@@ -63,16 +65,21 @@ fn load_mkl(path: &Path, threads: usize) -> Result<Blas> {
             std::env::set_var("MKL_NUM_THREADS", threads.to_string());
         }
         // SAFETY: loading MKL runs its initializers, which have no preconditions.
-        let lib = unsafe { libloading::Library::new(path) }
-            .with_context(|| format!("cannot load {}: run scripts/setup.sh, or set model.blas = \"builtin\"", path.display()))?;
+        let lib = unsafe { libloading::Library::new(path) }.with_context(|| {
+            format!(
+                "cannot load {}: run scripts/setup.sh, or set model.blas = \"builtin\"",
+                path.display()
+            )
+        })?;
         let _ = MKL.set(lib);
     }
     let lib = MKL.get().expect("set above");
     // SAFETY: MKL exports cblas_sgemm with the CBLAS signature; the library
     // stays loaded in the static above.
     unsafe {
-        let sgemm: libloading::Symbol<'_, CblasSgemm> =
-            lib.get(b"cblas_sgemm\0").context("the MKL library has no cblas_sgemm")?;
+        let sgemm: libloading::Symbol<'_, CblasSgemm> = lib
+            .get(b"cblas_sgemm\0")
+            .context("the MKL library has no cblas_sgemm")?;
         Ok(Blas::from_raw(*sgemm))
     }
 }

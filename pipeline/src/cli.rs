@@ -33,8 +33,37 @@ pub enum Command {
     Normalize(NormalizeArgs),
     /// Generate a deterministic, realistic signal stream.
     Gen(GenArgs),
+    /// Classify texts into the seed's anchors (Hunch, Wisdom, Nudge, Spell), sentence by sentence.
+    Classify(ClassifyArgs),
+    /// Show every anchor's similarity to one sentence, and the decision.
+    Explain(ExplainArgs),
     /// Check a config file: parse it, apply environment overrides, validate values.
     Validate(ValidateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ClassifyArgs {
+    /// Input JSONL with {"id","text"} per line; standard input when absent or `-`.
+    #[arg(short, long)]
+    pub input: Option<PathBuf>,
+    /// Output JSONL {"id","routed_content","analytics"} per input line; standard output when absent.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// Configuration file (anchors, threshold, model).
+    #[arg(short, long, default_value = "config/ideaflow.toml")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// The sentence to explain.
+    pub sentence: String,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Configuration file (anchors, threshold, model).
+    #[arg(short, long, default_value = "config/ideaflow.toml")]
+    pub config: PathBuf,
 }
 
 #[derive(Args, Debug)]

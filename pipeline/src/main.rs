@@ -1,6 +1,5 @@
 //! `ideaflow`: the one binary.
 
-
 use clap::Parser;
 use ideaflow::{cli, commands, logging};
 
@@ -17,6 +16,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::Embed(args) => commands::embed::run(args),
         cli::Command::Normalize(args) => commands::normalize::run(args),
         cli::Command::Gen(args) => commands::gen::run(args),
+        cli::Command::Classify(args) => commands::classify::classify(args),
+        cli::Command::Explain(args) => commands::classify::explain(args),
         cli::Command::Validate(args) => commands::validate::run(args),
     };
     match result {

@@ -27,7 +27,10 @@ struct Dense {
 impl Dense {
     fn load(vb: &VarBuilder, prefix: &str, d_in: usize, d_out: usize) -> candle_core::Result<Self> {
         let w = vb.get((d_out, d_in), &format!("{prefix}.weight"))?;
-        Self::new(w.t()?.contiguous()?, vb.get(d_out, &format!("{prefix}.bias"))?)
+        Self::new(
+            w.t()?.contiguous()?,
+            vb.get(d_out, &format!("{prefix}.bias"))?,
+        )
     }
 
     fn new(weight_t: Tensor, bias: Tensor) -> candle_core::Result<Self> {
@@ -48,7 +51,11 @@ impl Dense {
     /// x: (n, in) -> (n, out)
     fn forward(&self, x: &Tensor, blas: Option<&Blas>) -> candle_core::Result<Tensor> {
         match blas {
-            Some(blas) => gemm::tensor(blas.dense(x, &self.weight_t_vec, &self.bias_vec)?, x.dim(0)?, self.bias_vec.len()),
+            Some(blas) => gemm::tensor(
+                blas.dense(x, &self.weight_t_vec, &self.bias_vec)?,
+                x.dim(0)?,
+                self.bias_vec.len(),
+            ),
             None => x.matmul(&self.weight_t)?.broadcast_add(&self.bias),
         }
     }
@@ -116,8 +123,14 @@ impl Bert {
     pub fn load(vb: VarBuilder, cfg: &Config, blas: Option<Blas>) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
         let word = candle_nn::embedding(cfg.vocab_size, h, vb.pp("embeddings.word_embeddings"))?;
-        let position = vb.get((cfg.max_position_embeddings, h), "embeddings.position_embeddings.weight")?;
-        let token_types = vb.get((cfg.type_vocab_size, h), "embeddings.token_type_embeddings.weight")?;
+        let position = vb.get(
+            (cfg.max_position_embeddings, h),
+            "embeddings.position_embeddings.weight",
+        )?;
+        let token_types = vb.get(
+            (cfg.type_vocab_size, h),
+            "embeddings.token_type_embeddings.weight",
+        )?;
         let emb_norm = Norm::load(&vb, "embeddings.LayerNorm", h, cfg.layer_norm_eps)?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
@@ -128,8 +141,18 @@ impl Bert {
             layers.push(Layer {
                 qkv: Dense::fused(&[q, k, v])?,
                 attn_out: Dense::load(&vb, &format!("{p}.attention.output.dense"), h, h)?,
-                attn_norm: Norm::load(&vb, &format!("{p}.attention.output.LayerNorm"), h, cfg.layer_norm_eps)?,
-                intermediate: Dense::load(&vb, &format!("{p}.intermediate.dense"), h, cfg.intermediate_size)?,
+                attn_norm: Norm::load(
+                    &vb,
+                    &format!("{p}.attention.output.LayerNorm"),
+                    h,
+                    cfg.layer_norm_eps,
+                )?,
+                intermediate: Dense::load(
+                    &vb,
+                    &format!("{p}.intermediate.dense"),
+                    h,
+                    cfg.intermediate_size,
+                )?,
                 output: Dense::load(&vb, &format!("{p}.output.dense"), cfg.intermediate_size, h)?,
                 out_norm: Norm::load(&vb, &format!("{p}.output.LayerNorm"), h, cfg.layer_norm_eps)?,
             });
@@ -167,12 +190,19 @@ impl Bert {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let prof = std::env::var_os("PROF").is_some();
         let mut tm = std::time::Instant::now();
-        let mut lap = |name: &str| { if prof { eprintln!("{name}: {:.3}ms", tm.elapsed().as_secs_f64()*1e3); } tm = std::time::Instant::now(); };
+        let mut lap = |name: &str| {
+            if prof {
+                eprintln!("{name}: {:.3}ms", tm.elapsed().as_secs_f64() * 1e3);
+            }
+            tm = std::time::Instant::now();
+        };
         lap("embed");
         for layer in &self.layers {
             let qkv = layer.qkv.forward(&x, blas)?; // (n, 3h)
             lap("qkv");
-            let qkv = qkv.reshape((b, t, 3, self.heads, self.head_dim))?.permute((2, 0, 3, 1, 4))?; // (3, b, heads, t, d)
+            let qkv = qkv
+                .reshape((b, t, 3, self.heads, self.head_dim))?
+                .permute((2, 0, 3, 1, 4))?; // (3, b, heads, t, d)
             let q = (qkv.get(0)?.contiguous()? * scale)?;
             let k = qkv.get(1)?.contiguous()?;
             let v = qkv.get(2)?.contiguous()?;

@@ -7,8 +7,8 @@
 
 mod batcher;
 mod bert;
-mod gemm;
 mod cache;
+mod gemm;
 mod model;
 
 pub use batcher::{padded_width, BatchPlan, Embedder, EmbedderOptions, WIDTH_QUANTUM};

@@ -80,7 +80,7 @@ impl MiniLm {
         let ids = Tensor::from_vec(ids, shape, &self.device)?;
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
         let hidden = self.bert.forward(&ids, &mask)?; // (b, t, 384)
-                                                                       // Mean pooling over real tokens only.
+                                                      // Mean pooling over real tokens only.
         let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (b, t, 1)
         let summed = hidden.broadcast_mul(&maskf)?.sum(1)?; // (b, 384)
         let counts = maskf.sum(1)?.clamp(1e-9, f64::MAX)?; // (b, 1)

@@ -41,7 +41,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     // Fail before starting workers if the model is missing or broken.
     let files = read_model_files(&config.model.dir)?;
     let embed_options = crate::model_files::embedder_options(&config.model)?;
-    ideaflow_operators::embed::MiniLm::load(&files, embed_options.blas).context("the embedding model does not load")?;
+    ideaflow_operators::embed::MiniLm::load(&files, embed_options.blas)
+        .context("the embedding model does not load")?;
     let output = JsonlWriter::create(&config.pipeline.output)?;
     let dead = DeadLetterSink::open(&config.pipeline.dead_letter, false)?;
     tracing::info!(
@@ -51,7 +52,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         dead_letter = %config.pipeline.dead_letter.display(),
         "pipeline starting"
     );
-    let summary = run_embed_pipeline(&config, source, Arc::new(files), embed_options, output, dead)?;
+    let summary = run_embed_pipeline(
+        &config,
+        source,
+        Arc::new(files),
+        embed_options,
+        output,
+        dead,
+    )?;
     tracing::info!(
         events = summary.events,
         signals_out = summary.signals_out,

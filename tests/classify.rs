@@ -1,0 +1,88 @@
+//! `ideaflow classify` gives seed 000's categories, sentence for sentence, as
+//! the seed's algorithm computes them with sentence-transformers
+//! (tests/fixtures/make_classify_reference.py).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::*;
+
+#[test]
+fn classify_matches_the_seed_algorithm() {
+    let refs = read_jsonl(&repo_root().join("tests/fixtures/classify_reference.jsonl"));
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    let lines: Vec<String> = refs
+        .iter()
+        .map(|r| serde_json::json!({"id": r["id"], "text": r["text"]}).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    ok(ideaflow()
+        .args(["classify", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out));
+    let got = read_jsonl(&out);
+    assert_eq!(got.len(), refs.len());
+    let mut sentences = 0;
+    for (r, g) in refs.iter().zip(&got) {
+        assert_eq!(r["id"], g["id"]);
+        let want = r["routed_content"].as_object().unwrap();
+        let have = g["routed_content"].as_object().unwrap();
+        assert_eq!(
+            want.keys().collect::<Vec<_>>(),
+            have.keys().collect::<Vec<_>>(),
+            "{}: categories (in order of first appearance)",
+            r["id"]
+        );
+        for (category, items) in want {
+            let theirs = have[category].as_array().unwrap();
+            assert_eq!(
+                items.as_array().unwrap().len(),
+                theirs.len(),
+                "{} {category}",
+                r["id"]
+            );
+            for (w, h) in items.as_array().unwrap().iter().zip(theirs) {
+                assert_eq!(w["text"], h["text"], "{} {category}", r["id"]);
+                let (a, b) = (
+                    w["confidence"].as_f64().unwrap(),
+                    h["confidence"].as_f64().unwrap(),
+                );
+                assert!((a - b).abs() < 1e-4, "{}: {a} vs {b}", w["text"]);
+                sentences += 1;
+            }
+        }
+        let total = g["analytics"]["total_sentences"].as_u64().unwrap_or(0);
+        let expected: usize = want.values().map(|v| v.as_array().unwrap().len()).sum();
+        assert_eq!(total as usize, expected);
+        if expected == 0 {
+            assert_eq!(g["analytics"]["error"], "No content to analyze");
+        }
+    }
+    assert!(
+        sentences >= 20,
+        "the fixture should exercise many sentences, got {sentences}"
+    );
+}
+
+#[test]
+fn explain_lists_every_anchor() {
+    let out = ok(ideaflow().args([
+        "explain",
+        "--json",
+        "Research shows that 73% of consumers prefer brands that feel genuine",
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sims = v["similarities"].as_object().unwrap();
+    assert_eq!(
+        sims.keys().collect::<Vec<_>>(),
+        ["Hunch", "Wisdom", "Nudge", "Spell"]
+    );
+    let best = sims
+        .values()
+        .map(|s| s.as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    assert!((v["confidence"].as_f64().unwrap() - best).abs() < 1e-9);
+    assert_eq!(v["fell_back"].as_bool().unwrap(), best < 0.3);
+}
