@@ -4,11 +4,13 @@
 
 pub mod classify;
 pub mod content_hash;
+pub mod dedupe;
 pub mod embed;
 pub mod event;
 pub mod idea;
 pub mod pii;
 pub mod rejection;
+pub mod score;
 pub mod signal;
 pub mod validate;
 pub mod watermark;
