@@ -13,4 +13,15 @@ scripts/setup.sh
 # shellcheck disable=SC1091
 source state/env
 
-cargo test --workspace "$@"
+# Runs every test binary, then sums the per-binary results into one closing
+# line (cargo's own last line is the doc-tests' "0 passed").
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+echo "tests: $passed passed, $failed failed"
+exit "$status"
