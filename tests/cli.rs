@@ -9,7 +9,16 @@ use common::*;
 fn help_is_complete() {
     let top = ok(ideaflow().arg("--help"));
     let top = String::from_utf8_lossy(&top.stdout).to_string();
-    for sub in ["run", "embed", "normalize", "gen", "validate"] {
+    for sub in [
+        "run",
+        "replay",
+        "embed",
+        "normalize",
+        "gen",
+        "classify",
+        "explain",
+        "validate",
+    ] {
         assert!(top.contains(sub), "--help does not list {sub}");
         let help = ok(ideaflow().args([sub, "--help"]));
         let help = String::from_utf8_lossy(&help.stdout).to_string();

@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the pipeline: replay -> validate -> embed -> JSONL sink, until the input ends.
     Run(RunArgs),
+    /// Replay streams and write the final state of every view, sorted by key (for analysts and diffs).
+    Replay(ReplayArgs),
     /// Embed texts: JSONL {"id","text"} in, JSONL {"id","embedding":[384 floats]} out, in input order.
     Embed(EmbedArgs),
     /// Convert raw platform payloads into canonical Signals (JSON Lines).
@@ -84,6 +86,25 @@ pub struct RunArgs {
     #[arg(short = 'w', long)]
     pub workers: Option<usize>,
     /// Replay speed: `max` or a real-time multiplier (e.g. 60); replaces pipeline.speed.
+    #[arg(long)]
+    pub speed: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Configuration file.
+    #[arg(short, long, default_value = "config/ideaflow.toml")]
+    pub config: PathBuf,
+    /// Input files (plain or .gz JSONL), replayed in order as one stream.
+    #[arg(short, long, num_args = 1.., required = true)]
+    pub input: Vec<PathBuf>,
+    /// Output folder: ideas.jsonl (sorted by id), dead_letters.jsonl, dead_letter_counts.jsonl.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Timely worker threads; results do not depend on it.
+    #[arg(short = 'w', long)]
+    pub workers: Option<usize>,
+    /// Replay speed: `max` or a real-time multiplier; results do not depend on it.
     #[arg(long)]
     pub speed: Option<String>,
 }

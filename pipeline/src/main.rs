@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Run(args) => commands::run::run(args),
+        cli::Command::Replay(args) => commands::replay::run(args),
         cli::Command::Embed(args) => commands::embed::run(args),
         cli::Command::Normalize(args) => commands::normalize::run(args),
         cli::Command::Gen(args) => commands::gen::run(args),

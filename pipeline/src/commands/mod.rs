@@ -4,6 +4,7 @@ pub mod classify;
 pub mod embed;
 pub mod gen;
 pub mod normalize;
+pub mod replay;
 pub mod run;
 pub mod validate;
 

@@ -2,6 +2,7 @@
 //! logic they call lives in `ideaflow-operators`.
 
 pub mod embed;
+pub mod ideas;
 pub mod ordered_sink;
 pub mod source;
 
@@ -103,6 +104,88 @@ pub fn run_embed_pipeline(
         }
     }
     summary.ok_or_else(|| anyhow!("worker 0 returned no summary"))
+}
+
+/// replay -> validate -> embed -> ideas (exact dedupe), returning the final
+/// ideas gathered from every worker.
+pub fn run_ideas_pipeline(
+    config: &Config,
+    source: ReplaySource,
+    model: Arc<ModelFiles>,
+    embed_options: EmbedderOptions,
+    dead: DeadLetterSink,
+) -> Result<(RunSummary, Vec<ideas::IdeaRow>)> {
+    let workers = config.pipeline.workers;
+    let timely_config = if workers <= 1 {
+        timely::Config::thread()
+    } else {
+        timely::Config::process(workers)
+    };
+    let epoch_secs = config.pipeline.epoch_secs;
+    let max_in_flight = config.pipeline.max_in_flight as u64;
+    let owned = Arc::new(Mutex::new(Some((source, dead))));
+    let embedded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    type WorkerResult = (Option<RunSummary>, Vec<(ideas::IdeaRow, isize)>);
+    let guards = timely::execute(timely_config, move |worker| -> Result<WorkerResult> {
+        let mine = if worker.index() == 0 {
+            owned.lock().expect("not poisoned").take()
+        } else {
+            None
+        };
+        let collected = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let probe = ProbeHandle::new();
+        let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
+            let ((input, cap), events) = source::event_input(scope);
+            let signals = source::signals(events);
+            let with_vectors = embed::embed_signals(
+                signals,
+                model.clone(),
+                embed_options.clone(),
+                embedded.clone(),
+            );
+            ideas::collect_ideas(with_vectors, collected.clone()).probe_with(&probe);
+            (input, cap)
+        });
+        let summary = match mine {
+            None => {
+                drop(cap);
+                drop(input);
+                while worker.step_or_park(None) {}
+                None
+            }
+            Some((mut source, mut dead)) => {
+                let done = std::sync::atomic::AtomicU64::new(0);
+                let mut s = source::drive(
+                    worker,
+                    &mut source,
+                    &mut input,
+                    cap,
+                    &probe,
+                    &mut dead,
+                    epoch_secs,
+                    max_in_flight,
+                    &embedded,
+                    &done,
+                )?;
+                s.signals_out = embedded.load(std::sync::atomic::Ordering::Relaxed);
+                Some(s)
+            }
+        };
+        let changes = std::mem::take(&mut *collected.borrow_mut());
+        Ok((summary, changes))
+    })
+    .map_err(|e| anyhow!("could not start timely workers: {e}"))?;
+    let mut summary = None;
+    let mut changes = Vec::new();
+    for result in guards.join() {
+        let (s, c) = result.map_err(|e| anyhow!("a worker failed: {e}"))??;
+        if s.is_some() {
+            summary = s;
+        }
+        changes.extend(c);
+    }
+    let summary = summary.ok_or_else(|| anyhow!("worker 0 returned no summary"))?;
+    Ok((summary, ideas::final_ideas(changes)))
 }
 
 /// Signals only (other event types are consumed by later stages).
