@@ -21,7 +21,7 @@ fn normalize(adapter: &str, fixture: &str) -> (Vec<serde_json::Value>, Vec<serde
         // Every adapted record is a valid canonical Signal.
         ideaflow_operators::validate::parse_line(s.to_string().as_bytes())
             .unwrap_or_else(|e| panic!("{adapter} produced an invalid signal: {e}: {s}"));
-        assert_eq!(s["source"], adapter.replace("calendar", "calendar"));
+        assert_eq!(s["source"], adapter);
         let text = s.to_string();
         for pii in [
             "@example.",

@@ -175,6 +175,21 @@ impl Config {
         Ok(config)
     }
 
+    /// Command-line overrides shared by `run` and `replay`, then a re-check.
+    pub fn override_run(
+        &mut self,
+        workers: Option<usize>,
+        speed: Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(w) = workers {
+            self.pipeline.workers = w;
+        }
+        if let Some(s) = speed {
+            self.pipeline.speed = s;
+        }
+        self.check()
+    }
+
     pub fn apply_env(&mut self) {
         if let Ok(v) = std::env::var("IDEAFLOW_MODEL_DIR") {
             self.model.dir = PathBuf::from(v);

@@ -20,13 +20,7 @@ use crate::model_files::{embedder_options, read_model_files};
 
 pub fn run(args: ReplayArgs) -> Result<()> {
     let mut config = Config::load(&args.config)?;
-    if let Some(w) = args.workers {
-        config.pipeline.workers = w;
-    }
-    if let Some(speed) = args.speed {
-        config.pipeline.speed = speed;
-    }
-    config.check()?;
+    config.override_run(args.workers, args.speed)?;
     set_model_threads(config.model.threads);
     let speed: Speed = config.pipeline.speed.parse().map_err(anyhow::Error::msg)?;
     let source = ReplaySource::new(

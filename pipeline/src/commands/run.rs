@@ -24,13 +24,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(dl) = args.dead_letter {
         config.pipeline.dead_letter = dl;
     }
-    if let Some(w) = args.workers {
-        config.pipeline.workers = w;
-    }
-    if let Some(speed) = args.speed {
-        config.pipeline.speed = speed;
-    }
-    config.check()?;
+    config.override_run(args.workers, args.speed)?;
     set_model_threads(config.model.threads);
     let speed: Speed = config.pipeline.speed.parse().map_err(anyhow::Error::msg)?;
     let source = ReplaySource::new(

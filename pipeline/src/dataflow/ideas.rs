@@ -125,12 +125,15 @@ fn idea_signal(s: Signal) -> (String, IdeaSignal) {
     )
 }
 
+/// Idea updates as differential emits them: ((content hash, idea), time, diff).
+pub type IdeaUpdates<'scope> = Stream<'scope, u64, Vec<((String, IdeaRow), u64, isize)>>;
+
 /// Reduces embedded signals to ideas and collects the changes to `ideas` on
 /// this worker (the caller consolidates after the run).
 pub fn collect_ideas<'scope>(
     signals: Stream<'scope, u64, Vec<Signal>>,
     ideas: Rc<RefCell<Vec<(IdeaRow, isize)>>>,
-) -> Stream<'scope, u64, Vec<((String, IdeaRow), u64, isize)>> {
+) -> IdeaUpdates<'scope> {
     let updates = signals
         .unary::<timely::container::CapacityContainerBuilder<Vec<_>>, _, _, _>(
             Pipeline,

@@ -38,11 +38,7 @@ pub fn run_embed_pipeline(
     dead: DeadLetterSink,
 ) -> Result<RunSummary> {
     let workers = config.pipeline.workers;
-    let timely_config = if workers <= 1 {
-        timely::Config::thread()
-    } else {
-        timely::Config::process(workers)
-    };
+    let timely_config = timely_config(workers);
     let epoch_secs = config.pipeline.epoch_secs;
     let max_in_flight = config.pipeline.max_in_flight as u64;
     // Worker 0 owns the source and the sinks; the others compute.
@@ -63,10 +59,8 @@ pub fn run_embed_pipeline(
         let sunk = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let probe = ProbeHandle::new();
         let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
-            let ((input, cap), events) = source::event_input(scope);
-            let signals = source::signals(events);
-            let with_vectors = embed::embed_signals(
-                signals,
+            let ((input, cap), with_vectors) = embedded_signals(
+                scope,
                 model.clone(),
                 embed_options.clone(),
                 embedded.clone(),
@@ -116,11 +110,7 @@ pub fn run_ideas_pipeline(
     dead: DeadLetterSink,
 ) -> Result<(RunSummary, Vec<ideas::IdeaRow>)> {
     let workers = config.pipeline.workers;
-    let timely_config = if workers <= 1 {
-        timely::Config::thread()
-    } else {
-        timely::Config::process(workers)
-    };
+    let timely_config = timely_config(workers);
     let epoch_secs = config.pipeline.epoch_secs;
     let max_in_flight = config.pipeline.max_in_flight as u64;
     let owned = Arc::new(Mutex::new(Some((source, dead))));
@@ -135,10 +125,8 @@ pub fn run_ideas_pipeline(
         let collected = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         let probe = ProbeHandle::new();
         let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
-            let ((input, cap), events) = source::event_input(scope);
-            let signals = source::signals(events);
-            let with_vectors = embed::embed_signals(
-                signals,
+            let ((input, cap), with_vectors) = embedded_signals(
+                scope,
                 model.clone(),
                 embed_options.clone(),
                 embedded.clone(),
@@ -186,6 +174,34 @@ pub fn run_ideas_pipeline(
     }
     let summary = summary.ok_or_else(|| anyhow!("worker 0 returned no summary"))?;
     Ok((summary, ideas::final_ideas(changes)))
+}
+
+fn timely_config(workers: usize) -> timely::Config {
+    if workers <= 1 {
+        timely::Config::thread()
+    } else {
+        timely::Config::process(workers)
+    }
+}
+
+/// The front every pipeline shares: the event input, signals only, embedded.
+fn embedded_signals<'scope>(
+    scope: timely::dataflow::Scope<'scope, u64>,
+    model: Arc<ModelFiles>,
+    options: EmbedderOptions,
+    embedded: Arc<std::sync::atomic::AtomicU64>,
+) -> (
+    (
+        source::EventInput,
+        timely::dataflow::operators::ActivateCapability<u64>,
+    ),
+    timely::dataflow::Stream<'scope, u64, Vec<Signal>>,
+) {
+    let (input, events) = source::event_input(scope);
+    (
+        input,
+        embed::embed_signals(source::signals(events), model, options, embedded),
+    )
 }
 
 /// Signals only (other event types are consumed by later stages).

@@ -220,7 +220,7 @@ impl Generator {
         if self.opt.synthetic_embeddings {
             signal["embedding"] = json!(self.synthetic_embedding(niche, subject, &content));
         }
-        if self.opt.feedback && truth["kind"] == "original" && n % 10 == 0 {
+        if self.opt.feedback && truth["kind"] == "original" && n.is_multiple_of(10) {
             self.schedule_feedback(&content);
         }
         let at = self.now;
