@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use ideaflow_sources::adapters::Adapter;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -125,27 +126,20 @@ pub struct EmbedArgs {
     pub chunk: usize,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum AdapterName {
-    /// Reddit listing JSON (data.children[].data).
-    Reddit,
-    /// YouTube Data API v3 videos.list response (items[]).
-    Youtube,
-    /// TikTok hashtag-trend records, one JSON object per line.
-    Tiktok,
-    /// Instagram hashtag top-media records, one JSON object per line.
-    Instagram,
-    /// Event calendar CSV: date,name,locale,topics.
-    Calendar,
-    /// Nostalgia archive records (topic, year), one JSON object per line.
-    Archive,
+fn parse_adapter(name: &str) -> Result<Adapter, String> {
+    Adapter::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Adapter::ALL.iter().map(|a| a.name()).collect();
+        format!("unknown adapter {name:?}; use one of {}", names.join(", "))
+    })
 }
 
 #[derive(Args, Debug)]
 pub struct NormalizeArgs {
-    /// Payload format.
-    #[arg(short, long, value_enum)]
-    pub adapter: AdapterName,
+    /// Payload format: reddit (listing JSON), youtube (videos.list response), tiktok
+    /// (hashtag-trend JSONL), instagram (top-media JSONL), calendar (CSV
+    /// date,name,locale,topics), archive (topic/year JSONL). Shapes: config/adapters.md.
+    #[arg(short, long, value_parser = parse_adapter)]
+    pub adapter: Adapter,
     /// Raw payload file; standard input when absent or `-`.
     #[arg(short, long)]
     pub input: Option<PathBuf>,

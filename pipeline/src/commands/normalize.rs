@@ -3,21 +3,14 @@
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use ideaflow_sinks::JsonlWriter;
-use ideaflow_sources::adapters::{adapt, AdaptOptions, Adapter};
+use ideaflow_sources::adapters::{adapt, AdaptOptions};
 use serde_json::json;
 
 use super::{output_path, read_all};
-use crate::cli::{AdapterName, NormalizeArgs};
+use crate::cli::NormalizeArgs;
 
 pub fn run(args: NormalizeArgs) -> Result<()> {
-    let adapter = match args.adapter {
-        AdapterName::Reddit => Adapter::Reddit,
-        AdapterName::Youtube => Adapter::Youtube,
-        AdapterName::Tiktok => Adapter::Tiktok,
-        AdapterName::Instagram => Adapter::Instagram,
-        AdapterName::Calendar => Adapter::Calendar,
-        AdapterName::Archive => Adapter::Archive,
-    };
+    let adapter = args.adapter;
     let captured_at = args
         .captured_at
         .as_deref()
