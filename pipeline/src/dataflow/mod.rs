@@ -39,8 +39,7 @@ pub fn run_embed_pipeline(
 ) -> Result<RunSummary> {
     let workers = config.pipeline.workers;
     let timely_config = timely_config(workers);
-    let epoch_secs = config.pipeline.epoch_secs;
-    let max_in_flight = config.pipeline.max_in_flight as u64;
+    let settings = source::DriveSettings::from_config(&config.pipeline);
     // Worker 0 owns the source and the sinks; the others compute.
     let owned = Arc::new(Mutex::new(Some((source, output, dead))));
     // Signals that left the embedder, over all workers: the source's back-pressure gauge.
@@ -82,8 +81,7 @@ pub fn run_embed_pipeline(
             cap,
             &probe,
             &mut dead,
-            epoch_secs,
-            max_in_flight,
+            settings,
             &embedded,
             &sunk,
         )?;
@@ -111,8 +109,7 @@ pub fn run_ideas_pipeline(
 ) -> Result<(RunSummary, Vec<ideas::IdeaRow>)> {
     let workers = config.pipeline.workers;
     let timely_config = timely_config(workers);
-    let epoch_secs = config.pipeline.epoch_secs;
-    let max_in_flight = config.pipeline.max_in_flight as u64;
+    let settings = source::DriveSettings::from_config(&config.pipeline);
     let owned = Arc::new(Mutex::new(Some((source, dead))));
     let embedded = Arc::new(std::sync::atomic::AtomicU64::new(0));
     type WorkerResult = (Option<RunSummary>, Vec<(ideas::IdeaRow, isize)>);
@@ -150,8 +147,7 @@ pub fn run_ideas_pipeline(
                     cap,
                     &probe,
                     &mut dead,
-                    epoch_secs,
-                    max_in_flight,
+                    settings,
                     &embedded,
                     &done,
                 )?;

@@ -43,6 +43,22 @@ pub fn signals<'scope>(
     events.flat_map(|e| super::signal_of(e.payload))
 }
 
+/// How the source feeds the dataflow (from `[pipeline]`).
+#[derive(Clone, Copy, Debug)]
+pub struct DriveSettings {
+    pub epoch_secs: u64,
+    pub max_in_flight: u64,
+}
+
+impl DriveSettings {
+    pub fn from_config(pipeline: &crate::config::PipelineConfig) -> Self {
+        DriveSettings {
+            epoch_secs: pipeline.epoch_secs,
+            max_in_flight: pipeline.max_in_flight as u64,
+        }
+    }
+}
+
 /// Reads the whole source into the dataflow on this worker, then closes the input.
 #[allow(clippy::too_many_arguments)]
 pub fn drive(
@@ -52,11 +68,14 @@ pub fn drive(
     cap: ActivateCapability<u64>,
     probe: &ProbeHandle<u64>,
     dead: &mut DeadLetterSink,
-    epoch_secs: u64,
-    max_in_flight: u64,
+    settings: DriveSettings,
     embedded: &AtomicU64,
     sunk: &AtomicU64,
 ) -> Result<RunSummary> {
+    let DriveSettings {
+        epoch_secs,
+        max_in_flight,
+    } = settings;
     let started = Instant::now();
     let progress_bytes = source.progress();
     let mut progress = Progress::new("replay", progress_bytes.total());
