@@ -2,17 +2,24 @@
 //! of every operator. Nothing in this crate performs I/O; sources hand it
 //! bytes, sinks take its values.
 
+pub mod calendar;
+pub mod centroid;
 pub mod classify;
 pub mod content_hash;
 pub mod dedupe;
+pub mod distinct;
 pub mod embed;
+pub mod engagement_stats;
 pub mod event;
 pub mod idea;
+pub mod idea_state;
 pub mod pii;
 pub mod rejection;
 pub mod score;
 pub mod signal;
+pub mod topic_counts;
 pub mod validate;
+pub mod views;
 pub mod watermark;
 
 pub use event::{Event, EventType, Payload};

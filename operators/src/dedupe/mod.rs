@@ -1,6 +1,8 @@
-//! Dedupe: exact duplicates by content hash behind a rotating Bloom filter.
-//! (Near-duplicate merging by embedding similarity is not built yet.)
+//! Dedupe: exact duplicates by content hash behind a rotating Bloom filter,
+//! near-duplicates by embedding similarity over an LSH index.
 
 mod bloom;
+mod lsh;
 
 pub use bloom::{BloomSizing, RotatingBloom};
+pub use lsh::{LshIndex, LshParams};

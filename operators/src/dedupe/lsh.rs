@@ -1,0 +1,209 @@
+//! Near-duplicate candidates by locality-sensitive hashing of embeddings
+//! (random hyperplanes, Charikar's SimHash), so a lookup never scans all ideas.
+//!
+//! Each of `bands` bands hashes a vector to `bits` sign bits of its projections
+//! on random hyperplanes; two vectors at angle θ agree on one bit with
+//! probability 1 − θ/π, so they share a band's bucket with probability
+//! (1 − θ/π)^bits and are candidates with probability 1 − (1 − (1 − θ/π)^bits)^bands.
+//! With the defaults (40 bands × 16 bits): cosine 0.95 → 0.9997, 0.90 → 0.97,
+//! 0.85 → 0.84, 0.80 → 0.64, 0.59 → 0.13 (then rejected by the exact cosine
+//! check), 0.3 → 0.010, 0.2 → 0.004. So the expected candidates per lookup are
+//! ~1% of the live ideas at the similarity of unrelated texts, and the cost of a
+//! lookup is the bucket reads plus that many 384-d dot products.
+//! Computing the signatures (640 projections) is the heavy part and is done
+//! before the idea state, in parallel on every worker.
+//! Candidates are always confirmed with the exact cosine, so LSH only decides
+//! what is compared, never what is merged.
+//!
+//! The hyperplanes come from a fixed seed: the same vector gets the same
+//! buckets in every process and on every worker.
+
+use std::collections::HashMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::EMBEDDING_DIM;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LshParams {
+    pub bands: usize,
+    pub bits: usize,
+    pub seed: u64,
+}
+
+impl Default for LshParams {
+    fn default() -> Self {
+        LshParams {
+            bands: 40,
+            bits: 16,
+            seed: 0x1dea_f10e,
+        }
+    }
+}
+
+/// Buckets of slots keyed by (band, signature).
+pub struct LshIndex {
+    params: LshParams,
+    /// bands·bits hyperplanes, row-major, EMBEDDING_DIM each.
+    planes: Vec<f32>,
+    buckets: HashMap<(u16, u32), Vec<u32>>,
+}
+
+impl LshIndex {
+    pub fn new(params: LshParams) -> Self {
+        let bits = params.bits.clamp(1, 32);
+        let bands = params.bands.clamp(1, u16::MAX as usize);
+        let params = LshParams {
+            bands,
+            bits,
+            ..params
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+        // Normal components (Box–Muller) make the hyperplanes' normals uniform on
+        // the sphere, which the angle law above needs.
+        let n = bands * bits * EMBEDDING_DIM;
+        let mut planes = Vec::with_capacity(n);
+        while planes.len() < n {
+            let u1: f64 = 1.0 - rng.random::<f64>();
+            let u2: f64 = rng.random::<f64>();
+            let r = (-2.0 * u1.ln()).sqrt();
+            let t = std::f64::consts::TAU * u2;
+            planes.push((r * t.cos()) as f32);
+            planes.push((r * t.sin()) as f32);
+        }
+        planes.truncate(n);
+        LshIndex {
+            params,
+            planes,
+            buckets: HashMap::new(),
+        }
+    }
+
+    pub fn params(&self) -> LshParams {
+        self.params
+    }
+
+    /// One signature per band.
+    pub fn signatures(&self, v: &[f32]) -> Vec<u32> {
+        let bits = self.params.bits;
+        let mut out = Vec::with_capacity(self.params.bands);
+        for band in self.planes.chunks_exact(bits * EMBEDDING_DIM) {
+            let mut sig = 0u32;
+            for (b, plane) in band.chunks_exact(EMBEDDING_DIM).enumerate() {
+                let d: f32 = plane.iter().zip(v).map(|(p, x)| p * x).sum();
+                if d >= 0.0 {
+                    sig |= 1 << b;
+                }
+            }
+            out.push(sig);
+        }
+        out
+    }
+
+    pub fn insert(&mut self, slot: u32, signatures: &[u32]) {
+        for (band, sig) in signatures.iter().enumerate() {
+            self.buckets
+                .entry((band as u16, *sig))
+                .or_default()
+                .push(slot);
+        }
+    }
+
+    pub fn remove(&mut self, slot: u32, signatures: &[u32]) {
+        for (band, sig) in signatures.iter().enumerate() {
+            let key = (band as u16, *sig);
+            if let Some(bucket) = self.buckets.get_mut(&key) {
+                if let Some(i) = bucket.iter().position(|s| *s == slot) {
+                    bucket.swap_remove(i);
+                }
+                if bucket.is_empty() {
+                    self.buckets.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Slots sharing at least one band with `signatures`, sorted and distinct.
+    pub fn candidates(&self, signatures: &[u32]) -> Vec<u32> {
+        let mut out: Vec<u32> = Vec::new();
+        for (band, sig) in signatures.iter().enumerate() {
+            if let Some(bucket) = self.buckets.get(&(band as u16, *sig)) {
+                out.extend_from_slice(bucket);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Probability that two vectors at cosine `c` become candidates.
+    pub fn candidate_probability(&self, c: f64) -> f64 {
+        let agree = 1.0 - c.clamp(-1.0, 1.0).acos() / std::f64::consts::PI;
+        1.0 - (1.0 - agree.powi(self.params.bits as i32)).powi(self.params.bands as i32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::{cosine, l2_normalize};
+
+    fn random_unit(rng: &mut ChaCha8Rng) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..EMBEDDING_DIM)
+            .map(|_| rng.random::<f32>() - 0.5)
+            .collect();
+        l2_normalize(&mut v);
+        v
+    }
+
+    /// A unit vector at cosine ≈ `c` to `v`.
+    fn at_cosine(v: &[f32], c: f32, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        let mut noise = random_unit(rng);
+        let d: f32 = noise.iter().zip(v).map(|(a, b)| a * b).sum();
+        noise.iter_mut().zip(v).for_each(|(n, x)| *n -= d * x);
+        l2_normalize(&mut noise);
+        let s = (1.0 - c * c).sqrt();
+        v.iter().zip(&noise).map(|(x, n)| c * x + s * n).collect()
+    }
+
+    #[test]
+    fn close_vectors_collide_and_far_ones_rarely() {
+        let lsh = LshIndex::new(LshParams::default());
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut hit = |c: f32| {
+            let mut n = 0;
+            for _ in 0..300 {
+                let a = random_unit(&mut rng);
+                let b = at_cosine(&a, c, &mut rng);
+                assert!((cosine(&a, &b) - c).abs() < 1e-3);
+                let (sa, sb) = (lsh.signatures(&a), lsh.signatures(&b));
+                if sa.iter().zip(&sb).any(|(x, y)| x == y) {
+                    n += 1;
+                }
+            }
+            n as f64 / 300.0
+        };
+        let near = hit(0.95);
+        let far = hit(0.2);
+        assert!(near > 0.97, "near {near}");
+        assert!(far < 0.05, "far {far}");
+        assert!((lsh.candidate_probability(0.95) - near).abs() < 0.05);
+    }
+
+    #[test]
+    fn insert_remove_and_candidates() {
+        let mut lsh = LshIndex::new(LshParams::default());
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let a = random_unit(&mut rng);
+        let sa = lsh.signatures(&a);
+        lsh.insert(3, &sa);
+        lsh.insert(9, &sa);
+        assert_eq!(lsh.candidates(&sa), vec![3, 9]);
+        lsh.remove(3, &sa);
+        assert_eq!(lsh.candidates(&sa), vec![9]);
+        lsh.remove(9, &sa);
+        assert!(lsh.candidates(&sa).is_empty());
+        assert!(lsh.buckets.is_empty());
+    }
+}

@@ -1,0 +1,651 @@
+//! The idea state: dedupe (Bloom → exact → near), rolling centroids, topic
+//! counts, distinct counts and scores, advanced one completed epoch at a time.
+//!
+//! Determinism: an epoch's signals are applied in a total order
+//! ([`PreparedSignal::order_key`]), epochs in time order, ticks at fixed
+//! event-time boundaries, and every aggregate is exact (fixed-point centroid
+//! sums, exact medians) or seeded (HyperLogLog, LSH). So the state after an
+//! epoch depends only on the stream's contents up to it, not on arrival order,
+//! worker count or replay speed.
+//!
+//! When each score factor is re-evaluated, and what it costs:
+//! - on every epoch, for the ideas signals merged into or created (O(1) per
+//!   record: two 384-d dot products, a calendar lookup);
+//! - on every tick (default hourly, event time), for every active idea:
+//!   freshness moves with the watermark, novelty and community fit with the
+//!   centroids, engagement with the 7-day statistics and hashtag cohesion with
+//!   the top topics (O(live ideas) per tick, never per record);
+//! - seasonality depends only on the idea's last capture time and locale, so
+//!   it is computed when the idea changes and reused on ticks;
+//! - when the weights change ([`IdeaState::set_weights`]), every active idea
+//!   is re-scored at the next epoch.
+
+mod prepare;
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, TimeZone, Utc};
+
+pub use prepare::{prepare, Labels, PreparedSignal};
+
+use crate::calendar::Calendar;
+use crate::centroid::{fixed_point, CentroidWindow};
+use crate::dedupe::{LshIndex, LshParams, RotatingBloom};
+use crate::distinct::DistinctCounts;
+use crate::embed::dot;
+use crate::engagement_stats::EngagementStats;
+use crate::idea::idea_id;
+use crate::score::{self, Factors, ScoringParams, Weights};
+use crate::topic_counts::TopicCounts;
+use crate::views::{
+    CentroidKind, CentroidRow, Change, DedupeKind, DistinctCountRow, IdeaRow, IdeaStatus,
+    ScoreRow, SignalRow, TopicCountRow, ViewKey, ViewRow,
+};
+use crate::Engagement;
+
+/// Dedupe settings (`[dedupe]` in the config).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DedupeParams {
+    /// Cosine at or above which a signal merges into a live idea.
+    pub near_threshold: f32,
+    /// An idea not seen for this long is archived and no longer merged into.
+    pub retention_secs: i64,
+    pub bloom_capacity: usize,
+    pub bloom_fp_rate: f64,
+    pub bloom_generations: usize,
+    pub lsh: LshParams,
+}
+
+impl Default for DedupeParams {
+    fn default() -> Self {
+        DedupeParams {
+            near_threshold: 0.9,
+            retention_secs: 7 * 86_400,
+            bloom_capacity: 1_000_000,
+            bloom_fp_rate: 0.001,
+            bloom_generations: 8,
+            lsh: LshParams::default(),
+        }
+    }
+}
+
+/// Window settings (`[windows]` in the config).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowParams {
+    /// Sliding window of the centroids, the topic counts and the engagement statistics.
+    pub window_secs: i64,
+    /// Tumbling window of the distinct counts.
+    pub distinct_window_secs: i64,
+    pub distinct_error_rate: f64,
+    /// Event-time period on which time-driven factors are re-evaluated.
+    pub tick_secs: i64,
+}
+
+impl Default for WindowParams {
+    fn default() -> Self {
+        WindowParams {
+            window_secs: 7 * 86_400,
+            distinct_window_secs: 86_400,
+            distinct_error_rate: 0.01,
+            tick_secs: 3_600,
+        }
+    }
+}
+
+/// Counters of the dedupe path, for metrics and the tuning report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DedupeStats {
+    pub signals: u64,
+    pub new_ideas: u64,
+    pub exact: u64,
+    pub near: u64,
+    /// Signals the Bloom filter let through without an exact lookup.
+    pub bloom_negative: u64,
+    /// Bloom "maybe" answers the exact lookup found no live idea for.
+    pub bloom_false_positive: u64,
+    pub lsh_candidates: u64,
+    pub archived: u64,
+}
+
+struct LiveIdea {
+    row: IdeaRow,
+    hash: [u8; 16],
+    signatures: Vec<u32>,
+    first_seen: i64,
+    last_seen: i64,
+    /// The latest peak (published_at, else captured_at) of its signals: freshness.
+    peak: i64,
+    /// The earliest published_at of its signals: the age the rate divides by.
+    earliest_published: Option<i64>,
+    seasonality: f64,
+    score: Option<ScoreRow>,
+}
+
+/// What an archived idea keeps, so that it resumes its counts if its content
+/// comes back after the retention window.
+#[derive(Clone, Copy)]
+struct Archived {
+    first_seen: i64,
+    signal_count: u64,
+    near_duplicates: u64,
+    engagement: Engagement,
+}
+
+pub struct IdeaState {
+    dedupe: DedupeParams,
+    windows: WindowParams,
+    scoring: ScoringParams,
+    weights: Weights,
+    weights_changed: bool,
+    calendar: Calendar,
+    bloom: RotatingBloom,
+    lsh: LshIndex,
+    ideas: Vec<Option<LiveIdea>>,
+    free: Vec<u32>,
+    by_hash: HashMap<[u8; 16], u32>,
+    archived: HashMap<[u8; 16], Archived>,
+    categories: CentroidWindow,
+    communities: CentroidWindow,
+    topics: TopicCounts,
+    rates: EngagementStats,
+    distinct: DistinctCounts,
+    last_tick: Option<i64>,
+    stats: DedupeStats,
+}
+
+fn utc(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
+}
+
+impl IdeaState {
+    pub fn new(
+        dedupe: DedupeParams,
+        windows: WindowParams,
+        scoring: ScoringParams,
+        calendar: Calendar,
+    ) -> Self {
+        let bloom = RotatingBloom::new(
+            dedupe.bloom_capacity,
+            dedupe.bloom_fp_rate,
+            dedupe.retention_secs,
+            dedupe.bloom_generations,
+        );
+        IdeaState {
+            lsh: LshIndex::new(dedupe.lsh),
+            bloom,
+            weights: scoring.weights.normalized(),
+            weights_changed: false,
+            categories: CentroidWindow::new(windows.window_secs),
+            communities: CentroidWindow::new(windows.window_secs),
+            topics: TopicCounts::new(windows.window_secs),
+            rates: EngagementStats::new(windows.window_secs),
+            distinct: DistinctCounts::new(windows.distinct_window_secs, windows.distinct_error_rate),
+            calendar,
+            dedupe,
+            windows,
+            scoring,
+            ideas: Vec::new(),
+            free: Vec::new(),
+            by_hash: HashMap::new(),
+            archived: HashMap::new(),
+            last_tick: None,
+            stats: DedupeStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> DedupeStats {
+        self.stats
+    }
+
+    pub fn active_ideas(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn weights(&self) -> Weights {
+        self.weights
+    }
+
+    /// New weights (normalized); every active idea is re-scored at the next epoch.
+    pub fn set_weights(&mut self, weights: Weights) {
+        let w = weights.normalized();
+        if w != self.weights {
+            self.weights = w;
+            self.weights_changed = true;
+        }
+    }
+
+    /// Applies one completed epoch ending at `watermark` (seconds) and returns
+    /// its changelog, one change per key, sorted by key.
+    pub fn apply_epoch(
+        &mut self,
+        watermark: i64,
+        mut signals: Vec<PreparedSignal>,
+    ) -> Vec<Change> {
+        let mut changes: BTreeMap<ViewKey, Option<ViewRow>> = BTreeMap::new();
+        let tick = watermark.div_euclid(self.windows.tick_secs) * self.windows.tick_secs;
+        let ticked = self.last_tick.is_none_or(|t| tick > t);
+        if ticked {
+            self.last_tick = Some(tick);
+            self.tick(tick, &mut changes);
+        }
+        signals.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        let mut touched: Vec<u32> = Vec::with_capacity(signals.len());
+        for s in signals {
+            let slot = self.apply_signal(s, &mut changes);
+            touched.push(slot);
+        }
+        if std::mem::take(&mut self.weights_changed) || ticked {
+            // Every active idea is re-scored below (the tick already did, but
+            // merges since then and new weights need the current inputs).
+            touched = self.active_slots();
+        } else {
+            touched.sort_unstable();
+            touched.dedup();
+        }
+        for slot in touched {
+            self.rescore(slot, watermark, &mut changes);
+        }
+        self.emit_aggregates(watermark, &mut changes);
+        changes
+            .into_iter()
+            .map(|(key, row)| Change { key, row })
+            .collect()
+    }
+
+    fn active_slots(&self) -> Vec<u32> {
+        (0..self.ideas.len() as u32)
+            .filter(|s| self.ideas[*s as usize].is_some())
+            .collect()
+    }
+
+    /// Windows slide to `tick`, statistics refresh, stale ideas are archived.
+    fn tick(&mut self, tick: i64, changes: &mut BTreeMap<ViewKey, Option<ViewRow>>) {
+        self.categories.expire(tick);
+        self.communities.expire(tick);
+        self.topics.expire(tick);
+        self.topics
+            .refresh_top(self.scoring.cohesion_top_topics);
+        self.rates.refresh(tick);
+        self.distinct
+            .close(tick - self.windows.distinct_window_secs);
+        let cutoff = tick - self.dedupe.retention_secs;
+        for slot in 0..self.ideas.len() {
+            let stale = self.ideas[slot]
+                .as_ref()
+                .is_some_and(|i| i.last_seen <= cutoff);
+            if stale {
+                self.archive(slot as u32, changes);
+            }
+        }
+    }
+
+    fn archive(&mut self, slot: u32, changes: &mut BTreeMap<ViewKey, Option<ViewRow>>) {
+        let Some(mut idea) = self.ideas[slot as usize].take() else {
+            return;
+        };
+        self.free.push(slot);
+        self.by_hash.remove(&idea.hash);
+        self.lsh.remove(slot, &idea.signatures);
+        self.archived.insert(
+            idea.hash,
+            Archived {
+                first_seen: idea.first_seen,
+                signal_count: idea.row.signal_count,
+                near_duplicates: idea.row.near_duplicates,
+                engagement: idea.row.engagement,
+            },
+        );
+        idea.row.status = IdeaStatus::Archived;
+        self.stats.archived += 1;
+        changes.insert(
+            ViewKey::Idea(idea.row.id.clone()),
+            Some(ViewRow::Idea(idea.row)),
+        );
+    }
+
+    /// Bloom → exact → near → new idea.
+    fn apply_signal(
+        &mut self,
+        s: PreparedSignal,
+        changes: &mut BTreeMap<ViewKey, Option<ViewRow>>,
+    ) -> u32 {
+        self.stats.signals += 1;
+        let time = s.signal.captured_at.timestamp();
+        let maybe_seen = self.bloom.check_and_insert(&s.hash, time);
+        let exact = if maybe_seen {
+            let hit = self.by_hash.get(&s.hash).copied();
+            if hit.is_none() {
+                self.stats.bloom_false_positive += 1;
+            }
+            hit
+        } else {
+            self.stats.bloom_negative += 1;
+            None
+        };
+        let (slot, kind, similarity) = match exact {
+            Some(slot) => {
+                self.stats.exact += 1;
+                (slot, DedupeKind::Exact, None)
+            }
+            None => match self.nearest_live(&s) {
+                Some((slot, sim)) => {
+                    self.stats.near += 1;
+                    (slot, DedupeKind::Near, Some(sim))
+                }
+                None => {
+                    self.stats.new_ideas += 1;
+                    (self.create(&s), DedupeKind::New, None)
+                }
+            },
+        };
+        if kind != DedupeKind::New {
+            self.merge(slot, &s, kind);
+        }
+        let idea = self.ideas[slot as usize].as_ref().expect("live slot");
+        let idea_id = idea.row.id.clone();
+        let category = idea.row.category.clone();
+        self.rates.record(s.signal.source, time, s.rate);
+        if let Some(c) = &category {
+            for t in &s.signal.topics {
+                self.topics.record(c, t, time);
+            }
+        }
+        self.distinct.record(
+            s.signal.source,
+            time,
+            &s.signal.id,
+            &idea_id,
+            s.signal.community.as_deref(),
+        );
+        let sig = s.signal;
+        let row = SignalRow {
+            source: sig.source,
+            id: sig.id,
+            idea_id,
+            content_hash: hex::encode(s.hash),
+            dedupe: kind,
+            similarity,
+            captured_at: sig.captured_at,
+            published_at: sig.published_at,
+            content: sig.content,
+            community: sig.community,
+            topics: sig.topics,
+            locale: sig.locale,
+            url: sig.url,
+            engagement: sig.engagement,
+            engagement_rate: s.rate,
+        };
+        changes.insert(row_key(&row), Some(ViewRow::Signal(row)));
+        let idea = self.ideas[slot as usize].as_ref().expect("live slot");
+        changes.insert(
+            ViewKey::Idea(idea.row.id.clone()),
+            Some(ViewRow::Idea(idea.row.clone())),
+        );
+        slot
+    }
+
+    /// The live idea most similar to `s` at or above the threshold, among the
+    /// LSH candidates (ties: the earlier idea).
+    fn nearest_live(&mut self, s: &PreparedSignal) -> Option<(u32, f32)> {
+        let candidates = self.lsh.candidates(&s.signatures);
+        self.stats.lsh_candidates += candidates.len() as u64;
+        let mut best: Option<(u32, f32, i64, &str)> = None;
+        for slot in candidates {
+            let Some(idea) = self.ideas[slot as usize].as_ref() else {
+                continue;
+            };
+            // Embeddings are unit vectors: the dot product is the cosine.
+            let sim = dot(&s.embedding, &idea.row.embedding);
+            if sim < self.dedupe.near_threshold {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some((_, b, first, id)) => {
+                    sim > b
+                        || (sim == b
+                            && (idea.first_seen, idea.row.id.as_str()) < (first, id))
+                }
+            };
+            if better {
+                best = Some((slot, sim, idea.first_seen, idea.row.id.as_str()));
+            }
+        }
+        best.map(|(slot, sim, _, _)| (slot, sim))
+    }
+
+    fn create(&mut self, s: &PreparedSignal) -> u32 {
+        let time = s.signal.captured_at.timestamp();
+        let hash_hex = hex::encode(s.hash);
+        let id = idea_id(&hash_hex).to_string();
+        let resumed = self.archived.remove(&s.hash);
+        let sig = &s.signal;
+        let first_seen = resumed.map_or(time, |a| a.first_seen.min(time));
+        let row = IdeaRow {
+            id: id.clone(),
+            content_hash: hash_hex,
+            content: sig.content.clone(),
+            source: sig.source,
+            category: s.category.as_ref().map(|(c, _)| c.clone()),
+            category_similarity: s.category.as_ref().map(|(_, v)| *v),
+            anchor_class: s.anchor_class.clone(),
+            community: sig.community.clone(),
+            locale: sig.locale.clone(),
+            topics: sorted_topics(&sig.topics),
+            signal_count: resumed.map_or(1, |a| a.signal_count + 1),
+            near_duplicates: resumed.map_or(0, |a| a.near_duplicates),
+            engagement: resumed.map_or(sig.engagement, |a| {
+                a.engagement.saturating_add(&sig.engagement)
+            }),
+            engagement_rate: 0.0,
+            first_seen: utc(first_seen),
+            last_seen: sig.captured_at,
+            peak_at: sig.peak_time(),
+            status: IdeaStatus::Active,
+            embedding: s.embedding.clone(),
+        };
+        let mut idea = LiveIdea {
+            row,
+            hash: s.hash,
+            signatures: s.signatures.clone(),
+            first_seen: time,
+            last_seen: time,
+            peak: sig.peak_time().timestamp(),
+            earliest_published: sig.published_at.map(|p| p.timestamp()),
+            seasonality: 0.0,
+            score: None,
+        };
+        self.refresh_derived(&mut idea);
+        if let Some(c) = &idea.row.category {
+            self.categories
+                .insert(c, &id, idea.first_seen, s.embedding.clone());
+        }
+        if let Some(c) = &idea.row.community {
+            self.communities
+                .insert(c, &id, idea.first_seen, s.embedding.clone());
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.ideas[slot as usize] = Some(idea);
+                slot
+            }
+            None => {
+                self.ideas.push(Some(idea));
+                (self.ideas.len() - 1) as u32
+            }
+        };
+        self.by_hash.insert(s.hash, slot);
+        self.lsh.insert(slot, &s.signatures);
+        slot
+    }
+
+    fn merge(&mut self, slot: u32, s: &PreparedSignal, kind: DedupeKind) {
+        let mut idea = self.ideas[slot as usize].take().expect("live slot");
+        let sig = &s.signal;
+        let time = sig.captured_at.timestamp();
+        let row = &mut idea.row;
+        row.signal_count += 1;
+        if kind == DedupeKind::Near {
+            row.near_duplicates += 1;
+        }
+        row.engagement = row.engagement.saturating_add(&sig.engagement);
+        if time > idea.last_seen {
+            idea.last_seen = time;
+            row.last_seen = sig.captured_at;
+        }
+        let peak = sig.peak_time().timestamp();
+        if peak > idea.peak {
+            idea.peak = peak;
+            row.peak_at = sig.peak_time();
+        }
+        if let Some(p) = sig.published_at.map(|p| p.timestamp()) {
+            idea.earliest_published = Some(idea.earliest_published.map_or(p, |e| e.min(p)));
+        }
+        let mut topics = row.topics.clone();
+        topics.extend(sig.topics.iter().cloned());
+        row.topics = sorted_topics(&topics);
+        self.refresh_derived(&mut idea);
+        self.ideas[slot as usize] = Some(idea);
+    }
+
+    /// Rate and seasonality: they change only when signals merge in.
+    fn refresh_derived(&self, idea: &mut LiveIdea) {
+        let minutes = idea
+            .earliest_published
+            .map(|p| (idea.last_seen - p) as f64 / 60.0);
+        idea.row.engagement_rate = score::engagement_rate(&idea.row.engagement, minutes, &self.scoring);
+        let days = self
+            .calendar
+            .days_to_nearest(idea.row.last_seen, idea.row.locale.as_deref());
+        idea.seasonality = score::seasonality(days, &self.scoring);
+    }
+
+    fn rescore(
+        &mut self,
+        slot: u32,
+        watermark: i64,
+        changes: &mut BTreeMap<ViewKey, Option<ViewRow>>,
+    ) {
+        let Some(idea) = self.ideas[slot as usize].as_ref() else {
+            return;
+        };
+        let row = &idea.row;
+        let p = &self.scoring;
+        let hours = (watermark - idea.peak) as f64 / 3600.0;
+        let freshness = score::freshness(hours, p);
+        let stats = self.rates.get(row.source, watermark);
+        let engagement = score::engagement(row.engagement_rate, stats.median, stats.mad, p);
+        let novelty = score::novelty(row.category.as_ref().and_then(|c| {
+            let sum = self.categories.get(c)?;
+            let own = self
+                .categories
+                .contains(c, &row.id, idea.first_seen)
+                .then(|| fixed_point(&row.embedding));
+            sum.cosine_excluding(&row.embedding, own.as_deref())
+        }));
+        let to_community = row.community.as_ref().and_then(|c| {
+            self.communities
+                .get(c)?
+                .cosine_excluding(&row.embedding, None)
+        });
+        let top = row
+            .category
+            .as_deref()
+            .map_or(&[][..], |c| self.topics.top(c));
+        let cohesion = score::hashtag_cohesion(&row.topics, top);
+        let factors = Factors {
+            freshness,
+            engagement,
+            novelty,
+            community_fit: score::community_fit(to_community, cohesion),
+            seasonality: idea.seasonality,
+        };
+        let scored = ScoreRow {
+            idea_id: row.id.clone(),
+            category: row.category.clone(),
+            score: factors.score(&self.weights),
+            factors,
+            scored_at: utc(watermark),
+        };
+        let idea = self.ideas[slot as usize].as_mut().expect("live slot");
+        if idea.score.as_ref() != Some(&scored) {
+            idea.score = Some(scored.clone());
+            changes.insert(
+                ViewKey::Score(scored.idea_id.clone()),
+                Some(ViewRow::Score(scored)),
+            );
+        }
+    }
+
+    fn emit_aggregates(
+        &mut self,
+        watermark: i64,
+        changes: &mut BTreeMap<ViewKey, Option<ViewRow>>,
+    ) {
+        let window_start = utc(watermark - self.windows.window_secs);
+        let window_end = utc(watermark);
+        for (kind, window) in [
+            (CentroidKind::Category, &mut self.categories),
+            (CentroidKind::Community, &mut self.communities),
+        ] {
+            for key in window.take_changed() {
+                let k = ViewKey::Centroid(kind, key.clone());
+                let row = window.get(&key).and_then(|sum| {
+                    Some(ViewRow::Centroid(CentroidRow {
+                        kind,
+                        key: key.clone(),
+                        window_start,
+                        window_end,
+                        n: sum.n as u64,
+                        embedding: sum.mean()?,
+                    }))
+                });
+                changes.insert(k, row);
+            }
+        }
+        for (category, topic) in self.topics.take_changed() {
+            let count = self.topics.count(&category, &topic);
+            let key = ViewKey::TopicCount(category.clone(), topic.clone());
+            let row = (count > 0).then_some(ViewRow::TopicCount(TopicCountRow {
+                category,
+                topic,
+                count,
+            }));
+            changes.insert(key, row);
+        }
+        for (source, e) in self.distinct.take_changed() {
+            let row = DistinctCountRow {
+                source,
+                window_start: utc(e.window_start),
+                window_end: utc(e.window_end),
+                signals: e.signals,
+                ideas: e.ideas,
+                communities: e.communities,
+            };
+            changes.insert(
+                ViewKey::DistinctCount(source, e.window_start),
+                Some(ViewRow::DistinctCount(row)),
+            );
+        }
+    }
+}
+
+fn row_key(row: &SignalRow) -> ViewKey {
+    ViewKey::Signal(row.source, row.id.clone())
+}
+
+fn sorted_topics(topics: &[String]) -> Vec<String> {
+    let mut t = topics.to_vec();
+    t.sort();
+    t.dedup();
+    t
+}
+
+impl std::fmt::Debug for IdeaState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdeaState")
+            .field("active_ideas", &self.active_ideas())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}

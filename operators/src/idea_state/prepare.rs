@@ -1,0 +1,82 @@
+//! Per-signal work that needs no shared state: content hash, LSH signatures,
+//! labels and engagement rate. It runs on every worker before the signals meet
+//! in the idea state, so the expensive parts (NFKC normalization, 640
+//! projections, anchor similarities) scale with the workers.
+
+use std::sync::Arc;
+
+use crate::classify::{nearest, Anchor, Classifier};
+use crate::content_hash::content_hash_bytes;
+use crate::dedupe::LshIndex;
+use crate::score::{engagement_rate, ScoringParams};
+use crate::{Signal, EMBEDDING_DIM};
+
+/// What ideas are labelled with: the category anchors (niches) and the seed's
+/// classifier (anchor classes), both embedded at start.
+pub struct Labels {
+    pub categories: Vec<Anchor>,
+    pub classifier: Option<Classifier>,
+}
+
+/// A signal ready for the idea state.
+#[derive(Clone, Debug)]
+pub struct PreparedSignal {
+    pub signal: Signal,
+    pub embedding: Arc<[f32]>,
+    pub hash: [u8; 16],
+    pub signatures: Vec<u32>,
+    pub category: Option<(String, f32)>,
+    pub anchor_class: Option<String>,
+    pub rate: f64,
+}
+
+impl PreparedSignal {
+    pub fn hash_hex(&self) -> String {
+        hex::encode(self.hash)
+    }
+
+    /// The order signals of one epoch are applied in: by event time, then a
+    /// total order on content, so arrival order never matters.
+    pub fn order_key(&self) -> (i64, crate::Source, &str, &str) {
+        (
+            self.signal.captured_at.timestamp_micros(),
+            self.signal.source,
+            self.signal.id.as_str(),
+            self.signal.content.as_str(),
+        )
+    }
+}
+
+pub fn prepare(
+    mut signal: Signal,
+    lsh: &LshIndex,
+    labels: &Labels,
+    scoring: &ScoringParams,
+) -> PreparedSignal {
+    let embedding: Arc<[f32]> = signal
+        .embedding
+        .take()
+        .filter(|e| e.len() == EMBEDDING_DIM)
+        .unwrap_or_else(|| vec![0.0; EMBEDDING_DIM])
+        .into();
+    let hash = content_hash_bytes(&signal.content);
+    let signatures = lsh.signatures(&embedding);
+    let category = nearest(&embedding, &labels.categories).map(|(c, s)| (c.to_owned(), s));
+    let anchor_class = labels
+        .classifier
+        .as_ref()
+        .map(|c| c.route(&embedding).category);
+    let age = signal
+        .published_at
+        .map(|p| (signal.captured_at - p).num_milliseconds() as f64 / 60_000.0);
+    let rate = engagement_rate(&signal.engagement, age, scoring);
+    PreparedSignal {
+        signal,
+        embedding,
+        hash,
+        signatures,
+        category,
+        anchor_class,
+        rate,
+    }
+}

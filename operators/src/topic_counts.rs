@@ -1,0 +1,114 @@
+//! Topic counts per category over a sliding event-time window: the "hot
+//! topics" view, and the top topics hashtag cohesion compares with.
+//!
+//! Counting is per record (a map update); the top list of a category is
+//! recomputed on the scoring tick, O(distinct topics of the category).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub struct TopicCounts {
+    window_secs: i64,
+    counts: BTreeMap<(String, String), u64>,
+    /// (time, sequence) → (category, topic), for retraction at time + window.
+    entries: BTreeMap<(i64, u64), (String, String)>,
+    seq: u64,
+    changed: BTreeSet<(String, String)>,
+    top: BTreeMap<String, Vec<String>>,
+}
+
+impl TopicCounts {
+    pub fn new(window_secs: i64) -> Self {
+        TopicCounts {
+            window_secs: window_secs.max(1),
+            counts: BTreeMap::new(),
+            entries: BTreeMap::new(),
+            seq: 0,
+            changed: BTreeSet::new(),
+            top: BTreeMap::new(),
+        }
+    }
+
+    pub fn record(&mut self, category: &str, topic: &str, time: i64) {
+        let key = (category.to_owned(), topic.to_owned());
+        *self.counts.entry(key.clone()).or_default() += 1;
+        self.seq += 1;
+        self.entries.insert((time, self.seq), key.clone());
+        self.changed.insert(key);
+    }
+
+    /// Retracts entries whose time + window ≤ `watermark`.
+    pub fn expire(&mut self, watermark: i64) {
+        let cutoff = watermark - self.window_secs;
+        while let Some(entry) = self.entries.first_entry() {
+            if entry.key().0 > cutoff {
+                break;
+            }
+            let key = entry.remove();
+            if let Some(n) = self.counts.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.counts.remove(&key);
+                }
+            }
+            self.changed.insert(key);
+        }
+    }
+
+    /// Recomputes every category's `k` most frequent topics (ties by name).
+    pub fn refresh_top(&mut self, k: usize) {
+        let mut by_category: BTreeMap<&str, Vec<(u64, &str)>> = BTreeMap::new();
+        for ((c, t), n) in &self.counts {
+            by_category.entry(c).or_default().push((*n, t));
+        }
+        self.top = by_category
+            .into_iter()
+            .map(|(c, mut v)| {
+                v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+                (
+                    c.to_owned(),
+                    v.into_iter().take(k).map(|(_, t)| t.to_owned()).collect(),
+                )
+            })
+            .collect();
+    }
+
+    /// The top topics as of the last [`TopicCounts::refresh_top`].
+    pub fn top(&self, category: &str) -> &[String] {
+        self.top.get(category).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn count(&self, category: &str, topic: &str) -> u64 {
+        self.counts
+            .get(&(category.to_owned(), topic.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// (category, topic) pairs whose count changed since the last call, sorted.
+    pub fn take_changed(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.changed).into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_slide_and_rank() {
+        let mut t = TopicCounts::new(100);
+        t.record("animals", "cats", 0);
+        t.record("animals", "cats", 10);
+        t.record("animals", "dogs", 20);
+        t.record("animals", "axolotl", 20);
+        t.refresh_top(2);
+        assert_eq!(t.top("animals"), ["cats", "axolotl"]);
+        assert_eq!(t.take_changed().len(), 3);
+        t.expire(105);
+        assert_eq!(t.count("animals", "cats"), 1);
+        t.expire(200);
+        assert_eq!(t.count("animals", "cats"), 0);
+        t.refresh_top(2);
+        assert!(t.top("animals").is_empty());
+    }
+}

@@ -1,0 +1,196 @@
+//! The materialized views the idea state maintains, and the changes it emits.
+//!
+//! The state emits, per completed epoch, a keyed changelog: each key changed
+//! in the epoch appears once, as an upsert of its new row or a delete. Applying
+//! the changelogs of all epochs in order gives each view's current contents;
+//! sinks apply one epoch at a time, atomically.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::score::Factors;
+use crate::{Engagement, Source};
+
+/// How a signal was deduplicated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupeKind {
+    /// It started a new idea.
+    New,
+    /// Its content hash matched a live idea.
+    Exact,
+    /// Its embedding was within the threshold of a live idea.
+    Near,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdeaStatus {
+    /// Seen within the retention window: merged into, re-scored on every tick.
+    Active,
+    /// Not seen for the retention window: its last score is kept, frozen.
+    Archived,
+}
+
+/// One signal and the idea it went to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignalRow {
+    pub source: Source,
+    pub id: String,
+    pub idea_id: String,
+    pub content_hash: String,
+    pub dedupe: DedupeKind,
+    /// Cosine to the idea it was merged into (near-duplicates only).
+    pub similarity: Option<f32>,
+    pub captured_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub content: String,
+    pub community: Option<String>,
+    pub topics: Vec<String>,
+    pub locale: Option<String>,
+    pub url: Option<String>,
+    pub engagement: Engagement,
+    pub engagement_rate: f64,
+}
+
+/// One idea: the signals sharing its content, exactly or nearly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdeaRow {
+    pub id: String,
+    pub content_hash: String,
+    /// The text of its first signal.
+    pub content: String,
+    pub source: Source,
+    pub category: Option<String>,
+    pub category_similarity: Option<f32>,
+    pub anchor_class: Option<String>,
+    pub community: Option<String>,
+    pub locale: Option<String>,
+    pub topics: Vec<String>,
+    pub signal_count: u64,
+    pub near_duplicates: u64,
+    pub engagement: Engagement,
+    pub engagement_rate: f64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub peak_at: DateTime<Utc>,
+    pub status: IdeaStatus,
+    pub embedding: Arc<[f32]>,
+}
+
+/// An idea's score: its five factors as of `scored_at` and their weighted sum.
+/// Kept apart from [`IdeaRow`] because it changes on every tick while the idea
+/// (and its vector) changes only when signals merge into it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoreRow {
+    pub idea_id: String,
+    pub category: Option<String>,
+    pub factors: Factors,
+    pub score: f64,
+    /// The watermark the factors were evaluated at.
+    pub scored_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CentroidKind {
+    Category,
+    Community,
+}
+
+impl CentroidKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CentroidKind::Category => "category",
+            CentroidKind::Community => "community",
+        }
+    }
+}
+
+/// The mean embedding of a category's or community's ideas in the window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CentroidRow {
+    pub kind: CentroidKind,
+    pub key: String,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub n: u64,
+    pub embedding: Vec<f32>,
+}
+
+/// Signals of a category carrying a topic, in the window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopicCountRow {
+    pub category: String,
+    pub topic: String,
+    pub count: u64,
+}
+
+/// HyperLogLog estimates for one source and tumbling window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DistinctCountRow {
+    pub source: Source,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub signals: u64,
+    pub ideas: u64,
+    pub communities: u64,
+}
+
+/// The key of a row in one of the views, ordered view by view.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ViewKey {
+    Idea(String),
+    Score(String),
+    Signal(Source, String),
+    Centroid(CentroidKind, String),
+    TopicCount(String, String),
+    DistinctCount(Source, i64),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ViewRow {
+    Idea(IdeaRow),
+    Score(ScoreRow),
+    Signal(SignalRow),
+    Centroid(CentroidRow),
+    TopicCount(TopicCountRow),
+    DistinctCount(DistinctCountRow),
+}
+
+impl ViewRow {
+    pub fn key(&self) -> ViewKey {
+        match self {
+            ViewRow::Idea(r) => ViewKey::Idea(r.id.clone()),
+            ViewRow::Score(r) => ViewKey::Score(r.idea_id.clone()),
+            ViewRow::Signal(r) => ViewKey::Signal(r.source, r.id.clone()),
+            ViewRow::Centroid(r) => ViewKey::Centroid(r.kind, r.key.clone()),
+            ViewRow::TopicCount(r) => ViewKey::TopicCount(r.category.clone(), r.topic.clone()),
+            ViewRow::DistinctCount(r) => {
+                ViewKey::DistinctCount(r.source, r.window_start.timestamp())
+            }
+        }
+    }
+}
+
+/// One change to one key: its new row, or `None` when it left the view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub key: ViewKey,
+    pub row: Option<ViewRow>,
+}
+
+impl Change {
+    pub fn upsert(row: ViewRow) -> Change {
+        Change {
+            key: row.key(),
+            row: Some(row),
+        }
+    }
+
+    pub fn delete(key: ViewKey) -> Change {
+        Change { key, row: None }
+    }
+}
