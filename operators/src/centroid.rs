@@ -35,7 +35,9 @@ impl Default for VectorSum {
 
 /// The fixed-point form of an embedding, as added to a [`VectorSum`].
 pub fn fixed_point(v: &[f32]) -> Vec<i64> {
-    v.iter().map(|x| (*x as f64 * SCALE).round() as i64).collect()
+    v.iter()
+        .map(|x| (*x as f64 * SCALE).round() as i64)
+        .collect()
 }
 
 impl VectorSum {

@@ -65,11 +65,14 @@ impl DistinctCounts {
     ) {
         let start = time.div_euclid(self.window_secs) * self.window_secs;
         let e = crate_error_rate(self.error_rate);
-        let s = self.windows.entry((source, start)).or_insert_with(|| Sketches {
-            signals: HyperLogLog::new_deterministic(e, SEED),
-            ideas: HyperLogLog::new_deterministic(e, SEED),
-            communities: HyperLogLog::new_deterministic(e, SEED),
-        });
+        let s = self
+            .windows
+            .entry((source, start))
+            .or_insert_with(|| Sketches {
+                signals: HyperLogLog::new_deterministic(e, SEED),
+                ideas: HyperLogLog::new_deterministic(e, SEED),
+                communities: HyperLogLog::new_deterministic(e, SEED),
+            });
         s.signals.insert(&signal);
         s.ideas.insert(&idea);
         if let Some(c) = community {
@@ -127,7 +130,13 @@ mod tests {
             for i in 0..20_000 {
                 let idea = format!("idea-{}", i / 4);
                 let community = format!("r/{}", i % 37);
-                d.record(Source::Reddit, 100, &format!("s{i}"), &idea, Some(&community));
+                d.record(
+                    Source::Reddit,
+                    100,
+                    &format!("s{i}"),
+                    &idea,
+                    Some(&community),
+                );
             }
             d.take_changed()
         };

@@ -38,7 +38,10 @@ impl EngagementStats {
     /// Records one signal's rate at its capture time (appended in processing order).
     pub fn record(&mut self, source: Source, time: i64, rate: f64) {
         if rate.is_finite() {
-            self.rates.entry(source).or_default().push_back((time, rate));
+            self.rates
+                .entry(source)
+                .or_default()
+                .push_back((time, rate));
         }
     }
 
@@ -65,7 +68,9 @@ impl EngagementStats {
         self.scratch.clear();
         self.scratch.extend(q.iter().map(|(_, r)| *r));
         let median = median_in_place(&mut self.scratch);
-        self.scratch.iter_mut().for_each(|x| *x = (*x - median).abs());
+        self.scratch
+            .iter_mut()
+            .for_each(|x| *x = (*x - median).abs());
         let mad = median_in_place(&mut self.scratch);
         self.stats.insert(
             source,

@@ -144,10 +144,11 @@ pub struct DistinctCountRow {
 pub enum ViewKey {
     Idea(String),
     Score(String),
-    Signal(Source, String),
+    /// (source name, id): sources sort by name.
+    Signal(&'static str, String),
     Centroid(CentroidKind, String),
     TopicCount(String, String),
-    DistinctCount(Source, i64),
+    DistinctCount(&'static str, i64),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -165,11 +166,11 @@ impl ViewRow {
         match self {
             ViewRow::Idea(r) => ViewKey::Idea(r.id.clone()),
             ViewRow::Score(r) => ViewKey::Score(r.idea_id.clone()),
-            ViewRow::Signal(r) => ViewKey::Signal(r.source, r.id.clone()),
+            ViewRow::Signal(r) => ViewKey::Signal(r.source.as_str(), r.id.clone()),
             ViewRow::Centroid(r) => ViewKey::Centroid(r.kind, r.key.clone()),
             ViewRow::TopicCount(r) => ViewKey::TopicCount(r.category.clone(), r.topic.clone()),
             ViewRow::DistinctCount(r) => {
-                ViewKey::DistinctCount(r.source, r.window_start.timestamp())
+                ViewKey::DistinctCount(r.source.as_str(), r.window_start.timestamp())
             }
         }
     }
@@ -192,5 +193,57 @@ impl Change {
 
     pub fn delete(key: ViewKey) -> Change {
         Change { key, row: None }
+    }
+}
+
+/// Every view's current contents: the changelogs applied in order.
+#[derive(Clone, Debug, Default)]
+pub struct ViewState {
+    rows: std::collections::BTreeMap<ViewKey, ViewRow>,
+}
+
+impl ViewState {
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = Change>) {
+        for change in changes {
+            match change.row {
+                Some(row) => {
+                    self.rows.insert(change.key, row);
+                }
+                None => {
+                    self.rows.remove(&change.key);
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, key: &ViewKey) -> Option<&ViewRow> {
+        self.rows.get(key)
+    }
+
+    /// All rows, sorted by key (view by view).
+    pub fn rows(&self) -> impl Iterator<Item = &ViewRow> {
+        self.rows.values()
+    }
+
+    pub fn ideas(&self) -> impl Iterator<Item = &IdeaRow> {
+        self.rows.values().filter_map(|r| match r {
+            ViewRow::Idea(i) => Some(i),
+            _ => None,
+        })
+    }
+
+    pub fn score(&self, idea_id: &str) -> Option<&ScoreRow> {
+        match self.rows.get(&ViewKey::Score(idea_id.to_owned())) {
+            Some(ViewRow::Score(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
     }
 }

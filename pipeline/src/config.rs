@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ideaflow_operators::idea_state::{DedupeParams, WindowParams};
+use ideaflow_operators::score::ScoringParams;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,26 @@ pub struct Config {
     pub classifier: ClassifierConfig,
     /// Category (niche) anchors: name = descriptive text. Ideas take the nearest.
     pub categories: BTreeMap<String, String>,
+    pub dedupe: DedupeParams,
+    pub windows: WindowParams,
+    pub scoring: ScoringParams,
+    pub calendar: CalendarConfig,
+}
+
+/// The event calendar seasonality is measured against.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CalendarConfig {
+    /// CSV `date,name,locale,topics`; empty for no calendar (seasonality 0).
+    pub path: PathBuf,
+}
+
+impl Default for CalendarConfig {
+    fn default() -> Self {
+        CalendarConfig {
+            path: PathBuf::from("config/calendar.csv"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -230,6 +252,53 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.classifier.confidence_threshold) {
             return invalid("classifier.confidence_threshold", "must be within [0, 1]");
+        }
+        let d = &self.dedupe;
+        if !(d.near_threshold > 0.0 && d.near_threshold <= 1.0) {
+            return invalid("dedupe.near_threshold", "must be within (0, 1]");
+        }
+        if d.retention_secs <= 0 {
+            return invalid("dedupe.retention_secs", "must be positive");
+        }
+        if !(d.bloom_fp_rate > 0.0 && d.bloom_fp_rate < 0.5) || d.bloom_capacity == 0 {
+            return invalid(
+                "dedupe.bloom_fp_rate",
+                "bloom_fp_rate must be within (0, 0.5) and bloom_capacity positive",
+            );
+        }
+        if d.bloom_generations < 2 {
+            return invalid("dedupe.bloom_generations", "must be at least 2");
+        }
+        if !(1..=4096).contains(&d.lsh_bands) || !(1..=32).contains(&d.lsh_bits) {
+            return invalid(
+                "dedupe.lsh_bands",
+                "lsh_bands must be 1..=4096 and lsh_bits 1..=32",
+            );
+        }
+        let w = &self.windows;
+        if w.window_secs <= 0 || w.distinct_window_secs <= 0 || w.tick_secs <= 0 {
+            return invalid(
+                "windows.window_secs",
+                "window_secs, distinct_window_secs and tick_secs must be positive",
+            );
+        }
+        if !(w.distinct_error_rate > 0.0 && w.distinct_error_rate < 0.3) {
+            return invalid("windows.distinct_error_rate", "must be within (0, 0.3)");
+        }
+        let p = &self.scoring;
+        if p.freshness_scale_hours <= 0.0 || p.season_decay_days <= 0.0 || p.mad_scale <= 0.0 {
+            return invalid(
+                "scoring.freshness_scale_hours",
+                "freshness_scale_hours, season_decay_days and mad_scale must be positive",
+            );
+        }
+        let weights = p.weights.as_array();
+        if weights.iter().any(|x| !x.is_finite() || *x < 0.0) || weights.iter().sum::<f64>() <= 0.0
+        {
+            return invalid(
+                "scoring.weights",
+                "weights must be non-negative with a positive sum (they are normalized to 1)",
+            );
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod blas;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod core_setup;
 pub mod dataflow;
 pub mod logging;
 pub mod model_files;

@@ -2,6 +2,7 @@
 
 pub mod dead_letter;
 pub mod jsonl;
+pub mod view_files;
 
 pub use dead_letter::DeadLetterSink;
 pub use jsonl::{JsonlError, JsonlWriter};

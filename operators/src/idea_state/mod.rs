@@ -23,8 +23,10 @@
 mod prepare;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
 
 pub use prepare::{prepare, Labels, PreparedSignal};
 
@@ -38,39 +40,57 @@ use crate::idea::idea_id;
 use crate::score::{self, Factors, ScoringParams, Weights};
 use crate::topic_counts::TopicCounts;
 use crate::views::{
-    CentroidKind, CentroidRow, Change, DedupeKind, DistinctCountRow, IdeaRow, IdeaStatus,
-    ScoreRow, SignalRow, TopicCountRow, ViewKey, ViewRow,
+    CentroidKind, CentroidRow, Change, DedupeKind, DistinctCountRow, IdeaRow, IdeaStatus, ScoreRow,
+    SignalRow, TopicCountRow, ViewKey, ViewRow,
 };
 use crate::Engagement;
 
 /// Dedupe settings (`[dedupe]` in the config).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DedupeParams {
     /// Cosine at or above which a signal merges into a live idea.
     pub near_threshold: f32,
     /// An idea not seen for this long is archived and no longer merged into.
     pub retention_secs: i64,
+    /// Expected distinct contents per Bloom generation.
     pub bloom_capacity: usize,
+    /// False-positive rate per generation.
     pub bloom_fp_rate: f64,
+    /// Generations the retention is split into (memory = generations × one).
     pub bloom_generations: usize,
-    pub lsh: LshParams,
+    /// LSH bands and bits per band (see `dedupe::lsh` for the collision law).
+    pub lsh_bands: usize,
+    pub lsh_bits: usize,
+}
+
+impl DedupeParams {
+    pub fn lsh(&self) -> LshParams {
+        LshParams {
+            bands: self.lsh_bands,
+            bits: self.lsh_bits,
+            ..LshParams::default()
+        }
+    }
 }
 
 impl Default for DedupeParams {
     fn default() -> Self {
         DedupeParams {
-            near_threshold: 0.9,
+            near_threshold: 0.88,
             retention_secs: 7 * 86_400,
             bloom_capacity: 1_000_000,
             bloom_fp_rate: 0.001,
             bloom_generations: 8,
-            lsh: LshParams::default(),
+            lsh_bands: LshParams::default().bands,
+            lsh_bits: LshParams::default().bits,
         }
     }
 }
 
 /// Window settings (`[windows]` in the config).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WindowParams {
     /// Sliding window of the centroids, the topic counts and the engagement statistics.
     pub window_secs: i64,
@@ -109,8 +129,12 @@ pub struct DedupeStats {
 
 struct LiveIdea {
     row: IdeaRow,
-    hash: [u8; 16],
-    signatures: Vec<u32>,
+    /// Its own content hash and those of the near-duplicates merged into it:
+    /// an exact copy of any of them is an exact duplicate of the idea.
+    hashes: Vec<[u8; 16]>,
+    /// The representative's embedding and the near-duplicates' (each with its
+    /// LSH signatures): a signal close to any of them joins the idea.
+    vectors: Vec<(Arc<[f32]>, Vec<u32>)>,
     first_seen: i64,
     last_seen: i64,
     /// The latest peak (published_at, else captured_at) of its signals: freshness.
@@ -171,7 +195,7 @@ impl IdeaState {
             dedupe.bloom_generations,
         );
         IdeaState {
-            lsh: LshIndex::new(dedupe.lsh),
+            lsh: LshIndex::new(dedupe.lsh()),
             bloom,
             weights: scoring.weights.normalized(),
             weights_changed: false,
@@ -179,7 +203,10 @@ impl IdeaState {
             communities: CentroidWindow::new(windows.window_secs),
             topics: TopicCounts::new(windows.window_secs),
             rates: EngagementStats::new(windows.window_secs),
-            distinct: DistinctCounts::new(windows.distinct_window_secs, windows.distinct_error_rate),
+            distinct: DistinctCounts::new(
+                windows.distinct_window_secs,
+                windows.distinct_error_rate,
+            ),
             calendar,
             dedupe,
             windows,
@@ -216,11 +243,7 @@ impl IdeaState {
 
     /// Applies one completed epoch ending at `watermark` (seconds) and returns
     /// its changelog, one change per key, sorted by key.
-    pub fn apply_epoch(
-        &mut self,
-        watermark: i64,
-        mut signals: Vec<PreparedSignal>,
-    ) -> Vec<Change> {
+    pub fn apply_epoch(&mut self, watermark: i64, mut signals: Vec<PreparedSignal>) -> Vec<Change> {
         let mut changes: BTreeMap<ViewKey, Option<ViewRow>> = BTreeMap::new();
         let tick = watermark.div_euclid(self.windows.tick_secs) * self.windows.tick_secs;
         let ticked = self.last_tick.is_none_or(|t| tick > t);
@@ -263,8 +286,7 @@ impl IdeaState {
         self.categories.expire(tick);
         self.communities.expire(tick);
         self.topics.expire(tick);
-        self.topics
-            .refresh_top(self.scoring.cohesion_top_topics);
+        self.topics.refresh_top(self.scoring.cohesion_top_topics);
         self.rates.refresh(tick);
         self.distinct
             .close(tick - self.windows.distinct_window_secs);
@@ -284,10 +306,14 @@ impl IdeaState {
             return;
         };
         self.free.push(slot);
-        self.by_hash.remove(&idea.hash);
-        self.lsh.remove(slot, &idea.signatures);
+        for h in &idea.hashes {
+            self.by_hash.remove(h);
+        }
+        for (_, signatures) in &idea.vectors {
+            self.lsh.remove(slot, signatures);
+        }
         self.archived.insert(
-            idea.hash,
+            idea.hashes[0],
             Archived {
                 first_seen: idea.first_seen,
                 signal_count: idea.row.signal_count,
@@ -395,16 +421,18 @@ impl IdeaState {
                 continue;
             };
             // Embeddings are unit vectors: the dot product is the cosine.
-            let sim = dot(&s.embedding, &idea.row.embedding);
+            let sim = idea
+                .vectors
+                .iter()
+                .map(|(v, _)| dot(&s.embedding, v))
+                .fold(f32::NEG_INFINITY, f32::max);
             if sim < self.dedupe.near_threshold {
                 continue;
             }
             let better = match best {
                 None => true,
                 Some((_, b, first, id)) => {
-                    sim > b
-                        || (sim == b
-                            && (idea.first_seen, idea.row.id.as_str()) < (first, id))
+                    sim > b || (sim == b && (idea.first_seen, idea.row.id.as_str()) < (first, id))
                 }
             };
             if better {
@@ -446,8 +474,8 @@ impl IdeaState {
         };
         let mut idea = LiveIdea {
             row,
-            hash: s.hash,
-            signatures: s.signatures.clone(),
+            hashes: vec![s.hash],
+            vectors: vec![(s.embedding.clone(), s.signatures.clone())],
             first_seen: time,
             last_seen: time,
             peak: sig.peak_time().timestamp(),
@@ -487,6 +515,13 @@ impl IdeaState {
         row.signal_count += 1;
         if kind == DedupeKind::Near {
             row.near_duplicates += 1;
+            if !idea.hashes.contains(&s.hash) {
+                idea.hashes.push(s.hash);
+                self.by_hash.insert(s.hash, slot);
+                idea.vectors
+                    .push((s.embedding.clone(), s.signatures.clone()));
+                self.lsh.insert(slot, &s.signatures);
+            }
         }
         row.engagement = row.engagement.saturating_add(&sig.engagement);
         if time > idea.last_seen {
@@ -513,7 +548,8 @@ impl IdeaState {
         let minutes = idea
             .earliest_published
             .map(|p| (idea.last_seen - p) as f64 / 60.0);
-        idea.row.engagement_rate = score::engagement_rate(&idea.row.engagement, minutes, &self.scoring);
+        idea.row.engagement_rate =
+            score::engagement_rate(&idea.row.engagement, minutes, &self.scoring);
         let days = self
             .calendar
             .days_to_nearest(idea.row.last_seen, idea.row.locale.as_deref());
@@ -623,7 +659,7 @@ impl IdeaState {
                 communities: e.communities,
             };
             changes.insert(
-                ViewKey::DistinctCount(source, e.window_start),
+                ViewKey::DistinctCount(source.as_str(), e.window_start),
                 Some(ViewRow::DistinctCount(row)),
             );
         }
@@ -631,7 +667,7 @@ impl IdeaState {
 }
 
 fn row_key(row: &SignalRow) -> ViewKey {
-    ViewKey::Signal(row.source, row.id.clone())
+    ViewKey::Signal(row.source.as_str(), row.id.clone())
 }
 
 fn sorted_topics(topics: &[String]) -> Vec<String> {

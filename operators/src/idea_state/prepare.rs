@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::classify::{nearest, Anchor, Classifier};
 use crate::content_hash::content_hash_bytes;
 use crate::dedupe::LshIndex;
@@ -19,7 +21,7 @@ pub struct Labels {
 }
 
 /// A signal ready for the idea state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PreparedSignal {
     pub signal: Signal,
     pub embedding: Arc<[f32]>,

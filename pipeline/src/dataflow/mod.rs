@@ -1,8 +1,9 @@
 //! The timely dataflows ideaflow runs. Operators here are thin wrappers: the
 //! logic they call lives in `ideaflow-operators`.
 
+pub mod deliver;
 pub mod embed;
-pub mod ideas;
+pub mod idea_state;
 pub mod ordered_sink;
 pub mod source;
 
@@ -17,6 +18,8 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 
 use crate::config::Config;
+use crate::core_setup::CoreSetup;
+use deliver::EpochConsumer;
 
 /// What a bounded run did.
 #[derive(Debug, Default)]
@@ -98,28 +101,37 @@ pub fn run_embed_pipeline(
     summary.ok_or_else(|| anyhow!("worker 0 returned no summary"))
 }
 
-/// replay -> validate -> embed -> ideas (exact dedupe), returning the final
-/// ideas gathered from every worker.
-pub fn run_ideas_pipeline(
+/// replay -> validate -> embed -> prepare -> idea state -> `consumer`, on
+/// `workers` timely workers. The consumer (moved to worker 0) sees every
+/// completed epoch's changelog in order.
+pub fn run_views_pipeline(
     config: &Config,
     source: ReplaySource,
     model: Arc<ModelFiles>,
     embed_options: EmbedderOptions,
     dead: DeadLetterSink,
-) -> Result<(RunSummary, Vec<ideas::IdeaRow>)> {
+    core: Arc<CoreSetup>,
+    consumer: Box<dyn EpochConsumer>,
+) -> Result<RunSummary> {
     let workers = config.pipeline.workers;
     let timely_config = timely_config(workers);
     let settings = source::DriveSettings::from_config(&config.pipeline);
-    let owned = Arc::new(Mutex::new(Some((source, dead))));
+    let epoch_secs = config.pipeline.epoch_secs;
+    let owned = Arc::new(Mutex::new(Some((source, dead, consumer))));
     let embedded = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    type WorkerResult = (Option<RunSummary>, Vec<(ideas::IdeaRow, isize)>);
-    let guards = timely::execute(timely_config, move |worker| -> Result<WorkerResult> {
+    let failed: Arc<Mutex<Option<anyhow::Error>>> = Arc::new(Mutex::new(None));
+    let failed_in = failed.clone();
+    let guards = timely::execute(timely_config, move |worker| -> Result<Option<RunSummary>> {
         let mine = if worker.index() == 0 {
             owned.lock().expect("not poisoned").take()
         } else {
             None
         };
-        let collected = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let (source, consumer) = match mine {
+            Some((s, d, c)) => (Some((s, d)), Some(c)),
+            None => (None, None),
+        };
+        let state = consumer.as_ref().map(|_| core.state());
         let probe = ProbeHandle::new();
         let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
             let ((input, cap), with_vectors) = embedded_signals(
@@ -128,15 +140,18 @@ pub fn run_ideas_pipeline(
                 embed_options.clone(),
                 embedded.clone(),
             );
-            ideas::collect_ideas(with_vectors, collected.clone()).probe_with(&probe);
+            let prepared = idea_state::prepare_signals(with_vectors, core.prepare.clone());
+            let changes = idea_state::apply_to_state(prepared, state, epoch_secs);
+            deliver::deliver_epochs(changes, consumer, epoch_secs, failed_in.clone())
+                .probe_with(&probe);
             (input, cap)
         });
-        let summary = match mine {
+        match source {
             None => {
                 drop(cap);
                 drop(input);
                 while worker.step_or_park(None) {}
-                None
+                Ok(None)
             }
             Some((mut source, mut dead)) => {
                 let done = std::sync::atomic::AtomicU64::new(0);
@@ -152,24 +167,22 @@ pub fn run_ideas_pipeline(
                     &done,
                 )?;
                 s.signals_out = embedded.load(std::sync::atomic::Ordering::Relaxed);
-                Some(s)
+                Ok(Some(s))
             }
-        };
-        let changes = std::mem::take(&mut *collected.borrow_mut());
-        Ok((summary, changes))
+        }
     })
     .map_err(|e| anyhow!("could not start timely workers: {e}"))?;
     let mut summary = None;
-    let mut changes = Vec::new();
     for result in guards.join() {
-        let (s, c) = result.map_err(|e| anyhow!("a worker failed: {e}"))??;
+        let s = result.map_err(|e| anyhow!("a worker failed: {e}"))??;
         if s.is_some() {
             summary = s;
         }
-        changes.extend(c);
     }
-    let summary = summary.ok_or_else(|| anyhow!("worker 0 returned no summary"))?;
-    Ok((summary, ideas::final_ideas(changes)))
+    if let Some(e) = failed.lock().expect("not poisoned").take() {
+        return Err(e.context("the pipeline stopped because a sink failed"));
+    }
+    summary.ok_or_else(|| anyhow!("worker 0 returned no summary"))
 }
 
 fn timely_config(workers: usize) -> timely::Config {

@@ -71,6 +71,8 @@ impl Default for GenOptions {
 #[derive(Clone)]
 struct Original {
     id: String,
+    /// Subject and twist: the truth's notion of "the same idea".
+    idea: String,
     content: String,
     niche: usize,
     subject: usize,
@@ -144,7 +146,7 @@ impl Generator {
         self.produced += 1;
         let n = self.produced;
         let roll: f64 = self.rng.random();
-        let (content, niche, subject, truth) = if roll < self.opt.exact_dup_rate
+        let (content, niche, subject, idea, truth) = if roll < self.opt.exact_dup_rate
             && !self.recent.is_empty()
         {
             let o = self.recent[self.rng.random_range(0..self.recent.len())].clone();
@@ -152,6 +154,7 @@ impl Generator {
                 o.content.clone(),
                 o.niche,
                 o.subject,
+                o.idea.clone(),
                 json!({"kind": "exact", "dup_of": o.id}),
             )
         } else if roll < self.opt.exact_dup_rate + self.opt.near_dup_rate && !self.recent.is_empty()
@@ -162,11 +165,13 @@ impl Generator {
                 mutated,
                 o.niche,
                 o.subject,
+                o.idea.clone(),
                 json!({"kind": "near", "dup_of": o.id, "mutation": how}),
             )
         } else {
-            let (content, niche, subject) = self.fresh_content();
-            (content, niche, subject, json!({"kind": "original"}))
+            let (content, niche, subject, twist) = self.fresh_content();
+            let idea = format!("{niche}:{subject}:{twist}");
+            (content, niche, subject, idea, json!({"kind": "original"}))
         };
         let id = format!("gen-{}-{n}", self.opt.seed);
         if truth["kind"] == "original" {
@@ -176,6 +181,7 @@ impl Generator {
             }
             self.recent.push(Original {
                 id: id.clone(),
+                idea: idea.clone(),
                 content: content.clone(),
                 niche,
                 subject,
@@ -215,7 +221,7 @@ impl Generator {
             "topics": topics,
             "locale": if self.rng.random_bool(0.8) { "en-US" } else { "en-GB" },
             "engagement": {"views": views, "likes": likes, "comments": comments, "shares": shares},
-            "metadata": {"truth": {"niche": nich.name, "dup": truth}},
+            "metadata": {"truth": {"niche": nich.name, "idea": idea, "dup": truth}},
         });
         if self.opt.synthetic_embeddings {
             signal["embedding"] = json!(self.synthetic_embedding(niche, subject, &content));
@@ -227,7 +233,8 @@ impl Generator {
         self.push(at, signal.to_string());
     }
 
-    fn fresh_content(&mut self) -> (String, usize, usize) {
+    /// A new text: (content, niche, subject, twist).
+    fn fresh_content(&mut self) -> (String, usize, usize, usize) {
         // Start or end a burst now and then.
         match self.burst {
             Some((_, _, 0)) => self.burst = None,
@@ -252,7 +259,8 @@ impl Generator {
             (ni, self.zipf_index(NICHES[ni].subjects.len()))
         };
         let n = &NICHES[niche];
-        let twist = n.twists[self.rng.random_range(0..n.twists.len())];
+        let twist_index = self.rng.random_range(0..n.twists.len());
+        let twist = n.twists[twist_index];
         let opener = vocabulary::OPENERS[self.rng.random_range(0..vocabulary::OPENERS.len())];
         let mut text = format!("{opener}{} {twist}", n.subjects[subject]);
         if self.rng.random_bool(0.3) {
@@ -277,7 +285,7 @@ impl Generator {
                 self.produced
             ));
         }
-        (capitalize(&text), niche, subject)
+        (capitalize(&text), niche, subject, twist_index)
     }
 
     /// Within 7 days before a calendar event, its subject takes a third of the stream.

@@ -1,0 +1,94 @@
+//! Everything the idea state needs at start: labels (category anchors and the
+//! seed's classifier, embedded once), the LSH hyperplanes, the calendar and
+//! the dedupe, window and scoring settings.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ideaflow_operators::calendar::Calendar;
+use ideaflow_operators::classify::Anchor;
+use ideaflow_operators::dedupe::LshIndex;
+use ideaflow_operators::embed::Embedder;
+use ideaflow_operators::idea_state::{DedupeParams, IdeaState, Labels, WindowParams};
+use ideaflow_operators::score::ScoringParams;
+
+use crate::commands::classify::build_classifier;
+use crate::config::Config;
+use crate::dataflow::idea_state::PrepareContext;
+
+pub struct CoreSetup {
+    pub prepare: Arc<PrepareContext>,
+    pub dedupe: DedupeParams,
+    pub windows: WindowParams,
+    pub scoring: ScoringParams,
+    pub calendar: Calendar,
+}
+
+impl CoreSetup {
+    pub fn build(config: &Config, embedder: &mut Embedder) -> Result<CoreSetup> {
+        let labels = Arc::new(labels(config, embedder)?);
+        let calendar = load_calendar(config)?;
+        Ok(CoreSetup {
+            prepare: Arc::new(PrepareContext {
+                lsh: LshIndex::new(config.dedupe.lsh()),
+                labels,
+                scoring: config.scoring.clone(),
+            }),
+            dedupe: config.dedupe.clone(),
+            windows: config.windows.clone(),
+            scoring: config.scoring.clone(),
+            calendar,
+        })
+    }
+
+    /// A fresh idea state (worker 0 owns the only one).
+    pub fn state(&self) -> IdeaState {
+        IdeaState::new(
+            self.dedupe.clone(),
+            self.windows.clone(),
+            self.scoring.clone(),
+            self.calendar.clone(),
+        )
+    }
+
+    pub fn labels(&self) -> &Labels {
+        &self.prepare.labels
+    }
+}
+
+pub fn labels(config: &Config, embedder: &mut Embedder) -> Result<Labels> {
+    let names: Vec<&String> = config.categories.keys().collect();
+    let texts: Vec<&str> = config.categories.values().map(String::as_str).collect();
+    let vectors = embedder
+        .embed(&texts)
+        .context("embedding the category anchors failed")?;
+    Ok(Labels {
+        categories: names
+            .into_iter()
+            .zip(vectors)
+            .map(|(n, e)| Anchor {
+                name: n.clone(),
+                embedding: e,
+            })
+            .collect(),
+        classifier: if config.classifier.anchors.is_empty() {
+            None
+        } else {
+            Some(build_classifier(config, embedder)?)
+        },
+    })
+}
+
+pub fn load_calendar(config: &Config) -> Result<Calendar> {
+    let path = &config.calendar.path;
+    if path.as_os_str().is_empty() {
+        return Ok(Calendar::default());
+    }
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "cannot read the calendar {}: set [calendar] path to an existing CSV, or to \"\" for none",
+            path.display()
+        )
+    })?;
+    Calendar::parse_csv(&bytes).with_context(|| format!("calendar {} is invalid", path.display()))
+}

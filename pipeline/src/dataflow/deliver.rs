@@ -1,0 +1,65 @@
+//! Hands each completed epoch's changelog to a consumer on worker 0, in epoch
+//! order, once the frontier has passed it: consumers see whole epochs only.
+
+use std::collections::BTreeMap;
+
+use ideaflow_operators::views::Change;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Operator;
+use timely::dataflow::Stream;
+
+/// Where completed epochs go: the replay's in-memory views, the Postgres and
+/// Redis sinks, a null sink for benchmarks.
+pub trait EpochConsumer: Send {
+    /// `epoch_end` is the epoch's watermark in seconds; `changes` is sorted by key.
+    fn epoch(&mut self, epoch_end: i64, changes: Vec<Change>) -> anyhow::Result<()>;
+    /// Called once after the last epoch.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn deliver_epochs<'scope>(
+    changes: Stream<'scope, u64, Vec<Change>>,
+    mut consumer: Option<Box<dyn EpochConsumer>>,
+    epoch_secs: u64,
+    failed: std::sync::Arc<std::sync::Mutex<Option<anyhow::Error>>>,
+) -> Stream<'scope, u64, Vec<()>> {
+    changes.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        // The idea state emits on worker 0, where the consumer lives.
+        Pipeline,
+        "DeliverEpochs",
+        move |_cap, _info| {
+            let mut pending: BTreeMap<u64, Vec<Change>> = BTreeMap::new();
+            move |(input, frontier), _output| {
+                input.for_each_stamp(|cap, data| {
+                    let t = *cap.least().expect("a totally ordered time");
+                    let epoch = pending.entry(t).or_default();
+                    for d in data {
+                        epoch.append(d);
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (t, changes) = entry.remove_entry();
+                    let Some(c) = consumer.as_mut() else { continue };
+                    if let Err(e) = c.epoch((t + epoch_secs) as i64, changes) {
+                        tracing::error!(error = %e, epoch = t, "a sink failed; stopping delivery");
+                        failed.lock().expect("not poisoned").get_or_insert(e);
+                        consumer = None;
+                    }
+                }
+                if frontier.is_empty() {
+                    if let Some(mut c) = consumer.take() {
+                        if let Err(e) = c.finish() {
+                            failed.lock().expect("not poisoned").get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

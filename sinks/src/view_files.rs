@@ -1,0 +1,66 @@
+//! Writes the final state of every view as JSON Lines, one file per view,
+//! sorted by key, so that two runs can be compared with `diff`:
+//! `ideas.jsonl` (with factors and score), `signals.jsonl`, `centroids.jsonl`,
+//! `topic_counts.jsonl`, `distinct_counts.jsonl`.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use ideaflow_operators::score::Factors;
+use ideaflow_operators::views::IdeaRow;
+use ideaflow_operators::views::{ViewRow, ViewState};
+use serde::Serialize;
+
+use crate::jsonl::{JsonlError, JsonlWriter};
+
+/// The file names, in the order the views sort.
+pub const VIEW_FILES: [&str; 5] = [
+    "ideas.jsonl",
+    "signals.jsonl",
+    "centroids.jsonl",
+    "topic_counts.jsonl",
+    "distinct_counts.jsonl",
+];
+
+/// An idea row with its score's fields beside it (what analysts read).
+#[derive(Serialize)]
+pub struct IdeaWithScore<'a> {
+    #[serde(flatten)]
+    pub idea: &'a IdeaRow,
+    pub factors: Option<&'a Factors>,
+    pub score: Option<f64>,
+    pub scored_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> IdeaWithScore<'a> {
+    pub fn new(state: &'a ViewState, idea: &'a IdeaRow) -> Self {
+        let score = state.score(&idea.id);
+        IdeaWithScore {
+            idea,
+            factors: score.map(|s| &s.factors),
+            score: score.map(|s| s.score),
+            scored_at: score.map(|s| s.scored_at),
+        }
+    }
+}
+
+pub fn write_views(state: &ViewState, dir: &Path) -> Result<(), JsonlError> {
+    let mut files = VIEW_FILES
+        .iter()
+        .map(|f| JsonlWriter::create(&dir.join(f)))
+        .collect::<Result<Vec<_>, _>>()?;
+    for row in state.rows() {
+        match row {
+            ViewRow::Idea(i) => files[0].write(&IdeaWithScore::new(state, i))?,
+            ViewRow::Score(_) => {}
+            ViewRow::Signal(s) => files[1].write(s)?,
+            ViewRow::Centroid(c) => files[2].write(c)?,
+            ViewRow::TopicCount(t) => files[3].write(t)?,
+            ViewRow::DistinctCount(d) => files[4].write(d)?,
+        }
+    }
+    for f in &mut files {
+        f.flush()?;
+    }
+    Ok(())
+}
