@@ -685,3 +685,6 @@ impl std::fmt::Debug for IdeaState {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests;

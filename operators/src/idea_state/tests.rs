@@ -1,0 +1,241 @@
+use chrono::{TimeZone, Utc};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+use crate::classify::Anchor;
+use crate::embed::l2_normalize;
+use crate::views::ViewState;
+use crate::{Signal, Source, EMBEDDING_DIM};
+
+fn unit(seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut v: Vec<f32> = (0..EMBEDDING_DIM)
+        .map(|_| rng.random::<f32>() - 0.5)
+        .collect();
+    l2_normalize(&mut v);
+    v
+}
+
+/// `v` moved a little: cosine about 0.97.
+fn nudged(v: &[f32], seed: u64) -> Vec<f32> {
+    let n = unit(seed);
+    let mut w: Vec<f32> = v.iter().zip(&n).map(|(a, b)| a + 0.25 * b).collect();
+    l2_normalize(&mut w);
+    w
+}
+
+fn signal(id: &str, minute: i64, content: &str, embedding: Vec<f32>) -> Signal {
+    Signal {
+        id: id.into(),
+        source: Source::Reddit,
+        captured_at: Utc.with_ymd_and_hms(2024, 10, 1, 0, 0, 0).unwrap()
+            + chrono::Duration::minutes(minute),
+        content: content.into(),
+        published_at: None,
+        community: Some("r/cats".into()),
+        topics: vec!["cats".into()],
+        locale: None,
+        engagement: crate::Engagement {
+            views: 100 + minute as u64,
+            ..Default::default()
+        },
+        url: None,
+        metadata: Default::default(),
+        embedding: Some(embedding),
+    }
+}
+
+fn labels() -> Labels {
+    Labels {
+        categories: vec![
+            Anchor {
+                name: "animals".into(),
+                embedding: unit(1000),
+            },
+            Anchor {
+                name: "food".into(),
+                embedding: unit(1001),
+            },
+        ],
+        classifier: None,
+    }
+}
+
+fn run(signals: &[Signal], epoch_secs: i64) -> (ViewState, DedupeStats) {
+    let lsh = LshIndex::new(LshParams::default());
+    let labels = labels();
+    let scoring = ScoringParams::default();
+    let mut state = IdeaState::new(
+        DedupeParams::default(),
+        WindowParams::default(),
+        scoring.clone(),
+        Calendar::default(),
+    );
+    let mut epochs: BTreeMap<i64, Vec<PreparedSignal>> = BTreeMap::new();
+    for s in signals {
+        let t = s.captured_at.timestamp().div_euclid(epoch_secs) * epoch_secs;
+        epochs
+            .entry(t)
+            .or_default()
+            .push(prepare(s.clone(), &lsh, &labels, &scoring));
+    }
+    let mut views = ViewState::default();
+    for (t, batch) in epochs {
+        views.apply(state.apply_epoch(t + epoch_secs, batch));
+    }
+    (views, state.stats())
+}
+
+fn signal_row<'a>(views: &'a ViewState, id: &str) -> &'a SignalRow {
+    match views.get(&ViewKey::Signal("reddit", id.into())) {
+        Some(ViewRow::Signal(s)) => s,
+        other => panic!("no signal {id}: {other:?}"),
+    }
+}
+
+#[test]
+fn exact_near_and_new() {
+    let a = unit(1);
+    let signals = vec![
+        signal("1", 0, "Cat in a hat", a.clone()),
+        signal("2", 5, "CAT in a hat!!", a.clone()),
+        signal("3", 10, "Cat inside a hat", nudged(&a, 2)),
+        signal("4", 15, "Something else entirely", unit(3)),
+    ];
+    let (views, stats) = run(&signals, 60);
+    assert_eq!(signal_row(&views, "2").dedupe, DedupeKind::Exact);
+    assert_eq!(signal_row(&views, "3").dedupe, DedupeKind::Near);
+    assert!(signal_row(&views, "3").similarity.unwrap() > 0.9);
+    assert_eq!(signal_row(&views, "4").dedupe, DedupeKind::New);
+    let ideas: Vec<&IdeaRow> = views.ideas().collect();
+    assert_eq!(ideas.len(), 2);
+    let cat = ideas.iter().find(|i| i.content == "Cat in a hat").unwrap();
+    assert_eq!((cat.signal_count, cat.near_duplicates), (3, 1));
+    assert_eq!(cat.engagement.views, 100 + 105 + 110);
+    assert_eq!(signal_row(&views, "3").idea_id, cat.id);
+    assert_eq!(stats.bloom_negative, 3, "{stats:?}");
+    // An exact copy of the near-duplicate's text joins the same idea.
+    let mut more = signals.clone();
+    more.push(signal("5", 20, "cat inside a hat", unit(99)));
+    let (views, _) = run(&more, 60);
+    assert_eq!(signal_row(&views, "5").dedupe, DedupeKind::Exact);
+    assert_eq!(signal_row(&views, "5").idea_id, cat.id);
+}
+
+#[test]
+fn stale_ideas_are_archived_and_resume() {
+    let a = unit(1);
+    let week = 7 * 24 * 60;
+    let signals = vec![
+        signal("1", 0, "Cat in a hat", a.clone()),
+        signal("2", week + 120, "Dog in a hat", unit(5)),
+        signal("3", week + 200, "Cat in a hat", a.clone()),
+    ];
+    let (views, stats) = run(&signals, 60);
+    assert_eq!(stats.archived, 1);
+    // The archived idea came back by exact content: counts continue.
+    let cat = views.ideas().find(|i| i.content == "Cat in a hat").unwrap();
+    assert_eq!(cat.signal_count, 2);
+    assert_eq!(cat.status, IdeaStatus::Active);
+    assert_eq!(signal_row(&views, "3").dedupe, DedupeKind::New);
+}
+
+#[test]
+fn arrival_order_does_not_matter() {
+    let base = unit(1);
+    let mut signals: Vec<Signal> = (0..200)
+        .map(|i| {
+            let e = if i % 3 == 0 {
+                nudged(&base, i)
+            } else {
+                unit(100 + i)
+            };
+            signal(
+                &format!("s{i}"),
+                (i as i64) * 7 % 600,
+                &format!("text {i}"),
+                e,
+            )
+        })
+        .collect();
+    let (a, _) = run(&signals, 60);
+    signals.reverse();
+    let (b, _) = run(&signals, 60);
+    let rows_a: Vec<&ViewRow> = a.rows().collect();
+    let rows_b: Vec<&ViewRow> = b.rows().collect();
+    assert_eq!(rows_a, rows_b);
+}
+
+#[test]
+fn scores_follow_the_formulas() {
+    let signals: Vec<Signal> = (0..30)
+        .map(|i| {
+            signal(
+                &format!("s{i}"),
+                i * 50,
+                &format!("text {i}"),
+                unit(i as u64),
+            )
+        })
+        .collect();
+    let (views, _) = run(&signals, 60);
+    let p = ScoringParams::default();
+    let w = p.weights.normalized();
+    for idea in views.ideas() {
+        let s = views.score(&idea.id).expect("every idea is scored");
+        let f = s.factors;
+        for x in f.as_array() {
+            assert!((0.0..=1.0).contains(&x), "{f:?}");
+        }
+        let h = (s.scored_at - idea.peak_at).num_seconds() as f64 / 3600.0;
+        assert!((f.freshness - score::freshness(h, &p)).abs() < 1e-12);
+        assert_eq!(f.seasonality, 0.0, "no calendar");
+        let expected: f64 = f
+            .as_array()
+            .iter()
+            .zip(w.as_array())
+            .map(|(a, b)| a * b)
+            .sum();
+        assert!((s.score - expected).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn new_weights_rescore_every_active_idea() {
+    let lsh = LshIndex::new(LshParams::default());
+    let labels = labels();
+    let scoring = ScoringParams::default();
+    let mut state = IdeaState::new(
+        DedupeParams::default(),
+        WindowParams::default(),
+        scoring.clone(),
+        Calendar::default(),
+    );
+    let prepared: Vec<PreparedSignal> = (0..5)
+        .map(|i| {
+            prepare(
+                signal(&format!("s{i}"), i, &format!("t{i}"), unit(i as u64)),
+                &lsh,
+                &labels,
+                &scoring,
+            )
+        })
+        .collect();
+    let start = Utc
+        .with_ymd_and_hms(2024, 10, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp();
+    state.apply_epoch(start + 600, prepared);
+    state.set_weights(Weights::from_array([1.0, 0.0, 0.0, 0.0, 0.0]));
+    let changes = state.apply_epoch(start + 660, Vec::new());
+    let scores: Vec<&ScoreRow> = changes
+        .iter()
+        .filter_map(|c| match &c.row {
+            Some(ViewRow::Score(s)) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(scores.len(), 5);
+    assert!(scores.iter().all(|s| s.score == s.factors.freshness));
+}
