@@ -13,22 +13,35 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::embed::dot_lanes_f64;
 use crate::EMBEDDING_DIM;
 
 const SCALE: f64 = (1u64 << 20) as f64;
 
 /// An exact sum of vectors and their count.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct VectorSum {
     pub sum: Vec<i64>,
     pub n: i64,
+    /// The sum in f64 and its squared norm, computed on first use after a
+    /// change: cosines against it cost one 384-d dot product.
+    mirror: Option<(Vec<f64>, f64)>,
 }
+
+impl PartialEq for VectorSum {
+    fn eq(&self, other: &Self) -> bool {
+        self.sum == other.sum && self.n == other.n
+    }
+}
+
+impl Eq for VectorSum {}
 
 impl Default for VectorSum {
     fn default() -> Self {
         VectorSum {
             sum: vec![0; EMBEDDING_DIM],
             n: 0,
+            mirror: None,
         }
     }
 }
@@ -46,6 +59,7 @@ impl VectorSum {
             *s += sign * x;
         }
         self.n += sign;
+        self.mirror = None;
     }
 
     /// The mean, or `None` when empty.
@@ -59,26 +73,30 @@ impl VectorSum {
         })
     }
 
-    /// Cosine between `v` and the mean of this sum with `exclude` (already
-    /// added) taken out: the centroid "without itself". `None` if nothing is left.
-    pub fn cosine_excluding(&self, v: &[f32], exclude: Option<&[i64]>) -> Option<f64> {
-        let n = self.n - i64::from(exclude.is_some());
-        if n <= 0 {
+    /// Cosine between `v` and the mean, with `v` itself taken out of the sum
+    /// when `exclude_self` (the centroid "without itself"). `None` if nothing
+    /// is left. The mean's direction is the sum's, so no division by n.
+    pub fn cosine(&mut self, v: &[f32], exclude_self: bool) -> Option<f64> {
+        if self.n - i64::from(exclude_self) <= 0 {
             return None;
         }
-        let (mut dot, mut nv, mut nc) = (0f64, 0f64, 0f64);
-        for (i, x) in v.iter().enumerate() {
-            let c = (self.sum[i] - exclude.map_or(0, |e| e[i])) as f64;
-            let x = *x as f64;
-            dot += x * c;
-            nv += x * x;
-            nc += c * c;
-        }
-        if nv == 0.0 || nc == 0.0 {
+        let (sum, norm2) = self.mirror.get_or_insert_with(|| {
+            let sum: Vec<f64> = self.sum.iter().map(|s| *s as f64 / SCALE).collect();
+            let norm2 = sum.iter().map(|x| x * x).sum();
+            (sum, norm2)
+        });
+        let vs = dot_lanes_f64(v, sum);
+        let vv: f64 = v.iter().map(|x| (*x as f64) * (*x as f64)).sum();
+        // |S − v|² = |S|² − 2 v·S + |v|², v·(S − v) = v·S − |v|².
+        let (dot, rest2) = if exclude_self {
+            (vs - vv, (*norm2 - 2.0 * vs + vv).max(0.0))
+        } else {
+            (vs, *norm2)
+        };
+        if vv == 0.0 || rest2 <= 1e-18 {
             return Some(0.0);
         }
-        // The mean's direction is the sum's: no need to divide by n.
-        Some(dot / (nv.sqrt() * nc.sqrt()))
+        Some((dot / (vv.sqrt() * rest2.sqrt())).clamp(-1.0, 1.0))
     }
 }
 
@@ -144,6 +162,10 @@ impl CentroidWindow {
         self.sums.get(key)
     }
 
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut VectorSum> {
+        self.sums.get_mut(key)
+    }
+
     /// Whether `member` of `key` at `time` is still in the window.
     pub fn contains(&self, key: &str, member: &str, time: i64) -> bool {
         self.members
@@ -207,11 +229,11 @@ mod tests {
         let mut s = VectorSum::default();
         let (x, y) = (unit(0), unit(1));
         s.add(&fixed_point(&x), 1);
-        assert_eq!(s.cosine_excluding(&x, Some(&fixed_point(&x))), None);
+        assert_eq!(s.cosine(&x, true), None);
         s.add(&fixed_point(&y), 1);
-        let c = s.cosine_excluding(&x, Some(&fixed_point(&x))).unwrap();
+        let c = s.cosine(&x, true).unwrap();
         assert!(c.abs() < 1e-12);
-        let c = s.cosine_excluding(&x, None).unwrap();
+        let c = s.cosine(&x, false).unwrap();
         assert!((c - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-9);
     }
 }

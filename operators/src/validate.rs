@@ -271,13 +271,57 @@ fn embedding(obj: &Map<String, Value>, prefix: &str) -> Result<Option<Vec<f32>>>
             }
             Ok(Some(out))
         }
+        Some(Value::String(encoded)) => embedding_base64(encoded, prefix).map(Some),
         Some(other) => Err(wrong_type(
             "embedding",
             prefix,
-            "an array of 384 numbers",
+            "an array of 384 numbers (or base64 of 384 little-endian f32)",
             other,
         )),
     }
+}
+
+/// The compact form bulk producers use: base64 (standard alphabet) of the 384
+/// floats as little-endian IEEE 754 binary32, 2048 characters. Parsing it is
+/// ~20x cheaper than 384 JSON numbers.
+fn embedding_base64(encoded: &str, prefix: &str) -> Result<Vec<f32>> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| {
+            Rejection::new(
+                R::InvalidValue,
+                format!("{prefix}embedding is a string but not valid base64: {e}"),
+            )
+        })?;
+    if bytes.len() != EMBEDDING_DIM * 4 {
+        return Err(Rejection::new(
+            R::InvalidValue,
+            format!(
+                "{prefix}embedding decodes to {} bytes; it must be {} (384 little-endian f32)",
+                bytes.len(),
+                EMBEDDING_DIM * 4
+            ),
+        ));
+    }
+    let out: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if let Some(i) = out.iter().position(|x| !x.is_finite()) {
+        return Err(Rejection::new(
+            R::NonFinite,
+            format!("{prefix}embedding[{i}] is not a finite 32-bit float"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Encodes an embedding in the base64 form `embedding` accepts.
+pub fn encode_embedding_base64(v: &[f32]) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -451,6 +495,24 @@ mod tests {
             parse_line(b"{\"id\":\"\xff\"}").unwrap_err().reason,
             R::InvalidUtf8
         );
+    }
+
+    #[test]
+    fn embedding_in_base64_round_trips_and_is_checked() {
+        let v: Vec<f32> = (0..EMBEDDING_DIM).map(|i| i as f32 / 1000.0).collect();
+        let line = GOOD.replace(
+            "}}",
+            &format!("}},\"embedding\":\"{}\"}}", encode_embedding_base64(&v)),
+        );
+        let Payload::Signal(s) = parse_line(line.as_bytes()).unwrap().payload else {
+            panic!("a signal")
+        };
+        assert_eq!(s.embedding.unwrap(), v);
+        let short = GOOD.replace("}}", "},\"embedding\":\"AAAA\"}");
+        let err = parse_line(short.as_bytes()).unwrap_err();
+        assert!(err.message.contains("1536"), "{}", err.message);
+        let bad = GOOD.replace("}}", "},\"embedding\":\"not base64!\"}");
+        assert!(parse_line(bad.as_bytes()).is_err());
     }
 
     #[test]

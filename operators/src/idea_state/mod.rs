@@ -31,10 +31,10 @@ use serde::{Deserialize, Serialize};
 pub use prepare::{prepare, Labels, PreparedSignal};
 
 use crate::calendar::Calendar;
-use crate::centroid::{fixed_point, CentroidWindow};
+use crate::centroid::CentroidWindow;
 use crate::dedupe::{LshIndex, LshParams, RotatingBloom};
 use crate::distinct::DistinctCounts;
-use crate::embed::dot;
+use crate::embed::dot_lanes;
 use crate::engagement_stats::EngagementStats;
 use crate::idea::idea_id;
 use crate::score::{self, Factors, ScoringParams, Weights};
@@ -265,14 +265,25 @@ impl IdeaState {
             touched.sort_unstable();
             touched.dedup();
         }
+        // Scores go straight to the changelog, in slot order (deterministic):
+        // each idea is re-scored at most once per epoch, and on ticks these are
+        // most of the changes, so they skip the per-key map.
+        let mut scores = Vec::with_capacity(touched.len());
         for slot in touched {
-            self.rescore(slot, watermark, &mut changes);
+            if let Some(score) = self.rescore(slot, watermark) {
+                scores.push(Change {
+                    key: ViewKey::Score(score.idea_id.clone()),
+                    row: Some(ViewRow::Score(score)),
+                });
+            }
         }
         self.emit_aggregates(watermark, &mut changes);
-        changes
+        let mut out: Vec<Change> = changes
             .into_iter()
             .map(|(key, row)| Change { key, row })
-            .collect()
+            .collect();
+        out.append(&mut scores);
+        out
     }
 
     fn active_slots(&self) -> Vec<u32> {
@@ -415,16 +426,20 @@ impl IdeaState {
     fn nearest_live(&mut self, s: &PreparedSignal) -> Option<(u32, f32)> {
         let candidates = self.lsh.candidates(&s.signatures);
         self.stats.lsh_candidates += candidates.len() as u64;
+        let max_hamming = self.lsh.max_hamming(self.dedupe.near_threshold);
         let mut best: Option<(u32, f32, i64, &str)> = None;
         for slot in candidates {
             let Some(idea) = self.ideas[slot as usize].as_ref() else {
                 continue;
             };
             // Embeddings are unit vectors: the dot product is the cosine.
+            // The signatures' Hamming distance rules out most candidates
+            // before a 384-d dot product is spent on them.
             let sim = idea
                 .vectors
                 .iter()
-                .map(|(v, _)| dot(&s.embedding, v))
+                .filter(|(_, sig)| LshIndex::hamming(sig, &s.signatures) <= max_hamming)
+                .map(|(v, _)| dot_lanes(&s.embedding, v))
                 .fold(f32::NEG_INFINITY, f32::max);
             if sim < self.dedupe.near_threshold {
                 continue;
@@ -556,34 +571,29 @@ impl IdeaState {
         idea.seasonality = score::seasonality(days, &self.scoring);
     }
 
-    fn rescore(
-        &mut self,
-        slot: u32,
-        watermark: i64,
-        changes: &mut BTreeMap<ViewKey, Option<ViewRow>>,
-    ) {
-        let Some(idea) = self.ideas[slot as usize].as_ref() else {
-            return;
-        };
+    /// Evaluates the idea's factors at `watermark`; returns its score row if it changed.
+    fn rescore(&mut self, slot: u32, watermark: i64) -> Option<ScoreRow> {
+        let idea = self.ideas[slot as usize].as_ref()?;
         let row = &idea.row;
         let p = &self.scoring;
         let hours = (watermark - idea.peak) as f64 / 3600.0;
         let freshness = score::freshness(hours, p);
         let stats = self.rates.get(row.source, watermark);
         let engagement = score::engagement(row.engagement_rate, stats.median, stats.mad, p);
+        // Windows slide only on ticks, so whether the idea is still in its
+        // category's centroid follows from the last tick.
+        let in_window = self
+            .last_tick
+            .is_none_or(|t| idea.first_seen > t - self.windows.window_secs);
         let novelty = score::novelty(row.category.as_ref().and_then(|c| {
-            let sum = self.categories.get(c)?;
-            let own = self
-                .categories
-                .contains(c, &row.id, idea.first_seen)
-                .then(|| fixed_point(&row.embedding));
-            sum.cosine_excluding(&row.embedding, own.as_deref())
+            self.categories
+                .get_mut(c)?
+                .cosine(&row.embedding, in_window)
         }));
-        let to_community = row.community.as_ref().and_then(|c| {
-            self.communities
-                .get(c)?
-                .cosine_excluding(&row.embedding, None)
-        });
+        let to_community = row
+            .community
+            .as_ref()
+            .and_then(|c| self.communities.get_mut(c)?.cosine(&row.embedding, false));
         let top = row
             .category
             .as_deref()
@@ -596,21 +606,24 @@ impl IdeaState {
             community_fit: score::community_fit(to_community, cohesion),
             seasonality: idea.seasonality,
         };
+        let score = factors.score(&self.weights);
+        let unchanged = idea
+            .score
+            .as_ref()
+            .is_some_and(|s| s.factors == factors && s.score == score);
+        if unchanged {
+            return None;
+        }
         let scored = ScoreRow {
             idea_id: row.id.clone(),
             category: row.category.clone(),
-            score: factors.score(&self.weights),
+            score,
             factors,
             scored_at: utc(watermark),
         };
         let idea = self.ideas[slot as usize].as_mut().expect("live slot");
-        if idea.score.as_ref() != Some(&scored) {
-            idea.score = Some(scored.clone());
-            changes.insert(
-                ViewKey::Score(scored.idea_id.clone()),
-                Some(ViewRow::Score(scored)),
-            );
-        }
+        idea.score = Some(scored.clone());
+        Some(scored)
     }
 
     fn emit_aggregates(

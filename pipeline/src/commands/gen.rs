@@ -22,6 +22,7 @@ pub fn run(args: GenArgs) -> Result<()> {
         seed: args.seed,
         feedback: args.feedback,
         synthetic_embeddings: args.synthetic_embeddings,
+        base64_embeddings: args.base64_embeddings,
         start,
         span: Duration::days(args.days.max(1) as i64),
         max_delay: Duration::seconds(args.max_delay_secs as i64),

@@ -24,6 +24,7 @@ use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
 use ideaflow_operators::content_hash::content_hash;
 use ideaflow_operators::embed::l2_normalize;
 use ideaflow_operators::idea::idea_id;
+use ideaflow_operators::validate::encode_embedding_base64;
 use ideaflow_operators::EMBEDDING_DIM;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -49,6 +50,8 @@ pub struct GenOptions {
     /// Share of exact and near duplicates.
     pub exact_dup_rate: f64,
     pub near_dup_rate: f64,
+    /// Write synthetic embeddings as base64 of little-endian f32 (compact).
+    pub base64_embeddings: bool,
 }
 
 impl Default for GenOptions {
@@ -63,6 +66,7 @@ impl Default for GenOptions {
             max_delay: Duration::minutes(30),
             exact_dup_rate: 0.10,
             near_dup_rate: 0.05,
+            base64_embeddings: false,
         }
     }
 }
@@ -146,6 +150,9 @@ impl Generator {
         self.produced += 1;
         let n = self.produced;
         let roll: f64 = self.rng.random();
+        // The text a synthetic embedding is seeded from: a near-duplicate's
+        // vector is its original's, slightly moved.
+        let mut vector_of = None;
         let (content, niche, subject, idea, truth) = if roll < self.opt.exact_dup_rate
             && !self.recent.is_empty()
         {
@@ -161,6 +168,7 @@ impl Generator {
         {
             let o = self.recent[self.rng.random_range(0..self.recent.len())].clone();
             let (mutated, how) = self.mutate(&o.content);
+            vector_of = Some(o.content.clone());
             (
                 mutated,
                 o.niche,
@@ -224,7 +232,12 @@ impl Generator {
             "metadata": {"truth": {"niche": nich.name, "idea": idea, "dup": truth}},
         });
         if self.opt.synthetic_embeddings {
-            signal["embedding"] = json!(self.synthetic_embedding(niche, subject, &content));
+            let v = self.synthetic_embedding(niche, subject, &content, vector_of.as_deref());
+            signal["embedding"] = if self.opt.base64_embeddings {
+                json!(encode_embedding_base64(&v))
+            } else {
+                json!(v)
+            };
         }
         if self.opt.feedback && truth["kind"] == "original" && n.is_multiple_of(10) {
             self.schedule_feedback(&content);
@@ -367,16 +380,33 @@ impl Generator {
         }
     }
 
-    fn synthetic_embedding(&mut self, niche: usize, subject: usize, content: &str) -> Vec<f32> {
-        // Seeded by the content, so exact duplicates share a vector.
-        let mut local = ChaCha8Rng::seed_from_u64(
-            u64::from_str_radix(&content_hash(content)[..16], 16).unwrap_or(0),
-        );
+    /// A unit vector near its niche and subject centers, with a per-text
+    /// component large enough that distinct texts stay below cosine ~0.6
+    /// (as unrelated texts do with the real model); a near-duplicate
+    /// (`original` given) is its original's vector moved to cosine ~0.97.
+    fn synthetic_embedding(
+        &mut self,
+        niche: usize,
+        subject: usize,
+        content: &str,
+        original: Option<&str>,
+    ) -> Vec<f32> {
+        let seeded = |text: &str| {
+            ChaCha8Rng::seed_from_u64(
+                u64::from_str_radix(&content_hash(text)[..16], 16).unwrap_or(0),
+            )
+        };
+        let mut local = seeded(original.unwrap_or(content));
         let a = &self.centers[niche * 16];
         let b = &self.centers[niche * 16 + 1 + subject % 15];
         let mut v: Vec<f32> = (0..EMBEDDING_DIM)
-            .map(|i| a[i] + 0.6 * b[i] + 0.05 * (local.random::<f32>() - 0.5))
+            .map(|i| a[i] + 0.6 * b[i] + 0.21 * (local.random::<f32>() - 0.5))
             .collect();
+        if original.is_some() {
+            let mut nudge = seeded(content);
+            v.iter_mut()
+                .for_each(|x| *x += 0.07 * (nudge.random::<f32>() - 0.5));
+        }
         l2_normalize(&mut v);
         v.iter().map(|x| (x * 1e5).round() / 1e5).collect()
     }

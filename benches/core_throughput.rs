@@ -1,0 +1,173 @@
+//! The dataflow core's throughput: replay → dedupe → classify → centroids →
+//! score → a null sink, with embeddings precomputed (synthetic, base64), at 1
+//! and 2 workers; signals/s and peak RSS of each run (each in its own process).
+//! The baseline, measured in the same run, is reading and validating the same
+//! file with no dataflow at all: the ceiling the source sets.
+//!
+//!     scripts/bench-core.sh                       # 1M signals over 1 day
+//!     cargo bench --bench core_throughput -- --signals 200000 --days 1
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use chrono::{Duration, TimeZone, Utc};
+use ideaflow::config::Config;
+use ideaflow::core_setup::CoreSetup;
+use ideaflow::dataflow::deliver::EpochConsumer;
+use ideaflow::dataflow::run_views_pipeline;
+use ideaflow::model_files::{embedder_options, read_model_files};
+use ideaflow_operators::views::Change;
+use ideaflow_sinks::DeadLetterSink;
+use ideaflow_sources::generator::{GenOptions, Generator};
+use ideaflow_sources::replay::{ReplaySource, Replayed, Speed};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Counts changes and drops them.
+struct NullSink(u64);
+
+impl EpochConsumer for NullSink {
+    fn epoch(&mut self, _epoch_end: i64, changes: Vec<Change>) -> Result<()> {
+        self.0 += changes.len() as u64;
+        Ok(())
+    }
+}
+
+fn arg(name: &str, default: &str) -> String {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.iter()
+        .position(|a| a == name)
+        .and_then(|i| argv.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn config() -> Result<Config> {
+    let mut c = Config::load(&repo().join("config/ideaflow.toml"))?;
+    c.model.dir = std::env::var_os("IDEAFLOW_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("models/all-MiniLM-L6-v2"));
+    c.calendar.path = repo().join("config/calendar.csv");
+    c.model.mkl_lib = repo().join(&c.model.mkl_lib);
+    Ok(c)
+}
+
+/// One measured run, in this (child) process: prints `signals seconds rss`.
+fn child(input: &Path, workers: usize) -> Result<()> {
+    let mut config = config()?;
+    config.pipeline.workers = workers;
+    let files = read_model_files(&config.model.dir)?;
+    let options = embedder_options(&config.model)?;
+    let mut embedder = ideaflow_operators::embed::Embedder::load(&files, options.clone())?;
+    let core = Arc::new(CoreSetup::build(&config, &mut embedder)?);
+    drop(embedder);
+    let source = ReplaySource::new(vec![input.to_owned()], Duration::hours(1), Speed::Max)?;
+    let dead = DeadLetterSink::open(Path::new("/dev/null"), false)?;
+    let started = Instant::now();
+    let summary = run_views_pipeline(
+        &config,
+        source,
+        Arc::new(files),
+        options,
+        dead,
+        core,
+        Box::new(NullSink(0)),
+    )?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("{} {secs} {}", summary.signals_out, peak_rss_mib());
+    Ok(())
+}
+
+fn baseline(input: &Path) -> Result<(u64, f64)> {
+    let mut source = ReplaySource::new(vec![input.to_owned()], Duration::hours(1), Speed::Max)?;
+    let started = Instant::now();
+    let mut n = 0;
+    while let Some(item) = source.next_item()? {
+        if let Replayed::Event(_) = item {
+            n += 1;
+        }
+    }
+    Ok((n, started.elapsed().as_secs_f64()))
+}
+
+fn main() -> Result<()> {
+    if let Ok(spec) = std::env::var("IDEAFLOW_BENCH_CHILD") {
+        let (workers, input) = spec.split_once(':').expect("workers:path");
+        return child(Path::new(input), workers.parse()?);
+    }
+    let signals: u64 = arg("--signals", "1000000").parse()?;
+    let days: i64 = arg("--days", "1").parse()?;
+    let dir = repo().join("target/bench-data");
+    std::fs::create_dir_all(&dir)?;
+    let input = dir.join(format!("core-{signals}-{days}d.jsonl"));
+    if !input.exists() {
+        eprintln!(
+            "generating {signals} signals over {days} day(s) -> {}",
+            input.display()
+        );
+        let generator = Generator::new(GenOptions {
+            signals,
+            seed: 42,
+            synthetic_embeddings: true,
+            base64_embeddings: true,
+            start: Utc.with_ymd_and_hms(2024, 10, 1, 0, 0, 0).unwrap(),
+            span: Duration::days(days),
+            ..GenOptions::default()
+        });
+        let tmp = input.with_extension("tmp");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        for line in generator {
+            use std::io::Write;
+            writeln!(out, "{line}")?;
+        }
+        drop(out);
+        std::fs::rename(&tmp, &input)?;
+    }
+    let (n, secs) = baseline(&input)?;
+    let base_rate = n as f64 / secs;
+    println!("core throughput: {signals} signals over {days} day(s), embeddings precomputed");
+    println!("baseline (read + validate only, no dataflow): {base_rate:>10.0} signals/s");
+    for workers in [1usize, 2] {
+        let out = Command::new(std::env::current_exe()?)
+            .env(
+                "IDEAFLOW_BENCH_CHILD",
+                format!("{workers}:{}", input.display()),
+            )
+            .env("IDEAFLOW_LOG", "warn")
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "bench run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let f: Vec<f64> = text
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        let rate = f[0] / f[1];
+        println!(
+            "core, {workers} worker(s): {rate:>10.0} signals/s ({:.2}x baseline), peak RSS {:.0} MiB",
+            rate / base_rate,
+            f[2]
+        );
+    }
+    Ok(())
+}
