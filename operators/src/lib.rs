@@ -17,6 +17,7 @@ pub mod pii;
 pub mod rejection;
 pub mod score;
 pub mod signal;
+pub mod top_k;
 pub mod topic_counts;
 pub mod validate;
 pub mod views;

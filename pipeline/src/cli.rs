@@ -42,6 +42,37 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Check a config file: parse it, apply environment overrides, validate values.
     Validate(ValidateArgs),
+    /// Create the Postgres schema and apply the migrations (run and replay --materialize do it too).
+    Migrate(MigrateArgs),
+    /// Check that Postgres, Redis and the final state of a replay agree exactly.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// Configuration file (postgres.url, postgres.schema).
+    #[arg(short, long, default_value = "config/ideaflow.toml")]
+    pub config: PathBuf,
+    /// Schema (and Redis namespace) to migrate; replaces postgres.schema.
+    #[arg(long)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Configuration file (postgres.*, redis.*, and the pipeline settings of the replay).
+    #[arg(short, long, default_value = "config/ideaflow.toml")]
+    pub config: PathBuf,
+    /// The `--out` folder of the replay to compare with. Without it, the
+    /// inputs are replayed again in memory (the final state is deterministic).
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// Inputs to replay in memory when --out is absent; default pipeline.inputs.
+    #[arg(short, long, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// Postgres schema and Redis namespace the replay wrote into.
+    #[arg(long)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -99,7 +130,9 @@ pub struct ReplayArgs {
     /// Input files (plain or .gz JSONL), replayed in order as one stream.
     #[arg(short, long, num_args = 1.., required = true)]
     pub input: Vec<PathBuf>,
-    /// Output folder: ideas.jsonl (sorted by id), dead_letters.jsonl, dead_letter_counts.jsonl.
+    /// Output folder: ideas.jsonl (with factors and score), signals.jsonl, centroids.jsonl,
+    /// topic_counts.jsonl, distinct_counts.jsonl, dead_letters.jsonl, dead_letter_counts.jsonl;
+    /// each sorted by key.
     #[arg(short, long)]
     pub out: PathBuf,
     /// Timely worker threads; results do not depend on it.
@@ -108,6 +141,13 @@ pub struct ReplayArgs {
     /// Replay speed: `max` or a real-time multiplier; results do not depend on it.
     #[arg(long)]
     pub speed: Option<String>,
+    /// Also write every epoch into Postgres and Redis (emptied first), as `run` does.
+    #[arg(long)]
+    pub materialize: bool,
+    /// Postgres schema and Redis key prefix to materialize into; replaces
+    /// postgres.schema and redis.namespace (a replay can write beside the live views).
+    #[arg(long)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -32,10 +32,33 @@ pub struct Config {
     pub classifier: ClassifierConfig,
     /// Category (niche) anchors: name = descriptive text. Ideas take the nearest.
     pub categories: BTreeMap<String, String>,
+    pub api: ApiConfig,
     pub dedupe: DedupeParams,
     pub windows: WindowParams,
     pub scoring: ScoringParams,
     pub calendar: CalendarConfig,
+}
+
+/// The HTTP API and dashboard `ideaflow run` serves.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Listen address; empty to serve nothing.
+    pub listen: String,
+    /// Largest `limit` a list endpoint accepts.
+    pub max_limit: usize,
+    /// Longest search query, in characters (longer: 413).
+    pub max_query_chars: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:8088".into(),
+            max_limit: 500,
+            max_query_chars: 2000,
+        }
+    }
 }
 
 /// The event calendar seasonality is measured against.
@@ -125,12 +148,15 @@ impl Default for ModelConfig {
 pub struct PostgresConfig {
     /// Env: IDEAFLOW_POSTGRES_URL.
     pub url: String,
+    /// Schema the views live in (`--namespace` overrides it and redis.namespace).
+    pub schema: String,
 }
 
 impl Default for PostgresConfig {
     fn default() -> Self {
         PostgresConfig {
             url: "postgres://ideaflow@127.0.0.1:54329/ideaflow".into(),
+            schema: "ideaflow".into(),
         }
     }
 }
@@ -142,6 +168,8 @@ pub struct RedisConfig {
     pub url: String,
     /// Key prefix: `{namespace}:{entity}:{id}`.
     pub namespace: String,
+    /// Ideas kept in each category's top sorted set.
+    pub top_k: usize,
 }
 
 impl Default for RedisConfig {
@@ -149,6 +177,7 @@ impl Default for RedisConfig {
         RedisConfig {
             url: "redis://127.0.0.1:63790/".into(),
             namespace: "ideaflow".into(),
+            top_k: 100,
         }
     }
 }
@@ -212,6 +241,21 @@ impl Config {
         self.check()
     }
 
+    /// `--namespace`: the Postgres schema and the Redis key prefix at once.
+    pub fn set_namespace(&mut self, namespace: &str) -> Result<(), ConfigError> {
+        if !ideaflow_sinks::postgres::valid_schema(namespace) {
+            return Err(ConfigError::Invalid {
+                key: "--namespace",
+                message: format!(
+                    "{namespace:?}: use lowercase letters, digits and _, starting with a letter"
+                ),
+            });
+        }
+        self.postgres.schema = namespace.to_owned();
+        self.redis.namespace = namespace.to_owned();
+        Ok(())
+    }
+
     pub fn apply_env(&mut self) {
         if let Ok(v) = std::env::var("IDEAFLOW_MODEL_DIR") {
             self.model.dir = PathBuf::from(v);
@@ -252,6 +296,15 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.classifier.confidence_threshold) {
             return invalid("classifier.confidence_threshold", "must be within [0, 1]");
+        }
+        if !ideaflow_sinks::postgres::valid_schema(&self.postgres.schema) {
+            return invalid(
+                "postgres.schema",
+                "use lowercase letters, digits and _, starting with a letter",
+            );
+        }
+        if self.redis.top_k == 0 {
+            return invalid("redis.top_k", "must be at least 1");
         }
         let d = &self.dedupe;
         if !(d.near_threshold > 0.0 && d.near_threshold <= 1.0) {

@@ -9,5 +9,7 @@ pub mod config;
 pub mod core_setup;
 pub mod dataflow;
 pub mod logging;
+pub mod materialize;
+pub mod metrics;
 pub mod model_files;
 pub mod progress;

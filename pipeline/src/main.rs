@@ -20,6 +20,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::Classify(args) => commands::classify::classify(args),
         cli::Command::Explain(args) => commands::classify::explain(args),
         cli::Command::Validate(args) => commands::validate::run(args),
+        cli::Command::Migrate(args) => commands::migrate::run(args),
+        cli::Command::Verify(args) => commands::verify::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

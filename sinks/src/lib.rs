@@ -2,6 +2,8 @@
 
 pub mod dead_letter;
 pub mod jsonl;
+pub mod postgres;
+pub mod redis_sink;
 pub mod view_files;
 
 pub use dead_letter::DeadLetterSink;

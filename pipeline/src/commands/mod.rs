@@ -3,10 +3,12 @@
 pub mod classify;
 pub mod embed;
 pub mod gen;
+pub mod migrate;
 pub mod normalize;
 pub mod replay;
 pub mod run;
 pub mod validate;
+pub mod verify;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

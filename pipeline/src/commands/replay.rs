@@ -1,11 +1,13 @@
 //! `ideaflow replay`: replays streams and writes the final state of every
-//! view as JSON Lines sorted by key, so that runs can be diffed.
+//! view as JSON Lines sorted by key, so that runs can be diffed; with
+//! `--materialize`, also into Postgres and Redis (in the namespace).
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use chrono::Duration;
-use ideaflow_operators::views::{Change, ViewState};
+use ideaflow_operators::views::ViewState;
 use ideaflow_sinks::view_files::write_views;
 use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
 use ideaflow_sources::replay::{ReplaySource, Speed};
@@ -15,47 +17,87 @@ use super::set_model_threads;
 use crate::cli::ReplayArgs;
 use crate::config::Config;
 use crate::core_setup::CoreSetup;
-use crate::dataflow::deliver::EpochConsumer;
-use crate::dataflow::run_views_pipeline;
+use crate::dataflow::{run_views_pipeline, RunSummary};
+use crate::materialize::{self, Materializer};
 use crate::model_files::{embedder_options, read_model_files};
 
-/// Applies every epoch to in-memory views shared with the caller.
-pub struct InMemoryViews(pub Arc<Mutex<ViewState>>);
-
-impl EpochConsumer for InMemoryViews {
-    fn epoch(&mut self, _epoch_end: i64, changes: Vec<Change>) -> Result<()> {
-        self.0.lock().expect("not poisoned").apply(changes);
-        Ok(())
-    }
-}
-
-pub fn run(args: ReplayArgs) -> Result<()> {
-    let mut config = Config::load(&args.config)?;
-    config.override_run(args.workers, args.speed)?;
+/// Replays `inputs` through the whole pipeline into `views` (and, with
+/// `materialize`, Postgres and Redis, emptied first). Dead letters go to
+/// `dead_letters` (a JSONL path) when given.
+pub fn replay_into(
+    config: &Config,
+    inputs: Vec<PathBuf>,
+    dead_letters: Option<&Path>,
+    views: Arc<Mutex<ViewState>>,
+    materialize: bool,
+) -> Result<RunSummary> {
     set_model_threads(config.model.threads);
     let speed: Speed = config.pipeline.speed.parse().map_err(anyhow::Error::msg)?;
     let source = ReplaySource::new(
-        args.input.clone(),
+        inputs,
         Duration::seconds(config.pipeline.allowed_lateness_secs as i64),
         speed,
     )?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create --out {}", args.out.display()))?;
     let files = read_model_files(&config.model.dir)?;
     let options = embedder_options(&config.model)?;
     let mut embedder = ideaflow_operators::embed::Embedder::load(&files, options.clone())?;
-    let core = Arc::new(CoreSetup::build(&config, &mut embedder)?);
+    let core = Arc::new(CoreSetup::build(config, &mut embedder)?);
     drop(embedder);
-    let dead = DeadLetterSink::open(&args.out.join("dead_letters.jsonl"), false)?;
-    let views = Arc::new(Mutex::new(ViewState::default()));
+    let dead = DeadLetterSink::open(dead_letters.unwrap_or(Path::new("/dev/null")), false)?;
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    );
+    // One runtime for the pool's whole life: connections are tied to it.
+    let sinks = if materialize {
+        Some(materialize::connect(config, &runtime, true)?)
+    } else {
+        None
+    };
+    let pg_pool = sinks.as_ref().map(|(pg, _)| pg.pool().clone());
+    let consumer = Materializer::new(runtime.clone(), sinks, views, None, None);
     let summary = run_views_pipeline(
-        &config,
+        config,
         source,
         Arc::new(files),
         options,
         dead,
         core,
-        Box::new(InMemoryViews(views.clone())),
+        Box::new(consumer),
+    )?;
+    if let (Some(pool), Some(path)) = (pg_pool, dead_letters) {
+        let letters = read_dead_letters(path)?;
+        runtime.block_on(
+            ideaflow_sinks::postgres::PostgresSink::new(pool, "views").write_dead_letters(&letters),
+        )?;
+    }
+    Ok(summary)
+}
+
+fn read_dead_letters(path: &Path) -> Result<Vec<ideaflow_operators::DeadLetter>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading dead letters {}", path.display()))?;
+    text.lines()
+        .map(|l| serde_json::from_str(l).context("a dead letter line is not valid"))
+        .collect()
+}
+
+pub fn run(args: ReplayArgs) -> Result<()> {
+    let mut config = Config::load(&args.config)?;
+    config.override_run(args.workers, args.speed)?;
+    if let Some(ns) = &args.namespace {
+        config.set_namespace(ns)?;
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create --out {}", args.out.display()))?;
+    let views = Arc::new(Mutex::new(ViewState::default()));
+    let summary = replay_into(
+        &config,
+        args.input.clone(),
+        Some(&args.out.join("dead_letters.jsonl")),
+        views.clone(),
+        args.materialize,
     )?;
     let views = views.lock().expect("not poisoned");
     write_views(&views, &args.out)?;
@@ -65,12 +107,20 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     }
     counts.flush()?;
     println!(
-        "ideaflow replay: {} events, {} signals, {} ideas, {} dead-lettered -> {} ({:.1}s)",
+        "ideaflow replay: {} events, {} signals, {} ideas, {} dead-lettered -> {}{} ({:.1}s)",
         summary.events,
         summary.signals_out,
         views.ideas().count(),
         summary.dead_letters,
         args.out.display(),
+        if args.materialize {
+            format!(
+                ", Postgres schema {} and Redis namespace {}",
+                config.postgres.schema, config.redis.namespace
+            )
+        } else {
+            String::new()
+        },
         summary.seconds
     );
     Ok(())

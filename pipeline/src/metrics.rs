@@ -1,0 +1,92 @@
+//! Prometheus metrics (served at `/metrics`). Names follow seed 004 where it
+//! names them.
+
+use ideaflow_operators::views::{Change, ViewRow};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub epochs: IntCounter,
+    pub changes: IntCounterVec,
+    pub epoch_write_seconds: Histogram,
+    pub http_requests: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let epochs = IntCounter::new(
+            "ideaflow_epochs_committed_total",
+            "Epochs written to every sink",
+        )
+        .expect("valid metric");
+        let changes = IntCounterVec::new(
+            Opts::new(
+                "ideaflow_view_changes_total",
+                "Rows upserted or deleted, by view",
+            ),
+            &["view"],
+        )
+        .expect("valid metric");
+        let epoch_write_seconds = Histogram::with_opts(HistogramOpts::new(
+            "ideaflow_epoch_write_seconds",
+            "Time to write one epoch to Postgres and Redis",
+        ))
+        .expect("valid metric");
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "ideaflow_http_requests_total",
+                "API requests by route and status",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(epochs.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(changes.clone()),
+            Box::new(epoch_write_seconds.clone()),
+            Box::new(http_requests.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            epochs,
+            changes,
+            epoch_write_seconds,
+            http_requests,
+        }
+    }
+
+    pub fn observe_epoch(&self, changes: &[Change], seconds: f64) {
+        self.epochs.inc();
+        self.epoch_write_seconds.observe(seconds);
+        for c in changes {
+            let view = match &c.row {
+                Some(ViewRow::Idea(_)) => "ideas",
+                Some(ViewRow::Score(_)) => "scores",
+                Some(ViewRow::Signal(_)) => "signals",
+                Some(ViewRow::Centroid(_)) => "centroids",
+                Some(ViewRow::TopicCount(_)) => "topic_counts",
+                Some(ViewRow::DistinctCount(_)) => "distinct_counts",
+                None => "deletes",
+            };
+            self.changes.with_label_values(&[view]).inc();
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

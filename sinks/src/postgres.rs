@@ -1,0 +1,473 @@
+//! The Postgres/pgvector sink: each completed epoch's changelog becomes
+//! batched upserts and deletes (one multi-row `UNNEST` statement per table and
+//! kind, never one statement per row), committed in one transaction together
+//! with the epoch's `pipeline_progress` row. A reader sees whole epochs only,
+//! and after a restart `pipeline_progress` says which epoch was the last.
+//!
+//! Every view lives in its own schema (the namespace), so a replay can write
+//! beside the live pipeline without touching it.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, TimeZone, Utc};
+use ideaflow_operators::views::{
+    CentroidRow, Change, DistinctCountRow, IdeaRow, ScoreRow, SignalRow, TopicCountRow, ViewKey,
+    ViewRow,
+};
+use ideaflow_operators::DeadLetter;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Executor, Postgres, Transaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error("invalid postgres url: {0}; set postgres.url or IDEAFLOW_POSTGRES_URL (e.g. postgres://ideaflow@127.0.0.1:54329/ideaflow)")]
+    Url(sqlx::Error),
+    #[error("cannot connect to Postgres: {0}; is it running? scripts/setup.sh starts it")]
+    Connect(sqlx::Error),
+    #[error("schema name {0:?} is invalid: use lowercase letters, digits and _ (it comes from the namespace)")]
+    Schema(String),
+    #[error("applying migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("Postgres write failed: {0}")]
+    Write(#[from] sqlx::Error),
+}
+
+/// The migrations, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub fn valid_schema(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// A pool whose connections see `schema` first, then `public` (pgvector).
+pub async fn connect(url: &str, schema: &str) -> Result<PgPool, PostgresError> {
+    if !valid_schema(schema) {
+        return Err(PostgresError::Schema(schema.to_owned()));
+    }
+    let base = PgConnectOptions::from_str(url).map_err(PostgresError::Url)?;
+    {
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(base.clone())
+            .await
+            .map_err(PostgresError::Connect)?;
+        admin
+            .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+            .await?;
+        admin.close().await;
+    }
+    let options = base.options([("search_path", format!("{schema},public"))]);
+    PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .map_err(PostgresError::Connect)
+}
+
+/// Applies pending migrations in `schema`.
+pub async fn migrate(pool: &PgPool) -> Result<(), PostgresError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Empties every view (a replay starts from nothing).
+pub async fn truncate(pool: &PgPool) -> Result<(), PostgresError> {
+    pool.execute(
+        "TRUNCATE signals, ideas, idea_scores, centroids, topic_counts, distinct_counts, \
+         dead_letters, pipeline_progress",
+    )
+    .await?;
+    Ok(())
+}
+
+pub struct PostgresSink {
+    pool: PgPool,
+    name: String,
+}
+
+/// pgvector's text form, `[x1,x2,...]`, each float in its shortest form that
+/// parses back to the same f32 (so the stored vector is bit-identical).
+pub fn vector_literal(v: &[f32]) -> String {
+    let mut s = String::with_capacity(v.len() * 12 + 2);
+    s.push('[');
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&x.to_string());
+    }
+    s.push(']');
+    s
+}
+
+fn utc(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
+}
+
+/// One epoch's changes, split by table.
+#[derive(Default)]
+struct Batches<'a> {
+    ideas: Vec<&'a IdeaRow>,
+    idea_deletes: Vec<String>,
+    scores: Vec<&'a ScoreRow>,
+    score_deletes: Vec<String>,
+    signals: Vec<&'a SignalRow>,
+    centroids: Vec<&'a CentroidRow>,
+    centroid_deletes: (Vec<String>, Vec<String>),
+    topics: Vec<&'a TopicCountRow>,
+    topic_deletes: (Vec<String>, Vec<String>),
+    distinct: Vec<&'a DistinctCountRow>,
+}
+
+impl<'a> Batches<'a> {
+    fn split(changes: &'a [Change]) -> Self {
+        let mut b = Batches::default();
+        for c in changes {
+            match (&c.key, &c.row) {
+                (_, Some(ViewRow::Idea(r))) => b.ideas.push(r),
+                (_, Some(ViewRow::Score(r))) => b.scores.push(r),
+                (_, Some(ViewRow::Signal(r))) => b.signals.push(r),
+                (_, Some(ViewRow::Centroid(r))) => b.centroids.push(r),
+                (_, Some(ViewRow::TopicCount(r))) => b.topics.push(r),
+                (_, Some(ViewRow::DistinctCount(r))) => b.distinct.push(r),
+                (ViewKey::Idea(id), None) => b.idea_deletes.push(id.clone()),
+                (ViewKey::Score(id), None) => b.score_deletes.push(id.clone()),
+                (ViewKey::Centroid(kind, key), None) => {
+                    b.centroid_deletes.0.push(kind.as_str().to_owned());
+                    b.centroid_deletes.1.push(key.clone());
+                }
+                (ViewKey::TopicCount(c, t), None) => {
+                    b.topic_deletes.0.push(c.clone());
+                    b.topic_deletes.1.push(t.clone());
+                }
+                // Signals and distinct counts are never retracted.
+                (ViewKey::Signal(..) | ViewKey::DistinctCount(..), None) => {}
+            }
+        }
+        b
+    }
+}
+
+impl PostgresSink {
+    pub fn new(pool: PgPool, name: &str) -> Self {
+        PostgresSink {
+            pool,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The last epoch this sink committed, if any.
+    pub async fn committed_epoch(&self) -> Result<Option<i64>, PostgresError> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT epoch FROM pipeline_progress WHERE sink = $1")
+                .bind(&self.name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// Writes one completed epoch atomically.
+    pub async fn write_epoch(
+        &self,
+        epoch_end: i64,
+        changes: &[Change],
+    ) -> Result<(), PostgresError> {
+        let b = Batches::split(changes);
+        let mut tx = self.pool.begin().await?;
+        write_ideas(&mut tx, &b).await?;
+        write_scores(&mut tx, &b).await?;
+        write_signals(&mut tx, &b).await?;
+        write_aggregates(&mut tx, &b).await?;
+        sqlx::query(
+            "INSERT INTO pipeline_progress (sink, epoch, frontier, committed_at) \
+             VALUES ($1, $2, $3, now()) \
+             ON CONFLICT (sink) DO UPDATE SET epoch = EXCLUDED.epoch, \
+             frontier = EXCLUDED.frontier, committed_at = now()",
+        )
+        .bind(&self.name)
+        .bind(epoch_end)
+        .bind(utc(epoch_end))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn write_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), PostgresError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let raw: Vec<String> = letters.iter().map(|d| d.raw.clone()).collect();
+        let reason: Vec<String> = letters.iter().map(|d| d.reason.to_string()).collect();
+        let message: Vec<String> = letters.iter().map(|d| d.message.clone()).collect();
+        let file: Vec<String> = letters.iter().map(|d| d.position.file.clone()).collect();
+        let line: Vec<i64> = letters.iter().map(|d| d.position.line as i64).collect();
+        let offset: Vec<i64> = letters.iter().map(|d| d.position.offset as i64).collect();
+        sqlx::query(
+            "INSERT INTO dead_letters (raw, reason, message, file, line, byte_offset) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[])",
+        )
+        .bind(raw)
+        .bind(reason)
+        .bind(message)
+        .bind(file)
+        .bind(line)
+        .bind(offset)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn write_ideas(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sqlx::Result<()> {
+    if !b.idea_deletes.is_empty() {
+        sqlx::query("DELETE FROM ideas WHERE id = ANY($1::text[]::uuid[])")
+            .bind(&b.idea_deletes)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if b.ideas.is_empty() {
+        return Ok(());
+    }
+    let r = &b.ideas;
+    let col = |f: &dyn Fn(&IdeaRow) -> String| r.iter().map(|i| f(i)).collect::<Vec<_>>();
+    let opt = |f: &dyn Fn(&IdeaRow) -> Option<String>| r.iter().map(|i| f(i)).collect::<Vec<_>>();
+    let int = |f: &dyn Fn(&IdeaRow) -> u64| r.iter().map(|i| f(i) as i64).collect::<Vec<_>>();
+    let time = |f: &dyn Fn(&IdeaRow) -> DateTime<Utc>| r.iter().map(|i| f(i)).collect::<Vec<_>>();
+    let topics: Vec<String> = r
+        .iter()
+        .map(|i| serde_json::to_string(&i.topics).unwrap_or_else(|_| "[]".into()))
+        .collect();
+    let embeddings: Vec<String> = r.iter().map(|i| vector_literal(&i.embedding)).collect();
+    sqlx::query(
+        "INSERT INTO ideas (id, content_hash, title, source, category, category_similarity, \
+           anchor_class, community, locale, topics, embedding, signal_count, near_duplicates, \
+           views, likes, comments, shares, engagement_rate, status, first_seen, last_seen, \
+           peak_at, updated_at) \
+         SELECT u.id::uuid, u.content_hash, u.title, u.source, u.category, u.category_similarity, \
+           u.anchor_class, u.community, u.locale, \
+           ARRAY(SELECT jsonb_array_elements_text(u.topics::jsonb)), u.embedding, \
+           u.signal_count, u.near_duplicates, u.views, u.likes, u.comments, u.shares, \
+           u.engagement_rate, u.status, u.first_seen, u.last_seen, u.peak_at, now() \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::real[], \
+           $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]::vector[], $12::int8[], \
+           $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::float8[], \
+           $19::text[], $20::timestamptz[], $21::timestamptz[], $22::timestamptz[]) \
+           AS u(id, content_hash, title, source, category, category_similarity, anchor_class, \
+           community, locale, topics, embedding, signal_count, near_duplicates, views, likes, \
+           comments, shares, engagement_rate, status, first_seen, last_seen, peak_at) \
+         ON CONFLICT (id) DO UPDATE SET content_hash = EXCLUDED.content_hash, \
+           title = EXCLUDED.title, source = EXCLUDED.source, category = EXCLUDED.category, \
+           category_similarity = EXCLUDED.category_similarity, \
+           anchor_class = EXCLUDED.anchor_class, community = EXCLUDED.community, \
+           locale = EXCLUDED.locale, topics = EXCLUDED.topics, \
+           signal_count = EXCLUDED.signal_count, near_duplicates = EXCLUDED.near_duplicates, \
+           views = EXCLUDED.views, likes = EXCLUDED.likes, comments = EXCLUDED.comments, \
+           shares = EXCLUDED.shares, engagement_rate = EXCLUDED.engagement_rate, \
+           status = EXCLUDED.status, first_seen = EXCLUDED.first_seen, \
+           last_seen = EXCLUDED.last_seen, peak_at = EXCLUDED.peak_at, updated_at = now()",
+    )
+    .bind(col(&|i| i.id.clone()))
+    .bind(col(&|i| i.content_hash.clone()))
+    .bind(col(&|i| i.content.clone()))
+    .bind(col(&|i| i.source.as_str().to_owned()))
+    .bind(opt(&|i| i.category.clone()))
+    .bind(r.iter().map(|i| i.category_similarity).collect::<Vec<_>>())
+    .bind(opt(&|i| i.anchor_class.clone()))
+    .bind(opt(&|i| i.community.clone()))
+    .bind(opt(&|i| i.locale.clone()))
+    .bind(topics)
+    .bind(embeddings)
+    .bind(int(&|i| i.signal_count))
+    .bind(int(&|i| i.near_duplicates))
+    .bind(int(&|i| i.engagement.views))
+    .bind(int(&|i| i.engagement.likes))
+    .bind(int(&|i| i.engagement.comments))
+    .bind(int(&|i| i.engagement.shares))
+    .bind(r.iter().map(|i| i.engagement_rate).collect::<Vec<_>>())
+    .bind(col(&|i| {
+        serde_json::to_value(i.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }))
+    .bind(time(&|i| i.first_seen))
+    .bind(time(&|i| i.last_seen))
+    .bind(time(&|i| i.peak_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_scores(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sqlx::Result<()> {
+    if !b.score_deletes.is_empty() {
+        sqlx::query("DELETE FROM idea_scores WHERE idea_id = ANY($1::text[]::uuid[])")
+            .bind(&b.score_deletes)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if b.scores.is_empty() {
+        return Ok(());
+    }
+    let r = &b.scores;
+    let f = |g: &dyn Fn(&ScoreRow) -> f64| r.iter().map(|s| g(s)).collect::<Vec<f64>>();
+    sqlx::query(
+        "INSERT INTO idea_scores (idea_id, category, score, freshness, engagement, novelty, \
+           community_fit, seasonality, scored_at) \
+         SELECT u.id::uuid, u.category, u.score, u.freshness, u.engagement, u.novelty, \
+           u.community_fit, u.seasonality, u.scored_at \
+         FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::float8[], $5::float8[], \
+           $6::float8[], $7::float8[], $8::float8[], $9::timestamptz[]) \
+           AS u(id, category, score, freshness, engagement, novelty, community_fit, \
+           seasonality, scored_at) \
+         ON CONFLICT (idea_id) DO UPDATE SET category = EXCLUDED.category, \
+           score = EXCLUDED.score, freshness = EXCLUDED.freshness, \
+           engagement = EXCLUDED.engagement, novelty = EXCLUDED.novelty, \
+           community_fit = EXCLUDED.community_fit, seasonality = EXCLUDED.seasonality, \
+           scored_at = EXCLUDED.scored_at",
+    )
+    .bind(r.iter().map(|s| s.idea_id.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|s| s.category.clone()).collect::<Vec<_>>())
+    .bind(f(&|s| s.score))
+    .bind(f(&|s| s.factors.freshness))
+    .bind(f(&|s| s.factors.engagement))
+    .bind(f(&|s| s.factors.novelty))
+    .bind(f(&|s| s.factors.community_fit))
+    .bind(f(&|s| s.factors.seasonality))
+    .bind(r.iter().map(|s| s.scored_at).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_signals(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sqlx::Result<()> {
+    if b.signals.is_empty() {
+        return Ok(());
+    }
+    let r = &b.signals;
+    let metadata: Vec<String> = r
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap_or_else(|_| "{}".into()))
+        .collect();
+    let dedupe: Vec<String> = r
+        .iter()
+        .map(|s| {
+            serde_json::to_value(s.dedupe)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        })
+        .collect();
+    // The first signal of a content keeps the row (seed 004: content_hash UNIQUE).
+    sqlx::query(
+        "INSERT INTO signals (content_hash, id, source, content, captured_at, idea_id, dedupe, metadata) \
+         SELECT DISTINCT ON (u.content_hash) u.content_hash, u.id, u.source, u.content, \
+           u.captured_at, u.idea_id::uuid, u.dedupe, u.metadata::jsonb \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
+           $6::text[], $7::text[], $8::text[]) WITH ORDINALITY \
+           AS u(content_hash, id, source, content, captured_at, idea_id, dedupe, metadata, n) \
+         ORDER BY u.content_hash, u.captured_at, u.n \
+         ON CONFLICT (content_hash) DO NOTHING",
+    )
+    .bind(r.iter().map(|s| s.content_hash.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|s| s.source.as_str().to_owned()).collect::<Vec<_>>())
+    .bind(r.iter().map(|s| s.content.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|s| s.captured_at).collect::<Vec<_>>())
+    .bind(r.iter().map(|s| s.idea_id.clone()).collect::<Vec<_>>())
+    .bind(dedupe)
+    .bind(metadata)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_aggregates(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sqlx::Result<()> {
+    if !b.centroid_deletes.0.is_empty() {
+        sqlx::query(
+            "DELETE FROM centroids c USING UNNEST($1::text[], $2::text[]) AS u(kind, key) \
+             WHERE c.kind = u.kind AND c.key = u.key",
+        )
+        .bind(&b.centroid_deletes.0)
+        .bind(&b.centroid_deletes.1)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !b.centroids.is_empty() {
+        let r = &b.centroids;
+        sqlx::query(
+            "INSERT INTO centroids (kind, key, window_start, window_end, embedding, n) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
+               $5::text[]::vector[], $6::int8[]) \
+             ON CONFLICT (kind, key) DO UPDATE SET window_start = EXCLUDED.window_start, \
+               window_end = EXCLUDED.window_end, embedding = EXCLUDED.embedding, n = EXCLUDED.n",
+        )
+        .bind(
+            r.iter()
+                .map(|c| c.kind.as_str().to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .bind(r.iter().map(|c| c.key.clone()).collect::<Vec<_>>())
+        .bind(r.iter().map(|c| c.window_start).collect::<Vec<_>>())
+        .bind(r.iter().map(|c| c.window_end).collect::<Vec<_>>())
+        .bind(
+            r.iter()
+                .map(|c| vector_literal(&c.embedding))
+                .collect::<Vec<_>>(),
+        )
+        .bind(r.iter().map(|c| c.n as i64).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !b.topic_deletes.0.is_empty() {
+        sqlx::query(
+            "DELETE FROM topic_counts t USING UNNEST($1::text[], $2::text[]) AS u(category, topic) \
+             WHERE t.category = u.category AND t.topic = u.topic",
+        )
+        .bind(&b.topic_deletes.0)
+        .bind(&b.topic_deletes.1)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !b.topics.is_empty() {
+        let r = &b.topics;
+        sqlx::query(
+            "INSERT INTO topic_counts (category, topic, count) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[]) \
+             ON CONFLICT (category, topic) DO UPDATE SET count = EXCLUDED.count",
+        )
+        .bind(r.iter().map(|t| t.category.clone()).collect::<Vec<_>>())
+        .bind(r.iter().map(|t| t.topic.clone()).collect::<Vec<_>>())
+        .bind(r.iter().map(|t| t.count as i64).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !b.distinct.is_empty() {
+        let r = &b.distinct;
+        sqlx::query(
+            "INSERT INTO distinct_counts (source, window_start, window_end, signals, ideas, communities) \
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::int8[], \
+               $5::int8[], $6::int8[]) \
+             ON CONFLICT (source, window_start) DO UPDATE SET window_end = EXCLUDED.window_end, \
+               signals = EXCLUDED.signals, ideas = EXCLUDED.ideas, communities = EXCLUDED.communities",
+        )
+        .bind(r.iter().map(|d| d.source.as_str().to_owned()).collect::<Vec<_>>())
+        .bind(r.iter().map(|d| d.window_start).collect::<Vec<_>>())
+        .bind(r.iter().map(|d| d.window_end).collect::<Vec<_>>())
+        .bind(r.iter().map(|d| d.signals as i64).collect::<Vec<_>>())
+        .bind(r.iter().map(|d| d.ideas as i64).collect::<Vec<_>>())
+        .bind(r.iter().map(|d| d.communities as i64).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
