@@ -89,6 +89,7 @@ fn child(input: &Path, workers: usize) -> Result<()> {
         dead,
         core,
         Box::new(NullSink(0)),
+        None,
     )?;
     let secs = started.elapsed().as_secs_f64();
     println!("{} {secs} {}", summary.signals_out, peak_rss_mib());

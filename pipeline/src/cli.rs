@@ -120,6 +120,15 @@ pub struct RunArgs {
     /// Replay speed: `max` or a real-time multiplier (e.g. 60); replaces pipeline.speed.
     #[arg(long)]
     pub speed: Option<String>,
+    /// Postgres schema and Redis key prefix of the views; replaces postgres.schema and redis.namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// HTTP API and dashboard address; replaces api.listen ("" serves nothing).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Exit when bounded inputs end instead of serving the API until Ctrl-C.
+    #[arg(long)]
+    pub exit_at_end: bool,
 }
 
 #[derive(Args, Debug)]

@@ -2,6 +2,7 @@
 //! that wire sources, operators and sinks together. The `ideaflow` binary is
 //! a thin `main` over this library; benchmarks and tests use it too.
 
+pub mod api;
 pub mod blas;
 pub mod cli;
 pub mod commands;

@@ -65,6 +65,7 @@ pub fn replay_into(
         dead,
         core,
         Box::new(consumer),
+        None,
     )?;
     if let (Some(pool), Some(path)) = (pg_pool, dead_letters) {
         let letters = read_dead_letters(path)?;

@@ -1,17 +1,28 @@
-//! `ideaflow run`: the long-running pipeline (bounded inputs end it).
+//! `ideaflow run`: the long-running pipeline. Inputs are replayed through
+//! validate → embed → dedupe/classify/centroids/score; every completed epoch
+//! is materialized into Postgres and Redis (rebuilt from the inputs at start:
+//! the views are a deterministic function of them); the HTTP API and the
+//! dashboard serve the views live. When bounded inputs end, the API keeps
+//! serving until Ctrl-C (or exit at once with `--exit-at-end`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use chrono::Duration;
+use ideaflow_operators::views::ViewState;
 use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
 use ideaflow_sources::replay::{ReplaySource, Speed};
+use tokio::sync::{broadcast, oneshot};
 
 use super::set_model_threads;
+use crate::api::{self, AppState};
 use crate::cli::RunArgs;
 use crate::config::Config;
-use crate::dataflow::run_embed_pipeline;
-use crate::model_files::read_model_files;
+use crate::core_setup::CoreSetup;
+use crate::dataflow::run_views_pipeline;
+use crate::materialize::{self, Materializer};
+use crate::metrics::Metrics;
+use crate::model_files::{embedder_options, read_model_files};
 
 pub fn run(args: RunArgs) -> Result<()> {
     let mut config = Config::load(&args.config)?;
@@ -24,6 +35,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(dl) = args.dead_letter {
         config.pipeline.dead_letter = dl;
     }
+    if let Some(ns) = &args.namespace {
+        config.set_namespace(ns)?;
+    }
+    if let Some(listen) = &args.listen {
+        config.api.listen = listen.clone();
+    }
     config.override_run(args.workers, args.speed)?;
     set_model_threads(config.model.threads);
     let speed: Speed = config.pipeline.speed.parse().map_err(anyhow::Error::msg)?;
@@ -34,44 +51,131 @@ pub fn run(args: RunArgs) -> Result<()> {
     )?;
     // Fail before starting workers if the model is missing or broken.
     let files = read_model_files(&config.model.dir)?;
-    let embed_options = crate::model_files::embedder_options(&config.model)?;
-    ideaflow_operators::embed::MiniLm::load(&files, embed_options.blas)
+    let embed_options = embedder_options(&config.model)?;
+    let mut embedder = ideaflow_operators::embed::Embedder::load(&files, embed_options.clone())
         .context("the embedding model does not load")?;
+    let core = Arc::new(CoreSetup::build(&config, &mut embedder)?);
     let output = JsonlWriter::create(&config.pipeline.output)?;
     let dead = DeadLetterSink::open(&config.pipeline.dead_letter, false)?;
+
+    let sink_runtime = Arc::new(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    );
+    let sinks = materialize::connect(&config, &sink_runtime, true)?;
+    let metrics = Metrics::new();
+    let (feed, _) = broadcast::channel(1024);
+    let views = Arc::new(Mutex::new(ViewState::default()));
+
+    // The API runs on its own runtime, beside the timely workers.
+    let api_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (stop_api, api_stopped) = oneshot::channel::<()>();
+    let server = if config.api.listen.is_empty() {
+        None
+    } else {
+        let pool = api_runtime.block_on(ideaflow_sinks::postgres::connect(
+            &config.postgres.url,
+            &config.postgres.schema,
+        ))?;
+        let state = Arc::new(AppState {
+            pool,
+            redis: redis::Client::open(config.redis.url.as_str())?,
+            namespace: config.redis.namespace.clone(),
+            categories: config.categories.keys().cloned().collect(),
+            weights: config.scoring.weights,
+            embedder: Arc::new(Mutex::new(embedder)),
+            feed: feed.clone(),
+            metrics: metrics.clone(),
+            max_limit: config.api.max_limit,
+            max_query_chars: config.api.max_query_chars,
+        });
+        let listen = config.api.listen.clone();
+        Some(api_runtime.spawn(async move {
+            api::serve(&listen, state, async {
+                let _ = api_stopped.await;
+            })
+            .await
+        }))
+    };
+
     tracing::info!(
         inputs = ?config.pipeline.inputs,
         workers = config.pipeline.workers,
         output = %config.pipeline.output.display(),
         dead_letter = %config.pipeline.dead_letter.display(),
+        schema = %config.postgres.schema,
+        namespace = %config.redis.namespace,
         "pipeline starting"
     );
-    let summary = run_embed_pipeline(
+    let pg_pool = sinks.0.pool().clone();
+    let consumer = Materializer::new(
+        sink_runtime.clone(),
+        Some(sinks),
+        views.clone(),
+        Some(feed),
+        Some(metrics),
+    );
+    let summary = run_views_pipeline(
         &config,
         source,
         Arc::new(files),
         embed_options,
-        output,
         dead,
+        core,
+        Box::new(consumer),
+        Some(output),
     )?;
+    let letters: Vec<ideaflow_operators::DeadLetter> =
+        std::fs::read_to_string(&config.pipeline.dead_letter)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+    sink_runtime.block_on(
+        ideaflow_sinks::postgres::PostgresSink::new(pg_pool, "views").write_dead_letters(&letters),
+    )?;
+    let ideas = views.lock().expect("not poisoned").ideas().count();
     tracing::info!(
         events = summary.events,
         signals_out = summary.signals_out,
+        ideas,
         dead_letters = summary.dead_letters,
         seconds = format!("{:.2}", summary.seconds),
         "pipeline finished"
     );
     println!(
-        "ideaflow run: {} events in, {} signals embedded to {}, {} dead-lettered to {} ({:.1}s)",
+        "ideaflow run: {} events in, {} signals embedded to {}, {} ideas in Postgres schema {} and Redis namespace {}, {} dead-lettered to {} ({:.1}s)",
         summary.events,
         summary.signals_out,
         config.pipeline.output.display(),
+        ideas,
+        config.postgres.schema,
+        config.redis.namespace,
         summary.dead_letters,
         config.pipeline.dead_letter.display(),
         summary.seconds
     );
     for (reason, n) in &summary.dead_by_reason {
         println!("  dead-letter {reason}: {n}");
+    }
+    if let Some(server) = server {
+        if !args.exit_at_end {
+            println!(
+                "serving the API and dashboard at http://{}/ (Ctrl-C to stop)",
+                config.api.listen
+            );
+            api_runtime.block_on(async {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    r = server => { if let Ok(Err(e)) = r { tracing::error!(error = %e, "API stopped"); } return; }
+                }
+            });
+        }
+        let _ = stop_api.send(());
     }
     Ok(())
 }

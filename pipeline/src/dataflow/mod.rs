@@ -112,12 +112,13 @@ pub fn run_views_pipeline(
     dead: DeadLetterSink,
     core: Arc<CoreSetup>,
     consumer: Box<dyn EpochConsumer>,
+    signals_out: Option<JsonlWriter>,
 ) -> Result<RunSummary> {
     let workers = config.pipeline.workers;
     let timely_config = timely_config(workers);
     let settings = source::DriveSettings::from_config(&config.pipeline);
     let epoch_secs = config.pipeline.epoch_secs;
-    let owned = Arc::new(Mutex::new(Some((source, dead, consumer))));
+    let owned = Arc::new(Mutex::new(Some((source, dead, consumer, signals_out))));
     let embedded = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let failed: Arc<Mutex<Option<anyhow::Error>>> = Arc::new(Mutex::new(None));
     let failed_in = failed.clone();
@@ -127,10 +128,11 @@ pub fn run_views_pipeline(
         } else {
             None
         };
-        let (source, consumer) = match mine {
-            Some((s, d, c)) => (Some((s, d)), Some(c)),
-            None => (None, None),
+        let (source, consumer, writer) = match mine {
+            Some((s, d, c, w)) => (Some((s, d)), Some(c), w),
+            None => (None, None, None),
         };
+        let sunk = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let state = consumer.as_ref().map(|_| core.state());
         let probe = ProbeHandle::new();
         let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
@@ -140,6 +142,8 @@ pub fn run_views_pipeline(
                 embed_options.clone(),
                 embedded.clone(),
             );
+            // The embedded signals themselves, as `run` writes them (worker 0).
+            ordered_sink::write_signals(with_vectors.clone(), writer, sunk.clone());
             let prepared = idea_state::prepare_signals(with_vectors, core.prepare.clone());
             let changes = idea_state::apply_to_state(prepared, state, epoch_secs);
             deliver::deliver_epochs(changes, consumer, epoch_secs, failed_in.clone())

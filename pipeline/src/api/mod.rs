@@ -1,0 +1,397 @@
+//! The HTTP API and dashboard `ideaflow run` serves (axum). Reads come from
+//! the materialized views (Postgres, Redis) and the live feed of committed
+//! epochs; every error uses the envelope in [`error`].
+
+mod error;
+mod openapi;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::Stream;
+use ideaflow_operators::embed::Embedder;
+use ideaflow_operators::score::Weights;
+use serde_json::{json, Value};
+use sqlx::postgres::PgPool;
+use sqlx::Row;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+
+pub use error::ApiError;
+
+use crate::materialize::EpochCommitted;
+use crate::metrics::Metrics;
+
+pub struct AppState {
+    pub pool: PgPool,
+    pub redis: redis::Client,
+    pub namespace: String,
+    pub categories: Vec<String>,
+    pub weights: Weights,
+    pub embedder: Arc<Mutex<Embedder>>,
+    pub feed: broadcast::Sender<EpochCommitted>,
+    pub metrics: Metrics,
+    pub max_limit: usize,
+    pub max_query_chars: usize,
+}
+
+type Shared = Arc<AppState>;
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/api/v1/ideas/top", get(ideas_top))
+        .route("/api/v1/ideas/{id}", get(idea))
+        .route("/api/v1/topics/hot", get(topics_hot))
+        .route("/api/v1/centroids", get(centroids))
+        .route("/api/v1/heatmap", get(heatmap))
+        .route("/api/v1/search", get(search))
+        .route("/api/v1/stream", get(stream))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listen: &str,
+    state: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {listen}: {e}; set api.listen to a free address")
+    })?;
+    tracing::info!(%listen, "HTTP API and dashboard at http://{listen}/");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> ApiResult<usize> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid(
+                "limit",
+                format!("limit must be an integer from 1 to {max}"),
+            )),
+        },
+    }
+}
+
+fn count(state: &AppState, route: &str, status: u16) {
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[route, &status.to_string()])
+        .inc();
+}
+
+const IDEA_COLUMNS: &str = "id::text AS id, title, category, anchor_class, community, status, \
+    signal_count, near_duplicates, views + likes + comments + shares AS engagement, \
+    first_seen, last_seen, score, freshness, engagement AS f_engagement, novelty, \
+    community_fit, seasonality, scored_at";
+
+fn idea_json(row: &sqlx::postgres::PgRow, weights: &Weights) -> Value {
+    let f = |k: &str| row.try_get::<Option<f64>, _>(k).ok().flatten();
+    let factors = [
+        ("freshness", f("freshness")),
+        ("engagement", f("f_engagement")),
+        ("novelty", f("novelty")),
+        ("community_fit", f("community_fit")),
+        ("seasonality", f("seasonality")),
+    ];
+    let w = weights.normalized();
+    let weight = |k: &str| match k {
+        "freshness" => w.freshness,
+        "engagement" => w.engagement,
+        "novelty" => w.novelty,
+        "community_fit" => w.community_fit,
+        _ => w.seasonality,
+    };
+    let breakdown: Vec<Value> = factors
+        .iter()
+        .map(|(k, v)| {
+            json!({"factor": k, "value": v, "weight": weight(k),
+                   "contribution": v.map(|v| v * weight(k))})
+        })
+        .collect();
+    let time = |k: &str| {
+        row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(k)
+            .ok()
+            .flatten()
+            .map(|t| t.to_rfc3339())
+    };
+    json!({
+        "id": row.try_get::<String, _>("id").unwrap_or_default(),
+        "title": row.try_get::<String, _>("title").unwrap_or_default(),
+        "category": row.try_get::<Option<String>, _>("category").ok().flatten(),
+        "anchor_class": row.try_get::<Option<String>, _>("anchor_class").ok().flatten(),
+        "community": row.try_get::<Option<String>, _>("community").ok().flatten(),
+        "status": row.try_get::<String, _>("status").unwrap_or_default(),
+        "signal_count": row.try_get::<i64, _>("signal_count").unwrap_or_default(),
+        "near_duplicates": row.try_get::<i64, _>("near_duplicates").unwrap_or_default(),
+        "engagement": row.try_get::<i64, _>("engagement").unwrap_or_default(),
+        "first_seen": time("first_seen"),
+        "last_seen": time("last_seen"),
+        "score": f("score"),
+        "scored_at": time("scored_at"),
+        "factors": breakdown,
+    })
+}
+
+async fn ideas_top(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let limit = limit(&q, 20, s.max_limit)?;
+    let category = q.get("category").filter(|c| !c.is_empty());
+    if let Some(c) = category {
+        if !s.categories.contains(c) {
+            let mut e = ApiError::not_found(format!("unknown category {c:?}"));
+            e.details = json!({"categories": s.categories});
+            return Err(e);
+        }
+    }
+    let sql = format!(
+        "SELECT {IDEA_COLUMNS} FROM ideas_scored WHERE status = 'active' \
+         AND ($1::text IS NULL OR category = $1) AND score IS NOT NULL \
+         ORDER BY score DESC, id LIMIT $2"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(category)
+        .bind(limit as i64)
+        .fetch_all(&s.pool)
+        .await?;
+    count(&s, "ideas_top", 200);
+    let ideas: Vec<Value> = rows.iter().map(|r| idea_json(r, &s.weights)).collect();
+    Ok(Json(json!({"category": category, "ideas": ideas})))
+}
+
+async fn idea(State(s): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(ApiError::invalid("id", "id must be an idea UUID"));
+    }
+    let sql = format!("SELECT {IDEA_COLUMNS} FROM ideas_scored WHERE id = $1::uuid");
+    let row = sqlx::query(&sql).bind(&id).fetch_optional(&s.pool).await?;
+    count(&s, "idea", 200);
+    match row {
+        Some(r) => Ok(Json(idea_json(&r, &s.weights))),
+        None => Err(ApiError::not_found(format!("no idea {id}"))),
+    }
+}
+
+async fn topics_hot(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let limit = limit(&q, 20, s.max_limit)?;
+    let mut conn = s.redis.get_multiplexed_async_connection().await?;
+    let key = format!("{}:topics:hot", s.namespace);
+    let top: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(limit as i64 - 1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await?;
+    count(&s, "topics_hot", 200);
+    let topics: Vec<Value> = top
+        .into_iter()
+        .map(|(t, n)| json!({"topic": t, "count": n as u64}))
+        .collect();
+    Ok(Json(json!({ "topics": topics })))
+}
+
+async fn centroids(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let kind = q.get("kind").cloned();
+    if let Some(k) = &kind {
+        if k != "category" && k != "community" {
+            return Err(ApiError::invalid(
+                "kind",
+                "kind must be category or community",
+            ));
+        }
+    }
+    let with_vectors = q.get("embedding").is_some_and(|v| v == "true");
+    let rows = sqlx::query(
+        "SELECT kind, key, window_start, window_end, n, embedding::text AS embedding \
+         FROM centroids WHERE ($1::text IS NULL OR kind = $1) ORDER BY kind, key",
+    )
+    .bind(kind)
+    .fetch_all(&s.pool)
+    .await?;
+    count(&s, "centroids", 200);
+    let out: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut v = json!({
+                "kind": r.try_get::<String, _>("kind").unwrap_or_default(),
+                "key": r.try_get::<String, _>("key").unwrap_or_default(),
+                "window_start": r.try_get::<chrono::DateTime<chrono::Utc>, _>("window_start").ok(),
+                "window_end": r.try_get::<chrono::DateTime<chrono::Utc>, _>("window_end").ok(),
+                "n": r.try_get::<i64, _>("n").unwrap_or_default(),
+            });
+            if with_vectors {
+                let text: String = r.try_get("embedding").unwrap_or_default();
+                v["embedding"] = serde_json::from_str(&text).unwrap_or(Value::Null);
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "centroids": out })))
+}
+
+/// Ideas first seen per category per day: the dashboard's heatmap.
+async fn heatmap(State(s): State<Shared>) -> ApiResult<Json<Value>> {
+    let rows = sqlx::query(
+        "SELECT category, to_char(date_trunc('day', first_seen), 'YYYY-MM-DD') AS day, \
+         count(*) AS n FROM ideas WHERE category IS NOT NULL GROUP BY 1, 2 ORDER BY 2, 1",
+    )
+    .fetch_all(&s.pool)
+    .await?;
+    count(&s, "heatmap", 200);
+    let cells: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "category": r.try_get::<String, _>("category").unwrap_or_default(),
+                "day": r.try_get::<String, _>("day").unwrap_or_default(),
+                "ideas": r.try_get::<i64, _>("n").unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "cells": cells })))
+}
+
+/// Seed 003's semantic search: the query embedded with the same model, the
+/// nearest ideas by cosine (pgvector HNSW).
+async fn search(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let limit = limit(&q, 20, s.max_limit)?;
+    let text = q.get("q").map(|t| t.trim().to_owned()).unwrap_or_default();
+    if text.is_empty() {
+        return Err(ApiError::invalid("q", "q (the search text) is required"));
+    }
+    if text.chars().count() > s.max_query_chars {
+        let mut e = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "query_too_long",
+            format!("q is longer than {} characters", s.max_query_chars),
+        );
+        e.details = json!({"parameter": "q", "max_chars": s.max_query_chars});
+        return Err(e);
+    }
+    let embedder = s.embedder.clone();
+    let vector = tokio::task::spawn_blocking(move || {
+        embedder
+            .lock()
+            .map_err(|_| "the embedder is unavailable".to_owned())?
+            .embed(&[text.as_str()])
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::unavailable("the model", e))?
+    .map_err(|e| ApiError::unavailable("the model", e))?;
+    let literal = ideaflow_sinks::postgres::vector_literal(&vector[0]);
+    let sql = format!(
+        "SELECT {IDEA_COLUMNS}, 1 - (embedding <=> $1::vector) AS similarity \
+         FROM ideas_scored ORDER BY embedding <=> $1::vector LIMIT $2"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(literal)
+        .bind(limit as i64)
+        .fetch_all(&s.pool)
+        .await?;
+    count(&s, "search", 200);
+    let results: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut v = idea_json(r, &s.weights);
+            v["similarity"] = json!(r.try_get::<f64, _>("similarity").unwrap_or_default());
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "query": q.get("q"), "results": results })))
+}
+
+/// Server-sent events: one `epoch` event per committed epoch.
+async fn stream(State(s): State<Shared>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    count(&s, "stream", 200);
+    let events = BroadcastStream::new(s.feed.subscribe()).filter_map(|m| {
+        m.ok().map(|epoch| {
+            Ok(Event::default()
+                .event("epoch")
+                .data(serde_json::to_string(&epoch).unwrap_or_default()))
+        })
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+}
+
+async fn openapi() -> Json<Value> {
+    Json(openapi::document())
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({"status": "live"}))
+}
+
+async fn ready(State(s): State<Shared>) -> Response {
+    let pg = sqlx::query("SELECT 1").execute(&s.pool).await.is_ok();
+    let redis = match s.redis.get_multiplexed_async_connection().await {
+        Ok(mut c) => redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .is_ok(),
+        Err(_) => false,
+    };
+    let model = s.embedder.lock().is_ok();
+    let body = json!({"postgres": pg, "redis": redis, "model": model});
+    if pg && redis && model {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "checks": body})),
+        )
+            .into_response()
+    } else {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "not_ready",
+            message: "a dependency is not ready".into(),
+            details: body,
+        }
+        .into_response()
+    }
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}

@@ -1,0 +1,63 @@
+//! The OpenAPI 3.1 document served at `/api/v1/openapi.json`.
+
+use serde_json::{json, Value};
+
+fn get(summary: &str, params: Value, ok: &str) -> Value {
+    json!({"get": {
+        "summary": summary,
+        "parameters": params,
+        "responses": {
+            "200": {"description": ok},
+            "404": {"$ref": "#/components/responses/Error"},
+            "413": {"$ref": "#/components/responses/Error"},
+            "422": {"$ref": "#/components/responses/Error"},
+            "503": {"$ref": "#/components/responses/Error"}
+        }
+    }})
+}
+
+fn query(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+}
+
+pub fn document() -> Value {
+    let limit = query(
+        "limit",
+        "How many (1 to api.max_limit)",
+        json!({"type": "integer", "minimum": 1}),
+    );
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "ideaflow", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Live materialized views of trending ideas: scores, topics, centroids, semantic search."},
+        "paths": {
+            "/api/v1/ideas/top": get("Top active ideas by score, optionally of one category",
+                json!([query("category", "A configured category; unknown: 404", json!({"type": "string"})), limit]),
+                "{category, ideas: [idea with factor breakdown]}"),
+            "/api/v1/ideas/{id}": get("One idea with its factor breakdown (value, weight in force, contribution)",
+                json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}]),
+                "idea"),
+            "/api/v1/topics/hot": get("Hot topics: signals per topic in the window", json!([limit]), "{topics: [{topic, count}]}"),
+            "/api/v1/centroids": get("Rolling centroids per category and community",
+                json!([query("kind", "category or community", json!({"type": "string", "enum": ["category", "community"]})),
+                       query("embedding", "true to include the 384-d mean", json!({"type": "boolean"}))]),
+                "{centroids: [{kind, key, window_start, window_end, n}]}"),
+            "/api/v1/heatmap": get("Ideas first seen per category per day", json!([]), "{cells: [{category, day, ideas}]}"),
+            "/api/v1/search": get("Semantic search: the query embedded with the model, nearest ideas by cosine",
+                json!([{"name": "q", "in": "query", "required": true, "schema": {"type": "string"}}, limit]),
+                "{query, results: [idea + similarity]}"),
+            "/api/v1/stream": get("Server-sent events: `epoch` per committed epoch", json!([]), "text/event-stream"),
+            "/api/v1/openapi.json": get("This document", json!([]), "OpenAPI 3.1"),
+            "/health/live": get("The process is up", json!([]), "{status: live}"),
+            "/health/ready": get("Postgres, Redis and the model are usable (503 otherwise)", json!([]), "{status: ready, checks}"),
+            "/metrics": get("Prometheus text format", json!([]), "metrics")
+        },
+        "components": {
+            "schemas": {"Error": {"type": "object", "required": ["error_code", "message", "timestamp", "details"],
+                "properties": {"error_code": {"type": "string"}, "message": {"type": "string"},
+                               "timestamp": {"type": "string", "format": "date-time"}, "details": {}}}},
+            "responses": {"Error": {"description": "The error envelope",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}
+        }
+    })
+}
