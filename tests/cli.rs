@@ -18,6 +18,8 @@ fn help_is_complete() {
         "classify",
         "explain",
         "validate",
+        "migrate",
+        "verify",
     ] {
         assert!(top.contains(sub), "--help does not list {sub}");
         let help = ok(ideaflow().args([sub, "--help"]));
@@ -52,7 +54,16 @@ fn the_sample_stream_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
     ok(ideaflow()
-        .args(["run", "--config", "config/ideaflow.toml", "--out"])
+        .args([
+            "run",
+            "--config",
+            "config/ideaflow.toml",
+            "--exit-at-end",
+            "--listen",
+            "",
+        ])
+        .args(["--namespace", &format!("t_cli_{}", std::process::id())])
+        .arg("--out")
         .arg(&out)
         .arg("--dead-letter")
         .arg(&dead));

@@ -29,6 +29,10 @@ pub fn ideaflow() -> Command {
     cmd.current_dir(repo_root());
     cmd.env("IDEAFLOW_MODEL_DIR", model_dir());
     cmd.env("IDEAFLOW_LOG", "warn");
+    // Tests write into the test database (scripts/setup.sh creates it).
+    if let Some(url) = std::env::var_os("IDEAFLOW_TEST_POSTGRES_URL") {
+        cmd.env("IDEAFLOW_POSTGRES_URL", url);
+    }
     cmd
 }
 
