@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, command 1: installs/starts what ideaflow needs, builds it, and
-# replays the bundled sample stream through the pipeline end to end.
+# runs the pipeline on the bundled sample stream (materialized into Postgres
+# and Redis), then serves the HTTP API and the dashboard until Ctrl-C.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -18,10 +19,8 @@ cargo build --quiet --bin ideaflow
 BIN="$ROOT/target/debug/ideaflow"
 
 "$BIN" validate --config config/ideaflow.toml
-"$BIN" run --config config/ideaflow.toml "$@"
-echo "[demo] first embedded signal:"
-head -n 1 out/run/signals.jsonl | cut -c1-300
-echo "[demo] dead letters (reason: message):"
-python3 -c 'import json,sys
-for l in open("out/run/dead_letter.jsonl"):
-    d=json.loads(l); print(f"  line {d[\"position\"][\"line\"]}: {d[\"reason\"]}: {d[\"message\"]}")' 2>/dev/null || cat out/run/dead_letter.jsonl
+echo "[demo] running the pipeline on the sample stream; then serving the API and dashboard"
+echo "[demo]   dashboard: http://127.0.0.1:8088/   API: http://127.0.0.1:8088/api/v1/openapi.json"
+echo "[demo]   views: psql \"$IDEAFLOW_POSTGRES_URL\" -c 'SELECT title, score FROM ideaflow.ideas_scored ORDER BY score DESC LIMIT 5'"
+echo "[demo]   (pass --exit-at-end to stop when the input is done; Ctrl-C stops serving)"
+exec "$BIN" run --config config/ideaflow.toml "$@"
