@@ -122,8 +122,7 @@ fn garbage_is_dead_lettered_and_valid_records_all_pass() {
     let input = dir.path().join("mixed.jsonl");
     std::fs::write(&input, mixed.join(&b'\n')).unwrap();
     let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
-    let run = ok(ideaflow()
-        .arg("run")
+    let run = ok(ideaflow_run()
         .arg("--input")
         .arg(&input)
         .arg("--out")
@@ -198,8 +197,7 @@ fn events_behind_the_watermark_are_dead_lettered_as_late() {
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, lines.join("\n")).unwrap();
     let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
-    ok(ideaflow()
-        .arg("run")
+    ok(ideaflow_run()
         .arg("--input")
         .arg(&input)
         .arg("--out")

@@ -15,9 +15,8 @@ fn run_to(
     extra: &[&str],
 ) -> Vec<u8> {
     let out = dir.join(format!("{name}.jsonl"));
-    let mut cmd = ideaflow();
-    cmd.arg("run")
-        .arg("--out")
+    let mut cmd = ideaflow_run();
+    cmd.arg("--out")
         .arg(&out)
         .arg("--dead-letter")
         .arg(dir.join(format!("{name}.dead.jsonl")));
@@ -105,20 +104,14 @@ fn real_time_speed_paces_the_replay() {
 
 #[test]
 fn bad_speed_and_missing_input_fail_clearly() {
-    let out = ideaflow()
-        .args([
-            "run",
-            "--speed",
-            "warp",
-            "--input",
-            "config/sample/signals.jsonl",
-        ])
+    let out = ideaflow_run()
+        .args(["--speed", "warp", "--input", "config/sample/signals.jsonl"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("speed"));
-    let out = ideaflow()
-        .args(["run", "--input", "/nonexistent/file.jsonl"])
+    let out = ideaflow_run()
+        .args(["--input", "/nonexistent/file.jsonl"])
         .output()
         .unwrap();
     assert!(!out.status.success());

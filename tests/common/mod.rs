@@ -71,3 +71,20 @@ pub fn floats(v: &serde_json::Value) -> Vec<f32> {
         .map(|x| x.as_f64().expect("number") as f32)
         .collect()
 }
+
+/// `ideaflow run` for a bounded test: exits at the end of the input, serves
+/// no API, and writes its views into a namespace of its own.
+pub fn ideaflow_run() -> Command {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let mut cmd = ideaflow();
+    cmd.args(["run", "--exit-at-end", "--listen", ""]).args([
+        "--namespace",
+        &format!(
+            "t_run_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ),
+    ]);
+    cmd
+}
