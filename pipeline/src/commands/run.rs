@@ -171,7 +171,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             api_runtime.block_on(async {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
-                    r = server => { if let Ok(Err(e)) = r { tracing::error!(error = %e, "API stopped"); } return; }
+                    r = server => {
+                        if let Ok(Err(e)) = r {
+                            tracing::error!(error = %e, "API stopped");
+                        }
+                    }
                 }
             });
         }

@@ -104,6 +104,8 @@ pub fn run_embed_pipeline(
 /// replay -> validate -> embed -> prepare -> idea state -> `consumer`, on
 /// `workers` timely workers. The consumer (moved to worker 0) sees every
 /// completed epoch's changelog in order.
+// The parts are independent inputs of one run; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn run_views_pipeline(
     config: &Config,
     source: ReplaySource,
