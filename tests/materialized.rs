@@ -52,6 +52,9 @@ fn a_materialized_replay_agrees_with_its_out_dir() {
         .arg(&out));
     let text = String::from_utf8_lossy(&verified.stdout);
     assert!(text.contains("verify: OK"), "{text}");
+    // With no argument, verify finds what the replay recorded.
+    let recorded = ok(ideaflow().args(["verify", "--namespace", &ns]));
+    assert!(String::from_utf8_lossy(&recorded.stdout).contains("verify: OK"));
     // Without --out, verify replays the inputs in memory: the same answer.
     let again = ok(ideaflow()
         .args(["verify", "--namespace", &ns, "--input"])

@@ -63,8 +63,10 @@ pub struct VerifyArgs {
     /// Configuration file (postgres.*, redis.*, and the pipeline settings of the replay).
     #[arg(short, long, default_value = "config/ideaflow.toml")]
     pub config: PathBuf,
-    /// The `--out` folder of the replay to compare with. Without it, the
-    /// inputs are replayed again in memory (the final state is deterministic).
+    /// The `--out` folder of the replay to compare with. Without it and without
+    /// --input: the --out (or else the inputs) the last `replay --materialize`
+    /// into this namespace recorded; inputs are replayed again in memory (the
+    /// final state is deterministic).
     #[arg(short, long)]
     pub out: Option<PathBuf>,
     /// Inputs to replay in memory when --out is absent; default pipeline.inputs.

@@ -76,6 +76,27 @@ pub fn replay_into(
     Ok(summary)
 }
 
+/// The Redis key where a materialized replay records its inputs and `--out`,
+/// so that `ideaflow verify --config F` knows what to compare with.
+pub fn replay_record_key(config: &Config) -> String {
+    format!("{}:replay", config.redis.namespace)
+}
+
+fn record_replay(config: &Config, inputs: &[PathBuf], out: &Path) -> Result<()> {
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let record = json!({
+        "inputs": inputs.iter().map(|p| abs(p)).collect::<Vec<_>>(),
+        "out": abs(out),
+    });
+    let client = redis::Client::open(config.redis.url.as_str())?;
+    let mut conn = client.get_connection()?;
+    redis::cmd("SET")
+        .arg(replay_record_key(config))
+        .arg(record.to_string())
+        .query::<()>(&mut conn)?;
+    Ok(())
+}
+
 fn read_dead_letters(path: &Path) -> Result<Vec<ideaflow_operators::DeadLetter>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading dead letters {}", path.display()))?;
@@ -102,6 +123,9 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     )?;
     let views = views.lock().expect("not poisoned");
     write_views(&views, &args.out)?;
+    if args.materialize {
+        record_replay(&config, &args.input, &args.out)?;
+    }
     let mut counts = JsonlWriter::create(&args.out.join("dead_letter_counts.jsonl"))?;
     for (reason, n) in &summary.dead_by_reason {
         counts.write(&json!({"reason": reason, "count": n}))?;

@@ -25,13 +25,25 @@ pub fn run(args: VerifyArgs) -> Result<()> {
     if let Some(ns) = &args.namespace {
         config.set_namespace(ns)?;
     }
-    let expected = match &args.out {
+    // Without --out or --input: what the last `replay --materialize` into
+    // this namespace recorded (its --out if still there, else its inputs).
+    let (mut out, mut inputs) = (args.out.clone(), args.input.clone());
+    if out.is_none() && inputs.is_empty() {
+        if let Some((recorded_out, recorded_inputs)) = recorded_replay(&config)? {
+            if recorded_out.join("ideas.jsonl").exists() {
+                out = Some(recorded_out);
+            } else {
+                inputs = recorded_inputs;
+            }
+        }
+    }
+    let expected = match &out {
         Some(dir) => from_out_dir(dir)?,
         None => {
-            let inputs = if args.input.is_empty() {
+            let inputs = if inputs.is_empty() {
                 config.pipeline.inputs.clone()
             } else {
-                args.input.clone()
+                inputs
             };
             let views = Arc::new(Mutex::new(ViewState::default()));
             super::replay::replay_into(&config, inputs, None, views.clone(), false)?;
@@ -91,6 +103,10 @@ pub fn run(args: VerifyArgs) -> Result<()> {
     let extra: Vec<String> = conn
         .scan_match::<_, String>(format!("{ns}:idea:*"))?
         .collect();
+    let extra: Vec<String> = extra
+        .into_iter()
+        .filter(|k| k.matches(':').count() == 2)
+        .collect();
     if extra.len() != in_redis.len() {
         problems.push(format!(
             "Redis holds {} idea hashes, the final state {} ideas",
@@ -129,6 +145,30 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         "{} disagreement(s) between Postgres, Redis and the final state of {n} ideas",
         problems.len()
     )
+}
+
+fn recorded_replay(
+    config: &Config,
+) -> Result<Option<(std::path::PathBuf, Vec<std::path::PathBuf>)>> {
+    let client = redis::Client::open(config.redis.url.as_str())?;
+    let mut conn = client
+        .get_connection()
+        .context("connecting to Redis: is it running? scripts/setup.sh starts it")?;
+    let record: Option<String> = conn.get(super::replay::replay_record_key(config))?;
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_str(&record)?;
+    let out = std::path::PathBuf::from(v["out"].as_str().unwrap_or_default());
+    let inputs = v["inputs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(std::path::PathBuf::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some((out, inputs)))
 }
 
 fn from_views(views: &ViewState) -> BTreeMap<String, Expected> {
