@@ -222,3 +222,142 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
     assert_eq!(status, 200);
     assert!(body.contains("EventSource"));
 }
+
+/// One reading of the materialized views, taken in a single statement (one
+/// snapshot): the committed epoch and what the tables hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Reading {
+    epoch: i64,
+    ideas: i64,
+    scores: i64,
+    signals: i64,
+    orphan_signals: i64,
+    dead_letters: i64,
+}
+
+fn read_views(psql: &std::path::Path, url: &str, ns: &str) -> Option<Reading> {
+    let sql = format!(
+        "SELECT (SELECT epoch FROM {ns}.pipeline_progress WHERE sink = 'views'), \
+         (SELECT count(*) FROM {ns}.ideas), (SELECT count(*) FROM {ns}.idea_scores), \
+         (SELECT count(*) FROM {ns}.signals), \
+         (SELECT count(*) FROM {ns}.signals s WHERE NOT EXISTS \
+            (SELECT 1 FROM {ns}.ideas i WHERE i.id = s.idea_id)), \
+         (SELECT count(*) FROM {ns}.dead_letters)"
+    );
+    let out = std::process::Command::new(psql)
+        .args([url, "-XAtq", "-F", ",", "-c", &sql])
+        .output()
+        .ok()?;
+    // Before the replay creates the schema and its first epoch, nothing to read.
+    let text = String::from_utf8(out.stdout).ok()?;
+    let v: Vec<i64> = text
+        .trim()
+        .split(',')
+        .map(|x| x.parse())
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (v.len() == 6).then(|| Reading {
+        epoch: v[0],
+        ideas: v[1],
+        scores: v[2],
+        signals: v[3],
+        orphan_signals: v[4],
+        dead_letters: v[5],
+    })
+}
+
+#[test]
+fn a_reader_polling_postgres_never_sees_a_partial_epoch() {
+    let (Some(bin), Some(url)) = (
+        std::env::var_os("IDEAFLOW_PG_BIN"),
+        std::env::var("IDEAFLOW_TEST_POSTGRES_URL").ok(),
+    ) else {
+        panic!("IDEAFLOW_PG_BIN and IDEAFLOW_TEST_POSTGRES_URL are unset: run scripts/test.sh");
+    };
+    let psql = std::path::Path::new(&bin).join("psql");
+    let dir = tempfile::tempdir().unwrap();
+    let generated = dir.path().join("gen.jsonl");
+    ok(ideaflow()
+        .args([
+            "gen",
+            "--signals",
+            "400",
+            "--seed",
+            "11",
+            "--days",
+            "3",
+            "--out",
+        ])
+        .arg(&generated));
+    // Malformed records in the middle of the stream: they reach Postgres with
+    // the epoch that follows them.
+    let text = std::fs::read_to_string(&generated).unwrap();
+    let mut input = String::new();
+    for (i, line) in text.lines().enumerate() {
+        input.push_str(line);
+        input.push('\n');
+        if i % 97 == 50 {
+            input.push_str("{\"not\": \"an event\"\n");
+        }
+    }
+    let input_path = dir.path().join("in.jsonl");
+    std::fs::write(&input_path, input).unwrap();
+    let ns = namespace("poll");
+    let out = dir.path().join("out");
+    let mut replay = ideaflow()
+        .args(["replay", "--materialize", "--namespace", &ns, "--input"])
+        .arg(&input_path)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut readings: Vec<Reading> = Vec::new();
+    let status = loop {
+        if let Some(r) = read_views(&psql, &url, &ns) {
+            if readings.last() != Some(&r) {
+                readings.push(r);
+            }
+        }
+        if let Some(status) = replay.try_wait().unwrap() {
+            break status;
+        }
+    };
+    assert!(status.success(), "the replay failed");
+    let last = read_views(&psql, &url, &ns).expect("the views are readable");
+    readings.push(last.clone());
+    assert!(
+        readings.len() >= 5,
+        "the reader saw too few epochs to show anything: {readings:?}"
+    );
+    eprintln!(
+        "{} distinct readings, first {:?}, last {:?}",
+        readings.len(),
+        readings[0],
+        last
+    );
+    let mut by_epoch: std::collections::BTreeMap<i64, &Reading> = Default::default();
+    for (i, r) in readings.iter().enumerate() {
+        // Every idea is scored in the epoch that creates it, and every signal's
+        // idea is in the same snapshot.
+        assert_eq!(r.ideas, r.scores, "ideas without scores: {r:?}");
+        assert_eq!(r.orphan_signals, 0, "signals without their idea: {r:?}");
+        if i > 0 {
+            let p = &readings[i - 1];
+            assert!(r.epoch >= p.epoch, "progress went back: {p:?} then {r:?}");
+            assert!(r.signals >= p.signals && r.dead_letters >= p.dead_letters);
+        }
+        // Nothing changes between two commits: one epoch, one state (the
+        // last reading may include dead letters refused after the last epoch).
+        if i + 1 < readings.len() {
+            if let Some(seen) = by_epoch.insert(r.epoch, r) {
+                assert_eq!(seen, r, "two different states under epoch {}", r.epoch);
+            }
+        }
+    }
+    let ideas = read_jsonl(&out.join("ideas.jsonl"));
+    let dead = read_jsonl(&out.join("dead_letters.jsonl"));
+    assert_eq!(last.ideas as usize, ideas.len());
+    assert_eq!(last.dead_letters as usize, dead.len());
+    assert!(dead.len() >= 4, "the malformed records are dead letters");
+}

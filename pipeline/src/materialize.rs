@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use ideaflow_operators::views::{Change, ViewState};
 use ideaflow_sinks::postgres::{self, PostgresSink};
 use ideaflow_sinks::redis_sink::RedisSink;
+use ideaflow_sinks::DeadLetterTap;
 use tokio::runtime::Runtime;
 use tokio::sync::broadcast;
 
@@ -32,6 +33,8 @@ pub struct Materializer {
     pub views: Arc<Mutex<ViewState>>,
     feed: Option<broadcast::Sender<EpochCommitted>>,
     metrics: Option<crate::metrics::Metrics>,
+    /// Refused records not yet in Postgres; each epoch's transaction takes them.
+    dead_letters: Option<DeadLetterTap>,
 }
 
 /// Connects to Postgres (creating the schema and applying migrations) and
@@ -81,7 +84,21 @@ impl Materializer {
             views,
             feed,
             metrics,
+            dead_letters: None,
         }
+    }
+
+    /// Writes the dead letters `tap` collects into Postgres with each epoch.
+    pub fn with_dead_letters(mut self, tap: DeadLetterTap) -> Self {
+        self.dead_letters = Some(tap);
+        self
+    }
+
+    fn take_dead_letters(&self) -> Vec<ideaflow_operators::DeadLetter> {
+        self.dead_letters
+            .as_ref()
+            .map(|t| std::mem::take(&mut *t.lock().expect("not poisoned")))
+            .unwrap_or_default()
     }
 }
 
@@ -89,8 +106,9 @@ impl EpochConsumer for Materializer {
     fn epoch(&mut self, epoch_end: i64, changes: Vec<Change>) -> Result<()> {
         let started = std::time::Instant::now();
         if let Some(pg) = &self.postgres {
+            let dead = self.take_dead_letters();
             self.runtime
-                .block_on(pg.write_epoch(epoch_end, &changes))
+                .block_on(pg.write_epoch(epoch_end, &changes, &dead))
                 .with_context(|| format!("writing epoch {epoch_end} to Postgres"))?;
         }
         let moves = match self.redis.as_mut() {
@@ -119,6 +137,16 @@ impl EpochConsumer for Materializer {
         if let Some(feed) = &self.feed {
             // No subscriber is fine: nobody is watching.
             let _ = feed.send(summary);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let dead = self.take_dead_letters();
+        if let (Some(pg), false) = (&self.postgres, dead.is_empty()) {
+            self.runtime
+                .block_on(pg.write_dead_letters(&dead))
+                .context("writing the last dead letters to Postgres")?;
         }
         Ok(())
     }

@@ -3,14 +3,20 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use ideaflow_operators::{DeadLetter, RejectReason};
 
 use crate::jsonl::{JsonlError, JsonlWriter};
 
+/// Dead letters written but not yet materialized: the materializer drains it
+/// with every epoch, so refused records reach Postgres while the run goes on.
+pub type DeadLetterTap = Arc<Mutex<Vec<DeadLetter>>>;
+
 pub struct DeadLetterSink {
     writer: JsonlWriter,
     counts: BTreeMap<RejectReason, u64>,
+    tap: Option<DeadLetterTap>,
 }
 
 impl DeadLetterSink {
@@ -23,11 +29,21 @@ impl DeadLetterSink {
         Ok(DeadLetterSink {
             writer,
             counts: BTreeMap::new(),
+            tap: None,
         })
+    }
+
+    /// Also hands every dead letter to `tap`.
+    pub fn with_tap(mut self, tap: DeadLetterTap) -> Self {
+        self.tap = Some(tap);
+        self
     }
 
     pub fn write(&mut self, dl: &DeadLetter) -> Result<(), JsonlError> {
         *self.counts.entry(dl.reason).or_default() += 1;
+        if let Some(tap) = &self.tap {
+            tap.lock().expect("not poisoned").push(dl.clone());
+        }
         self.writer.write(dl)
     }
 

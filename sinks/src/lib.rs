@@ -6,5 +6,5 @@ pub mod postgres;
 pub mod redis_sink;
 pub mod view_files;
 
-pub use dead_letter::DeadLetterSink;
+pub use dead_letter::{DeadLetterSink, DeadLetterTap};
 pub use jsonl::{JsonlError, JsonlWriter};

@@ -180,9 +180,11 @@ impl PostgresSink {
         &self,
         epoch_end: i64,
         changes: &[Change],
+        dead_letters: &[DeadLetter],
     ) -> Result<(), PostgresError> {
         let b = Batches::split(changes);
         let mut tx = self.pool.begin().await?;
+        insert_dead_letters(&mut tx, dead_letters).await?;
         write_ideas(&mut tx, &b).await?;
         write_scores(&mut tx, &b).await?;
         write_signals(&mut tx, &b).await?;
@@ -202,30 +204,41 @@ impl PostgresSink {
         Ok(())
     }
 
+    /// Dead letters outside an epoch (those refused after the last one).
     pub async fn write_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), PostgresError> {
-        if letters.is_empty() {
-            return Ok(());
-        }
-        let raw: Vec<String> = letters.iter().map(|d| d.raw.clone()).collect();
-        let reason: Vec<String> = letters.iter().map(|d| d.reason.to_string()).collect();
-        let message: Vec<String> = letters.iter().map(|d| d.message.clone()).collect();
-        let file: Vec<String> = letters.iter().map(|d| d.position.file.clone()).collect();
-        let line: Vec<i64> = letters.iter().map(|d| d.position.line as i64).collect();
-        let offset: Vec<i64> = letters.iter().map(|d| d.position.offset as i64).collect();
-        sqlx::query(
-            "INSERT INTO dead_letters (raw, reason, message, file, line, byte_offset) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[])",
-        )
-        .bind(raw)
-        .bind(reason)
-        .bind(message)
-        .bind(file)
-        .bind(line)
-        .bind(offset)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        insert_dead_letters(&mut tx, letters).await?;
+        tx.commit().await?;
         Ok(())
     }
+}
+
+async fn insert_dead_letters(
+    tx: &mut Transaction<'_, Postgres>,
+    letters: &[DeadLetter],
+) -> sqlx::Result<()> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let raw: Vec<String> = letters.iter().map(|d| d.raw.clone()).collect();
+    let reason: Vec<String> = letters.iter().map(|d| d.reason.to_string()).collect();
+    let message: Vec<String> = letters.iter().map(|d| d.message.clone()).collect();
+    let file: Vec<String> = letters.iter().map(|d| d.position.file.clone()).collect();
+    let line: Vec<i64> = letters.iter().map(|d| d.position.line as i64).collect();
+    let offset: Vec<i64> = letters.iter().map(|d| d.position.offset as i64).collect();
+    sqlx::query(
+        "INSERT INTO dead_letters (raw, reason, message, file, line, byte_offset) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[])",
+    )
+    .bind(raw)
+    .bind(reason)
+    .bind(message)
+    .bind(file)
+    .bind(line)
+    .bind(offset)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn write_ideas(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sqlx::Result<()> {

@@ -43,7 +43,8 @@ pub fn replay_into(
     let mut embedder = ideaflow_operators::embed::Embedder::load(&files, options.clone())?;
     let core = Arc::new(CoreSetup::build(config, &mut embedder)?);
     drop(embedder);
-    let dead = DeadLetterSink::open(dead_letters.unwrap_or(Path::new("/dev/null")), false)?;
+    let dead_tap = ideaflow_sinks::DeadLetterTap::default();
+    let mut dead = DeadLetterSink::open(dead_letters.unwrap_or(Path::new("/dev/null")), false)?;
     let runtime = Arc::new(
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -55,8 +56,11 @@ pub fn replay_into(
     } else {
         None
     };
-    let pg_pool = sinks.as_ref().map(|(pg, _)| pg.pool().clone());
-    let consumer = Materializer::new(runtime.clone(), sinks, views, None, None);
+    let mut consumer = Materializer::new(runtime.clone(), sinks, views, None, None);
+    if materialize {
+        dead = dead.with_tap(dead_tap.clone());
+        consumer = consumer.with_dead_letters(dead_tap);
+    }
     let summary = run_views_pipeline(
         config,
         source,
@@ -67,12 +71,6 @@ pub fn replay_into(
         Box::new(consumer),
         None,
     )?;
-    if let (Some(pool), Some(path)) = (pg_pool, dead_letters) {
-        let letters = read_dead_letters(path)?;
-        runtime.block_on(
-            ideaflow_sinks::postgres::PostgresSink::new(pool, "views").write_dead_letters(&letters),
-        )?;
-    }
     Ok(summary)
 }
 
@@ -95,14 +93,6 @@ fn record_replay(config: &Config, inputs: &[PathBuf], out: &Path) -> Result<()> 
         .arg(record.to_string())
         .query::<()>(&mut conn)?;
     Ok(())
-}
-
-fn read_dead_letters(path: &Path) -> Result<Vec<ideaflow_operators::DeadLetter>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading dead letters {}", path.display()))?;
-    text.lines()
-        .map(|l| serde_json::from_str(l).context("a dead letter line is not valid"))
-        .collect()
 }
 
 pub fn run(args: ReplayArgs) -> Result<()> {

@@ -56,7 +56,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         .context("the embedding model does not load")?;
     let core = Arc::new(CoreSetup::build(&config, &mut embedder)?);
     let output = JsonlWriter::create(&config.pipeline.output)?;
-    let dead = DeadLetterSink::open(&config.pipeline.dead_letter, false)?;
+    let dead_tap = ideaflow_sinks::DeadLetterTap::default();
+    let dead =
+        DeadLetterSink::open(&config.pipeline.dead_letter, false)?.with_tap(dead_tap.clone());
 
     let sink_runtime = Arc::new(
         tokio::runtime::Builder::new_current_thread()
@@ -111,14 +113,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         namespace = %config.redis.namespace,
         "pipeline starting"
     );
-    let pg_pool = sinks.0.pool().clone();
     let consumer = Materializer::new(
         sink_runtime.clone(),
         Some(sinks),
         views.clone(),
         Some(feed),
         Some(metrics),
-    );
+    )
+    .with_dead_letters(dead_tap);
     let summary = run_views_pipeline(
         &config,
         source,
@@ -128,15 +130,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         core,
         Box::new(consumer),
         Some(output),
-    )?;
-    let letters: Vec<ideaflow_operators::DeadLetter> =
-        std::fs::read_to_string(&config.pipeline.dead_letter)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-    sink_runtime.block_on(
-        ideaflow_sinks::postgres::PostgresSink::new(pg_pool, "views").write_dead_letters(&letters),
     )?;
     let ideas = views.lock().expect("not poisoned").ideas().count();
     tracing::info!(
