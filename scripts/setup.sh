@@ -6,7 +6,18 @@
 # A second run reinstalls nothing and only starts what is not running.
 # Everything it writes lives under state/ and models/ (both gitignored).
 # It writes state/env, which scripts/demo.sh and scripts/test.sh source.
+# With --with-browser (scripts/test.sh passes it), it also installs what the
+# dashboard's end-to-end test drives: Debian's chromium, Node.js, and
+# playwright-core from npm into tests/e2e/node_modules (lockfile pinned).
 set -euo pipefail
+
+WITH_BROWSER=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-browser) WITH_BROWSER=1 ;;
+    *) echo "[setup] ERROR: unknown option $arg (the only option is --with-browser)" >&2; exit 2 ;;
+  esac
+done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${IDEAFLOW_STATE_DIR:-$ROOT/state}"
@@ -161,6 +172,18 @@ if [ ! -f "$MKL_DIR/lib/libmkl_rt.so.2" ] || [ ! -f "$MKL_DIR/.complete" ]; then
     || die "could not unpack the mkl wheel in $STATE/cache/mkl."
   rm -rf "$STATE/cache/mkl"
   touch "$MKL_DIR/.complete"
+fi
+
+# ---------------------------------------------------------------- Browser (tests only)
+if [ "$WITH_BROWSER" -eq 1 ]; then
+  need_cmd chromium || apt_install chromium
+  need_cmd node && need_cmd npm || apt_install nodejs npm
+  if [ ! -f "$ROOT/tests/e2e/node_modules/playwright-core/package.json" ]; then
+    say "npm ci in tests/e2e (playwright-core; it uses Debian's chromium, never downloads a browser)"
+    (cd "$ROOT/tests/e2e" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent) \
+      || die "npm ci in tests/e2e failed: check that the npm registry is reachable, then re-run."
+  fi
+  say "browser ready: $(chromium --version 2>/dev/null | head -1)"
 fi
 
 cat >"$STATE/env" <<ENV

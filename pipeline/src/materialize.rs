@@ -24,7 +24,20 @@ pub struct EpochCommitted {
     pub changes: usize,
     pub ideas_changed: Vec<String>,
     pub top_moves: Vec<String>,
+    /// The epoch's first signals, for the dashboard's live signal stream.
+    pub signals: Vec<FeedSignal>,
 }
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FeedSignal {
+    pub source: String,
+    pub content: String,
+    pub dedupe: String,
+    pub captured_at: i64,
+}
+
+/// How many of an epoch's signals the live feed carries.
+const FEED_SIGNALS: usize = 8;
 
 pub struct Materializer {
     runtime: Arc<Runtime>,
@@ -127,11 +140,25 @@ impl EpochConsumer for Materializer {
                 _ => None,
             })
             .collect();
+        let signals = changes
+            .iter()
+            .filter_map(|c| match &c.row {
+                Some(ideaflow_operators::views::ViewRow::Signal(r)) => Some(FeedSignal {
+                    source: r.source.as_str().to_owned(),
+                    content: r.content.clone(),
+                    dedupe: format!("{:?}", r.dedupe).to_lowercase(),
+                    captured_at: r.captured_at.timestamp(),
+                }),
+                _ => None,
+            })
+            .take(FEED_SIGNALS)
+            .collect();
         let summary = EpochCommitted {
             epoch: epoch_end,
             changes: changes.len(),
             ideas_changed,
             top_moves: moves.keys().cloned().collect(),
+            signals,
         };
         self.views.lock().expect("not poisoned").apply(changes);
         if let Some(feed) = &self.feed {

@@ -1,0 +1,73 @@
+// Drives ideaflow's dashboard in headless Chromium (Debian's /usr/bin/chromium)
+// with playwright-core. tests/dashboard.rs runs it against a live `ideaflow run`.
+//
+//   node dashboard.mjs live  URL SCREENSHOT  while the pipeline is still running:
+//       live data appears, then changes as epochs commit; a search answers;
+//       saves a screenshot.
+//   node dashboard.mjs final URL             after the input ends: prints the
+//       top ideas the page shows per category, as JSON, for comparison with the API.
+//
+// Exits non-zero with a message when a check fails.
+import { chromium } from 'playwright-core';
+
+const [mode, url, screenshot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.IDEAFLOW_CHROMIUM || '/usr/bin/chromium',
+  // Without the background-networking flags Chromium keeps dialing Google's
+  // hosts, which this machine's closed network refuses.
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const fail = async (message) => {
+  console.error(`dashboard check failed: ${message}`);
+  await browser.close();
+  process.exit(1);
+};
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(url);
+  const text = (sel) => page.evaluate((s) => document.querySelector(s).innerText, sel);
+  const count = (sel) => page.evaluate((s) => document.querySelectorAll(s).length, sel);
+
+  if (mode === 'live') {
+    await page.waitForFunction(() => document.getElementById('status').textContent === 'live',
+      null, { timeout: 30000 }).catch(() => fail('the SSE stream did not connect'));
+    await page.waitForFunction(() => document.querySelectorAll('#signals li').length > 0
+        && document.querySelectorAll('#top tr.idea').length > 0
+        && document.querySelectorAll('#heatmap td.cell').length > 0,
+      null, { timeout: 120000 }).catch(() => fail('no live signals, top ideas or heatmap appeared'));
+    const before = { epoch: await text('#epoch'), signals: await text('#signals'), top: await text('#top') };
+    await page.waitForFunction((b) => document.getElementById('epoch').textContent !== b.epoch
+        && document.getElementById('signals').innerText !== b.signals
+        && document.getElementById('top').innerText !== b.top,
+      before, { timeout: 120000 }).catch(() => fail('the page did not change as epochs committed'));
+    await page.fill('#q', 'cat wearing a tiny hat');
+    await page.click('#searchform button');
+    await page.waitForFunction(() => document.querySelectorAll('#results tr').length > 0,
+      null, { timeout: 30000 }).catch(() => fail('the search box gave no results'));
+    await page.screenshot({ path: screenshot, fullPage: true });
+    if (errors.length) await fail(`script errors on the page: ${errors.join('; ')}`);
+    console.log(JSON.stringify({
+      signals: await count('#signals li'),
+      top_rows: await count('#top tr.idea'),
+      results: await count('#results tr'),
+      first_result: (await text('#results tr')).split('\t'),
+    }));
+  } else if (mode === 'final') {
+    await page.waitForFunction(() => document.querySelectorAll('#top tr.idea').length > 0,
+      null, { timeout: 30000 }).catch(() => fail('no top ideas on the page'));
+    const top = await page.evaluate(() => Object.fromEntries(
+      [...document.querySelectorAll('#top h3')].map((h) => [h.textContent,
+        [...h.nextElementSibling.querySelectorAll('tr.idea')].map((tr) => ({
+          score: Number(tr.cells[0].textContent), title: tr.cells[2].textContent,
+        }))])));
+    if (errors.length) await fail(`script errors on the page: ${errors.join('; ')}`);
+    console.log(JSON.stringify(top));
+  } else {
+    await fail(`unknown mode ${mode}: use live or final`);
+  }
+} finally {
+  await browser.close();
+}
