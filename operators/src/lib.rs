@@ -11,6 +11,7 @@ pub mod distinct;
 pub mod embed;
 pub mod engagement_stats;
 pub mod event;
+pub mod feedback;
 pub mod idea;
 pub mod idea_state;
 pub mod pii;

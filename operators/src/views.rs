@@ -10,6 +10,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::feedback::{AbResultRow, AllocationRow, WeightsRow, WindowKind, WindowRow};
+use crate::rejection::DeadLetter;
 use crate::score::Factors;
 use crate::{Engagement, Source};
 
@@ -149,6 +151,16 @@ pub enum ViewKey {
     Centroid(CentroidKind, String),
     TopicCount(String, String),
     DistinctCount(&'static str, i64),
+    /// (kind, window start, idea, marketplace, variant).
+    Window(WindowKind, i64, String, String, String),
+    /// (idea, marketplace, window end, treatment variant).
+    AbResult(String, String, i64, String),
+    /// (day start, idea, marketplace, variant).
+    Allocation(i64, String, String, String),
+    /// Effective from (seconds).
+    Weights(i64),
+    /// Records refused inside the dataflow (e.g. feedback for unknown ideas), numbered.
+    DeadLetter(u64),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +171,11 @@ pub enum ViewRow {
     Centroid(CentroidRow),
     TopicCount(TopicCountRow),
     DistinctCount(DistinctCountRow),
+    Window(WindowRow),
+    AbResult(AbResultRow),
+    Allocation(AllocationRow),
+    Weights(WeightsRow),
+    DeadLetter(u64, DeadLetter),
 }
 
 impl ViewRow {
@@ -172,6 +189,21 @@ impl ViewRow {
             ViewRow::DistinctCount(r) => {
                 ViewKey::DistinctCount(r.source.as_str(), r.window_start.timestamp())
             }
+            ViewRow::Window(r) => crate::feedback::window_key(r),
+            ViewRow::AbResult(r) => ViewKey::AbResult(
+                r.idea_id.clone(),
+                r.marketplace.clone(),
+                r.window_end.timestamp(),
+                r.treatment.clone(),
+            ),
+            ViewRow::Allocation(r) => ViewKey::Allocation(
+                r.day_start.timestamp(),
+                r.idea_id.clone(),
+                r.marketplace.clone(),
+                r.variant.clone(),
+            ),
+            ViewRow::Weights(r) => ViewKey::Weights(r.effective_from.timestamp()),
+            ViewRow::DeadLetter(n, _) => ViewKey::DeadLetter(*n),
         }
     }
 }

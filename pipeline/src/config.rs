@@ -37,6 +37,8 @@ pub struct Config {
     pub windows: WindowParams,
     pub scoring: ScoringParams,
     pub calendar: CalendarConfig,
+    /// The marketplace feedback loop: windows, A/B tests, allocations, weight learning.
+    pub feedback: ideaflow_operators::feedback::FeedbackParams,
 }
 
 /// The HTTP API and dashboard `ideaflow run` serves.

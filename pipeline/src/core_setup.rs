@@ -9,6 +9,7 @@ use ideaflow_operators::calendar::Calendar;
 use ideaflow_operators::classify::Anchor;
 use ideaflow_operators::dedupe::LshIndex;
 use ideaflow_operators::embed::Embedder;
+use ideaflow_operators::feedback::{FeedbackParams, FeedbackState};
 use ideaflow_operators::idea_state::{DedupeParams, IdeaState, Labels, WindowParams};
 use ideaflow_operators::score::ScoringParams;
 
@@ -22,6 +23,7 @@ pub struct CoreSetup {
     pub windows: WindowParams,
     pub scoring: ScoringParams,
     pub calendar: Calendar,
+    pub feedback: FeedbackParams,
 }
 
 impl CoreSetup {
@@ -38,6 +40,7 @@ impl CoreSetup {
             windows: config.windows.clone(),
             scoring: config.scoring.clone(),
             calendar,
+            feedback: config.feedback.clone(),
         })
     }
 
@@ -49,6 +52,11 @@ impl CoreSetup {
             self.scoring.clone(),
             self.calendar.clone(),
         )
+    }
+
+    /// A fresh feedback state, its prior the configured weights.
+    pub fn feedback_state(&self) -> FeedbackState {
+        FeedbackState::new(self.feedback.clone(), self.scoring.weights)
     }
 
     pub fn labels(&self) -> &Labels {

@@ -70,6 +70,11 @@ impl Metrics {
                 Some(ViewRow::Centroid(_)) => "centroids",
                 Some(ViewRow::TopicCount(_)) => "topic_counts",
                 Some(ViewRow::DistinctCount(_)) => "distinct_counts",
+                Some(ViewRow::Window(_)) => "windows",
+                Some(ViewRow::AbResult(_)) => "ab_results",
+                Some(ViewRow::Allocation(_)) => "allocations",
+                Some(ViewRow::Weights(_)) => "weights_history",
+                Some(ViewRow::DeadLetter(..)) => "dead_letters",
                 None => "deletes",
             };
             self.changes.with_label_values(&[view]).inc();

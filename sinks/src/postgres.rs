@@ -11,8 +11,8 @@ use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
 use ideaflow_operators::views::{
-    CentroidRow, Change, DistinctCountRow, IdeaRow, ScoreRow, SignalRow, TopicCountRow, ViewKey,
-    ViewRow,
+    AbResultRow, AllocationRow, CentroidRow, Change, DistinctCountRow, IdeaRow, ScoreRow,
+    SignalRow, TopicCountRow, ViewKey, ViewRow, WeightsRow, WindowRow,
 };
 use ideaflow_operators::DeadLetter;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -79,7 +79,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), PostgresError> {
 pub async fn truncate(pool: &PgPool) -> Result<(), PostgresError> {
     pool.execute(
         "TRUNCATE signals, ideas, idea_scores, centroids, topic_counts, distinct_counts, \
-         dead_letters, pipeline_progress",
+         dead_letters, pipeline_progress, feedback_windows, ab_results, allocations, \
+         weights_history",
     )
     .await?;
     Ok(())
@@ -122,6 +123,11 @@ struct Batches<'a> {
     topics: Vec<&'a TopicCountRow>,
     topic_deletes: (Vec<String>, Vec<String>),
     distinct: Vec<&'a DistinctCountRow>,
+    windows: Vec<&'a WindowRow>,
+    ab_results: Vec<&'a AbResultRow>,
+    allocations: Vec<&'a AllocationRow>,
+    weights: Vec<&'a WeightsRow>,
+    dead_letters: Vec<DeadLetter>,
 }
 
 impl<'a> Batches<'a> {
@@ -135,6 +141,11 @@ impl<'a> Batches<'a> {
                 (_, Some(ViewRow::Centroid(r))) => b.centroids.push(r),
                 (_, Some(ViewRow::TopicCount(r))) => b.topics.push(r),
                 (_, Some(ViewRow::DistinctCount(r))) => b.distinct.push(r),
+                (_, Some(ViewRow::Window(r))) => b.windows.push(r),
+                (_, Some(ViewRow::AbResult(r))) => b.ab_results.push(r),
+                (_, Some(ViewRow::Allocation(r))) => b.allocations.push(r),
+                (_, Some(ViewRow::Weights(r))) => b.weights.push(r),
+                (_, Some(ViewRow::DeadLetter(_, d))) => b.dead_letters.push(d.clone()),
                 (ViewKey::Idea(id), None) => b.idea_deletes.push(id.clone()),
                 (ViewKey::Score(id), None) => b.score_deletes.push(id.clone()),
                 (ViewKey::Centroid(kind, key), None) => {
@@ -145,8 +156,18 @@ impl<'a> Batches<'a> {
                     b.topic_deletes.0.push(c.clone());
                     b.topic_deletes.1.push(t.clone());
                 }
-                // Signals and distinct counts are never retracted.
-                (ViewKey::Signal(..) | ViewKey::DistinctCount(..), None) => {}
+                // Signals, distinct counts and the feedback views are never
+                // retracted (a revised window is a new value for its key).
+                (
+                    ViewKey::Signal(..)
+                    | ViewKey::DistinctCount(..)
+                    | ViewKey::Window(..)
+                    | ViewKey::AbResult(..)
+                    | ViewKey::Allocation(..)
+                    | ViewKey::Weights(..)
+                    | ViewKey::DeadLetter(..),
+                    None,
+                ) => {}
             }
         }
         b
@@ -185,6 +206,8 @@ impl PostgresSink {
         let b = Batches::split(changes);
         let mut tx = self.pool.begin().await?;
         insert_dead_letters(&mut tx, dead_letters).await?;
+        insert_dead_letters(&mut tx, &b.dead_letters).await?;
+        write_feedback(&mut tx, &b).await?;
         write_ideas(&mut tx, &b).await?;
         write_scores(&mut tx, &b).await?;
         write_signals(&mut tx, &b).await?;
@@ -239,6 +262,101 @@ async fn insert_dead_letters(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Upserts rows whose JSON field names are the table's columns: one statement
+/// per table and epoch, whatever the number of rows.
+async fn upsert_json<T: serde::Serialize>(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &str,
+    key: &str,
+    columns: &[&str],
+    rows: &[&T],
+) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_value(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let set: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    // Table and column names are ours (constants below), never input.
+    let sql = format!(
+        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1) \
+         ON CONFLICT ({key}) DO UPDATE SET {}",
+        set.join(", ")
+    );
+    sqlx::query(&sql).bind(json).execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn write_feedback(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sqlx::Result<()> {
+    upsert_json(
+        tx,
+        "feedback_windows",
+        "kind, window_start, idea_id, marketplace, variant",
+        &[
+            "window_end",
+            "impressions",
+            "clicks",
+            "favorites",
+            "add_to_cart",
+            "sales",
+            "ctr",
+            "add_to_cart_rate",
+            "conversion",
+        ],
+        &b.windows,
+    )
+    .await?;
+    upsert_json(
+        tx,
+        "ab_results",
+        "idea_id, marketplace, window_end, treatment",
+        &[
+            "window_start",
+            "control",
+            "control_impressions",
+            "control_clicks",
+            "treatment_impressions",
+            "treatment_clicks",
+            "control_ctr",
+            "treatment_ctr",
+            "lift",
+            "z",
+            "p_value",
+            "sample_sufficient",
+            "winner",
+        ],
+        &b.ab_results,
+    )
+    .await?;
+    upsert_json(
+        tx,
+        "allocations",
+        "day_start, idea_id, marketplace, variant",
+        &["share", "budget", "draws"],
+        &b.allocations,
+    )
+    .await?;
+    upsert_json(
+        tx,
+        "weights_history",
+        "effective_from",
+        &[
+            "freshness",
+            "engagement",
+            "novelty",
+            "community_fit",
+            "seasonality",
+            "origin",
+            "ideas",
+            "impressions",
+        ],
+        &b.weights,
+    )
+    .await
 }
 
 async fn write_ideas(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sqlx::Result<()> {

@@ -1,7 +1,10 @@
 //! Writes the final state of every view as JSON Lines, one file per view,
 //! sorted by key, so that two runs can be compared with `diff`:
 //! `ideas.jsonl` (with factors and score), `signals.jsonl`, `centroids.jsonl`,
-//! `topic_counts.jsonl`, `distinct_counts.jsonl`.
+//! `topic_counts.jsonl`, `distinct_counts.jsonl`, and the feedback loop's
+//! `windows.jsonl`, `ab_results.jsonl`, `allocations.jsonl`,
+//! `weights_history.jsonl`. (Dead letters raised inside the dataflow are
+//! the caller's: they join the source's in `dead_letters.jsonl`.)
 
 use std::path::Path;
 
@@ -14,12 +17,16 @@ use serde::Serialize;
 use crate::jsonl::{JsonlError, JsonlWriter};
 
 /// The file names, in the order the views sort.
-pub const VIEW_FILES: [&str; 5] = [
+pub const VIEW_FILES: [&str; 9] = [
     "ideas.jsonl",
     "signals.jsonl",
     "centroids.jsonl",
     "topic_counts.jsonl",
     "distinct_counts.jsonl",
+    "windows.jsonl",
+    "ab_results.jsonl",
+    "allocations.jsonl",
+    "weights_history.jsonl",
 ];
 
 /// An idea row with its score's fields beside it (what analysts read).
@@ -57,6 +64,11 @@ pub fn write_views(state: &ViewState, dir: &Path) -> Result<(), JsonlError> {
             ViewRow::Centroid(c) => files[2].write(c)?,
             ViewRow::TopicCount(t) => files[3].write(t)?,
             ViewRow::DistinctCount(d) => files[4].write(d)?,
+            ViewRow::Window(w) => files[5].write(w)?,
+            ViewRow::AbResult(r) => files[6].write(r)?,
+            ViewRow::Allocation(a) => files[7].write(a)?,
+            ViewRow::Weights(w) => files[8].write(w)?,
+            ViewRow::DeadLetter(..) => {}
         }
     }
     for f in &mut files {

@@ -74,6 +74,29 @@ pub fn replay_into(
     Ok(summary)
 }
 
+/// Appends the records the dataflow itself refused (feedback for ideas that
+/// never appeared) to the source's dead-letter file, in key order; returns them.
+pub fn append_dataflow_dead_letters(
+    views: &ViewState,
+    path: &Path,
+) -> Result<Vec<ideaflow_operators::DeadLetter>> {
+    let letters: Vec<ideaflow_operators::DeadLetter> = views
+        .rows()
+        .filter_map(|r| match r {
+            ideaflow_operators::views::ViewRow::DeadLetter(_, d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect();
+    if !letters.is_empty() {
+        let mut w = JsonlWriter::append(path)?;
+        for d in &letters {
+            w.write(d)?;
+        }
+        w.flush()?;
+    }
+    Ok(letters)
+}
+
 /// The Redis key where a materialized replay records its inputs and `--out`,
 /// so that `ideaflow verify --config F` knows what to compare with.
 pub fn replay_record_key(config: &Config) -> String {
@@ -113,11 +136,18 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     )?;
     let views = views.lock().expect("not poisoned");
     write_views(&views, &args.out)?;
+    let dead_path = args.out.join("dead_letters.jsonl");
+    let refused_inside = append_dataflow_dead_letters(&views, &dead_path)?;
     if args.materialize {
         record_replay(&config, &args.input, &args.out)?;
     }
+    let mut by_reason: std::collections::BTreeMap<String, u64> =
+        summary.dead_by_reason.iter().cloned().collect();
+    for d in &refused_inside {
+        *by_reason.entry(d.reason.to_string()).or_default() += 1;
+    }
     let mut counts = JsonlWriter::create(&args.out.join("dead_letter_counts.jsonl"))?;
-    for (reason, n) in &summary.dead_by_reason {
+    for (reason, n) in &by_reason {
         counts.write(&json!({"reason": reason, "count": n}))?;
     }
     counts.flush()?;
@@ -126,7 +156,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
         summary.events,
         summary.signals_out,
         views.ideas().count(),
-        summary.dead_letters,
+        summary.dead_letters + refused_inside.len() as u64,
         args.out.display(),
         if args.materialize {
             format!(

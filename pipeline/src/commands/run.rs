@@ -131,12 +131,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         Box::new(consumer),
         Some(output),
     )?;
+    let refused_inside = super::replay::append_dataflow_dead_letters(
+        &views.lock().expect("not poisoned"),
+        &config.pipeline.dead_letter,
+    )?;
     let ideas = views.lock().expect("not poisoned").ideas().count();
     tracing::info!(
         events = summary.events,
         signals_out = summary.signals_out,
         ideas,
-        dead_letters = summary.dead_letters,
+        dead_letters = summary.dead_letters + refused_inside.len() as u64,
         seconds = format!("{:.2}", summary.seconds),
         "pipeline finished"
     );
@@ -148,7 +152,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         ideas,
         config.postgres.schema,
         config.redis.namespace,
-        summary.dead_letters,
+        summary.dead_letters + refused_inside.len() as u64,
         config.pipeline.dead_letter.display(),
         summary.seconds
     );

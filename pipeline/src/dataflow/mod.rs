@@ -10,11 +10,14 @@ pub mod source;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Result};
+use idea_state::FeedbackOut;
 use ideaflow_operators::embed::{EmbedderOptions, ModelFiles};
+use ideaflow_operators::score::Weights;
 use ideaflow_operators::{Payload, Signal};
 use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
 use ideaflow_sources::replay::ReplaySource;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, ConnectLoop, Feedback, Probe};
 use timely::dataflow::ProbeHandle;
 
 use crate::config::Config;
@@ -66,9 +69,10 @@ pub fn run_views_pipeline(
         };
         let sunk = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let state = consumer.as_ref().map(|_| core.state());
+        let mut feedback_state = consumer.as_ref().map(|_| core.feedback_state());
         let probe = ProbeHandle::new();
         let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
-            let ((input, cap), with_vectors) = embedded_signals(
+            let ((input, cap), with_vectors, marketplace) = embedded_signals(
                 scope,
                 model.clone(),
                 embed_options.clone(),
@@ -77,9 +81,34 @@ pub fn run_views_pipeline(
             // The embedded signals themselves, as `run` writes them (worker 0).
             ordered_sink::write_signals(with_vectors.clone(), writer, sunk.clone());
             let prepared = idea_state::prepare_signals(with_vectors, core.prepare.clone());
-            let changes = idea_state::apply_to_state(prepared, state, epoch_secs);
-            deliver::deliver_epochs(changes, consumer, epoch_secs, failed_in.clone())
-                .probe_with(&probe);
+            // The feedback edge: weights learned in one epoch reach the idea
+            // state one epoch later.
+            let (weights_loop, learned) = scope.feedback::<Vec<Weights>>(epoch_secs);
+            let changes = idea_state::apply_to_state(prepared, learned, state, epoch_secs);
+            let feedback = idea_state::apply_feedback(
+                marketplace,
+                changes.clone(),
+                feedback_state.take(),
+                epoch_secs,
+            );
+            feedback
+                .clone()
+                .flat_map(|o| match o {
+                    FeedbackOut::Weights(w) => Some(w),
+                    FeedbackOut::Change(_) => None,
+                })
+                .connect_loop(weights_loop);
+            let feedback_changes = feedback.flat_map(|o| match o {
+                FeedbackOut::Change(c) => Some(c),
+                FeedbackOut::Weights(_) => None,
+            });
+            deliver::deliver_epochs(
+                changes.concat(feedback_changes),
+                consumer,
+                epoch_secs,
+                failed_in.clone(),
+            )
+            .probe_with(&probe);
             (input, cap)
         });
         match source {
@@ -129,7 +158,8 @@ fn timely_config(workers: usize) -> timely::Config {
     }
 }
 
-/// The front every pipeline shares: the event input, signals only, embedded.
+/// The front every pipeline shares: the event input, its signals embedded,
+/// and its marketplace events.
 fn embedded_signals<'scope>(
     scope: timely::dataflow::Scope<'scope, u64>,
     model: Arc<ModelFiles>,
@@ -141,11 +171,13 @@ fn embedded_signals<'scope>(
         timely::dataflow::operators::ActivateCapability<u64>,
     ),
     timely::dataflow::Stream<'scope, u64, Vec<Signal>>,
+    timely::dataflow::Stream<'scope, u64, Vec<ideaflow_operators::Event>>,
 ) {
     let (input, events) = source::event_input(scope);
     (
         input,
-        embed::embed_signals(source::signals(events), model, options, embedded),
+        embed::embed_signals(source::signals(events.clone()), model, options, embedded),
+        source::marketplace_events(events),
     )
 }
 

@@ -18,7 +18,7 @@ use ideaflow_sources::replay::{ReplaySource, Replayed};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
 use timely::dataflow::operators::core::UnorderedInput;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::ActivateCapability;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 use timely::worker::Worker;
@@ -41,6 +41,18 @@ pub fn signals<'scope>(
     events: Stream<'scope, u64, Vec<Event>>,
 ) -> Stream<'scope, u64, Vec<Signal>> {
     events.flat_map(|e| super::signal_of(e.payload))
+}
+
+/// Marketplace events (listings and feedback), for the feedback operator.
+pub fn marketplace_events<'scope>(
+    events: Stream<'scope, u64, Vec<Event>>,
+) -> Stream<'scope, u64, Vec<Event>> {
+    events.filter(|e| {
+        matches!(
+            e.payload,
+            ideaflow_operators::Payload::Listing(_) | ideaflow_operators::Payload::Feedback(_)
+        )
+    })
 }
 
 /// How the source feeds the dataflow (from `[pipeline]`).

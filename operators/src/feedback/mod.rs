@@ -1,0 +1,679 @@
+//! The feedback loop (seed 004 §feedback loop, A/B micro-tests, Thompson
+//! sampling, online weight updates), in event time and without I/O.
+//!
+//! [`FeedbackState::apply_epoch`] takes one completed epoch's
+//! `listing.published` and `feedback.received` events, together with the
+//! idea state's changelog for the same epoch (which ideas exist, their current
+//! factors), and returns view changes:
+//!
+//! - **windows** per idea × marketplace × variant: tumbling hourly and daily,
+//!   and sliding 7-day windows ending at each day boundary, of impressions,
+//!   clicks, favorites, add-to-cart and sales with CTR (clicks/impressions),
+//!   add-to-cart rate (add-to-cart/clicks) and conversion (sales/clicks). A
+//!   window is emitted by the first epoch whose end passes the window's end.
+//!   Epochs complete only when the source watermark (max event time minus
+//!   `pipeline.allowed_lateness_secs`) passes them, so feedback late within
+//!   the allowed lateness is already in; later feedback is dead-lettered by
+//!   the source as `late`. Feedback for an idea not yet seen waits up to
+//!   `unknown_idea_wait_secs`: when the idea appears, it is counted at its own
+//!   event time and any window it falls in that was already emitted is
+//!   emitted again with the new value (the revision replaces the old row);
+//!   when the wait runs out, it is dead-lettered as `unknown_idea`.
+//! - **A/B results** per idea × marketplace on each sliding 7-day window: the
+//!   first variant (by name) is the control, every other variant is tested
+//!   against it ([`ab_test`]); a winner is declared only when both variants
+//!   have `ab_min_impressions` and p < `ab_alpha`.
+//! - **allocations**: each day's promotion budget per idea split among its
+//!   variants by Thompson sampling over the 7-day posterior ([`thompson`]).
+//! - **weights**: at each day's end, the scoring weights re-estimated from
+//!   that day's CTR per idea and the ideas' current factors
+//!   ([`weight_learning`]); the caller hands them to the idea state, whose
+//!   next epoch re-scores every active idea with them.
+
+pub mod ab_test;
+pub mod thompson;
+pub mod weight_learning;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, Payload};
+use crate::rejection::{DeadLetter, Position, RejectReason};
+use crate::score::{Factors, Weights};
+use crate::views::{Change, ViewKey, ViewRow};
+use ab_test::{two_proportion_z, Trials};
+use weight_learning::{LearningParams, Observation};
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 86_400;
+const WEEK: i64 = 7 * DAY;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedbackParams {
+    /// How long (event time) listing and feedback events for an idea not yet
+    /// seen wait for it before they are dead-lettered as `unknown_idea`.
+    pub unknown_idea_wait_secs: i64,
+    /// Impressions each variant needs in the 7-day window before a winner can be declared.
+    pub ab_min_impressions: u64,
+    /// Significance level of the A/B test (two-sided).
+    pub ab_alpha: f64,
+    /// Promotion budget per idea and day, split among its variants.
+    pub daily_budget: f64,
+    /// Posterior draws per Thompson allocation.
+    pub thompson_draws: u32,
+    pub learning: LearningParams,
+}
+
+impl Default for FeedbackParams {
+    fn default() -> Self {
+        FeedbackParams {
+            unknown_idea_wait_secs: 6 * HOUR,
+            ab_min_impressions: 1000,
+            ab_alpha: 0.05,
+            daily_budget: 100.0,
+            thompson_draws: 1000,
+            learning: LearningParams::default(),
+        }
+    }
+}
+
+/// Marketplace counters (increments add up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub impressions: u64,
+    pub clicks: u64,
+    pub favorites: u64,
+    pub add_to_cart: u64,
+    pub sales: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.impressions += o.impressions;
+        self.clicks += o.clicks;
+        self.favorites += o.favorites;
+        self.add_to_cart += o.add_to_cart;
+        self.sales += o.sales;
+    }
+
+    fn trials(&self) -> Trials {
+        Trials {
+            impressions: self.impressions,
+            clicks: self.clicks,
+        }
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowKind {
+    Hour,
+    Day,
+    #[serde(rename = "7d")]
+    Week,
+}
+
+impl WindowKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WindowKind::Hour => "hour",
+            WindowKind::Day => "day",
+            WindowKind::Week => "7d",
+        }
+    }
+}
+
+/// One variant of one idea on one marketplace.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Arm {
+    pub idea_id: String,
+    pub marketplace: String,
+    pub variant: String,
+}
+
+/// A window's counters and rates for one arm.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowRow {
+    pub kind: WindowKind,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub idea_id: String,
+    pub marketplace: String,
+    pub variant: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// clicks / impressions.
+    pub ctr: f64,
+    /// add_to_cart / clicks.
+    pub add_to_cart_rate: f64,
+    /// sales / clicks.
+    pub conversion: f64,
+}
+
+/// A treatment variant against the control on one 7-day window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AbResultRow {
+    pub idea_id: String,
+    pub marketplace: String,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub control: String,
+    pub treatment: String,
+    pub control_impressions: u64,
+    pub control_clicks: u64,
+    pub treatment_impressions: u64,
+    pub treatment_clicks: u64,
+    pub control_ctr: f64,
+    pub treatment_ctr: f64,
+    /// treatment CTR / control CTR − 1 (absent while the control has no clicks).
+    pub lift: Option<f64>,
+    pub z: f64,
+    pub p_value: f64,
+    /// Both variants reached `ab_min_impressions`.
+    pub sample_sufficient: bool,
+    /// The better variant, when the sample suffices and p < `ab_alpha`.
+    pub winner: Option<String>,
+}
+
+/// One variant's share of an idea's promotion budget for one day.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AllocationRow {
+    /// The day the budget is for (the 7-day posterior ends where it starts).
+    pub day_start: DateTime<Utc>,
+    pub idea_id: String,
+    pub marketplace: String,
+    pub variant: String,
+    pub share: f64,
+    pub budget: f64,
+    pub draws: u32,
+}
+
+/// The scoring weights in force from `effective_from` on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightsRow {
+    pub effective_from: DateTime<Utc>,
+    #[serde(flatten)]
+    pub weights: Weights,
+    /// `configured` (the prior) or `learned`.
+    pub origin: String,
+    /// Ideas with impressions in the window the weights were learned from.
+    pub ideas: u64,
+    pub impressions: u64,
+}
+
+fn utc(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
+}
+
+/// What an epoch of feedback produced.
+#[derive(Debug, Default)]
+pub struct FeedbackOutput {
+    pub changes: Vec<Change>,
+    /// New scoring weights for the idea state, when learned this epoch.
+    pub new_weights: Option<Weights>,
+    /// Seconds from each newly published listing's idea's first signal to its
+    /// publication (for the `signal_to_publish_seconds` histogram).
+    pub publish_latencies: Vec<f64>,
+}
+
+struct KnownIdea {
+    first_seen: i64,
+    factors: Option<Factors>,
+}
+
+struct Pending {
+    time: i64,
+    event: Event,
+}
+
+pub struct FeedbackState {
+    params: FeedbackParams,
+    prior: Weights,
+    weights: Weights,
+    started: bool,
+    ideas: HashMap<String, KnownIdea>,
+    /// The id a signal's own content would have had → the idea it merged
+    /// into (near-duplicates): a listing made from that text finds its idea.
+    aliases: HashMap<String, String>,
+    /// (deadline, arrival) → event waiting for its idea.
+    pending: BTreeMap<(i64, u64), Pending>,
+    arrivals: u64,
+    dead_letters: u64,
+    /// Hourly counters per arm; the windows are sums of them.
+    hours: BTreeMap<Arm, BTreeMap<i64, Counts>>,
+    windows_due: BTreeSet<(i64, WindowKind, i64, Arm)>,
+    /// (window end, idea, marketplace): A/B tests and allocations to compute.
+    ideas_due: BTreeSet<(i64, String, String)>,
+    /// Day ends with feedback: weights to learn.
+    days_due: BTreeSet<i64>,
+    published: BTreeSet<Arm>,
+}
+
+impl FeedbackState {
+    pub fn new(params: FeedbackParams, prior: Weights) -> Self {
+        FeedbackState {
+            params,
+            prior: prior.normalized(),
+            weights: prior.normalized(),
+            started: false,
+            ideas: HashMap::new(),
+            aliases: HashMap::new(),
+            pending: BTreeMap::new(),
+            arrivals: 0,
+            dead_letters: 0,
+            hours: BTreeMap::new(),
+            windows_due: BTreeSet::new(),
+            ideas_due: BTreeSet::new(),
+            days_due: BTreeSet::new(),
+            published: BTreeSet::new(),
+        }
+    }
+
+    pub fn weights(&self) -> Weights {
+        self.weights
+    }
+
+    /// Events waiting for their idea.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// `watermark`: the epoch's end (seconds); `events`: its listing and
+    /// feedback events, in any order; `idea_changes`: the idea state's
+    /// changelog for the same epoch.
+    pub fn apply_epoch(
+        &mut self,
+        watermark: i64,
+        mut events: Vec<Event>,
+        idea_changes: &[Change],
+    ) -> FeedbackOutput {
+        let mut out = FeedbackOutput::default();
+        if !self.started {
+            self.started = true;
+            out.changes
+                .push(Change::upsert(ViewRow::Weights(WeightsRow {
+                    effective_from: utc(watermark),
+                    weights: self.weights,
+                    origin: "configured".into(),
+                    ideas: 0,
+                    impressions: 0,
+                })));
+        }
+        self.observe_ideas(idea_changes);
+        // A total order on the epoch's events, whatever their arrival order.
+        let mut keyed: Vec<(i64, String, Event)> = events
+            .drain(..)
+            .map(|e| {
+                let key = serde_json::to_string(&e.payload).unwrap_or_default();
+                (e.time.timestamp(), key, e)
+            })
+            .collect();
+        keyed.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        for (time, _, event) in keyed {
+            let seq = self.arrivals;
+            self.arrivals += 1;
+            self.pending.insert(
+                (time + self.params.unknown_idea_wait_secs, seq),
+                Pending { time, event },
+            );
+        }
+        self.release_pending(watermark, &mut out);
+        self.emit_windows(watermark, &mut out);
+        self.emit_tests_and_allocations(watermark, &mut out);
+        self.learn_weights(watermark, &mut out);
+        self.prune(watermark);
+        out
+    }
+
+    fn observe_ideas(&mut self, changes: &[Change]) {
+        for c in changes {
+            match &c.row {
+                Some(ViewRow::Idea(i)) => {
+                    self.ideas
+                        .entry(i.id.clone())
+                        .or_insert(KnownIdea {
+                            first_seen: i.first_seen.timestamp(),
+                            factors: None,
+                        })
+                        .first_seen = i.first_seen.timestamp();
+                }
+                Some(ViewRow::Score(s)) => {
+                    if let Some(k) = self.ideas.get_mut(&s.idea_id) {
+                        k.factors = Some(s.factors);
+                    }
+                }
+                Some(ViewRow::Signal(s)) => {
+                    let own = crate::idea::idea_id(&s.content_hash).to_string();
+                    if own != s.idea_id {
+                        self.aliases.insert(own, s.idea_id.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Applies waiting events whose idea is known (in event-time order), and
+    /// dead-letters those whose wait ran out.
+    fn release_pending(&mut self, watermark: i64, out: &mut FeedbackOutput) {
+        let ready: Vec<(i64, u64)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| self.resolve(idea_of(&p.event)).is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        let mut released: Vec<(i64, u64, Pending)> = ready
+            .into_iter()
+            .filter_map(|k| self.pending.remove(&k).map(|p| (p.time, k.1, p)))
+            .collect();
+        released.sort_by_key(|(t, seq, _)| (*t, *seq));
+        for (_, _, p) in released {
+            self.apply_event(p, out);
+        }
+        let expired: Vec<(i64, u64)> = self
+            .pending
+            .range(..(watermark, 0))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            let Some(p) = self.pending.remove(&k) else {
+                continue;
+            };
+            let id = self.dead_letters;
+            self.dead_letters += 1;
+            out.changes.push(Change::upsert(ViewRow::DeadLetter(
+                id,
+                DeadLetter {
+                    reason: RejectReason::UnknownIdea,
+                    message: format!(
+                        "{} for idea {} waited {}s (feedback.unknown_idea_wait_secs) and the idea never appeared; check the ideaId, or raise the wait if ideas arrive later than their listings",
+                        p.event.payload.event_type().as_str(),
+                        idea_of(&p.event),
+                        self.params.unknown_idea_wait_secs
+                    ),
+                    position: Position {
+                        file: "feedback join".into(),
+                        line: 0,
+                        offset: 0,
+                    },
+                    raw: serde_json::to_string(&p.event).unwrap_or_default(),
+                },
+            )));
+        }
+    }
+
+    /// The idea an event's ideaId names: itself, or the idea its text merged into.
+    fn resolve(&self, idea_id: &str) -> Option<String> {
+        if self.ideas.contains_key(idea_id) {
+            return Some(idea_id.to_owned());
+        }
+        self.aliases
+            .get(idea_id)
+            .filter(|id| self.ideas.contains_key(*id))
+            .cloned()
+    }
+
+    fn apply_event(&mut self, p: Pending, out: &mut FeedbackOutput) {
+        let Some(idea_id) = self.resolve(idea_of(&p.event)) else {
+            return;
+        };
+        match p.event.payload {
+            Payload::Listing(l) => {
+                let arm = Arm {
+                    idea_id,
+                    marketplace: l.marketplace,
+                    variant: l.variant,
+                };
+                self.hours.entry(arm.clone()).or_default();
+                if self.published.insert(arm.clone()) {
+                    if let Some(idea) = self.ideas.get(&arm.idea_id) {
+                        let secs = l.published_at.timestamp() - idea.first_seen;
+                        out.publish_latencies.push(secs.max(0) as f64);
+                    }
+                }
+            }
+            Payload::Feedback(f) => {
+                let arm = Arm {
+                    idea_id,
+                    marketplace: f.marketplace,
+                    variant: f.variant,
+                };
+                let counts = Counts {
+                    impressions: f.impressions,
+                    clicks: f.clicks,
+                    favorites: f.favorites,
+                    add_to_cart: f.add_to_cart,
+                    sales: f.sales,
+                };
+                let hour = p.time.div_euclid(HOUR) * HOUR;
+                let day = p.time.div_euclid(DAY) * DAY;
+                self.hours
+                    .entry(arm.clone())
+                    .or_default()
+                    .entry(hour)
+                    .or_default()
+                    .add(&counts);
+                self.windows_due
+                    .insert((hour + HOUR, WindowKind::Hour, hour, arm.clone()));
+                self.windows_due
+                    .insert((day + DAY, WindowKind::Day, day, arm.clone()));
+                for k in 1..=7 {
+                    let end = day + k * DAY;
+                    self.windows_due
+                        .insert((end, WindowKind::Week, end - WEEK, arm.clone()));
+                    self.ideas_due
+                        .insert((end, arm.idea_id.clone(), arm.marketplace.clone()));
+                }
+                self.days_due.insert(day + DAY);
+            }
+            _ => {}
+        }
+    }
+
+    fn sum(&self, arm: &Arm, start: i64, end: i64) -> Counts {
+        let mut c = Counts::default();
+        if let Some(hours) = self.hours.get(arm) {
+            for (_, h) in hours.range(start..end) {
+                c.add(h);
+            }
+        }
+        c
+    }
+
+    fn emit_windows(&mut self, watermark: i64, out: &mut FeedbackOutput) {
+        while let Some(first) = self.windows_due.first() {
+            if first.0 > watermark {
+                break;
+            }
+            let (end, kind, start, arm) = self.windows_due.pop_first().expect("not empty");
+            let counts = self.sum(&arm, start, end);
+            out.changes.push(Change::upsert(ViewRow::Window(WindowRow {
+                kind,
+                window_start: utc(start),
+                window_end: utc(end),
+                idea_id: arm.idea_id,
+                marketplace: arm.marketplace,
+                variant: arm.variant,
+                ctr: ratio(counts.clicks, counts.impressions),
+                add_to_cart_rate: ratio(counts.add_to_cart, counts.clicks),
+                conversion: ratio(counts.sales, counts.clicks),
+                counts,
+            })));
+        }
+    }
+
+    /// The arms of one idea on one marketplace, by variant name.
+    fn arms(&self, idea_id: &str, marketplace: &str) -> Vec<Arm> {
+        let from = Arm {
+            idea_id: idea_id.to_owned(),
+            marketplace: marketplace.to_owned(),
+            variant: String::new(),
+        };
+        self.hours
+            .range(from..)
+            .map(|(a, _)| a)
+            .take_while(|a| a.idea_id == idea_id && a.marketplace == marketplace)
+            .cloned()
+            .collect()
+    }
+
+    fn emit_tests_and_allocations(&mut self, watermark: i64, out: &mut FeedbackOutput) {
+        while let Some(first) = self.ideas_due.first() {
+            if first.0 > watermark {
+                break;
+            }
+            let (end, idea, marketplace) = self.ideas_due.pop_first().expect("not empty");
+            let arms = self.arms(&idea, &marketplace);
+            let trials: Vec<Trials> = arms
+                .iter()
+                .map(|a| self.sum(a, end - WEEK, end).trials())
+                .collect();
+            if arms.len() >= 2 {
+                let control = &trials[0];
+                for (arm, treatment) in arms.iter().zip(&trials).skip(1) {
+                    let z = two_proportion_z(*control, *treatment);
+                    let sufficient = control.impressions >= self.params.ab_min_impressions
+                        && treatment.impressions >= self.params.ab_min_impressions;
+                    let winner = (sufficient && z.p_value < self.params.ab_alpha).then(|| {
+                        if z.z > 0.0 {
+                            arm.variant.clone()
+                        } else {
+                            arms[0].variant.clone()
+                        }
+                    });
+                    out.changes
+                        .push(Change::upsert(ViewRow::AbResult(AbResultRow {
+                            idea_id: idea.clone(),
+                            marketplace: marketplace.clone(),
+                            window_start: utc(end - WEEK),
+                            window_end: utc(end),
+                            control: arms[0].variant.clone(),
+                            treatment: arm.variant.clone(),
+                            control_impressions: control.impressions,
+                            control_clicks: control.clicks,
+                            treatment_impressions: treatment.impressions,
+                            treatment_clicks: treatment.clicks,
+                            control_ctr: control.ctr(),
+                            treatment_ctr: treatment.ctr(),
+                            lift: z.lift,
+                            z: z.z,
+                            p_value: z.p_value,
+                            sample_sufficient: sufficient,
+                            winner,
+                        })));
+                }
+            }
+            // Tomorrow's budget, from the posterior of the week ending today.
+            let mut rng = thompson::seeded_rng(end, &idea, &marketplace);
+            let shares = thompson::win_shares(&trials, self.params.thompson_draws, &mut rng);
+            for (arm, share) in arms.iter().zip(shares) {
+                out.changes
+                    .push(Change::upsert(ViewRow::Allocation(AllocationRow {
+                        day_start: utc(end),
+                        idea_id: idea.clone(),
+                        marketplace: marketplace.clone(),
+                        variant: arm.variant.clone(),
+                        share,
+                        budget: self.params.daily_budget * share,
+                        draws: self.params.thompson_draws,
+                    })));
+            }
+        }
+    }
+
+    fn learn_weights(&mut self, watermark: i64, out: &mut FeedbackOutput) {
+        while let Some(&end) = self.days_due.first() {
+            if end > watermark {
+                break;
+            }
+            self.days_due.pop_first();
+            if !self.params.learning.enabled {
+                continue;
+            }
+            // One observation per idea: its day's counts over all arms.
+            let mut per_idea: BTreeMap<&str, Counts> = BTreeMap::new();
+            for arm in self.hours.keys() {
+                let c = self.sum(arm, end - DAY, end);
+                if c.impressions > 0 {
+                    per_idea.entry(arm.idea_id.as_str()).or_default().add(&c);
+                }
+            }
+            let obs: Vec<Observation> = per_idea
+                .iter()
+                .filter_map(|(id, c)| {
+                    let factors = self.ideas.get(*id)?.factors?;
+                    Some(Observation {
+                        factors,
+                        impressions: c.impressions,
+                        clicks: c.clicks,
+                    })
+                })
+                .collect();
+            let Some(target) = weight_learning::estimate(&obs, &self.prior, &self.params.learning)
+            else {
+                continue;
+            };
+            let next =
+                weight_learning::step_toward(&self.weights, &target, self.params.learning.max_step);
+            if next == self.weights {
+                continue;
+            }
+            self.weights = next;
+            out.new_weights = Some(next);
+            out.changes
+                .push(Change::upsert(ViewRow::Weights(WeightsRow {
+                    effective_from: utc(end),
+                    weights: next,
+                    origin: "learned".into(),
+                    ideas: obs.len() as u64,
+                    impressions: obs.iter().map(|o| o.impressions).sum(),
+                })));
+        }
+    }
+
+    /// Hourly counters older than any window still to come are dropped.
+    fn prune(&mut self, watermark: i64) {
+        let keep_from = watermark - WEEK - DAY;
+        for hours in self.hours.values_mut() {
+            while let Some(e) = hours.first_entry() {
+                if *e.key() >= keep_from {
+                    break;
+                }
+                e.remove();
+            }
+        }
+    }
+}
+
+fn idea_of(e: &Event) -> &str {
+    match &e.payload {
+        Payload::Listing(l) => &l.idea_id,
+        Payload::Feedback(f) => &f.idea_id,
+        _ => "",
+    }
+}
+
+/// The keys of the feedback views.
+pub fn window_key(r: &WindowRow) -> ViewKey {
+    ViewKey::Window(
+        r.kind,
+        r.window_start.timestamp(),
+        r.idea_id.clone(),
+        r.marketplace.clone(),
+        r.variant.clone(),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,320 @@
+use super::*;
+use crate::event::{EnvelopeMeta, FeedbackReceived, ListingPublished};
+use crate::views::IdeaRow;
+
+fn at(secs: i64) -> DateTime<Utc> {
+    utc(1_727_740_800 + secs) // 2024-10-01T00:00:00Z, a day boundary
+}
+
+fn t0() -> i64 {
+    1_727_740_800
+}
+
+fn feedback(secs: i64, idea: &str, variant: &str, impressions: u64, clicks: u64) -> Event {
+    Event {
+        time: at(secs),
+        payload: Payload::Feedback(FeedbackReceived {
+            idea_id: idea.into(),
+            marketplace: "etsy".into(),
+            variant: variant.into(),
+            impressions,
+            clicks,
+            favorites: clicks / 2,
+            add_to_cart: clicks / 4,
+            sales: clicks / 8,
+        }),
+        meta: EnvelopeMeta::default(),
+    }
+}
+
+fn listing(secs: i64, idea: &str, variant: &str) -> Event {
+    Event {
+        time: at(secs),
+        payload: Payload::Listing(ListingPublished {
+            idea_id: idea.into(),
+            marketplace: "etsy".into(),
+            listing_id: format!("l-{idea}-{variant}"),
+            variant: variant.into(),
+            published_at: at(secs),
+        }),
+        meta: EnvelopeMeta::default(),
+    }
+}
+
+/// The idea state's changelog entries that make `id` known, first seen at `secs`.
+fn idea_seen(id: &str, secs: i64, factors: Factors) -> Vec<Change> {
+    let row = IdeaRow {
+        id: id.into(),
+        content_hash: String::new(),
+        content: String::new(),
+        source: crate::Source::Reddit,
+        category: None,
+        category_similarity: None,
+        anchor_class: None,
+        community: None,
+        locale: None,
+        topics: vec![],
+        signal_count: 1,
+        near_duplicates: 0,
+        engagement: Default::default(),
+        engagement_rate: 0.0,
+        first_seen: at(secs),
+        last_seen: at(secs),
+        peak_at: at(secs),
+        status: crate::views::IdeaStatus::Active,
+        embedding: std::sync::Arc::from(vec![0.0f32; 4]),
+    };
+    vec![
+        Change::upsert(ViewRow::Idea(row)),
+        Change::upsert(ViewRow::Score(crate::views::ScoreRow {
+            idea_id: id.into(),
+            category: None,
+            factors,
+            score: 0.5,
+            scored_at: at(secs),
+        })),
+    ]
+}
+
+fn factors(v: f64) -> Factors {
+    Factors {
+        freshness: v,
+        engagement: v,
+        novelty: v,
+        community_fit: v,
+        seasonality: v,
+    }
+}
+
+fn rows<T>(changes: &[Change], pick: impl Fn(&ViewRow) -> Option<&T>) -> Vec<&T> {
+    changes
+        .iter()
+        .filter_map(|c| c.row.as_ref().and_then(&pick))
+        .collect()
+}
+
+fn windows(changes: &[Change]) -> Vec<&WindowRow> {
+    rows(changes, |r| match r {
+        ViewRow::Window(w) => Some(w),
+        _ => None,
+    })
+}
+
+#[test]
+fn windows_match_a_hand_count_and_wait_for_the_watermark() {
+    let mut s = FeedbackState::new(FeedbackParams::default(), Weights::default());
+    let events = vec![
+        listing(0, "i1", "A"),
+        feedback(600, "i1", "A", 100, 5),
+        feedback(3000, "i1", "A", 50, 1),
+        feedback(3700, "i1", "A", 10, 2),
+    ];
+    let out = s.apply_epoch(t0() + 3600, events, &idea_seen("i1", 0, factors(0.5)));
+    let w = windows(&out.changes);
+    // Only the first hour has closed.
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].kind, WindowKind::Hour);
+    assert_eq!(w[0].counts.impressions, 150);
+    assert_eq!(w[0].counts.clicks, 6);
+    assert!((w[0].ctr - 0.04).abs() < 1e-12);
+    assert_eq!(w[0].window_end, at(3600));
+    let out = s.apply_epoch(t0() + DAY, vec![], &[]);
+    let w = windows(&out.changes);
+    let day = w
+        .iter()
+        .find(|w| w.kind == WindowKind::Day)
+        .expect("the day closed");
+    assert_eq!((day.counts.impressions, day.counts.clicks), (160, 8));
+    assert_eq!((day.window_start, day.window_end), (at(0), at(DAY)));
+    let week = w
+        .iter()
+        .find(|w| w.kind == WindowKind::Week)
+        .expect("a 7-day window ends");
+    assert_eq!(
+        (week.window_start, week.window_end),
+        (at(DAY - WEEK), at(DAY))
+    );
+    assert_eq!(week.counts.impressions, 160);
+    // favorites, add-to-cart and sales: clicks/2, /4, /8 per report (5, 1, 2 clicks).
+    assert_eq!(
+        (
+            day.counts.favorites,
+            day.counts.add_to_cart,
+            day.counts.sales
+        ),
+        (3, 1, 0)
+    );
+    assert!((day.add_to_cart_rate - 1.0 / 8.0).abs() < 1e-12);
+    assert_eq!(day.conversion, 0.0);
+}
+
+#[test]
+fn unknown_ideas_wait_then_revise_or_dead_letter() {
+    let params = FeedbackParams {
+        unknown_idea_wait_secs: 2 * HOUR,
+        ..Default::default()
+    };
+    let mut s = FeedbackState::new(params, Weights::default());
+    let out = s.apply_epoch(
+        t0() + HOUR,
+        vec![
+            feedback(60, "late-idea", "A", 40, 4),
+            feedback(120, "ghost", "A", 9, 1),
+        ],
+        &[],
+    );
+    assert!(windows(&out.changes).is_empty(), "nothing known yet");
+    assert_eq!(s.pending(), 2);
+    // The idea appears in the next epoch: its feedback is counted at its own
+    // time, and the first hour (already past) is emitted with it.
+    let out = s.apply_epoch(
+        t0() + 2 * HOUR,
+        vec![],
+        &idea_seen("late-idea", 3000, factors(0.3)),
+    );
+    let w = windows(&out.changes);
+    assert_eq!(w.len(), 1);
+    assert_eq!((w[0].window_start, w[0].counts.impressions), (at(0), 40));
+    // The ghost's wait (2 h after its event time) runs out.
+    let out = s.apply_epoch(t0() + 3 * HOUR, vec![], &[]);
+    let dead = rows(&out.changes, |r| match r {
+        ViewRow::DeadLetter(_, d) => Some(d),
+        _ => None,
+    });
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, RejectReason::UnknownIdea);
+    assert!(dead[0].raw.contains("ghost"), "{}", dead[0].raw);
+    assert_eq!(s.pending(), 0);
+}
+
+#[test]
+fn a_twice_as_good_variant_wins_once_the_sample_suffices() {
+    let params = FeedbackParams {
+        ab_min_impressions: 3000,
+        ..Default::default()
+    };
+    let mut s = FeedbackState::new(params, Weights::default());
+    let known = idea_seen("i", 0, factors(0.5));
+    let mut results: Vec<AbResultRow> = Vec::new();
+    let mut allocations: Vec<AllocationRow> = Vec::new();
+    for day in 0..6 {
+        // 1,000 impressions per variant per day; B clicks twice as often.
+        let events = vec![
+            feedback(day * DAY + 100, "i", "A", 1000, 20),
+            feedback(day * DAY + 200, "i", "B", 1000, 40),
+        ];
+        let out = s.apply_epoch(
+            t0() + (day + 1) * DAY,
+            events,
+            if day == 0 { &known } else { &[] },
+        );
+        for c in out.changes {
+            match c.row {
+                Some(ViewRow::AbResult(r)) => results.push(r),
+                Some(ViewRow::Allocation(a)) => allocations.push(a),
+                _ => {}
+            }
+        }
+    }
+    results.sort_by_key(|r| r.window_end);
+    let first_daily: Vec<&AbResultRow> = results
+        .iter()
+        .filter(|r| r.window_end <= at(6 * DAY))
+        .collect();
+    for r in &first_daily {
+        let expect = r.control_impressions >= 3000 && r.treatment_impressions >= 3000;
+        assert_eq!(r.sample_sufficient, expect, "{r:?}");
+        if !r.sample_sufficient {
+            assert_eq!(
+                r.winner, None,
+                "no winner before the sample suffices: {r:?}"
+            );
+        }
+    }
+    let day3 = first_daily
+        .iter()
+        .find(|r| r.window_end == at(3 * DAY))
+        .unwrap();
+    assert!(
+        day3.sample_sufficient && day3.winner.as_deref() == Some("B"),
+        "{day3:?}"
+    );
+    let day2 = first_daily
+        .iter()
+        .find(|r| r.window_end == at(2 * DAY))
+        .unwrap();
+    assert_eq!(day2.winner, None);
+    // Thompson sampling puts almost all of the later budget on B.
+    let last = allocations.iter().filter(|a| a.day_start == at(6 * DAY));
+    let b: f64 = last
+        .clone()
+        .filter(|a| a.variant == "B")
+        .map(|a| a.share)
+        .sum();
+    assert!(b > 0.95, "{allocations:?}");
+    let total: f64 = last.map(|a| a.budget).sum();
+    assert!((total - 100.0).abs() < 1e-9);
+}
+
+#[test]
+fn learned_weights_leave_a_history_and_reach_the_caller() {
+    let mut s = FeedbackState::new(FeedbackParams::default(), Weights::default());
+    let mut known = Vec::new();
+    let mut events = Vec::new();
+    for i in 0..20 {
+        let id = format!("idea{i}");
+        // CTR follows freshness only.
+        let f = Factors {
+            freshness: i as f64 / 20.0,
+            engagement: 0.5,
+            novelty: 0.5,
+            community_fit: 0.5,
+            seasonality: 0.5,
+        };
+        known.extend(idea_seen(&id, 0, f));
+        let clicks = (2000.0 * 0.05 * f.freshness) as u64;
+        events.push(feedback(100, &id, "A", 2000, clicks));
+    }
+    let first = s.apply_epoch(t0() + HOUR, events, &known);
+    let configured = rows(&first.changes, |r| match r {
+        ViewRow::Weights(w) => Some(w),
+        _ => None,
+    });
+    assert_eq!(configured.len(), 1);
+    assert_eq!(configured[0].origin, "configured");
+    let out = s.apply_epoch(t0() + DAY, vec![], &[]);
+    let w = out
+        .new_weights
+        .expect("a day of feedback teaches something");
+    let prior = Weights::default().normalized();
+    assert!(w.freshness > prior.freshness && w.freshness - prior.freshness <= 0.05 + 1e-9);
+    let history = rows(&out.changes, |r| match r {
+        ViewRow::Weights(w) => Some(w),
+        _ => None,
+    });
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].effective_from, at(DAY));
+    assert_eq!(history[0].ideas, 20);
+}
+
+#[test]
+fn arrival_order_within_an_epoch_does_not_matter() {
+    let events = vec![
+        listing(0, "i", "A"),
+        listing(0, "i", "B"),
+        feedback(100, "i", "A", 500, 10),
+        feedback(200, "i", "B", 500, 30),
+        feedback(4000, "i", "A", 300, 9),
+    ];
+    let run = |events: Vec<Event>| {
+        let mut s = FeedbackState::new(FeedbackParams::default(), Weights::default());
+        let mut out = s
+            .apply_epoch(t0() + 2 * HOUR, events, &idea_seen("i", 0, factors(0.4)))
+            .changes;
+        out.extend(s.apply_epoch(t0() + 8 * DAY, vec![], &[]).changes);
+        out
+    };
+    let mut reversed = events.clone();
+    reversed.reverse();
+    assert_eq!(run(events), run(reversed));
+}
