@@ -1,0 +1,277 @@
+//! The feedback loop end to end on generated marketplace feedback whose truth
+//! is known (the generator's variant B converts twice as well as A): replays
+//! are identical whatever the worker count, windows equal a hand count, the
+//! better variant wins once the sample suffices and takes the budget, and
+//! feedback for unknown ideas or beyond the allowed lateness is dead-lettered.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+
+const FEEDBACK_VIEWS: [&str; 4] = [
+    "windows.jsonl",
+    "ab_results.jsonl",
+    "allocations.jsonl",
+    "weights_history.jsonl",
+];
+
+fn generate(dir: &Path) -> PathBuf {
+    let input = dir.join("in.jsonl");
+    ok(ideaflow()
+        .args([
+            "gen",
+            "--signals",
+            "400",
+            "--seed",
+            "5",
+            "--days",
+            "4",
+            "--feedback",
+            "--out",
+        ])
+        .arg(&input));
+    input
+}
+
+fn replay(input: &Path, out: &Path, workers: &str) {
+    ok(ideaflow()
+        .args(["replay", "-w", workers, "--input"])
+        .arg(input)
+        .arg("--out")
+        .arg(out));
+}
+
+#[test]
+fn feedback_views_are_identical_across_replays_and_worker_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path());
+    let outs: Vec<PathBuf> = [("a", "1"), ("b", "1"), ("c", "4")]
+        .iter()
+        .map(|(name, w)| {
+            let out = dir.path().join(name);
+            replay(&input, &out, w);
+            out
+        })
+        .collect();
+    for view in FEEDBACK_VIEWS {
+        let first = std::fs::read(outs[0].join(view)).unwrap();
+        assert!(!first.is_empty(), "{view} is empty");
+        for other in &outs[1..] {
+            assert!(
+                first == std::fs::read(other.join(view)).unwrap(),
+                "{view} differs between {} and {}",
+                outs[0].display(),
+                other.display()
+            );
+        }
+    }
+    // The weights moved, and the scores used them: ideas differ from a replay
+    // with learning off.
+    let weights = read_jsonl(&outs[0].join("weights_history.jsonl"));
+    assert!(weights.len() >= 2, "{weights:?}");
+    assert_eq!(weights[0]["origin"], "configured");
+    assert!(weights[1..].iter().all(|w| w["origin"] == "learned"));
+    let frozen = dir.path().join("frozen.toml");
+    let config = std::fs::read_to_string(repo_root().join("config/ideaflow.toml")).unwrap();
+    std::fs::write(
+        &frozen,
+        config
+            .replace(
+                "[feedback.learning]\n",
+                "[feedback.learning]\nenabled = false\n",
+            )
+            .replace("\nenabled = true\n", "\n"),
+    )
+    .unwrap();
+    let fixed = dir.path().join("fixed");
+    ok(ideaflow()
+        .arg("replay")
+        .arg("--config")
+        .arg(&frozen)
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&fixed));
+    assert_eq!(read_jsonl(&fixed.join("weights_history.jsonl")).len(), 1);
+    assert_ne!(
+        std::fs::read(fixed.join("ideas.jsonl")).unwrap(),
+        std::fs::read(outs[0].join("ideas.jsonl")).unwrap(),
+        "learned weights must change the scores"
+    );
+}
+
+#[test]
+fn windows_equal_a_hand_count_and_the_better_variant_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path());
+    let out = dir.path().join("out");
+    replay(&input, &out, "2");
+    // A listing made from a near-duplicate's text counts toward the idea that
+    // text merged into: the signals view says which.
+    let merged_into: BTreeMap<String, String> = read_jsonl(&out.join("signals.jsonl"))
+        .iter()
+        .map(|s| {
+            let own = ideaflow_operators::idea::idea_id(s["content_hash"].as_str().unwrap());
+            (own.to_string(), s["idea_id"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    // Hand count: impressions and clicks per idea, variant and hour.
+    let mut hand: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
+    for line in std::fs::read_to_string(&input).unwrap().lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        if e["eventType"] != "feedback.received" {
+            continue;
+        }
+        let t = chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
+        let hour = chrono::DateTime::from_timestamp(t.timestamp() / 3600 * 3600, 0).unwrap();
+        let d = &e["data"];
+        let named = d["ideaId"].as_str().unwrap();
+        let c = hand
+            .entry((
+                merged_into
+                    .get(named)
+                    .map_or(named, String::as_str)
+                    .to_owned(),
+                d["variant"].as_str().unwrap().to_owned(),
+                hour.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            ))
+            .or_default();
+        c.0 += d["impressions"].as_u64().unwrap();
+        c.1 += d["clicks"].as_u64().unwrap();
+    }
+    let ideas: std::collections::BTreeSet<String> = read_jsonl(&out.join("ideas.jsonl"))
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
+    let windows = read_jsonl(&out.join("windows.jsonl"));
+    let mut compared = 0;
+    for w in windows.iter().filter(|w| w["kind"] == "hour") {
+        let key = (
+            w["idea_id"].as_str().unwrap().to_owned(),
+            w["variant"].as_str().unwrap().to_owned(),
+            w["window_start"].as_str().unwrap().to_owned(),
+        );
+        if !ideas.contains(&key.0) {
+            continue;
+        }
+        let (imp, clicks) = hand
+            .get(&key)
+            .copied()
+            .unwrap_or_else(|| panic!("{key:?} not in the input"));
+        assert_eq!(w["impressions"].as_u64().unwrap(), imp, "{key:?}");
+        assert_eq!(w["clicks"].as_u64().unwrap(), clicks, "{key:?}");
+        let ctr = w["ctr"].as_f64().unwrap();
+        assert!((ctr - clicks as f64 / imp as f64).abs() < 1e-12);
+        compared += 1;
+    }
+    // Hours that closed before the stream ended are all there.
+    assert!(
+        compared * 10 >= hand.len() * 8,
+        "{compared} of {} hours",
+        hand.len()
+    );
+
+    // A/B: no winner before the sample suffices; once it does, B (2x CTR).
+    let results = read_jsonl(&out.join("ab_results.jsonl"));
+    assert!(!results.is_empty());
+    let (mut sufficient, mut b_wins) = (0, 0);
+    for r in &results {
+        if r["sample_sufficient"] == false {
+            assert!(
+                r["winner"].is_null(),
+                "a winner before the sample suffices: {r}"
+            );
+        } else {
+            sufficient += 1;
+            if r["winner"] == "B" {
+                b_wins += 1;
+            }
+            assert_ne!(r["winner"], "A", "the worse variant won: {r}");
+        }
+    }
+    assert!(
+        sufficient > 0 && b_wins * 10 >= sufficient * 8,
+        "B won {b_wins} of {sufficient}"
+    );
+    // Thompson sampling gives B most of each idea's last budget.
+    let mut last: BTreeMap<String, (String, f64)> = BTreeMap::new();
+    for a in read_jsonl(&out.join("allocations.jsonl")) {
+        if a["variant"] == "B" {
+            let day = a["day_start"].as_str().unwrap().to_owned();
+            let e = last
+                .entry(a["idea_id"].as_str().unwrap().to_owned())
+                .or_insert((day.clone(), 0.0));
+            if day >= e.0 {
+                *e = (day, a["share"].as_f64().unwrap());
+            }
+        }
+    }
+    let mean_b: f64 = last.values().map(|(_, s)| s).sum::<f64>() / last.len() as f64;
+    assert!(mean_b > 0.8, "B's mean share of the last budget: {mean_b}");
+}
+
+#[test]
+fn unknown_ideas_and_too_late_feedback_are_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path());
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let feedback = |ts: &str, idea: &str| {
+        format!(
+            r#"{{"eventType":"feedback.received","timestamp":"{ts}","source":"test","version":"1.0","data":{{"ideaId":"{idea}","marketplace":"etsy","variant":"A","impressions":10,"clicks":1,"favorites":0,"addToCart":0,"sales":0}}}}"#
+        )
+    };
+    let mid = lines.len() / 2;
+    let mid_time = serde_json::from_str::<Value>(lines[mid]).unwrap()["timestamp"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| "2024-10-02T12:00:00Z".into());
+    let ghost = "00000000-0000-5000-8000-00000000dead";
+    let mut with_bad: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    with_bad.insert(mid, feedback(&mid_time, ghost));
+    // Days behind everything before it: beyond pipeline.allowed_lateness_secs.
+    with_bad.push(feedback("2024-09-01T00:00:00Z", ghost));
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, with_bad.join("\n") + "\n").unwrap();
+    let out = dir.path().join("out");
+    replay(&bad, &out, "2");
+    let dead = read_jsonl(&out.join("dead_letters.jsonl"));
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "unknown_idea").count(),
+        1,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "late").count(),
+        1,
+        "{reasons:?}"
+    );
+    let unknown = dead.iter().find(|d| d["reason"] == "unknown_idea").unwrap();
+    assert!(unknown["raw"].as_str().unwrap().contains(ghost));
+    assert!(unknown["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown_idea_wait_secs"));
+    let counts = read_jsonl(&out.join("dead_letter_counts.jsonl"));
+    assert!(
+        counts
+            .iter()
+            .any(|c| c["reason"] == "unknown_idea" && c["count"] == 1),
+        "{counts:?}"
+    );
+    // The good records around them are unaffected.
+    let clean = dir.path().join("clean");
+    replay(&input, &clean, "2");
+    for view in FEEDBACK_VIEWS {
+        assert_eq!(
+            std::fs::read(out.join(view)).unwrap(),
+            std::fs::read(clean.join(view)).unwrap(),
+            "{view}"
+        );
+    }
+}
