@@ -52,13 +52,14 @@ fn the_dashboard_shows_live_data_in_a_real_browser() {
             "21",
             "--days",
             "1",
+            "--feedback",
             "--out",
         ])
         .arg(&input));
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/");
-    // One day of event time in about 40 s of wall time: epochs commit while
-    // the browser watches.
+    // A day of signals and about three of marketplace feedback, in about
+    // 30 s of wall time: epochs commit while the browser watches.
     let child = ideaflow()
         .args([
             "run",
@@ -106,8 +107,29 @@ fn the_dashboard_shows_live_data_in_a_real_browser() {
             break;
         }
     }
+    eprintln!("run finished after {:?}", started.elapsed());
     let page = browser("final", &url, None);
-    let shown = page.as_object().unwrap();
+    let (status, body) = get(port, "/api/v1/ab?limit=10");
+    assert_eq!(status, 200, "{body}");
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let api_ab: Vec<String> = api["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["title"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let page_ab: Vec<String> = page["ab"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["title"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(page_ab, api_ab, "A/B results");
+    let (_, body) = get(port, "/api/v1/weights");
+    let weights: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let history = weights["history"].as_array().unwrap().len();
+    assert_eq!(page["weights"].as_u64().unwrap() as usize, history.min(6));
+    let shown = page["top"].as_object().unwrap();
     assert!(!shown.is_empty());
     for (category, ideas) in shown {
         let (status, body) = get(

@@ -58,6 +58,11 @@ impl TopK {
         }
     }
 
+    /// How many ideas each category keeps.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
     fn unrank(&mut self, id: &str) {
         if let Some((Some(cat), Some(score), true)) = self.ideas.get(id).cloned() {
             if let Some(set) = self.ranked.get_mut(&cat) {

@@ -24,6 +24,7 @@ pub struct CoreSetup {
     pub scoring: ScoringParams,
     pub calendar: Calendar,
     pub feedback: FeedbackParams,
+    pub epoch_secs: u64,
 }
 
 impl CoreSetup {
@@ -41,6 +42,7 @@ impl CoreSetup {
             scoring: config.scoring.clone(),
             calendar,
             feedback: config.feedback.clone(),
+            epoch_secs: config.pipeline.epoch_secs,
         })
     }
 
@@ -57,6 +59,7 @@ impl CoreSetup {
     /// A fresh feedback state, its prior the configured weights.
     pub fn feedback_state(&self) -> FeedbackState {
         FeedbackState::new(self.feedback.clone(), self.scoring.weights)
+            .with_weights_delay(self.epoch_secs as i64)
     }
 
     pub fn labels(&self) -> &Labels {

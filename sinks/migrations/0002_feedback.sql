@@ -55,6 +55,7 @@ CREATE TABLE allocations (
 
 CREATE TABLE weights_history (
     effective_from TIMESTAMPTZ PRIMARY KEY,
+    learned_from TIMESTAMPTZ NOT NULL,
     freshness DOUBLE PRECISION NOT NULL,
     engagement DOUBLE PRECISION NOT NULL,
     novelty DOUBLE PRECISION NOT NULL,

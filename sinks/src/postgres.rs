@@ -345,6 +345,7 @@ async fn write_feedback(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> 
         "weights_history",
         "effective_from",
         &[
+            "learned_from",
             "freshness",
             "engagement",
             "novelty",

@@ -8,10 +8,16 @@
 //! | `{ns}:distinct:{source}:{window_start}` | hash | HyperLogLog estimates: signals, ideas, communities |
 //! | `{ns}:progress` | string | the last committed epoch (seconds) |
 //! | `{ns}:epochs` | pub/sub channel | one JSON message per committed epoch |
+//! | `{ns}:events` | stream | an `idea.scored` envelope (seed 004 §2.3.2) whenever an epoch moves an idea into or out of its category's top K (capped at about 100,000 entries) |
+//! | `{ns}:ab:{idea}` | hash | `{marketplace}:{treatment}` → the latest 7-day A/B result (JSON) |
+//! | `{ns}:allocation:{idea}` | hash | `{marketplace}:{variant}` → the latest day's promotion budget |
+//! | `{ns}:weights` | string | the scoring weights in force (JSON, with `effective_from`) |
+//!
+//! The feedback windows live in Postgres (`feedback_windows`) only.
 //!
 //! Each epoch is one pipelined MULTI/EXEC: a reader never sees half of it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ideaflow_operators::top_k::{TopK, TopKDelta};
 use ideaflow_operators::views::{Change, ViewKey, ViewRow};
@@ -37,7 +43,13 @@ pub struct RedisSink {
     top: TopK,
     /// topic → count per category, to sum a topic over categories.
     topics: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The newest window written per hash field: a revised older window
+    /// (late feedback) must not replace a newer one.
+    newest: HashMap<String, i64>,
 }
+
+/// Entries the `{ns}:events` stream keeps (approximately: MAXLEN ~).
+pub const EVENTS_MAXLEN: usize = 100_000;
 
 impl RedisSink {
     pub fn connect(url: &str, namespace: &str, top_k: usize) -> Result<Self, RedisError> {
@@ -52,6 +64,7 @@ impl RedisSink {
             namespace: namespace.to_owned(),
             top: TopK::new(top_k),
             topics: BTreeMap::new(),
+            newest: HashMap::new(),
         })
     }
 
@@ -138,6 +151,28 @@ impl RedisSink {
                     }
                     topics_changed = true;
                 }
+                (_, Some(ViewRow::AbResult(r))) => {
+                    let field = format!("{}:{}", r.marketplace, r.treatment);
+                    let key = self.key(&["ab", &r.idea_id]);
+                    if self.is_newest(&key, &field, r.window_end.timestamp()) {
+                        let json = serde_json::to_string(r).unwrap_or_default();
+                        pipe.hset(key, field, json).ignore();
+                    }
+                }
+                (_, Some(ViewRow::Allocation(a))) => {
+                    let field = format!("{}:{}", a.marketplace, a.variant);
+                    let key = self.key(&["allocation", &a.idea_id]);
+                    if self.is_newest(&key, &field, a.day_start.timestamp()) {
+                        pipe.hset(key, field, a.budget).ignore();
+                    }
+                }
+                (_, Some(ViewRow::Weights(w))) => {
+                    let key = self.key(&["weights"]);
+                    if self.is_newest(&key, "", w.effective_from.timestamp()) {
+                        let json = serde_json::to_string(w).unwrap_or_default();
+                        pipe.set(key, json).ignore();
+                    }
+                }
                 (_, Some(ViewRow::DistinctCount(d))) => {
                     let start = d.window_start.timestamp().to_string();
                     pipe.hset_multiple(
@@ -153,6 +188,7 @@ impl RedisSink {
                 _ => {}
             }
         }
+        self.append_scored_events(&mut pipe, epoch_end, &moves);
         for (category, delta) in &moves {
             let key = self.key(&["top", category]);
             pipe.del(&key).ignore();
@@ -186,6 +222,70 @@ impl RedisSink {
         pipe.publish(self.key(&["epochs"]), message).ignore();
         let _: () = pipe.query(&mut self.conn)?;
         Ok(moves)
+    }
+
+    fn is_newest(&mut self, key: &str, field: &str, at: i64) -> bool {
+        let slot = self
+            .newest
+            .entry(format!("{key}\u{0}{field}"))
+            .or_insert(i64::MIN);
+        if at >= *slot {
+            *slot = at;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// One `idea.scored` envelope per idea entering or leaving a top K, in
+    /// category and id order; the event id is derived from the epoch, so a
+    /// replay appends the same events.
+    fn append_scored_events(
+        &self,
+        pipe: &mut redis::Pipeline,
+        epoch_end: i64,
+        moves: &BTreeMap<String, TopKDelta>,
+    ) {
+        let stream = self.key(&["events"]);
+        let timestamp = chrono::DateTime::from_timestamp(epoch_end, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for (category, delta) in moves {
+            let moved = delta
+                .entered
+                .iter()
+                .map(|id| (id, "entered"))
+                .chain(delta.left.iter().map(|id| (id, "left")));
+            for (idea_id, movement) in moved {
+                let rank = delta.top.iter().position(|(id, _)| id == idea_id);
+                let score = rank.map(|r| delta.top[r].1);
+                let envelope = serde_json::json!({
+                    "eventType": "idea.scored",
+                    "eventId": format!("scored-{epoch_end}-{category}-{idea_id}-{movement}"),
+                    "timestamp": timestamp,
+                    "source": "ideaflow",
+                    "version": "1.0",
+                    "data": {
+                        "ideaId": idea_id,
+                        "category": category,
+                        "movement": movement,
+                        "rank": rank.map(|r| r + 1),
+                        "score": score,
+                        "topK": self.top.k(),
+                    },
+                    "correlationId": idea_id,
+                });
+                pipe.cmd("XADD")
+                    .arg(&stream)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(EVENTS_MAXLEN)
+                    .arg("*")
+                    .arg("event")
+                    .arg(envelope.to_string())
+                    .ignore();
+            }
+        }
     }
 
     pub fn top_k(&self) -> &TopK {

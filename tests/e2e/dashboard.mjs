@@ -5,7 +5,8 @@
 //       live data appears, then changes as epochs commit; a search answers;
 //       saves a screenshot.
 //   node dashboard.mjs final URL             after the input ends: prints the
-//       top ideas the page shows per category, as JSON, for comparison with the API.
+//       top ideas per category, the A/B results and the number of weight
+//       changes the page shows, as JSON, for comparison with the API.
 //
 // Exits non-zero with a message when a check fails.
 import { chromium } from 'playwright-core';
@@ -63,8 +64,14 @@ try {
         [...h.nextElementSibling.querySelectorAll('tr.idea')].map((tr) => ({
           score: Number(tr.cells[0].textContent), title: tr.cells[2].textContent,
         }))])));
+    await page.waitForFunction(() => document.querySelectorAll('#ab tr.ab').length > 0
+        && document.querySelectorAll('#weights tr.weights').length > 0,
+      null, { timeout: 30000 }).catch(async () => fail(`no A/B results or weights on the page (status: ${await text('#status')}, ab rows: ${await count('#ab tr')})`));
+    const ab = await page.evaluate(() => [...document.querySelectorAll('#ab tr.ab')]
+      .map((tr) => ({ title: tr.cells[0].textContent, winner: tr.cells[5].textContent })));
+    const weights = await count('#weights tr.weights');
     if (errors.length) await fail(`script errors on the page: ${errors.join('; ')}`);
-    console.log(JSON.stringify(top));
+    console.log(JSON.stringify({ top, ab, weights }));
   } else {
     await fail(`unknown mode ${mode}: use live or final`);
   }

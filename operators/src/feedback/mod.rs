@@ -202,7 +202,10 @@ pub struct AllocationRow {
 /// The scoring weights in force from `effective_from` on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WeightsRow {
+    /// The first score computed with these weights is at or after this.
     pub effective_from: DateTime<Utc>,
+    /// Start of the day of feedback they were learned from.
+    pub learned_from: DateTime<Utc>,
     #[serde(flatten)]
     pub weights: Weights,
     /// `configured` (the prior) or `learned`.
@@ -258,6 +261,9 @@ pub struct FeedbackState {
     /// Day ends with feedback: weights to learn.
     days_due: BTreeSet<i64>,
     published: BTreeSet<Arm>,
+    /// Event time from learning new weights to the idea state's first epoch
+    /// scored with them (one epoch through the dataflow's feedback edge).
+    weights_delay_secs: i64,
 }
 
 impl FeedbackState {
@@ -277,7 +283,16 @@ impl FeedbackState {
             ideas_due: BTreeSet::new(),
             days_due: BTreeSet::new(),
             published: BTreeSet::new(),
+            weights_delay_secs: 0,
         }
+    }
+
+    /// Learned weights take effect this long after the epoch that learned
+    /// them; `effective_from` in the history says so, so that every score can
+    /// be explained with the weights it was computed with.
+    pub fn with_weights_delay(mut self, secs: i64) -> Self {
+        self.weights_delay_secs = secs;
+        self
     }
 
     pub fn weights(&self) -> Weights {
@@ -304,6 +319,7 @@ impl FeedbackState {
             out.changes
                 .push(Change::upsert(ViewRow::Weights(WeightsRow {
                     effective_from: utc(watermark),
+                    learned_from: utc(watermark),
                     weights: self.weights,
                     origin: "configured".into(),
                     ideas: 0,
@@ -633,7 +649,8 @@ impl FeedbackState {
             out.new_weights = Some(next);
             out.changes
                 .push(Change::upsert(ViewRow::Weights(WeightsRow {
-                    effective_from: utc(end),
+                    effective_from: utc(watermark + self.weights_delay_secs),
+                    learned_from: utc(end - DAY),
                     weights: next,
                     origin: "learned".into(),
                     ideas: obs.len() as u64,

@@ -294,6 +294,7 @@ fn learned_weights_leave_a_history_and_reach_the_caller() {
     });
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].effective_from, at(DAY));
+    assert_eq!(history[0].learned_from, at(0));
     assert_eq!(history[0].ideas, 20);
 }
 

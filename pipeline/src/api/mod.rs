@@ -57,6 +57,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/heatmap", get(heatmap))
         .route("/api/v1/search", get(search))
         .route("/api/v1/stream", get(stream))
+        .route("/api/v1/weights", get(weights))
+        .route("/api/v1/ab", get(ab_results))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
@@ -107,7 +109,65 @@ const IDEA_COLUMNS: &str = "id::text AS id, title, category, anchor_class, commu
     first_seen, last_seen, score, freshness, engagement AS f_engagement, novelty, \
     community_fit, seasonality, scored_at";
 
-fn idea_json(row: &sqlx::postgres::PgRow, weights: &Weights) -> Value {
+/// The scoring weights over time (`weights_history`): a score is explained
+/// with the weights in force when it was computed.
+struct WeightsInForce {
+    history: Vec<(chrono::DateTime<chrono::Utc>, Weights)>,
+    configured: Weights,
+}
+
+impl WeightsInForce {
+    async fn load(s: &AppState) -> ApiResult<Self> {
+        let rows = sqlx::query(
+            "SELECT effective_from, freshness, engagement, novelty, community_fit, seasonality \
+             FROM weights_history ORDER BY effective_from",
+        )
+        .fetch_all(&s.pool)
+        .await?;
+        let history = rows
+            .iter()
+            .map(|r| {
+                let f = |k: &str| r.try_get::<f64, _>(k).unwrap_or_default();
+                (
+                    r.try_get("effective_from").unwrap_or_default(),
+                    Weights {
+                        freshness: f("freshness"),
+                        engagement: f("engagement"),
+                        novelty: f("novelty"),
+                        community_fit: f("community_fit"),
+                        seasonality: f("seasonality"),
+                    },
+                )
+            })
+            .collect();
+        Ok(WeightsInForce {
+            history,
+            configured: s.weights,
+        })
+    }
+
+    fn at(&self, t: Option<chrono::DateTime<chrono::Utc>>) -> Weights {
+        let Some(t) = t else {
+            return self.current();
+        };
+        self.history
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= t)
+            .map_or(self.configured, |(_, w)| *w)
+    }
+
+    fn current(&self) -> Weights {
+        self.history.last().map_or(self.configured, |(_, w)| *w)
+    }
+}
+
+fn idea_json(row: &sqlx::postgres::PgRow, in_force: &WeightsInForce) -> Value {
+    let scored_at = row
+        .try_get::<Option<chrono::DateTime<chrono::Utc>>, _>("scored_at")
+        .ok()
+        .flatten();
+    let weights = &in_force.at(scored_at);
     let f = |k: &str| row.try_get::<Option<f64>, _>(k).ok().flatten();
     let factors = [
         ("freshness", f("freshness")),
@@ -179,7 +239,8 @@ async fn ideas_top(
         .fetch_all(&s.pool)
         .await?;
     count(&s, "ideas_top", 200);
-    let ideas: Vec<Value> = rows.iter().map(|r| idea_json(r, &s.weights)).collect();
+    let in_force = WeightsInForce::load(&s).await?;
+    let ideas: Vec<Value> = rows.iter().map(|r| idea_json(r, &in_force)).collect();
     Ok(Json(json!({"category": category, "ideas": ideas})))
 }
 
@@ -191,7 +252,7 @@ async fn idea(State(s): State<Shared>, Path(id): Path<String>) -> ApiResult<Json
     let row = sqlx::query(&sql).bind(&id).fetch_optional(&s.pool).await?;
     count(&s, "idea", 200);
     match row {
-        Some(r) => Ok(Json(idea_json(&r, &s.weights))),
+        Some(r) => Ok(Json(idea_json(&r, &WeightsInForce::load(&s).await?))),
         None => Err(ApiError::not_found(format!("no idea {id}"))),
     }
 }
@@ -324,15 +385,81 @@ async fn search(
         .fetch_all(&s.pool)
         .await?;
     count(&s, "search", 200);
+    let in_force = WeightsInForce::load(&s).await?;
     let results: Vec<Value> = rows
         .iter()
         .map(|r| {
-            let mut v = idea_json(r, &s.weights);
+            let mut v = idea_json(r, &in_force);
             v["similarity"] = json!(r.try_get::<f64, _>("similarity").unwrap_or_default());
             v
         })
         .collect();
     Ok(Json(json!({ "query": q.get("q"), "results": results })))
+}
+
+/// The scoring weights in force and their history (learned from feedback).
+async fn weights(State(s): State<Shared>) -> ApiResult<Json<Value>> {
+    let rows = sqlx::query(
+        "SELECT effective_from, freshness, engagement, novelty, community_fit, seasonality, \
+         origin, ideas, impressions FROM weights_history ORDER BY effective_from",
+    )
+    .fetch_all(&s.pool)
+    .await?;
+    count(&s, "weights", 200);
+    let history: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let f = |k: &str| r.try_get::<f64, _>(k).unwrap_or_default();
+            json!({
+                "effective_from": r.try_get::<chrono::DateTime<chrono::Utc>, _>("effective_from")
+                    .map(|t| t.to_rfc3339()).ok(),
+                "freshness": f("freshness"), "engagement": f("engagement"),
+                "novelty": f("novelty"), "community_fit": f("community_fit"),
+                "seasonality": f("seasonality"),
+                "origin": r.try_get::<String, _>("origin").unwrap_or_default(),
+                "ideas": r.try_get::<i64, _>("ideas").unwrap_or_default(),
+                "impressions": r.try_get::<i64, _>("impressions").unwrap_or_default(),
+            })
+        })
+        .collect();
+    let configured = s.weights.normalized();
+    let current = history.last().cloned().unwrap_or_else(|| json!(configured));
+    Ok(Json(
+        json!({"current": current, "configured": configured, "history": history}),
+    ))
+}
+
+/// The latest A/B result per idea, marketplace and treatment, newest first.
+async fn ab_results(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let limit = limit(&q, 50, s.max_limit)?;
+    let idea = q.get("idea_id").filter(|v| !v.is_empty());
+    if let Some(id) = idea {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(ApiError::invalid("idea_id", "idea_id must be an idea UUID"));
+        }
+    }
+    let rows = sqlx::query(
+        "SELECT row_to_json(r)::text AS row FROM ( \
+           SELECT DISTINCT ON (a.idea_id, a.marketplace, a.treatment) a.*, i.title \
+           FROM ab_results a LEFT JOIN ideas i ON i.id = a.idea_id \
+           WHERE ($1::text IS NULL OR a.idea_id = $1::uuid) \
+           ORDER BY a.idea_id, a.marketplace, a.treatment, a.window_end DESC) r \
+         ORDER BY r.window_end DESC, r.p_value, r.idea_id LIMIT $2",
+    )
+    .bind(idea)
+    .bind(limit as i64)
+    .fetch_all(&s.pool)
+    .await?;
+    count(&s, "ab", 200);
+    let results: Vec<Value> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>("row").ok())
+        .filter_map(|t| serde_json::from_str(&t).ok())
+        .collect();
+    Ok(Json(json!({ "results": results })))
 }
 
 /// Server-sent events: one `epoch` event per committed epoch.

@@ -71,6 +71,9 @@ impl DriveSettings {
     }
 }
 
+/// The longest a read event waits before it enters the dataflow.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Reads the whole source into the dataflow on this worker, then closes the input.
 #[allow(clippy::too_many_arguments)]
 pub fn drive(
@@ -95,6 +98,7 @@ pub fn drive(
     let mut events = 0u64;
     let mut sent_signals = 0u64;
     let mut buffer: Vec<(u64, Event)> = Vec::with_capacity(1024);
+    let mut last_flush = Instant::now();
     let flush =
         |buffer: &mut Vec<(u64, Event)>, cap: &ActivateCapability<u64>, input: &mut EventInput| {
             if buffer.is_empty() {
@@ -126,7 +130,10 @@ pub fn drive(
                 buffer.push((t, event));
             }
         }
-        if buffer.len() >= 1024 {
+        // Paced replays (and live sources) trickle: hand over what arrived at
+        // least every FLUSH_EVERY, so that epochs commit as time passes.
+        if buffer.len() >= 1024 || last_flush.elapsed() >= FLUSH_EVERY {
+            last_flush = Instant::now();
             let c = cap.as_mut().expect("held until the end");
             flush(&mut buffer, c, input);
             if let Some(wm) = source.watermark() {
@@ -136,6 +143,11 @@ pub fn drive(
                 }
             }
             worker.step();
+            // Let completed epochs through (the feedback edge needs a round
+            // of progress per epoch), within a bounded time.
+            while probe.less_than(c.time()) && last_flush.elapsed() < FLUSH_EVERY {
+                worker.step();
+            }
             // Back-pressure: let the embedder catch up before reading further.
             while sent_signals.saturating_sub(embedded.load(Ordering::Relaxed)) > max_in_flight {
                 worker.step();
