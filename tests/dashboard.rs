@@ -64,7 +64,7 @@ fn the_dashboard_shows_live_data_in_a_real_browser() {
         .args([
             "run",
             "--speed",
-            "2160",
+            "8640",
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])

@@ -28,6 +28,7 @@ fn a_materialized_replay_agrees_with_its_out_dir() {
             "3",
             "--days",
             "2",
+            "--feedback",
             "--out",
         ])
         .arg(&input));
@@ -51,6 +52,35 @@ fn a_materialized_replay_agrees_with_its_out_dir() {
         .arg(&out));
     let text = String::from_utf8_lossy(&verified.stdout);
     assert!(text.contains("verify: OK"), "{text}");
+    // The feedback views: as many rows in Postgres as lines in --out, and
+    // the idea.scored events in the Redis stream.
+    for (table, file) in [
+        ("feedback_windows", "windows.jsonl"),
+        ("ab_results", "ab_results.jsonl"),
+        ("allocations", "allocations.jsonl"),
+        ("weights_history", "weights_history.jsonl"),
+        ("publish_latencies", "publish_latencies.jsonl"),
+    ] {
+        let lines = read_jsonl(&out.join(file)).len();
+        assert!(lines > 0, "{file} is empty");
+        assert_eq!(psql_count(&ns, table), lines, "{table}");
+    }
+    let winners = psql_count(&ns, "ab_results WHERE winner = 'B'");
+    let expected = read_jsonl(&out.join("ab_results.jsonl"))
+        .iter()
+        .filter(|r| r["winner"] == "B")
+        .count();
+    assert_eq!(winners, expected);
+    let events = std::process::Command::new("redis-cli")
+        .args(["-u", &std::env::var("IDEAFLOW_REDIS_URL").unwrap()])
+        .args(["XLEN", &format!("{ns}:events")])
+        .output()
+        .unwrap();
+    let xlen: usize = String::from_utf8_lossy(&events.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(xlen > 0, "no idea.scored events in {ns}:events");
     // With no argument, verify finds what the replay recorded.
     let recorded = ok(ideaflow().args(["verify", "--namespace", &ns]));
     assert!(String::from_utf8_lossy(&recorded.stdout).contains("verify: OK"));
@@ -179,9 +209,56 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
     let (status, body) = get(port, "/metrics");
     assert_eq!(status, 200);
     assert!(body.contains("ideaflow_epochs_committed_total"), "{body}");
+    // The sample's marketplace feedback: listings timed, A/B tests, weights.
+    assert!(
+        body.contains("signal_to_publish_seconds_bucket{le="),
+        "{body}"
+    );
+    let (status, body) = get(port, "/api/v1/ab?limit=5");
+    assert_eq!(status, 200, "{body}");
+    let ab: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let results = ab["results"].as_array().unwrap();
+    assert!(!results.is_empty() && results.len() <= 5, "{body}");
+    assert!(results.iter().all(|r| r["winner"] != "A"), "{body}");
+    let (status, body) = get(port, "/api/v1/weights");
+    assert_eq!(status, 200, "{body}");
+    let w: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let history = w["history"].as_array().unwrap();
+    assert!(history.len() >= 2, "{body}");
+    assert_eq!(w["current"], *history.last().unwrap());
+    let sum: f64 = [
+        "freshness",
+        "engagement",
+        "novelty",
+        "community_fit",
+        "seasonality",
+    ]
+    .iter()
+    .map(|k| w["current"][k].as_f64().unwrap())
+    .sum();
+    assert!((sum - 1.0).abs() < 1e-9);
+    let (status, _) = get(port, "/api/v1/ab?idea_id=nope");
+    assert_eq!(status, 422);
     let (status, body) = get(port, "/");
     assert_eq!(status, 200);
     assert!(body.contains("EventSource"));
+}
+
+/// `SELECT count(*) FROM {ns}.{table_and_condition}` in the test database.
+fn psql_count(ns: &str, table_and_condition: &str) -> usize {
+    let psql =
+        std::path::Path::new(&std::env::var_os("IDEAFLOW_PG_BIN").expect("run scripts/test.sh"))
+            .join("psql");
+    let url = std::env::var("IDEAFLOW_TEST_POSTGRES_URL").expect("run scripts/test.sh");
+    let out = std::process::Command::new(psql)
+        .args([url.as_str(), "-XAtq", "-c"])
+        .arg(format!("SELECT count(*) FROM {ns}.{table_and_condition}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// One reading of the materialized views, taken in a single statement (one

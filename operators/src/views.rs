@@ -10,7 +10,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use crate::feedback::{AbResultRow, AllocationRow, WeightsRow, WindowKind, WindowRow};
+pub use crate::feedback::{
+    AbResultRow, AllocationRow, PublishRow, SlaAlertRow, WeightsRow, WindowKind, WindowRow,
+};
 use crate::rejection::DeadLetter;
 use crate::score::Factors;
 use crate::{Engagement, Source};
@@ -161,6 +163,10 @@ pub enum ViewKey {
     Weights(i64),
     /// Records refused inside the dataflow (e.g. feedback for unknown ideas), numbered.
     DeadLetter(u64),
+    /// (published at, idea, marketplace, variant).
+    Publish(i64, String, String, String),
+    /// At (seconds).
+    SlaAlert(i64),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -176,6 +182,8 @@ pub enum ViewRow {
     Allocation(AllocationRow),
     Weights(WeightsRow),
     DeadLetter(u64, DeadLetter),
+    Publish(PublishRow),
+    SlaAlert(SlaAlertRow),
 }
 
 impl ViewRow {
@@ -204,6 +212,13 @@ impl ViewRow {
             ),
             ViewRow::Weights(r) => ViewKey::Weights(r.effective_from.timestamp()),
             ViewRow::DeadLetter(n, _) => ViewKey::DeadLetter(*n),
+            ViewRow::Publish(r) => ViewKey::Publish(
+                r.published_at.timestamp(),
+                r.idea_id.clone(),
+                r.marketplace.clone(),
+                r.variant.clone(),
+            ),
+            ViewRow::SlaAlert(r) => ViewKey::SlaAlert(r.at.timestamp()),
         }
     }
 }

@@ -223,7 +223,7 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        config.apply_env();
+        config.apply_env()?;
         config.check()?;
         Ok(config)
     }
@@ -258,7 +258,7 @@ impl Config {
         Ok(())
     }
 
-    pub fn apply_env(&mut self) {
+    pub fn apply_env(&mut self) -> Result<(), ConfigError> {
         if let Ok(v) = std::env::var("IDEAFLOW_MODEL_DIR") {
             self.model.dir = PathBuf::from(v);
         }
@@ -268,6 +268,22 @@ impl Config {
         if let Ok(v) = std::env::var("IDEAFLOW_REDIS_URL") {
             self.redis.url = v;
         }
+        // Seed 004 §7 names these two.
+        if let Ok(v) = std::env::var("SLA_THRESHOLD_HOURS") {
+            self.feedback.sla_threshold_hours =
+                v.trim().parse().map_err(|_| ConfigError::Invalid {
+                    key: "SLA_THRESHOLD_HOURS",
+                    message: format!("{v:?} is not a number of hours"),
+                })?;
+        }
+        if let Ok(v) = std::env::var("SLA_ALERT_COOLDOWN_MINUTES") {
+            self.feedback.sla_alert_cooldown_minutes =
+                v.trim().parse().map_err(|_| ConfigError::Invalid {
+                    key: "SLA_ALERT_COOLDOWN_MINUTES",
+                    message: format!("{v:?} is not a whole number of minutes"),
+                })?;
+        }
+        Ok(())
     }
 
     pub fn check(&self) -> Result<(), ConfigError> {

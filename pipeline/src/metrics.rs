@@ -2,7 +2,7 @@
 //! names them.
 
 use ideaflow_operators::views::{Change, ViewRow};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -11,6 +11,10 @@ pub struct Metrics {
     pub changes: IntCounterVec,
     pub epoch_write_seconds: Histogram,
     pub http_requests: IntCounterVec,
+    /// Seed 004 §7: first signal's captured_at to listing.published.
+    pub signal_to_publish: Histogram,
+    pub sla_alerts: IntCounter,
+    pub sla_average_hours: Gauge,
 }
 
 impl Metrics {
@@ -42,11 +46,37 @@ impl Metrics {
             &["route", "status"],
         )
         .expect("valid metric");
+        let signal_to_publish = Histogram::with_opts(
+            HistogramOpts::new(
+                "signal_to_publish_seconds",
+                "Time from an idea's first signal to its listing being published",
+            )
+            .buckets(
+                [0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 24.0, 48.0, 96.0]
+                    .iter()
+                    .map(|h| h * 3600.0)
+                    .collect(),
+            ),
+        )
+        .expect("valid metric");
+        let sla_alerts = IntCounter::new(
+            "ideaflow_sla_alerts_total",
+            "Time-to-publish SLA alerts raised (SLA_THRESHOLD_HOURS breached)",
+        )
+        .expect("valid metric");
+        let sla_average_hours = Gauge::new(
+            "ideaflow_sla_average_hours",
+            "Average time to publish over the SLA window at the last alert",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(epochs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(changes.clone()),
             Box::new(epoch_write_seconds.clone()),
             Box::new(http_requests.clone()),
+            Box::new(signal_to_publish.clone()),
+            Box::new(sla_alerts.clone()),
+            Box::new(sla_average_hours.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -56,6 +86,9 @@ impl Metrics {
             changes,
             epoch_write_seconds,
             http_requests,
+            signal_to_publish,
+            sla_alerts,
+            sla_average_hours,
         }
     }
 
@@ -75,6 +108,22 @@ impl Metrics {
                 Some(ViewRow::Allocation(_)) => "allocations",
                 Some(ViewRow::Weights(_)) => "weights_history",
                 Some(ViewRow::DeadLetter(..)) => "dead_letters",
+                Some(ViewRow::Publish(p)) => {
+                    self.signal_to_publish.observe(p.seconds);
+                    "publish_latencies"
+                }
+                Some(ViewRow::SlaAlert(a)) => {
+                    self.sla_alerts.inc();
+                    self.sla_average_hours.set(a.average_hours);
+                    tracing::warn!(
+                        average_hours = format!("{:.2}", a.average_hours),
+                        threshold_hours = a.threshold_hours,
+                        listings = a.listings,
+                        at = %a.at,
+                        "SLA alert: average time from first signal to listing exceeds SLA_THRESHOLD_HOURS"
+                    );
+                    "sla_alerts"
+                }
                 None => "deletes",
             };
             self.changes.with_label_values(&[view]).inc();

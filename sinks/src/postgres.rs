@@ -11,8 +11,8 @@ use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
 use ideaflow_operators::views::{
-    AbResultRow, AllocationRow, CentroidRow, Change, DistinctCountRow, IdeaRow, ScoreRow,
-    SignalRow, TopicCountRow, ViewKey, ViewRow, WeightsRow, WindowRow,
+    AbResultRow, AllocationRow, CentroidRow, Change, DistinctCountRow, IdeaRow, PublishRow,
+    ScoreRow, SignalRow, SlaAlertRow, TopicCountRow, ViewKey, ViewRow, WeightsRow, WindowRow,
 };
 use ideaflow_operators::DeadLetter;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -80,7 +80,7 @@ pub async fn truncate(pool: &PgPool) -> Result<(), PostgresError> {
     pool.execute(
         "TRUNCATE signals, ideas, idea_scores, centroids, topic_counts, distinct_counts, \
          dead_letters, pipeline_progress, feedback_windows, ab_results, allocations, \
-         weights_history",
+         weights_history, publish_latencies, sla_alerts",
     )
     .await?;
     Ok(())
@@ -127,6 +127,8 @@ struct Batches<'a> {
     ab_results: Vec<&'a AbResultRow>,
     allocations: Vec<&'a AllocationRow>,
     weights: Vec<&'a WeightsRow>,
+    publishes: Vec<&'a PublishRow>,
+    sla_alerts: Vec<&'a SlaAlertRow>,
     dead_letters: Vec<DeadLetter>,
 }
 
@@ -145,6 +147,8 @@ impl<'a> Batches<'a> {
                 (_, Some(ViewRow::AbResult(r))) => b.ab_results.push(r),
                 (_, Some(ViewRow::Allocation(r))) => b.allocations.push(r),
                 (_, Some(ViewRow::Weights(r))) => b.weights.push(r),
+                (_, Some(ViewRow::Publish(r))) => b.publishes.push(r),
+                (_, Some(ViewRow::SlaAlert(r))) => b.sla_alerts.push(r),
                 (_, Some(ViewRow::DeadLetter(_, d))) => b.dead_letters.push(d.clone()),
                 (ViewKey::Idea(id), None) => b.idea_deletes.push(id.clone()),
                 (ViewKey::Score(id), None) => b.score_deletes.push(id.clone()),
@@ -165,7 +169,9 @@ impl<'a> Batches<'a> {
                     | ViewKey::AbResult(..)
                     | ViewKey::Allocation(..)
                     | ViewKey::Weights(..)
-                    | ViewKey::DeadLetter(..),
+                    | ViewKey::DeadLetter(..)
+                    | ViewKey::Publish(..)
+                    | ViewKey::SlaAlert(..),
                     None,
                 ) => {}
             }
@@ -356,6 +362,27 @@ async fn write_feedback(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> 
             "impressions",
         ],
         &b.weights,
+    )
+    .await?;
+    upsert_json(
+        tx,
+        "publish_latencies",
+        "published_at, idea_id, marketplace, variant",
+        &["listing_id", "first_seen", "seconds"],
+        &b.publishes,
+    )
+    .await?;
+    upsert_json(
+        tx,
+        "sla_alerts",
+        "at",
+        &[
+            "average_hours",
+            "threshold_hours",
+            "listings",
+            "window_secs",
+        ],
+        &b.sla_alerts,
     )
     .await
 }

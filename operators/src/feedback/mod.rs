@@ -29,6 +29,9 @@
 //!   that day's CTR per idea and the ideas' current factors
 //!   ([`weight_learning`]); the caller hands them to the idea state, whose
 //!   next epoch re-scores every active idea with them.
+//! - **time to publish**: each listing's time from its idea's first signal,
+//!   and an SLA alert when their average over `sla_window_secs` exceeds
+//!   `sla_threshold_hours`, at most once per `sla_alert_cooldown_minutes`.
 
 pub mod ab_test;
 pub mod thompson;
@@ -64,6 +67,13 @@ pub struct FeedbackParams {
     pub daily_budget: f64,
     /// Posterior draws per Thompson allocation.
     pub thompson_draws: u32,
+    /// Seed 004 §7: alert when the average time from an idea's first signal
+    /// to its listing, over the listings of the last `sla_window_secs`,
+    /// exceeds this (env `SLA_THRESHOLD_HOURS`).
+    pub sla_threshold_hours: f64,
+    pub sla_window_secs: i64,
+    /// No second alert within this long after one (env `SLA_ALERT_COOLDOWN_MINUTES`).
+    pub sla_alert_cooldown_minutes: i64,
     pub learning: LearningParams,
 }
 
@@ -75,6 +85,9 @@ impl Default for FeedbackParams {
             ab_alpha: 0.05,
             daily_budget: 100.0,
             thompson_draws: 1000,
+            sla_threshold_hours: 24.0,
+            sla_window_secs: DAY,
+            sla_alert_cooldown_minutes: 60,
             learning: LearningParams::default(),
         }
     }
@@ -215,6 +228,30 @@ pub struct WeightsRow {
     pub impressions: u64,
 }
 
+/// One listing's time to publish: its idea's first signal to the listing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PublishRow {
+    pub idea_id: String,
+    pub marketplace: String,
+    pub variant: String,
+    pub listing_id: String,
+    pub first_seen: DateTime<Utc>,
+    pub published_at: DateTime<Utc>,
+    pub seconds: f64,
+}
+
+/// The time-to-publish SLA was breached (seed 004 §7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlaAlertRow {
+    /// The listing whose arrival pushed the average over the threshold.
+    pub at: DateTime<Utc>,
+    pub average_hours: f64,
+    pub threshold_hours: f64,
+    /// Listings in the window the average is over.
+    pub listings: u64,
+    pub window_secs: i64,
+}
+
 fn utc(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
 }
@@ -225,9 +262,6 @@ pub struct FeedbackOutput {
     pub changes: Vec<Change>,
     /// New scoring weights for the idea state, when learned this epoch.
     pub new_weights: Option<Weights>,
-    /// Seconds from each newly published listing's idea's first signal to its
-    /// publication (for the `signal_to_publish_seconds` histogram).
-    pub publish_latencies: Vec<f64>,
 }
 
 struct KnownIdea {
@@ -264,6 +298,9 @@ pub struct FeedbackState {
     /// Event time from learning new weights to the idea state's first epoch
     /// scored with them (one epoch through the dataflow's feedback edge).
     weights_delay_secs: i64,
+    /// (published_at, seconds to publish) of the listings in the SLA window.
+    recent_listings: std::collections::VecDeque<(i64, f64)>,
+    last_alert: Option<i64>,
 }
 
 impl FeedbackState {
@@ -284,6 +321,8 @@ impl FeedbackState {
             days_due: BTreeSet::new(),
             published: BTreeSet::new(),
             weights_delay_secs: 0,
+            recent_listings: std::collections::VecDeque::new(),
+            last_alert: None,
         }
     }
 
@@ -454,8 +493,19 @@ impl FeedbackState {
                 self.hours.entry(arm.clone()).or_default();
                 if self.published.insert(arm.clone()) {
                     if let Some(idea) = self.ideas.get(&arm.idea_id) {
-                        let secs = l.published_at.timestamp() - idea.first_seen;
-                        out.publish_latencies.push(secs.max(0) as f64);
+                        let at = l.published_at.timestamp();
+                        let seconds = (at - idea.first_seen).max(0) as f64;
+                        out.changes
+                            .push(Change::upsert(ViewRow::Publish(PublishRow {
+                                first_seen: utc(idea.first_seen),
+                                idea_id: arm.idea_id.clone(),
+                                marketplace: arm.marketplace.clone(),
+                                variant: arm.variant.clone(),
+                                listing_id: l.listing_id.clone(),
+                                published_at: l.published_at,
+                                seconds,
+                            })));
+                        self.check_sla(at, seconds, out);
                     }
                 }
             }
@@ -494,6 +544,31 @@ impl FeedbackState {
                 self.days_due.insert(day + DAY);
             }
             _ => {}
+        }
+    }
+
+    /// Seed 004 §7: the average time to publish over the window's listings,
+    /// against the threshold, at most one alert per cooldown.
+    fn check_sla(&mut self, at: i64, seconds: f64, out: &mut FeedbackOutput) {
+        self.recent_listings.push_back((at, seconds));
+        let from = at - self.params.sla_window_secs;
+        self.recent_listings.retain(|(t, _)| *t > from);
+        let n = self.recent_listings.len();
+        let average_hours =
+            self.recent_listings.iter().map(|(_, s)| s).sum::<f64>() / n as f64 / 3600.0;
+        let cooled = self
+            .last_alert
+            .is_none_or(|t| at >= t + self.params.sla_alert_cooldown_minutes * 60);
+        if average_hours > self.params.sla_threshold_hours && cooled {
+            self.last_alert = Some(at);
+            out.changes
+                .push(Change::upsert(ViewRow::SlaAlert(SlaAlertRow {
+                    at: utc(at),
+                    average_hours,
+                    threshold_hours: self.params.sla_threshold_hours,
+                    listings: n as u64,
+                    window_secs: self.params.sla_window_secs,
+                })));
         }
     }
 

@@ -319,3 +319,44 @@ fn arrival_order_within_an_epoch_does_not_matter() {
     reversed.reverse();
     assert_eq!(run(events), run(reversed));
 }
+
+#[test]
+fn time_to_publish_alerts_once_per_cooldown() {
+    let params = FeedbackParams {
+        sla_threshold_hours: 10.0,
+        sla_window_secs: DAY,
+        sla_alert_cooldown_minutes: 120,
+        ..Default::default()
+    };
+    let mut s = FeedbackState::new(params, Weights::default());
+    let mut known = Vec::new();
+    for i in 0..4 {
+        known.extend(idea_seen(&format!("i{i}"), 0, factors(0.5)));
+    }
+    // Listings 2 h, 20 h, 21 h and 30 h after the ideas' first signal:
+    // averages 2, 11, 14.3 (in the cooldown) and 18.3 hours.
+    let events = vec![
+        listing(2 * HOUR, "i0", "A"),
+        listing(20 * HOUR, "i1", "A"),
+        listing(21 * HOUR, "i2", "A"),
+        listing(30 * HOUR, "i3", "A"),
+    ];
+    let out = s.apply_epoch(t0() + 31 * HOUR, events, &known);
+    let published = rows(&out.changes, |r| match r {
+        ViewRow::Publish(p) => Some(p),
+        _ => None,
+    });
+    assert_eq!(published.len(), 4);
+    assert_eq!(published[1].seconds, 20.0 * 3600.0);
+    let alerts = rows(&out.changes, |r| match r {
+        ViewRow::SlaAlert(a) => Some(a),
+        _ => None,
+    });
+    // The first alert at 20 h; 21 h is within the 2 h cooldown; at 30 h the
+    // 2 h listing has left the day's window: (20 + 21 + 30) / 3 = 23.7 h.
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert_eq!(alerts[0].at, at(20 * HOUR));
+    assert!((alerts[0].average_hours - 11.0).abs() < 1e-9);
+    assert_eq!(alerts[1].at, at(30 * HOUR));
+    assert!((alerts[1].average_hours - 71.0 / 3.0).abs() < 1e-9);
+}

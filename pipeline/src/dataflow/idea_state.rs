@@ -105,7 +105,7 @@ pub fn apply_to_state<'scope>(
 /// weights for the idea state (through the loop).
 #[derive(Clone)]
 pub enum FeedbackOut {
-    Change(Change),
+    Change(Box<Change>),
     Weights(Weights),
 }
 
@@ -159,7 +159,11 @@ pub fn apply_feedback<'scope>(
                     };
                     let out = state.apply_epoch((t + epoch_secs) as i64, events, &changes);
                     let mut session = output.session(&cap);
-                    session.give_iterator(out.changes.into_iter().map(FeedbackOut::Change));
+                    session.give_iterator(
+                        out.changes
+                            .into_iter()
+                            .map(|c| FeedbackOut::Change(Box::new(c))),
+                    );
                     if let Some(w) = out.new_weights {
                         session.give(FeedbackOut::Weights(w));
                     }

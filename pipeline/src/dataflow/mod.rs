@@ -99,7 +99,7 @@ pub fn run_views_pipeline(
                 })
                 .connect_loop(weights_loop);
             let feedback_changes = feedback.flat_map(|o| match o {
-                FeedbackOut::Change(c) => Some(c),
+                FeedbackOut::Change(c) => Some(*c),
                 FeedbackOut::Weights(_) => None,
             });
             deliver::deliver_epochs(
@@ -158,6 +158,19 @@ fn timely_config(workers: usize) -> timely::Config {
     }
 }
 
+/// The event input: its handle and the capability the source downgrades.
+type Front = (
+    source::EventInput,
+    timely::dataflow::operators::ActivateCapability<u64>,
+);
+
+/// The input, the embedded signals, and the marketplace events.
+type FrontStreams<'scope> = (
+    Front,
+    timely::dataflow::Stream<'scope, u64, Vec<Signal>>,
+    timely::dataflow::Stream<'scope, u64, Vec<ideaflow_operators::Event>>,
+);
+
 /// The front every pipeline shares: the event input, its signals embedded,
 /// and its marketplace events.
 fn embedded_signals<'scope>(
@@ -165,14 +178,7 @@ fn embedded_signals<'scope>(
     model: Arc<ModelFiles>,
     options: EmbedderOptions,
     embedded: Arc<std::sync::atomic::AtomicU64>,
-) -> (
-    (
-        source::EventInput,
-        timely::dataflow::operators::ActivateCapability<u64>,
-    ),
-    timely::dataflow::Stream<'scope, u64, Vec<Signal>>,
-    timely::dataflow::Stream<'scope, u64, Vec<ideaflow_operators::Event>>,
-) {
+) -> FrontStreams<'scope> {
     let (input, events) = source::event_input(scope);
     (
         input,
