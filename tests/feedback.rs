@@ -275,3 +275,99 @@ fn unknown_ideas_and_too_late_feedback_are_dead_lettered() {
         );
     }
 }
+
+#[test]
+fn classification_corrections_move_the_anchor_for_later_ideas() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    ok(ideaflow()
+        .args([
+            "gen",
+            "--signals",
+            "300",
+            "--seed",
+            "8",
+            "--days",
+            "1",
+            "--out",
+        ])
+        .arg(&input));
+    let text = std::fs::read_to_string(&input).unwrap();
+    let correction = |ts: &str, sentence: &str, correct: &str| {
+        serde_json::json!({"eventType": "classification.corrected", "timestamp": ts,
+            "source": "test", "version": "1.0",
+            "data": {"sentence": sentence, "predicted": "Hunch", "correct": correct, "rating": 5}})
+        .to_string()
+    };
+    // After the first third of the stream, users say animal posts are Wisdom.
+    let mut lines: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        lines.push(line.to_owned());
+        if i == 100 {
+            let ts = serde_json::from_str::<Value>(line).unwrap()["captured_at"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            for s in [
+                "Corgi wearing a tiny hat at work",
+                "Raccoon wearing a tiny hat this week",
+                "Cat in a cozy sweater again",
+                "Capybara as a barista",
+            ] {
+                lines.push(correction(&ts, s, "Wisdom"));
+            }
+            lines.push(correction(&ts, "x y z", "NoSuchAnchor"));
+        }
+    }
+    let with = dir.path().join("with.jsonl");
+    std::fs::write(&with, lines.join("\n") + "\n").unwrap();
+    let (before, after) = (dir.path().join("before"), dir.path().join("after"));
+    replay(&input, &before, "1");
+    replay(&with, &after, "2");
+    let history = read_jsonl(&after.join("anchors_history.jsonl"));
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["anchor"], "Wisdom");
+    assert_eq!(history[0]["corrections"], 4);
+    assert!(history[0]["shift"].as_f64().unwrap() > 0.1);
+    let classes = |dir: &Path| -> BTreeMap<String, String> {
+        read_jsonl(&dir.join("ideas.jsonl"))
+            .iter()
+            .map(|i| {
+                (
+                    i["id"].as_str().unwrap().to_owned(),
+                    i["anchor_class"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (b, a) = (classes(&before), classes(&after));
+    let moved: Vec<&String> = a
+        .iter()
+        .filter(|(id, c)| b.get(*id) != Some(c))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        !moved.is_empty(),
+        "no idea was classified with the moved anchor"
+    );
+    assert!(moved.iter().all(|id| a[*id] == "Wisdom"));
+    // Ideas created before the corrections keep their class.
+    let first_seen: BTreeMap<String, String> = read_jsonl(&after.join("ideas.jsonl"))
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_owned(),
+                i["first_seen"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let corrected_at = history[0]["effective_from"].as_str().unwrap();
+    assert!(moved
+        .iter()
+        .all(|id| first_seen[*id].as_str() >= corrected_at));
+    let dead = read_jsonl(&after.join("dead_letters.jsonl"));
+    assert!(dead
+        .iter()
+        .any(|d| d["reason"] == "invalid_value"
+            && d["raw"].as_str().unwrap().contains("NoSuchAnchor")));
+}

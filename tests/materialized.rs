@@ -237,6 +237,9 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
     .map(|k| w["current"][k].as_f64().unwrap())
     .sum();
     assert!((sum - 1.0).abs() < 1e-9);
+    let (status, body) = get(port, "/api/v1/anchors");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("history"), "{body}");
     let (status, _) = get(port, "/api/v1/ab?idea_id=nope");
     assert_eq!(status, 422);
     let (status, body) = get(port, "/");

@@ -33,6 +33,7 @@ fn is_py_whitespace(c: char) -> bool {
 /// The fallback category for low-confidence sentences.
 pub const FALLBACK: &str = "Hunch";
 
+#[derive(Clone, Debug, PartialEq)]
 pub struct Anchor {
     pub name: String,
     pub embedding: Vec<f32>,
@@ -55,6 +56,15 @@ pub struct Routing {
 }
 
 impl Classifier {
+    /// The same classifier routing against other anchors (moved by feedback).
+    pub fn with_anchors(&self, anchors: Vec<Anchor>) -> Classifier {
+        Classifier {
+            anchors,
+            threshold: self.threshold,
+            min_chars: self.min_chars,
+        }
+    }
+
     /// Anchors in the seed's order (ties go to the earlier one, as Python's `max` does).
     pub fn new(anchors: Vec<Anchor>, threshold: f32, min_chars: usize) -> Self {
         Classifier {

@@ -167,6 +167,8 @@ pub enum ViewKey {
     Publish(i64, String, String, String),
     /// At (seconds).
     SlaAlert(i64),
+    /// (effective from, anchor name).
+    Anchor(i64, String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -184,6 +186,7 @@ pub enum ViewRow {
     DeadLetter(u64, DeadLetter),
     Publish(PublishRow),
     SlaAlert(SlaAlertRow),
+    Anchor(crate::feedback::anchors::AnchorRow),
 }
 
 impl ViewRow {
@@ -219,6 +222,7 @@ impl ViewRow {
                 r.variant.clone(),
             ),
             ViewRow::SlaAlert(r) => ViewKey::SlaAlert(r.at.timestamp()),
+            ViewRow::Anchor(r) => ViewKey::Anchor(r.effective_from.timestamp(), r.anchor.clone()),
         }
     }
 }

@@ -58,8 +58,12 @@ impl CoreSetup {
 
     /// A fresh feedback state, its prior the configured weights.
     pub fn feedback_state(&self) -> FeedbackState {
-        FeedbackState::new(self.feedback.clone(), self.scoring.weights)
-            .with_weights_delay(self.epoch_secs as i64)
+        let state = FeedbackState::new(self.feedback.clone(), self.scoring.weights)
+            .with_weights_delay(self.epoch_secs as i64);
+        match &self.labels().classifier {
+            Some(c) => state.with_anchors(c.anchors().to_vec()),
+            None => state,
+        }
     }
 
     pub fn labels(&self) -> &Labels {

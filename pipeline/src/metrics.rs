@@ -112,6 +112,7 @@ impl Metrics {
                     self.signal_to_publish.observe(p.seconds);
                     "publish_latencies"
                 }
+                Some(ViewRow::Anchor(_)) => "anchors_history",
                 Some(ViewRow::SlaAlert(a)) => {
                     self.sla_alerts.inc();
                     self.sla_average_hours.set(a.average_hours);

@@ -10,6 +10,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
+use ideaflow_operators::feedback::anchors::AnchorRow;
 use ideaflow_operators::views::{
     AbResultRow, AllocationRow, CentroidRow, Change, DistinctCountRow, IdeaRow, PublishRow,
     ScoreRow, SignalRow, SlaAlertRow, TopicCountRow, ViewKey, ViewRow, WeightsRow, WindowRow,
@@ -80,7 +81,7 @@ pub async fn truncate(pool: &PgPool) -> Result<(), PostgresError> {
     pool.execute(
         "TRUNCATE signals, ideas, idea_scores, centroids, topic_counts, distinct_counts, \
          dead_letters, pipeline_progress, feedback_windows, ab_results, allocations, \
-         weights_history, publish_latencies, sla_alerts",
+         weights_history, publish_latencies, sla_alerts, anchors_history",
     )
     .await?;
     Ok(())
@@ -129,6 +130,7 @@ struct Batches<'a> {
     weights: Vec<&'a WeightsRow>,
     publishes: Vec<&'a PublishRow>,
     sla_alerts: Vec<&'a SlaAlertRow>,
+    anchors: Vec<&'a AnchorRow>,
     dead_letters: Vec<DeadLetter>,
 }
 
@@ -149,6 +151,7 @@ impl<'a> Batches<'a> {
                 (_, Some(ViewRow::Weights(r))) => b.weights.push(r),
                 (_, Some(ViewRow::Publish(r))) => b.publishes.push(r),
                 (_, Some(ViewRow::SlaAlert(r))) => b.sla_alerts.push(r),
+                (_, Some(ViewRow::Anchor(r))) => b.anchors.push(r),
                 (_, Some(ViewRow::DeadLetter(_, d))) => b.dead_letters.push(d.clone()),
                 (ViewKey::Idea(id), None) => b.idea_deletes.push(id.clone()),
                 (ViewKey::Score(id), None) => b.score_deletes.push(id.clone()),
@@ -171,7 +174,8 @@ impl<'a> Batches<'a> {
                     | ViewKey::Weights(..)
                     | ViewKey::DeadLetter(..)
                     | ViewKey::Publish(..)
-                    | ViewKey::SlaAlert(..),
+                    | ViewKey::SlaAlert(..)
+                    | ViewKey::Anchor(..),
                     None,
                 ) => {}
             }
@@ -383,6 +387,14 @@ async fn write_feedback(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> 
             "window_secs",
         ],
         &b.sla_alerts,
+    )
+    .await?;
+    upsert_json(
+        tx,
+        "anchors_history",
+        "effective_from, anchor",
+        &["corrections", "rating_sum", "shift"],
+        &b.anchors,
     )
     .await
 }

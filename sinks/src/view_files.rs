@@ -3,7 +3,7 @@
 //! `ideas.jsonl` (with factors and score), `signals.jsonl`, `centroids.jsonl`,
 //! `topic_counts.jsonl`, `distinct_counts.jsonl`, and the feedback loop's
 //! `windows.jsonl`, `ab_results.jsonl`, `allocations.jsonl`,
-//! `weights_history.jsonl`, `publish_latencies.jsonl`, `sla_alerts.jsonl`. (Dead letters raised inside the dataflow are
+//! `weights_history.jsonl`, `publish_latencies.jsonl`, `sla_alerts.jsonl`, `anchors_history.jsonl`. (Dead letters raised inside the dataflow are
 //! the caller's: they join the source's in `dead_letters.jsonl`.)
 
 use std::path::Path;
@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::jsonl::{JsonlError, JsonlWriter};
 
 /// The file names, in the order the views sort.
-pub const VIEW_FILES: [&str; 11] = [
+pub const VIEW_FILES: [&str; 12] = [
     "ideas.jsonl",
     "signals.jsonl",
     "centroids.jsonl",
@@ -29,6 +29,7 @@ pub const VIEW_FILES: [&str; 11] = [
     "weights_history.jsonl",
     "publish_latencies.jsonl",
     "sla_alerts.jsonl",
+    "anchors_history.jsonl",
 ];
 
 /// An idea row with its score's fields beside it (what analysts read).
@@ -72,6 +73,7 @@ pub fn write_views(state: &ViewState, dir: &Path) -> Result<(), JsonlError> {
             ViewRow::Weights(w) => files[8].write(w)?,
             ViewRow::Publish(p) => files[9].write(p)?,
             ViewRow::SlaAlert(a) => files[10].write(a)?,
+            ViewRow::Anchor(a) => files[11].write(a)?,
             ViewRow::DeadLetter(..) => {}
         }
     }

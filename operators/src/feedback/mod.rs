@@ -34,6 +34,7 @@
 //!   `sla_threshold_hours`, at most once per `sla_alert_cooldown_minutes`.
 
 pub mod ab_test;
+pub mod anchors;
 pub mod thompson;
 pub mod weight_learning;
 
@@ -75,6 +76,7 @@ pub struct FeedbackParams {
     /// No second alert within this long after one (env `SLA_ALERT_COOLDOWN_MINUTES`).
     pub sla_alert_cooldown_minutes: i64,
     pub learning: LearningParams,
+    pub anchors: anchors::AnchorParams,
 }
 
 impl Default for FeedbackParams {
@@ -89,6 +91,7 @@ impl Default for FeedbackParams {
             sla_window_secs: DAY,
             sla_alert_cooldown_minutes: 60,
             learning: LearningParams::default(),
+            anchors: anchors::AnchorParams::default(),
         }
     }
 }
@@ -262,6 +265,14 @@ pub struct FeedbackOutput {
     pub changes: Vec<Change>,
     /// New scoring weights for the idea state, when learned this epoch.
     pub new_weights: Option<Weights>,
+    /// The classifier's anchors, moved by classification feedback this epoch.
+    pub new_anchors: Option<Vec<crate::classify::Anchor>>,
+}
+
+/// A `classification.corrected` event with its sentence embedded.
+pub struct EmbeddedCorrection {
+    pub event: Event,
+    pub embedding: std::sync::Arc<[f32]>,
 }
 
 struct KnownIdea {
@@ -301,6 +312,7 @@ pub struct FeedbackState {
     /// (published_at, seconds to publish) of the listings in the SLA window.
     recent_listings: std::collections::VecDeque<(i64, f64)>,
     last_alert: Option<i64>,
+    anchors: Option<anchors::AnchorFeedback>,
 }
 
 impl FeedbackState {
@@ -323,6 +335,75 @@ impl FeedbackState {
             weights_delay_secs: 0,
             recent_listings: std::collections::VecDeque::new(),
             last_alert: None,
+            anchors: None,
+        }
+    }
+
+    /// Classification feedback moves these anchors (the classifier's, as
+    /// embedded at start).
+    pub fn with_anchors(mut self, base: Vec<crate::classify::Anchor>) -> Self {
+        self.anchors = Some(anchors::AnchorFeedback::new(
+            base,
+            self.params.anchors.clone(),
+        ));
+        self
+    }
+
+    /// Applies one epoch's classification corrections (in any order).
+    pub fn apply_corrections(
+        &mut self,
+        watermark: i64,
+        mut corrections: Vec<EmbeddedCorrection>,
+        out: &mut FeedbackOutput,
+    ) {
+        corrections.sort_by_cached_key(|c| {
+            (
+                c.event.time.timestamp(),
+                serde_json::to_string(&c.event.payload).unwrap_or_default(),
+            )
+        });
+        let mut changed = Vec::new();
+        for c in corrections {
+            let Payload::Correction(fix) = &c.event.payload else {
+                continue;
+            };
+            let Some(state) = self.anchors.as_mut() else {
+                continue;
+            };
+            if state.knows(&fix.correct) {
+                state.correct(
+                    c.event.time.timestamp(),
+                    &fix.correct,
+                    fix.rating,
+                    c.embedding,
+                );
+                changed.push(fix.correct.clone());
+            } else {
+                let id = self.dead_letters;
+                self.dead_letters += 1;
+                out.changes.push(Change::upsert(ViewRow::DeadLetter(
+                    id,
+                    DeadLetter {
+                        reason: RejectReason::InvalidValue,
+                        message: format!(
+                            "classification.corrected names the anchor {:?}, which is not one of [classifier.anchors]; use one of their names",
+                            fix.correct
+                        ),
+                        position: Position {
+                            file: "classification feedback".into(),
+                            line: 0,
+                            offset: 0,
+                        },
+                        raw: serde_json::to_string(&c.event).unwrap_or_default(),
+                    },
+                )));
+            }
+        }
+        if let Some(state) = self.anchors.as_mut() {
+            let (rows, moved) = state.refresh(watermark, changed);
+            out.changes
+                .extend(rows.into_iter().map(|r| Change::upsert(ViewRow::Anchor(r))));
+            out.new_anchors = moved;
         }
     }
 

@@ -161,6 +161,9 @@ pub struct IdeaState {
     scoring: ScoringParams,
     weights: Weights,
     weights_changed: bool,
+    /// Anchors moved by classification feedback; `None`: the prepared
+    /// signal's class (the configured anchors) stands.
+    classifier: Option<std::sync::Arc<crate::classify::Classifier>>,
     calendar: Calendar,
     bloom: RotatingBloom,
     lsh: LshIndex,
@@ -199,6 +202,7 @@ impl IdeaState {
             bloom,
             weights: scoring.weights.normalized(),
             weights_changed: false,
+            classifier: None,
             categories: CentroidWindow::new(windows.window_secs),
             communities: CentroidWindow::new(windows.window_secs),
             topics: TopicCounts::new(windows.window_secs),
@@ -233,6 +237,11 @@ impl IdeaState {
     }
 
     /// New weights (normalized); every active idea is re-scored at the next epoch.
+    /// New ideas are classified with these anchors from now on.
+    pub fn set_classifier(&mut self, classifier: std::sync::Arc<crate::classify::Classifier>) {
+        self.classifier = Some(classifier);
+    }
+
     pub fn set_weights(&mut self, weights: Weights) {
         let w = weights.normalized();
         if w != self.weights {
@@ -471,7 +480,10 @@ impl IdeaState {
             source: sig.source,
             category: s.category.as_ref().map(|(c, _)| c.clone()),
             category_similarity: s.category.as_ref().map(|(_, v)| *v),
-            anchor_class: s.anchor_class.clone(),
+            anchor_class: match &self.classifier {
+                Some(c) => Some(c.route(&s.embedding).category),
+                None => s.anchor_class.clone(),
+            },
             community: sig.community.clone(),
             locale: sig.locale.clone(),
             topics: sorted_topics(&sig.topics),

@@ -59,6 +59,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/weights", get(weights))
         .route("/api/v1/ab", get(ab_results))
+        .route("/api/v1/anchors", get(anchors))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
@@ -427,6 +428,23 @@ async fn weights(State(s): State<Shared>) -> ApiResult<Json<Value>> {
     Ok(Json(
         json!({"current": current, "configured": configured, "history": history}),
     ))
+}
+
+/// How classification feedback moved the classifier's anchors, oldest first.
+async fn anchors(State(s): State<Shared>) -> ApiResult<Json<Value>> {
+    let rows = sqlx::query(
+        "SELECT row_to_json(a)::text AS row FROM \
+         (SELECT * FROM anchors_history ORDER BY effective_from, anchor) a",
+    )
+    .fetch_all(&s.pool)
+    .await?;
+    count(&s, "anchors", 200);
+    let history: Vec<Value> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>("row").ok())
+        .filter_map(|t| serde_json::from_str(&t).ok())
+        .collect();
+    Ok(Json(json!({ "history": history })))
 }
 
 /// The latest A/B result per idea, marketplace and treatment, newest first.

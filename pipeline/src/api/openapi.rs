@@ -52,6 +52,8 @@ pub fn document() -> Value {
             "/api/v1/ab": get("Latest 7-day A/B result per idea, marketplace and treatment variant",
                 json!([query("idea_id", "Only this idea", json!({"type": "string", "format": "uuid"})), limit]),
                 "{results: [ab_result + title]}"),
+            "/api/v1/anchors": get("How classification feedback moved the classifier's anchors", json!([]),
+                "{history: [{effective_from, anchor, corrections, rating_sum, shift}]}"),
             "/api/v1/openapi.json": get("This document", json!([]), "OpenAPI 3.1"),
             "/health/live": get("The process is up", json!([]), "{status: live}"),
             "/health/ready": get("Postgres, Redis and the model are usable (503 otherwise)", json!([]), "{status: ready, checks}"),

@@ -10,12 +10,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ideaflow_operators::classify::Classifier;
 use ideaflow_operators::dedupe::LshIndex;
-use ideaflow_operators::feedback::FeedbackState;
+use ideaflow_operators::embed::Embedder;
+use ideaflow_operators::feedback::{EmbeddedCorrection, FeedbackState};
 use ideaflow_operators::idea_state::{prepare, IdeaState, Labels, PreparedSignal};
 use ideaflow_operators::score::ScoringParams;
 use ideaflow_operators::score::Weights;
 use ideaflow_operators::views::Change;
+use ideaflow_operators::Payload;
 use ideaflow_operators::{Event, Signal};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -43,12 +46,12 @@ pub fn prepare_signals<'scope>(
 /// in the first epoch at or after their time.
 pub fn apply_to_state<'scope>(
     prepared: Stream<'scope, u64, Vec<PreparedSignal>>,
-    weights: Stream<'scope, u64, Vec<Weights>>,
+    learned: Stream<'scope, u64, Vec<Learned>>,
     state: Option<IdeaState>,
     epoch_secs: u64,
 ) -> Stream<'scope, u64, Vec<Change>> {
     prepared.binary_frontier::<_, CapacityContainerBuilder<Vec<Change>>, _, _, _, _>(
-        weights,
+        learned,
         Exchange::new(|_: &PreparedSignal| 0),
         Pipeline,
         "IdeaState",
@@ -56,7 +59,7 @@ pub fn apply_to_state<'scope>(
             let mut state = state;
             let mut pending: BTreeMap<u64, (Capability<u64>, Vec<PreparedSignal>)> =
                 BTreeMap::new();
-            let mut learned: BTreeMap<u64, Vec<Weights>> = BTreeMap::new();
+            let mut learned: BTreeMap<u64, Vec<Learned>> = BTreeMap::new();
             move |(signals_in, signals_frontier), (weights_in, weights_frontier), output| {
                 signals_in.for_each_stamp(|cap, data| {
                     let t = *cap.least().expect("a totally ordered time");
@@ -89,8 +92,11 @@ pub fn apply_to_state<'scope>(
                         if *w.key() > t {
                             break;
                         }
-                        for weights in w.remove() {
-                            state.set_weights(weights);
+                        for l in w.remove() {
+                            match l {
+                                Learned::Weights(weights) => state.set_weights(weights),
+                                Learned::Classifier(c) => state.set_classifier(c),
+                            }
                         }
                     }
                     let changes = state.apply_epoch((t + epoch_secs) as i64, signals);
@@ -106,7 +112,24 @@ pub fn apply_to_state<'scope>(
 #[derive(Clone)]
 pub enum FeedbackOut {
     Change(Box<Change>),
+    Learned(Learned),
+}
+
+/// What the feedback loop teaches the idea state: scoring weights, and the
+/// classifier with its anchors moved by classification feedback.
+#[derive(Clone)]
+pub enum Learned {
     Weights(Weights),
+    Classifier(Arc<Classifier>),
+}
+
+/// What the feedback operator needs on the worker that owns the state.
+pub struct FeedbackOwner {
+    pub state: FeedbackState,
+    /// Embeds corrected sentences (classification feedback).
+    pub embedder: Option<Embedder>,
+    /// The configured classifier, whose anchors feedback moves.
+    pub classifier: Option<Arc<Classifier>>,
 }
 
 /// Joins listing and feedback events with the idea state's changelog on
@@ -115,7 +138,7 @@ pub enum FeedbackOut {
 pub fn apply_feedback<'scope>(
     events: Stream<'scope, u64, Vec<Event>>,
     idea_changes: Stream<'scope, u64, Vec<Change>>,
-    state: Option<FeedbackState>,
+    owner: Option<FeedbackOwner>,
     epoch_secs: u64,
 ) -> Stream<'scope, u64, Vec<FeedbackOut>> {
     events.binary_frontier::<_, CapacityContainerBuilder<Vec<FeedbackOut>>, _, _, _, _>(
@@ -124,7 +147,7 @@ pub fn apply_feedback<'scope>(
         Pipeline,
         "Feedback",
         move |_cap, _info| {
-            let mut state = state;
+            let mut owner = owner;
             type Epoch = (Option<Capability<u64>>, Vec<Event>, Vec<Change>);
             let mut pending: BTreeMap<u64, Epoch> = BTreeMap::new();
             move |(events_in, events_frontier), (changes_in, changes_frontier), output| {
@@ -154,10 +177,20 @@ pub fn apply_feedback<'scope>(
                         break;
                     }
                     let (t, (cap, events, changes)) = entry.remove_entry();
-                    let (Some(state), Some(cap)) = (state.as_mut(), cap) else {
+                    let (Some(owner), Some(cap)) = (owner.as_mut(), cap) else {
                         continue;
                     };
-                    let out = state.apply_epoch((t + epoch_secs) as i64, events, &changes);
+                    let watermark = (t + epoch_secs) as i64;
+                    let (corrections, events): (Vec<Event>, Vec<Event>) = events
+                        .into_iter()
+                        .partition(|e| matches!(e.payload, Payload::Correction(_)));
+                    let mut out = owner.state.apply_epoch(watermark, events, &changes);
+                    let embedded = embed_corrections(owner.embedder.as_mut(), corrections);
+                    owner.state.apply_corrections(watermark, embedded, &mut out);
+                    let classifier = match (out.new_anchors.take(), &owner.classifier) {
+                        (Some(anchors), Some(base)) => Some(Arc::new(base.with_anchors(anchors))),
+                        _ => None,
+                    };
                     let mut session = output.session(&cap);
                     session.give_iterator(
                         out.changes
@@ -165,10 +198,49 @@ pub fn apply_feedback<'scope>(
                             .map(|c| FeedbackOut::Change(Box::new(c))),
                     );
                     if let Some(w) = out.new_weights {
-                        session.give(FeedbackOut::Weights(w));
+                        session.give(FeedbackOut::Learned(Learned::Weights(w)));
+                    }
+                    if let Some(c) = classifier {
+                        session.give(FeedbackOut::Learned(Learned::Classifier(c)));
                     }
                 }
             }
         },
     )
+}
+
+/// The corrected sentences' embeddings, as the classifier embeds sentences.
+/// A failure to embed is logged and the corrections skipped: they are valid
+/// input, and the model is ours.
+fn embed_corrections(
+    embedder: Option<&mut Embedder>,
+    corrections: Vec<Event>,
+) -> Vec<EmbeddedCorrection> {
+    let Some(embedder) = embedder else {
+        return Vec::new();
+    };
+    if corrections.is_empty() {
+        return Vec::new();
+    }
+    let sentences: Vec<&str> = corrections
+        .iter()
+        .map(|e| match &e.payload {
+            Payload::Correction(c) => c.sentence.as_str(),
+            _ => "",
+        })
+        .collect();
+    match embedder.embed(&sentences) {
+        Ok(vectors) => corrections
+            .into_iter()
+            .zip(vectors)
+            .map(|(event, v)| EmbeddedCorrection {
+                event,
+                embedding: v.into(),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, n = sentences.len(), "embedding corrected sentences failed; skipping them");
+            Vec::new()
+        }
+    }
 }

@@ -10,9 +10,8 @@ pub mod source;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Result};
-use idea_state::FeedbackOut;
+use idea_state::{FeedbackOut, FeedbackOwner, Learned};
 use ideaflow_operators::embed::{EmbedderOptions, ModelFiles};
-use ideaflow_operators::score::Weights;
 use ideaflow_operators::{Payload, Signal};
 use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
 use ideaflow_sources::replay::ReplaySource;
@@ -69,7 +68,21 @@ pub fn run_views_pipeline(
         };
         let sunk = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let state = consumer.as_ref().map(|_| core.state());
-        let mut feedback_state = consumer.as_ref().map(|_| core.feedback_state());
+        let mut feedback_owner = match consumer {
+            Some(_) => Some(FeedbackOwner {
+                state: core.feedback_state(),
+                embedder: Some(
+                    ideaflow_operators::embed::Embedder::load(&model, embed_options.clone())
+                        .map_err(|e| anyhow!("the embedding model does not load: {e}"))?,
+                ),
+                classifier: core
+                    .labels()
+                    .classifier
+                    .as_ref()
+                    .map(|c| Arc::new(c.with_anchors(c.anchors().to_vec()))),
+            }),
+            None => None,
+        };
         let probe = ProbeHandle::new();
         let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
             let ((input, cap), with_vectors, marketplace) = embedded_signals(
@@ -83,24 +96,24 @@ pub fn run_views_pipeline(
             let prepared = idea_state::prepare_signals(with_vectors, core.prepare.clone());
             // The feedback edge: weights learned in one epoch reach the idea
             // state one epoch later.
-            let (weights_loop, learned) = scope.feedback::<Vec<Weights>>(epoch_secs);
+            let (learned_loop, learned) = scope.feedback::<Vec<Learned>>(epoch_secs);
             let changes = idea_state::apply_to_state(prepared, learned, state, epoch_secs);
             let feedback = idea_state::apply_feedback(
                 marketplace,
                 changes.clone(),
-                feedback_state.take(),
+                feedback_owner.take(),
                 epoch_secs,
             );
             feedback
                 .clone()
                 .flat_map(|o| match o {
-                    FeedbackOut::Weights(w) => Some(w),
+                    FeedbackOut::Learned(l) => Some(l),
                     FeedbackOut::Change(_) => None,
                 })
-                .connect_loop(weights_loop);
+                .connect_loop(learned_loop);
             let feedback_changes = feedback.flat_map(|o| match o {
                 FeedbackOut::Change(c) => Some(*c),
-                FeedbackOut::Weights(_) => None,
+                FeedbackOut::Learned(_) => None,
             });
             deliver::deliver_epochs(
                 changes.concat(feedback_changes),

@@ -43,14 +43,16 @@ pub fn signals<'scope>(
     events.flat_map(|e| super::signal_of(e.payload))
 }
 
-/// Marketplace events (listings and feedback), for the feedback operator.
+/// Marketplace and classification feedback events, for the feedback operator.
 pub fn marketplace_events<'scope>(
     events: Stream<'scope, u64, Vec<Event>>,
 ) -> Stream<'scope, u64, Vec<Event>> {
     events.filter(|e| {
         matches!(
             e.payload,
-            ideaflow_operators::Payload::Listing(_) | ideaflow_operators::Payload::Feedback(_)
+            ideaflow_operators::Payload::Listing(_)
+                | ideaflow_operators::Payload::Feedback(_)
+                | ideaflow_operators::Payload::Correction(_)
         )
     })
 }

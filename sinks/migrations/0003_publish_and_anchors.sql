@@ -19,3 +19,13 @@ CREATE TABLE sla_alerts (
     listings BIGINT NOT NULL,
     window_secs BIGINT NOT NULL
 );
+
+-- Classification feedback: each change of an anchor (operators/src/feedback/anchors.rs).
+CREATE TABLE anchors_history (
+    effective_from TIMESTAMPTZ NOT NULL,
+    anchor TEXT NOT NULL,
+    corrections BIGINT NOT NULL,
+    rating_sum BIGINT NOT NULL,
+    shift DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (effective_from, anchor)
+);
