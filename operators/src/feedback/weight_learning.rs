@@ -110,7 +110,7 @@ pub fn estimate(obs: &[Observation], prior: &Weights, params: &LearningParams) -
         }
     }
     let sum: f64 = beta.iter().sum();
-    (sum > 0.0).then(|| from_array(beta.map(|v| v / sum)))
+    (sum > 0.0).then(|| Weights::from_array(beta.map(|v| v / sum)))
 }
 
 /// `current` moved toward `target` along the straight line between them, by
@@ -125,17 +125,7 @@ pub fn step_toward(current: &Weights, target: &Weights, max_step: f64) -> Weight
     } else {
         max_step / largest
     };
-    from_array(std::array::from_fn(|j| c[j] + k * (t[j] - c[j])))
-}
-
-fn from_array(w: [f64; 5]) -> Weights {
-    Weights {
-        freshness: w[0],
-        engagement: w[1],
-        novelty: w[2],
-        community_fit: w[3],
-        seasonality: w[4],
-    }
+    Weights::from_array(std::array::from_fn(|j| c[j] + k * (t[j] - c[j])))
 }
 
 #[cfg(test)]
