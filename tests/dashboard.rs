@@ -43,19 +43,7 @@ fn browser(mode: &str, url: &str, screenshot: Option<&std::path::Path>) -> serde
 fn the_dashboard_shows_live_data_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    ok(ideaflow()
-        .args([
-            "gen",
-            "--signals",
-            "300",
-            "--seed",
-            "21",
-            "--days",
-            "1",
-            "--feedback",
-            "--out",
-        ])
-        .arg(&input));
+    generate_stream(&input, 300, 21, 1, true);
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/");
     // A day of signals and about three of marketplace feedback, in about

@@ -21,19 +21,7 @@ const FEEDBACK_VIEWS: [&str; 4] = [
 
 fn generate(dir: &Path) -> PathBuf {
     let input = dir.join("in.jsonl");
-    ok(ideaflow()
-        .args([
-            "gen",
-            "--signals",
-            "400",
-            "--seed",
-            "5",
-            "--days",
-            "4",
-            "--feedback",
-            "--out",
-        ])
-        .arg(&input));
+    generate_stream(&input, 400, 5, 4, true);
     input
 }
 
@@ -280,18 +268,7 @@ fn unknown_ideas_and_too_late_feedback_are_dead_lettered() {
 fn classification_corrections_move_the_anchor_for_later_ideas() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    ok(ideaflow()
-        .args([
-            "gen",
-            "--signals",
-            "300",
-            "--seed",
-            "8",
-            "--days",
-            "1",
-            "--out",
-        ])
-        .arg(&input));
+    generate_stream(&input, 300, 8, 1, false);
     let text = std::fs::read_to_string(&input).unwrap();
     let correction = |ts: &str, sentence: &str, correct: &str| {
         serde_json::json!({"eventType": "classification.corrected", "timestamp": ts,

@@ -19,19 +19,7 @@ fn namespace(test: &str) -> String {
 fn a_materialized_replay_agrees_with_its_out_dir() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    ok(ideaflow()
-        .args([
-            "gen",
-            "--signals",
-            "300",
-            "--seed",
-            "3",
-            "--days",
-            "2",
-            "--feedback",
-            "--out",
-        ])
-        .arg(&input));
+    generate_stream(&input, 300, 3, 2, true);
     let ns = namespace("verify");
     let out = dir.path().join("out");
     ok(ideaflow()
@@ -91,18 +79,7 @@ fn a_materialized_replay_agrees_with_its_out_dir() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("verify: OK"));
     // A different replay in the same namespace no longer matches the first --out.
     let other = dir.path().join("other.jsonl");
-    ok(ideaflow()
-        .args([
-            "gen",
-            "--signals",
-            "100",
-            "--seed",
-            "4",
-            "--days",
-            "1",
-            "--out",
-        ])
-        .arg(&other));
+    generate_stream(&other, 100, 4, 1, false);
     ok(ideaflow()
         .args(["replay", "--materialize", "--namespace", &ns, "--input"])
         .arg(&other)
@@ -318,18 +295,7 @@ fn a_reader_polling_postgres_never_sees_a_partial_epoch() {
     let psql = std::path::Path::new(&bin).join("psql");
     let dir = tempfile::tempdir().unwrap();
     let generated = dir.path().join("gen.jsonl");
-    ok(ideaflow()
-        .args([
-            "gen",
-            "--signals",
-            "400",
-            "--seed",
-            "11",
-            "--days",
-            "3",
-            "--out",
-        ])
-        .arg(&generated));
+    generate_stream(&generated, 400, 11, 3, false);
     // Malformed records in the middle of the stream: they reach Postgres with
     // the epoch that follows them.
     let text = std::fs::read_to_string(&generated).unwrap();

@@ -130,3 +130,17 @@ impl Drop for Server {
         let _ = self.0.wait();
     }
 }
+
+/// `ideaflow gen` into `out`: `signals` over `days` from `seed`, with
+/// marketplace listings and feedback when `feedback`.
+pub fn generate_stream(out: &Path, signals: u32, seed: u64, days: u32, feedback: bool) {
+    let mut cmd = ideaflow();
+    cmd.arg("gen")
+        .args(["--signals", &signals.to_string()])
+        .args(["--seed", &seed.to_string()])
+        .args(["--days", &days.to_string()]);
+    if feedback {
+        cmd.arg("--feedback");
+    }
+    ok(cmd.arg("--out").arg(out));
+}
