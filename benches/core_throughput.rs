@@ -111,6 +111,7 @@ fn baseline(input: &Path) -> Result<(u64, f64)> {
 fn main() -> Result<()> {
     if let Ok(spec) = std::env::var("IDEAFLOW_BENCH_CHILD") {
         let (workers, input) = spec.split_once(':').expect("workers:path");
+        ideaflow::logging::init();
         return child(Path::new(input), workers.parse()?);
     }
     let signals: u64 = arg("--signals", "1000000").parse()?;

@@ -77,6 +77,12 @@ impl VectorSum {
     /// when `exclude_self` (the centroid "without itself"). `None` if nothing
     /// is left. The mean's direction is the sum's, so no division by n.
     pub fn cosine(&mut self, v: &[f32], exclude_self: bool) -> Option<f64> {
+        self.cosine_with_norm(v, norm2(v), exclude_self)
+    }
+
+    /// [`VectorSum::cosine`] with `v`'s squared norm ([`norm2`]) given: the
+    /// idea state computes it once per idea, not on every tick.
+    pub fn cosine_with_norm(&mut self, v: &[f32], vv: f64, exclude_self: bool) -> Option<f64> {
         if self.n - i64::from(exclude_self) <= 0 {
             return None;
         }
@@ -86,7 +92,6 @@ impl VectorSum {
             (sum, norm2)
         });
         let vs = dot_lanes_f64(v, sum);
-        let vv: f64 = v.iter().map(|x| (*x as f64) * (*x as f64)).sum();
         // |S − v|² = |S|² − 2 v·S + |v|², v·(S − v) = v·S − |v|².
         let (dot, rest2) = if exclude_self {
             (vs - vv, (*norm2 - 2.0 * vs + vv).max(0.0))
@@ -98,6 +103,11 @@ impl VectorSum {
         }
         Some((dot / (vv.sqrt() * rest2.sqrt())).clamp(-1.0, 1.0))
     }
+}
+
+/// `v`'s squared norm, in f64, as the centroid cosines use it.
+pub fn norm2(v: &[f32]) -> f64 {
+    v.iter().map(|x| (*x as f64) * (*x as f64)).sum()
 }
 
 /// Centroids per key over a sliding window. Members are added with their

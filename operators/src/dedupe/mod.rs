@@ -3,6 +3,8 @@
 
 mod bloom;
 mod lsh;
+mod near;
 
 pub use bloom::{BloomSizing, RotatingBloom};
 pub use lsh::{LshIndex, LshParams};
+pub use near::{NearIndex, NearMatches, VectorId};

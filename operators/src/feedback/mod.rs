@@ -259,6 +259,39 @@ fn utc(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
 }
 
+/// What feedback learns from the idea state's changelog: the ideas that
+/// exist, their latest factors, and which content hashes were merged into
+/// which idea (a listing may name the merged text's own id).
+#[derive(Clone, Debug, PartialEq)]
+pub enum IdeaFact {
+    Seen { id: String, first_seen: i64 },
+    Scored { id: String, factors: Factors },
+    Alias { own: String, idea: String },
+}
+
+impl IdeaFact {
+    pub fn of(change: &Change) -> Option<IdeaFact> {
+        match change.row.as_ref()? {
+            ViewRow::Idea(i) => Some(IdeaFact::Seen {
+                id: i.id.clone(),
+                first_seen: i.first_seen.timestamp(),
+            }),
+            ViewRow::Score(s) => Some(IdeaFact::Scored {
+                id: s.idea_id.clone(),
+                factors: s.factors,
+            }),
+            ViewRow::Signal(s) => {
+                let own = crate::idea::idea_id(&s.content_hash).to_string();
+                (own != s.idea_id).then(|| IdeaFact::Alias {
+                    own,
+                    idea: s.idea_id.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What an epoch of feedback produced.
 #[derive(Debug, Default)]
 pub struct FeedbackOutput {
@@ -430,8 +463,21 @@ impl FeedbackState {
     pub fn apply_epoch(
         &mut self,
         watermark: i64,
-        mut events: Vec<Event>,
+        events: Vec<Event>,
         idea_changes: &[Change],
+    ) -> FeedbackOutput {
+        let facts: Vec<IdeaFact> = idea_changes.iter().filter_map(IdeaFact::of).collect();
+        self.apply_epoch_facts(watermark, events, &facts)
+    }
+
+    /// [`FeedbackState::apply_epoch`] with the changelog already reduced to
+    /// what feedback needs (the dataflow splits it off the changelog without
+    /// copying whole rows).
+    pub fn apply_epoch_facts(
+        &mut self,
+        watermark: i64,
+        mut events: Vec<Event>,
+        idea_changes: &[IdeaFact],
     ) -> FeedbackOutput {
         let mut out = FeedbackOutput::default();
         if !self.started {
@@ -472,30 +518,26 @@ impl FeedbackState {
         out
     }
 
-    fn observe_ideas(&mut self, changes: &[Change]) {
-        for c in changes {
-            match &c.row {
-                Some(ViewRow::Idea(i)) => {
+    fn observe_ideas(&mut self, facts: &[IdeaFact]) {
+        for f in facts {
+            match f {
+                IdeaFact::Seen { id, first_seen } => {
                     self.ideas
-                        .entry(i.id.clone())
+                        .entry(id.clone())
                         .or_insert(KnownIdea {
-                            first_seen: i.first_seen.timestamp(),
+                            first_seen: *first_seen,
                             factors: None,
                         })
-                        .first_seen = i.first_seen.timestamp();
+                        .first_seen = *first_seen;
                 }
-                Some(ViewRow::Score(s)) => {
-                    if let Some(k) = self.ideas.get_mut(&s.idea_id) {
-                        k.factors = Some(s.factors);
+                IdeaFact::Scored { id, factors } => {
+                    if let Some(k) = self.ideas.get_mut(id) {
+                        k.factors = Some(*factors);
                     }
                 }
-                Some(ViewRow::Signal(s)) => {
-                    let own = crate::idea::idea_id(&s.content_hash).to_string();
-                    if own != s.idea_id {
-                        self.aliases.insert(own, s.idea_id.clone());
-                    }
+                IdeaFact::Alias { own, idea } => {
+                    self.aliases.insert(own.clone(), idea.clone());
                 }
-                _ => {}
             }
         }
     }

@@ -23,7 +23,6 @@
 mod prepare;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -32,9 +31,8 @@ pub use prepare::{prepare, Labels, PreparedSignal};
 
 use crate::calendar::Calendar;
 use crate::centroid::CentroidWindow;
-use crate::dedupe::{LshIndex, LshParams, RotatingBloom};
+use crate::dedupe::{LshParams, NearIndex, RotatingBloom, VectorId};
 use crate::distinct::DistinctCounts;
-use crate::embed::dot_lanes;
 use crate::engagement_stats::EngagementStats;
 use crate::idea::idea_id;
 use crate::score::{self, Factors, ScoringParams, Weights};
@@ -132,9 +130,9 @@ struct LiveIdea {
     /// Its own content hash and those of the near-duplicates merged into it:
     /// an exact copy of any of them is an exact duplicate of the idea.
     hashes: Vec<[u8; 16]>,
-    /// The representative's embedding and the near-duplicates' (each with its
-    /// LSH signatures): a signal close to any of them joins the idea.
-    vectors: Vec<(Arc<[f32]>, Vec<u32>)>,
+    /// The representative's embedding and the near-duplicates', in the
+    /// near-duplicate index: a signal close to any of them joins the idea.
+    vectors: Vec<VectorId>,
     first_seen: i64,
     last_seen: i64,
     /// The latest peak (published_at, else captured_at) of its signals: freshness.
@@ -142,6 +140,8 @@ struct LiveIdea {
     /// The earliest published_at of its signals: the age the rate divides by.
     earliest_published: Option<i64>,
     seasonality: f64,
+    /// The embedding's squared norm, for the centroid cosines on every tick.
+    norm2: f64,
     score: Option<ScoreRow>,
 }
 
@@ -166,7 +166,7 @@ pub struct IdeaState {
     classifier: Option<std::sync::Arc<crate::classify::Classifier>>,
     calendar: Calendar,
     bloom: RotatingBloom,
-    lsh: LshIndex,
+    near: NearIndex,
     ideas: Vec<Option<LiveIdea>>,
     free: Vec<u32>,
     by_hash: HashMap<[u8; 16], u32>,
@@ -198,7 +198,7 @@ impl IdeaState {
             dedupe.bloom_generations,
         );
         IdeaState {
-            lsh: LshIndex::new(dedupe.lsh()),
+            near: NearIndex::new(dedupe.lsh()),
             bloom,
             weights: scoring.weights.normalized(),
             weights_changed: false,
@@ -329,8 +329,8 @@ impl IdeaState {
         for h in &idea.hashes {
             self.by_hash.remove(h);
         }
-        for (_, signatures) in &idea.vectors {
-            self.lsh.remove(slot, signatures);
+        for v in &idea.vectors {
+            self.near.remove(*v);
         }
         self.archived.insert(
             idea.hashes[0],
@@ -433,26 +433,15 @@ impl IdeaState {
     /// The live idea most similar to `s` at or above the threshold, among the
     /// LSH candidates (ties: the earlier idea).
     fn nearest_live(&mut self, s: &PreparedSignal) -> Option<(u32, f32)> {
-        let candidates = self.lsh.candidates(&s.signatures);
-        self.stats.lsh_candidates += candidates.len() as u64;
-        let max_hamming = self.lsh.max_hamming(self.dedupe.near_threshold);
+        let found = self
+            .near
+            .matches(&s.embedding, &s.signatures, self.dedupe.near_threshold);
+        self.stats.lsh_candidates += found.candidates;
         let mut best: Option<(u32, f32, i64, &str)> = None;
-        for slot in candidates {
+        for (slot, sim) in found.hits {
             let Some(idea) = self.ideas[slot as usize].as_ref() else {
                 continue;
             };
-            // Embeddings are unit vectors: the dot product is the cosine.
-            // The signatures' Hamming distance rules out most candidates
-            // before a 384-d dot product is spent on them.
-            let sim = idea
-                .vectors
-                .iter()
-                .filter(|(_, sig)| LshIndex::hamming(sig, &s.signatures) <= max_hamming)
-                .map(|(v, _)| dot_lanes(&s.embedding, v))
-                .fold(f32::NEG_INFINITY, f32::max);
-            if sim < self.dedupe.near_threshold {
-                continue;
-            }
             let better = match best {
                 None => true,
                 Some((_, b, first, id)) => {
@@ -502,12 +491,13 @@ impl IdeaState {
         let mut idea = LiveIdea {
             row,
             hashes: vec![s.hash],
-            vectors: vec![(s.embedding.clone(), s.signatures.clone())],
+            vectors: Vec::with_capacity(1),
             first_seen: time,
             last_seen: time,
             peak: sig.peak_time().timestamp(),
             earliest_published: sig.published_at.map(|p| p.timestamp()),
             seasonality: 0.0,
+            norm2: crate::centroid::norm2(&s.embedding),
             score: None,
         };
         self.refresh_derived(&mut idea);
@@ -530,7 +520,14 @@ impl IdeaState {
             }
         };
         self.by_hash.insert(s.hash, slot);
-        self.lsh.insert(slot, &s.signatures);
+        let v = self
+            .near
+            .insert(slot, s.embedding.clone(), &s.signatures);
+        self.ideas[slot as usize]
+            .as_mut()
+            .expect("live slot")
+            .vectors
+            .push(v);
         slot
     }
 
@@ -545,9 +542,10 @@ impl IdeaState {
             if !idea.hashes.contains(&s.hash) {
                 idea.hashes.push(s.hash);
                 self.by_hash.insert(s.hash, slot);
-                idea.vectors
-                    .push((s.embedding.clone(), s.signatures.clone()));
-                self.lsh.insert(slot, &s.signatures);
+                let v = self
+                    .near
+                    .insert(slot, s.embedding.clone(), &s.signatures);
+                idea.vectors.push(v);
             }
         }
         row.engagement = row.engagement.saturating_add(&sig.engagement);
@@ -600,12 +598,16 @@ impl IdeaState {
         let novelty = score::novelty(row.category.as_ref().and_then(|c| {
             self.categories
                 .get_mut(c)?
-                .cosine(&row.embedding, in_window)
+                .cosine_with_norm(&row.embedding, idea.norm2, in_window)
         }));
         let to_community = row
             .community
             .as_ref()
-            .and_then(|c| self.communities.get_mut(c)?.cosine(&row.embedding, false));
+            .and_then(|c| {
+                self.communities
+                    .get_mut(c)?
+                    .cosine_with_norm(&row.embedding, idea.norm2, false)
+            });
         let top = row
             .category
             .as_deref()

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ideaflow_operators::classify::Classifier;
 use ideaflow_operators::dedupe::LshIndex;
 use ideaflow_operators::embed::Embedder;
-use ideaflow_operators::feedback::{EmbeddedCorrection, FeedbackState};
+use ideaflow_operators::feedback::{EmbeddedCorrection, FeedbackState, IdeaFact};
 use ideaflow_operators::idea_state::{prepare, IdeaState, Labels, PreparedSignal};
 use ideaflow_operators::score::ScoringParams;
 use ideaflow_operators::score::Weights;
@@ -23,6 +23,7 @@ use ideaflow_operators::{Event, Signal};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
@@ -102,9 +103,32 @@ pub fn apply_to_state<'scope>(
                     let changes = state.apply_epoch((t + epoch_secs) as i64, signals);
                     output.session(&cap).give_iterator(changes.into_iter());
                 }
+                if signals_frontier.is_empty() && pending.is_empty() {
+                    if let Some(state) = state.take() {
+                        // The dedupe path's counters, for tuning (LSH
+                        // candidates per lookup above all).
+                        tracing::info!(stats = ?state.stats(), active_ideas = state.active_ideas(), "idea state done");
+                    }
+                }
             }
         },
     )
+}
+
+/// Splits off the changelog what feedback needs ([`IdeaFact`]s), in one pass:
+/// two consumers of the changelog would each get a copy of every row.
+pub fn split_facts<'scope>(
+    changes: Stream<'scope, u64, Vec<Change>>,
+) -> (
+    Stream<'scope, u64, Vec<Change>>,
+    Stream<'scope, u64, Vec<IdeaFact>>,
+) {
+    changes
+        .flat_map(|c| {
+            let fact = IdeaFact::of(&c);
+            std::iter::once(Ok(c)).chain(fact.map(Err))
+        })
+        .ok_err(|r| r)
 }
 
 /// What the feedback operator emits: view changes for the sinks, and new
@@ -137,7 +161,7 @@ pub struct FeedbackOwner {
 /// (windows, A/B tests, allocations, weight learning).
 pub fn apply_feedback<'scope>(
     events: Stream<'scope, u64, Vec<Event>>,
-    idea_changes: Stream<'scope, u64, Vec<Change>>,
+    idea_changes: Stream<'scope, u64, Vec<IdeaFact>>,
     owner: Option<FeedbackOwner>,
     epoch_secs: u64,
 ) -> Stream<'scope, u64, Vec<FeedbackOut>> {
@@ -148,7 +172,7 @@ pub fn apply_feedback<'scope>(
         "Feedback",
         move |_cap, _info| {
             let mut owner = owner;
-            type Epoch = (Option<Capability<u64>>, Vec<Event>, Vec<Change>);
+            type Epoch = (Option<Capability<u64>>, Vec<Event>, Vec<IdeaFact>);
             let mut pending: BTreeMap<u64, Epoch> = BTreeMap::new();
             move |(events_in, events_frontier), (changes_in, changes_frontier), output| {
                 events_in.for_each_stamp(|cap, data| {
@@ -184,7 +208,7 @@ pub fn apply_feedback<'scope>(
                     let (corrections, events): (Vec<Event>, Vec<Event>) = events
                         .into_iter()
                         .partition(|e| matches!(e.payload, Payload::Correction(_)));
-                    let mut out = owner.state.apply_epoch(watermark, events, &changes);
+                    let mut out = owner.state.apply_epoch_facts(watermark, events, &changes);
                     let embedded = embed_corrections(owner.embedder.as_mut(), corrections);
                     owner.state.apply_corrections(watermark, embedded, &mut out);
                     let classifier = match (out.new_anchors.take(), &owner.classifier) {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, Result};
 use idea_state::{FeedbackOut, FeedbackOwner, Learned};
 use ideaflow_operators::embed::{EmbedderOptions, ModelFiles};
-use ideaflow_operators::{Payload, Signal};
+use ideaflow_operators::Signal;
 use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
 use ideaflow_sources::replay::ReplaySource;
 use timely::dataflow::operators::vec::Map;
@@ -52,6 +52,7 @@ pub fn run_views_pipeline(
     let timely_config = timely_config(workers);
     let settings = source::DriveSettings::from_config(&config.pipeline);
     let epoch_secs = config.pipeline.epoch_secs;
+    let write_signals = signals_out.is_some();
     let owned = Arc::new(Mutex::new(Some((source, dead, consumer, signals_out))));
     let embedded = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let failed: Arc<Mutex<Option<anyhow::Error>>> = Arc::new(Mutex::new(None));
@@ -92,15 +93,21 @@ pub fn run_views_pipeline(
                 embedded.clone(),
             );
             // The embedded signals themselves, as `run` writes them (worker 0).
-            ordered_sink::write_signals(with_vectors.clone(), writer, sunk.clone());
+            // Only when asked: a second consumer gets a copy of every signal.
+            // Every worker must build the same dataflow, so this follows the
+            // run's request, not whether this worker holds the writer.
+            if write_signals {
+                ordered_sink::write_signals(with_vectors.clone(), writer, sunk.clone());
+            }
             let prepared = idea_state::prepare_signals(with_vectors, core.prepare.clone());
             // The feedback edge: weights learned in one epoch reach the idea
             // state one epoch later.
             let (learned_loop, learned) = scope.feedback::<Vec<Learned>>(epoch_secs);
             let changes = idea_state::apply_to_state(prepared, learned, state, epoch_secs);
+            let (changes, facts) = idea_state::split_facts(changes);
             let feedback = idea_state::apply_feedback(
                 marketplace,
-                changes.clone(),
+                facts,
                 feedback_owner.take(),
                 epoch_secs,
             );
@@ -193,17 +200,10 @@ fn embedded_signals<'scope>(
     embedded: Arc<std::sync::atomic::AtomicU64>,
 ) -> FrontStreams<'scope> {
     let (input, events) = source::event_input(scope);
+    let (signals, marketplace) = source::split_events(events);
     (
         input,
-        embed::embed_signals(source::signals(events.clone()), model, options, embedded),
-        source::marketplace_events(events),
+        embed::embed_signals(signals, model, options, embedded),
+        marketplace,
     )
-}
-
-/// Signals only (other event types are consumed by later stages).
-pub fn signal_of(payload: Payload) -> Option<Signal> {
-    match payload {
-        Payload::Signal(s) => Some(*s),
-        _ => None,
-    }
 }

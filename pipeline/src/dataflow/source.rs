@@ -18,7 +18,7 @@ use ideaflow_sources::replay::{ReplaySource, Replayed};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
 use timely::dataflow::operators::core::UnorderedInput;
-use timely::dataflow::operators::vec::{Filter, Map};
+use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::ActivateCapability;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 use timely::worker::Worker;
@@ -37,23 +37,21 @@ pub fn event_input<'scope>(
     scope.new_unordered_input()
 }
 
-pub fn signals<'scope>(
+/// Splits the events into signals and the marketplace and classification
+/// feedback events the feedback operator takes.
+/// One pass, no copies: two consumers of one stream would each get a clone
+/// of every event, embeddings included.
+pub fn split_events<'scope>(
     events: Stream<'scope, u64, Vec<Event>>,
-) -> Stream<'scope, u64, Vec<Signal>> {
-    events.flat_map(|e| super::signal_of(e.payload))
-}
-
-/// Marketplace and classification feedback events, for the feedback operator.
-pub fn marketplace_events<'scope>(
-    events: Stream<'scope, u64, Vec<Event>>,
-) -> Stream<'scope, u64, Vec<Event>> {
-    events.filter(|e| {
-        matches!(
-            e.payload,
-            ideaflow_operators::Payload::Listing(_)
-                | ideaflow_operators::Payload::Feedback(_)
-                | ideaflow_operators::Payload::Correction(_)
-        )
+) -> (
+    Stream<'scope, u64, Vec<Signal>>,
+    Stream<'scope, u64, Vec<Event>>,
+) {
+    use ideaflow_operators::Payload;
+    // Every other payload is marketplace or classification feedback.
+    events.ok_err::<Vec<Signal>, _, Vec<Event>, _, _>(|e| match e.payload {
+        Payload::Signal(s) => Ok(*s),
+        _ => Err(e),
     })
 }
 

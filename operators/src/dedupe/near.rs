@@ -1,0 +1,236 @@
+//! The near-duplicate index: LSH buckets over the vectors of live ideas, and
+//! a flat arena holding each vector's packed signatures, owner and embedding.
+//!
+//! A lookup reads the query's buckets, then rejects most candidates by the
+//! Hamming distance of their packed signatures (one contiguous read each,
+//! no pointer chasing) before spending a 384-d dot product on the rest. The
+//! arena is what keeps that cheap: with a million live ideas a lookup meets
+//! thousands of candidates in dense clusters, and each used to cost several
+//! dependent cache misses.
+
+use std::sync::Arc;
+
+use crate::dedupe::{LshIndex, LshParams};
+use crate::embed::dot_lanes;
+
+/// A vector's place in the arena.
+pub type VectorId = u32;
+
+pub struct NearIndex {
+    lsh: LshIndex,
+    /// Words of packed signatures per vector.
+    words: usize,
+    /// Per vector: `words` words of packed signatures, then its owner.
+    arena: Vec<u64>,
+    embeddings: Vec<Option<Arc<[f32]>>>,
+    free: Vec<VectorId>,
+    /// The candidate ids of a lookup (kept to reuse its allocation).
+    scratch: Vec<VectorId>,
+}
+
+/// The packed form of per-band signatures: `bits` (≤ 32) bits each, back to back.
+pub fn pack(signatures: &[u32], bits: usize, out: &mut [u64]) {
+    out.iter_mut().for_each(|w| *w = 0);
+    let mask = (1u64 << bits) - 1;
+    for (band, sig) in signatures.iter().enumerate() {
+        let at = band * bits;
+        let (word, shift) = (at / 64, at % 64);
+        let value = u64::from(*sig) & mask;
+        out[word] |= value << shift;
+        // A signature straddling two words: its high bits go to the next.
+        if shift + bits > 64 {
+            out[word + 1] |= value >> (64 - shift);
+        }
+    }
+}
+
+fn unpack(packed: &[u64], bands: usize, bits: usize) -> Vec<u32> {
+    (0..bands)
+        .map(|band| {
+            let mut sig = 0u64;
+            for b in 0..bits {
+                let at = band * bits + b;
+                sig |= ((packed[at / 64] >> (at % 64)) & 1) << b;
+            }
+            sig as u32
+        })
+        .collect()
+}
+
+impl NearIndex {
+    pub fn new(params: LshParams) -> Self {
+        let lsh = LshIndex::new(params);
+        let p = lsh.params();
+        NearIndex {
+            words: (p.bands * p.bits).div_ceil(64),
+            lsh,
+            arena: Vec::new(),
+            embeddings: Vec::new(),
+            free: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn lsh(&self) -> &LshIndex {
+        &self.lsh
+    }
+
+    fn stride(&self) -> usize {
+        self.words + 1
+    }
+
+    /// Adds `embedding` (with its LSH signatures) as a vector of `owner`.
+    pub fn insert(&mut self, owner: u32, embedding: Arc<[f32]>, signatures: &[u32]) -> VectorId {
+        let stride = self.stride();
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.arena.resize(self.arena.len() + stride, 0);
+                self.embeddings.push(None);
+                (self.embeddings.len() - 1) as VectorId
+            }
+        };
+        let at = id as usize * stride;
+        pack(
+            signatures,
+            self.lsh.params().bits,
+            &mut self.arena[at..at + self.words],
+        );
+        self.arena[at + self.words] = u64::from(owner);
+        self.embeddings[id as usize] = Some(embedding);
+        self.lsh.insert(id, signatures);
+        id
+    }
+
+    /// Takes a vector out of the index.
+    pub fn remove(&mut self, id: VectorId) {
+        let p = self.lsh.params();
+        let at = id as usize * self.stride();
+        let signatures = unpack(&self.arena[at..at + self.words], p.bands, p.bits);
+        self.lsh.remove(id, &signatures);
+        self.embeddings[id as usize] = None;
+        self.free.push(id);
+    }
+
+    /// Every owner with a vector at cosine ≥ `threshold` to `query` among the
+    /// LSH candidates, with its best cosine, in no particular order (the
+    /// caller breaks ties). Embeddings are unit vectors: dot = cosine.
+    pub fn matches(&mut self, query: &[f32], signatures: &[u32], threshold: f32) -> NearMatches {
+        let p = self.lsh.params();
+        let mut packed = vec![0u64; self.words];
+        pack(signatures, p.bits, &mut packed);
+        let max_hamming = self.lsh.max_hamming(threshold);
+        let (words, stride) = (self.words, self.stride());
+        // Gather, sort and dedup the ids first: the arena is then read in
+        // address order, with loads that do not depend on one another, so
+        // the CPU overlaps their cache misses (checking bucket by bucket
+        // serialized them).
+        let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
+        for band in 0..p.bands {
+            ids.extend_from_slice(self.lsh.bucket(band, signatures[band]));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = NearMatches {
+            candidates: ids.len() as u64,
+            ..NearMatches::default()
+        };
+        for &id in &ids {
+            let at = id as usize * stride;
+            let hamming: u32 = self.arena[at..at + words]
+                .iter()
+                .zip(&packed)
+                .map(|(a, b)| (a ^ b).count_ones())
+                .sum();
+            if hamming > max_hamming {
+                continue;
+            }
+            let Some(v) = &self.embeddings[id as usize] else {
+                continue;
+            };
+            let sim = dot_lanes(query, v);
+            if sim < threshold {
+                continue;
+            }
+            let owner = self.arena[at + words] as u32;
+            match out.hits.iter_mut().find(|(o, _)| *o == owner) {
+                Some((_, best)) => *best = best.max(sim),
+                None => out.hits.push((owner, sim)),
+            }
+        }
+        self.scratch = ids;
+        out
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Default)]
+pub struct NearMatches {
+    /// (owner, best cosine) at or above the threshold.
+    pub hits: Vec<(u32, f32)>,
+    /// Distinct vectors met in the buckets.
+    pub candidates: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::l2_normalize;
+    use crate::EMBEDDING_DIM;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn packing_round_trips() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for (bands, bits) in [(40, 16), (7, 13), (3, 32), (5, 1)] {
+            let sigs: Vec<u32> = (0..bands)
+                .map(|_| rng.random::<u32>() & (((1u64 << bits) - 1) as u32))
+                .collect();
+            let mut packed = vec![0u64; (bands * bits).div_ceil(64)];
+            pack(&sigs, bits, &mut packed);
+            assert_eq!(unpack(&packed, bands, bits), sigs);
+            let ones: u32 = packed.iter().map(|w| w.count_ones()).sum();
+            assert_eq!(ones, sigs.iter().map(|s| s.count_ones()).sum());
+        }
+    }
+
+    fn unit(rng: &mut ChaCha8Rng) -> Arc<[f32]> {
+        let mut v: Vec<f32> = (0..EMBEDDING_DIM)
+            .map(|_| rng.random::<f32>() - 0.5)
+            .collect();
+        l2_normalize(&mut v);
+        v.into()
+    }
+
+    #[test]
+    fn finds_the_same_vector_and_forgets_removed_ones() {
+        let mut index = NearIndex::new(LshParams::default());
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let vectors: Vec<Arc<[f32]>> = (0..200).map(|_| unit(&mut rng)).collect();
+        let ids: Vec<VectorId> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let sigs = index.lsh().signatures(v);
+                index.insert(i as u32 * 10, v.clone(), &sigs)
+            })
+            .collect();
+        for (i, v) in vectors.iter().enumerate() {
+            let sigs = index.lsh().signatures(v);
+            let m = index.matches(v, &sigs, 0.9);
+            assert_eq!(m.hits.len(), 1, "vector {i}");
+            assert_eq!(m.hits[0].0, i as u32 * 10);
+        }
+        index.remove(ids[3]);
+        let sigs = index.lsh().signatures(&vectors[3]);
+        assert!(index.matches(&vectors[3], &sigs, 0.9).hits.is_empty());
+        // The freed place is reused by the next vector.
+        let again = index.insert(77, vectors[3].clone(), &sigs);
+        assert_eq!(again, ids[3]);
+        let hits = index.matches(&vectors[3], &sigs, 0.9).hits;
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].0, 77);
+    }
+}
