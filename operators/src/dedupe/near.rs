@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn packing_round_trips() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        for (bands, bits) in [(40, 16), (7, 13), (3, 32), (5, 1)] {
+        for (bands, bits) in [(40usize, 16usize), (7, 13), (3, 32), (5, 1)] {
             let sigs: Vec<u32> = (0..bands)
                 .map(|_| rng.random::<u32>() & (((1u64 << bits) - 1) as u32))
                 .collect();
@@ -192,7 +192,7 @@ mod tests {
             pack(&sigs, bits, &mut packed);
             assert_eq!(unpack(&packed, bands, bits), sigs);
             let ones: u32 = packed.iter().map(|w| w.count_ones()).sum();
-            assert_eq!(ones, sigs.iter().map(|s| s.count_ones()).sum());
+            assert_eq!(ones, sigs.iter().map(|s| s.count_ones()).sum::<u32>());
         }
     }
 

@@ -3,6 +3,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::dedupe::LshIndex;
 use crate::classify::Anchor;
 use crate::embed::l2_normalize;
 use crate::views::ViewState;
