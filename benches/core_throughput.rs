@@ -4,8 +4,8 @@
 //! The baseline, measured in the same run, is reading and validating the same
 //! file with no dataflow at all: the ceiling the source sets.
 //!
-//!     scripts/bench-core.sh                       # 1M signals over 1 day
-//!     cargo bench --bench core_throughput -- --signals 200000 --days 1
+//!     cargo bench --bench core_throughput                                   # 1M signals over 1 day
+//!     cargo bench --bench core_throughput -- --signals 100000 --days 1
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
