@@ -349,7 +349,9 @@ mod tests {
                 .map(|band| {
                     band.chunks_exact(EMBEDDING_DIM)
                         .enumerate()
-                        .fold(0, |sig, (b, p)| sig | (u32::from(dot_lanes(p, &v) >= 0.0) << b))
+                        .fold(0, |sig, (b, p)| {
+                            sig | (u32::from(dot_lanes(p, &v) >= 0.0) << b)
+                        })
                 })
                 .collect();
             assert_eq!(lsh.signatures(&v), reference);

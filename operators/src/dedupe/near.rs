@@ -127,8 +127,8 @@ impl NearIndex {
         // serialized them).
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
-        for band in 0..p.bands {
-            ids.extend_from_slice(self.lsh.bucket(band, signatures[band]));
+        for (band, sig) in signatures.iter().enumerate().take(p.bands) {
+            ids.extend_from_slice(self.lsh.bucket(band, *sig));
         }
         ids.sort_unstable();
         ids.dedup();

@@ -520,9 +520,7 @@ impl IdeaState {
             }
         };
         self.by_hash.insert(s.hash, slot);
-        let v = self
-            .near
-            .insert(slot, s.embedding.clone(), &s.signatures);
+        let v = self.near.insert(slot, s.embedding.clone(), &s.signatures);
         self.ideas[slot as usize]
             .as_mut()
             .expect("live slot")
@@ -542,9 +540,7 @@ impl IdeaState {
             if !idea.hashes.contains(&s.hash) {
                 idea.hashes.push(s.hash);
                 self.by_hash.insert(s.hash, slot);
-                let v = self
-                    .near
-                    .insert(slot, s.embedding.clone(), &s.signatures);
+                let v = self.near.insert(slot, s.embedding.clone(), &s.signatures);
                 idea.vectors.push(v);
             }
         }
@@ -600,14 +596,11 @@ impl IdeaState {
                 .get_mut(c)?
                 .cosine_with_norm(&row.embedding, idea.norm2, in_window)
         }));
-        let to_community = row
-            .community
-            .as_ref()
-            .and_then(|c| {
-                self.communities
-                    .get_mut(c)?
-                    .cosine_with_norm(&row.embedding, idea.norm2, false)
-            });
+        let to_community = row.community.as_ref().and_then(|c| {
+            self.communities
+                .get_mut(c)?
+                .cosine_with_norm(&row.embedding, idea.norm2, false)
+        });
         let top = row
             .category
             .as_deref()

@@ -3,8 +3,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
-use crate::dedupe::LshIndex;
 use crate::classify::Anchor;
+use crate::dedupe::LshIndex;
 use crate::embed::l2_normalize;
 use crate::views::ViewState;
 use crate::{Signal, Source, EMBEDDING_DIM};

@@ -22,8 +22,8 @@ use ideaflow_operators::Payload;
 use ideaflow_operators::{Event, Signal};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 

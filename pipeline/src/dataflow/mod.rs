@@ -105,12 +105,8 @@ pub fn run_views_pipeline(
             let (learned_loop, learned) = scope.feedback::<Vec<Learned>>(epoch_secs);
             let changes = idea_state::apply_to_state(prepared, learned, state, epoch_secs);
             let (changes, facts) = idea_state::split_facts(changes);
-            let feedback = idea_state::apply_feedback(
-                marketplace,
-                facts,
-                feedback_owner.take(),
-                epoch_secs,
-            );
+            let feedback =
+                idea_state::apply_feedback(marketplace, facts, feedback_owner.take(), epoch_secs);
             feedback
                 .clone()
                 .flat_map(|o| match o {

@@ -17,8 +17,8 @@ use ideaflow_sinks::DeadLetterSink;
 use ideaflow_sources::replay::{ReplaySource, Replayed};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
-use timely::dataflow::operators::core::UnorderedInput;
 use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::core::UnorderedInput;
 use timely::dataflow::operators::ActivateCapability;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 use timely::worker::Worker;
@@ -41,6 +41,8 @@ pub fn event_input<'scope>(
 /// feedback events the feedback operator takes.
 /// One pass, no copies: two consumers of one stream would each get a clone
 /// of every event, embeddings included.
+// The Result only routes each event to one of two streams; it is never kept.
+#[allow(clippy::result_large_err)]
 pub fn split_events<'scope>(
     events: Stream<'scope, u64, Vec<Event>>,
 ) -> (
