@@ -20,7 +20,8 @@ pub struct NearIndex {
     lsh: LshIndex,
     /// Words of packed signatures per vector.
     words: usize,
-    /// Per vector: `words` words of packed signatures, then its owner.
+    /// Per vector: `words` words of packed signatures, then one word: its
+    /// owner (low half) and the next vector of the same owner (high half).
     arena: Vec<u64>,
     embeddings: Vec<Option<Arc<[f32]>>>,
     free: Vec<VectorId>,
@@ -79,8 +80,27 @@ impl NearIndex {
         self.words + 1
     }
 
-    /// Adds `embedding` (with its LSH signatures) as a vector of `owner`.
-    pub fn insert(&mut self, owner: u32, embedding: Arc<[f32]>, signatures: &[u32]) -> VectorId {
+    fn meta(&self, id: VectorId) -> (u32, VectorId) {
+        let m = self.arena[id as usize * self.stride() + self.words];
+        (m as u32, (m >> 32) as VectorId)
+    }
+
+    fn set_meta(&mut self, id: VectorId, owner: u32, next: VectorId) {
+        let at = id as usize * self.stride() + self.words;
+        self.arena[at] = u64::from(owner) | (u64::from(next) << 32);
+    }
+
+    /// Adds `embedding` (with its LSH signatures) as a vector of `owner`;
+    /// `sibling` is one of the owner's vectors already in the index, if any
+    /// (an owner's vectors form a ring, so a lookup that meets one of them
+    /// checks them all).
+    pub fn insert(
+        &mut self,
+        owner: u32,
+        embedding: Arc<[f32]>,
+        signatures: &[u32],
+        sibling: Option<VectorId>,
+    ) -> VectorId {
         let stride = self.stride();
         let id = match self.free.pop() {
             Some(id) => id,
@@ -96,35 +116,52 @@ impl NearIndex {
             self.lsh.params().bits,
             &mut self.arena[at..at + self.words],
         );
-        self.arena[at + self.words] = u64::from(owner);
+        match sibling {
+            Some(s) => {
+                let (_, after) = self.meta(s);
+                self.set_meta(s, owner, id);
+                self.set_meta(id, owner, after);
+            }
+            None => self.set_meta(id, owner, id),
+        }
         self.embeddings[id as usize] = Some(embedding);
         self.lsh.insert(id, signatures);
         id
     }
 
-    /// Takes a vector out of the index.
+    /// Takes a vector out of the index (and out of its owner's ring).
     pub fn remove(&mut self, id: VectorId) {
         let p = self.lsh.params();
         let at = id as usize * self.stride();
         let signatures = unpack(&self.arena[at..at + self.words], p.bands, p.bits);
         self.lsh.remove(id, &signatures);
+        let (owner, next) = self.meta(id);
+        let mut before = id;
+        while self.meta(before).1 != id {
+            before = self.meta(before).1;
+        }
+        if before != id {
+            self.set_meta(before, owner, next);
+        }
         self.embeddings[id as usize] = None;
         self.free.push(id);
     }
 
-    /// Every owner with a vector at cosine ≥ `threshold` to `query` among the
-    /// LSH candidates, with its best cosine, in no particular order (the
-    /// caller breaks ties). Embeddings are unit vectors: dot = cosine.
+    /// Every owner with a vector at cosine ≥ `threshold` to `query`, among
+    /// the owners of the LSH candidates (all of an owner's vectors are
+    /// checked once any of them is a candidate), with its best cosine, in no
+    /// particular order (the caller breaks ties). Embeddings are unit
+    /// vectors: dot = cosine.
     pub fn matches(&mut self, query: &[f32], signatures: &[u32], threshold: f32) -> NearMatches {
         let p = self.lsh.params();
         let mut packed = vec![0u64; self.words];
         pack(signatures, p.bits, &mut packed);
         let max_hamming = self.lsh.max_hamming(threshold);
         let (words, stride) = (self.words, self.stride());
-        // Gather, sort and dedup the ids first: the arena is then read in
-        // address order, with loads that do not depend on one another, so
-        // the CPU overlaps their cache misses (checking bucket by bucket
-        // serialized them).
+        // Gather, sort and dedup first (ids, then owners): the arena is then
+        // read in about address order, with loads that do not depend on one
+        // another, so the CPU overlaps their cache misses (checking bucket
+        // by bucket serialized them).
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         for (band, sig) in signatures.iter().enumerate().take(p.bands) {
@@ -132,31 +169,39 @@ impl NearIndex {
         }
         ids.sort_unstable();
         ids.dedup();
+        let mut owners: Vec<u64> = ids
+            .iter()
+            .map(|&id| (u64::from(self.meta(id).0) << 32) | u64::from(id))
+            .collect();
+        owners.sort_unstable();
+        owners.dedup_by_key(|o| *o >> 32);
         let mut out = NearMatches {
             candidates: ids.len() as u64,
             ..NearMatches::default()
         };
-        for &id in &ids {
-            let at = id as usize * stride;
-            let hamming: u32 = self.arena[at..at + words]
-                .iter()
-                .zip(&packed)
-                .map(|(a, b)| (a ^ b).count_ones())
-                .sum();
-            if hamming > max_hamming {
-                continue;
+        for o in owners {
+            let (owner, first) = ((o >> 32) as u32, o as VectorId);
+            let mut best = f32::NEG_INFINITY;
+            let mut id = first;
+            loop {
+                let at = id as usize * stride;
+                let hamming: u32 = self.arena[at..at + words]
+                    .iter()
+                    .zip(&packed)
+                    .map(|(a, b)| (a ^ b).count_ones())
+                    .sum();
+                if hamming <= max_hamming {
+                    if let Some(v) = &self.embeddings[id as usize] {
+                        best = best.max(dot_lanes(query, v));
+                    }
+                }
+                id = (self.arena[at + words] >> 32) as VectorId;
+                if id == first {
+                    break;
+                }
             }
-            let Some(v) = &self.embeddings[id as usize] else {
-                continue;
-            };
-            let sim = dot_lanes(query, v);
-            if sim < threshold {
-                continue;
-            }
-            let owner = self.arena[at + words] as u32;
-            match out.hits.iter_mut().find(|(o, _)| *o == owner) {
-                Some((_, best)) => *best = best.max(sim),
-                None => out.hits.push((owner, sim)),
+            if best >= threshold {
+                out.hits.push((owner, best));
             }
         }
         self.scratch = ids;
@@ -214,7 +259,7 @@ mod tests {
             .enumerate()
             .map(|(i, v)| {
                 let sigs = index.lsh().signatures(v);
-                index.insert(i as u32 * 10, v.clone(), &sigs)
+                index.insert(i as u32 * 10, v.clone(), &sigs, None)
             })
             .collect();
         for (i, v) in vectors.iter().enumerate() {
@@ -227,10 +272,39 @@ mod tests {
         let sigs = index.lsh().signatures(&vectors[3]);
         assert!(index.matches(&vectors[3], &sigs, 0.9).hits.is_empty());
         // The freed place is reused by the next vector.
-        let again = index.insert(77, vectors[3].clone(), &sigs);
+        let again = index.insert(77, vectors[3].clone(), &sigs, None);
         assert_eq!(again, ids[3]);
         let hits = index.matches(&vectors[3], &sigs, 0.9).hits;
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].0, 77);
+    }
+
+    #[test]
+    fn a_candidate_brings_every_vector_of_its_owner() {
+        let mut index = NearIndex::new(LshParams::default());
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let (a, b, c) = (unit(&mut rng), unit(&mut rng), unit(&mut rng));
+        let sigs = |v: &[f32]| index.lsh().signatures(v);
+        let (sa, sb, sc) = (sigs(&a), sigs(&b), sigs(&c));
+        let first = index.insert(5, a.clone(), &sa, None);
+        let second = index.insert(5, b.clone(), &sb, Some(first));
+        let third = index.insert(5, c.clone(), &sc, Some(second));
+        // A query close to `b` whose only bucket in common is one of a's.
+        index.lsh.remove(second, &sb);
+        let mut query = sb.clone();
+        query[0] = sa[0];
+        let m = index.matches(&b, &query, 0.99);
+        assert_eq!(m.hits.len(), 1, "b reached through a's bucket");
+        assert_eq!(m.hits[0].0, 5);
+        // Removing from the middle of the ring keeps the rest reachable.
+        index.remove(second);
+        assert!(index.matches(&b, &query, 0.99).hits.is_empty());
+        let mut query = sc.clone();
+        query[0] = sa[0];
+        index.lsh.remove(third, &sc);
+        assert_eq!(index.matches(&c, &query, 0.99).hits.len(), 1);
+        index.remove(first);
+        index.remove(third);
+        assert!(index.matches(&c, &sc, 0.5).hits.is_empty());
     }
 }

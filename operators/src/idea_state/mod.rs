@@ -520,7 +520,9 @@ impl IdeaState {
             }
         };
         self.by_hash.insert(s.hash, slot);
-        let v = self.near.insert(slot, s.embedding.clone(), &s.signatures);
+        let v = self
+            .near
+            .insert(slot, s.embedding.clone(), &s.signatures, None);
         self.ideas[slot as usize]
             .as_mut()
             .expect("live slot")
@@ -540,7 +542,12 @@ impl IdeaState {
             if !idea.hashes.contains(&s.hash) {
                 idea.hashes.push(s.hash);
                 self.by_hash.insert(s.hash, slot);
-                let v = self.near.insert(slot, s.embedding.clone(), &s.signatures);
+                let v = self.near.insert(
+                    slot,
+                    s.embedding.clone(),
+                    &s.signatures,
+                    idea.vectors.first().copied(),
+                );
                 idea.vectors.push(v);
             }
         }
