@@ -16,7 +16,7 @@ source state/env
 
 echo "[demo] building ideaflow (first build takes several minutes)"
 cargo build --quiet --bin ideaflow
-BIN="$ROOT/target/debug/ideaflow"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ideaflow"
 
 "$BIN" validate --config config/ideaflow.toml
 echo "[demo] running the pipeline on the sample stream; then serving the API and dashboard"
