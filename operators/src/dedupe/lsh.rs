@@ -101,8 +101,10 @@ impl LshIndex {
         self.signatures_portable(v)
     }
 
-    /// AVX2 intrinsics, four planes per pass (see [`dot4`]): the compiler
-    /// does not vectorize four interleaved chains on its own. Multiplies and
+    /// AVX2 intrinsics, four planes per pass: four independent chains of
+    /// additions instead of one (a single chain waits on the adder's
+    /// latency), and each load of `v` serves four planes; the compiler does
+    /// not vectorize the interleaved chains on its own. Multiplies and
     /// adds stay separate (no FMA) and lanes are summed in order, as in
     /// [`dot_lanes`], so the signatures are bit-identical to the portable ones.
     #[cfg(target_arch = "x86_64")]
@@ -154,24 +156,19 @@ impl LshIndex {
         out
     }
 
+    /// One [`dot_lanes`] per plane: the reference the AVX2 path matches bit
+    /// for bit, and the path of CPUs without AVX2.
     #[inline(always)]
     fn signatures_portable(&self, v: &[f32]) -> Vec<u32> {
         let bits = self.params.bits;
         let mut out = Vec::with_capacity(self.params.bands);
-        let mut signs = Vec::with_capacity(bits);
         for band in self.planes.chunks_exact(bits * EMBEDDING_DIM) {
-            signs.clear();
-            let mut planes = band.chunks_exact(4 * EMBEDDING_DIM);
-            for four in planes.by_ref() {
-                signs.extend(dot4(four, v).map(|d| d >= 0.0));
+            let mut sig = 0u32;
+            for (b, plane) in band.chunks_exact(EMBEDDING_DIM).enumerate() {
+                if dot_lanes(plane, v) >= 0.0 {
+                    sig |= 1 << b;
+                }
             }
-            for plane in planes.remainder().chunks_exact(EMBEDDING_DIM) {
-                signs.push(dot_lanes(plane, v) >= 0.0);
-            }
-            let sig = signs
-                .iter()
-                .enumerate()
-                .fold(0u32, |sig, (b, s)| sig | (u32::from(*s) << b));
             out.push(sig);
         }
         out
@@ -245,35 +242,6 @@ impl LshIndex {
         let agree = 1.0 - c.clamp(-1.0, 1.0).acos() / std::f64::consts::PI;
         1.0 - (1.0 - agree.powi(self.params.bits as i32)).powi(self.params.bands as i32)
     }
-}
-
-/// Four planes' dot products with `v` at once: four independent chains of
-/// additions instead of one (a single chain waits on the adder's latency), and
-/// each load of `v` serves four planes. Each product is summed in exactly the
-/// order [`dot_lanes`] uses, so the signatures are bit-identical to it.
-#[inline(always)]
-fn dot4(planes: &[f32], v: &[f32]) -> [f32; 4] {
-    let (p0, rest) = planes.split_at(EMBEDDING_DIM);
-    let (p1, rest) = rest.split_at(EMBEDDING_DIM);
-    let (p2, p3) = rest.split_at(EMBEDDING_DIM);
-    let (mut a0, mut a1, mut a2, mut a3) = ([0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8]);
-    for ((((x, q0), q1), q2), q3) in v
-        .chunks_exact(8)
-        .zip(p0.chunks_exact(8))
-        .zip(p1.chunks_exact(8))
-        .zip(p2.chunks_exact(8))
-        .zip(p3.chunks_exact(8))
-    {
-        for i in 0..8 {
-            a0[i] += x[i] * q0[i];
-            a1[i] += x[i] * q1[i];
-            a2[i] += x[i] * q2[i];
-            a3[i] += x[i] * q3[i];
-        }
-    }
-    let acc = [a0, a1, a2, a3];
-    debug_assert_eq!(EMBEDDING_DIM % 8, 0, "no tail: dot_lanes adds none either");
-    acc.map(|a| a.iter().sum::<f32>())
 }
 
 #[cfg(test)]
