@@ -23,7 +23,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use ideaflow_operators::score::Factors;
 use ideaflow_operators::views::{Change, IdeaRow, IdeaStatus, ScoreRow, ViewKey, ViewRow};
 use ideaflow_operators::{Engagement, Source, EMBEDDING_DIM};
-use ideaflow_sinks::postgres::{self, vector_literal, PostgresSink};
+use ideaflow_sinks::postgres::{self, vector_param, PostgresSink};
 use ideaflow_sinks::redis_sink::RedisSink;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -136,7 +136,7 @@ mod naive {
                  category_similarity, anchor_class, community, locale, topics, embedding, \
                  signal_count, near_duplicates, views, likes, comments, shares, engagement_rate, \
                  status, first_seen, last_seen, peak_at) VALUES ($1::uuid, $2, $3, $4, $5, $6, \
-                 $7, $8, $9, $10, $11::text::vector, $12, 0, 0, 0, 0, 0, $13, 'active', $14, $14, $14)",
+                 $7, $8, $9, $10, $11, $12, 0, 0, 0, 0, 0, $13, 'active', $14, $14, $14)",
             )
             .bind(&i.id)
             .bind(&i.content_hash)
@@ -148,7 +148,7 @@ mod naive {
             .bind(&i.community)
             .bind(&i.locale)
             .bind(&i.topics)
-            .bind(vector_literal(&i.embedding))
+            .bind(vector_param(&i.embedding))
             .bind(i.signal_count as i64)
             .bind(i.engagement_rate)
             .bind(i.first_seen)

@@ -92,19 +92,11 @@ pub struct PostgresSink {
     name: String,
 }
 
-/// pgvector's text form, `[x1,x2,...]`, each float in its shortest form that
-/// parses back to the same f32 (so the stored vector is bit-identical).
-pub fn vector_literal(v: &[f32]) -> String {
-    let mut s = String::with_capacity(v.len() * 12 + 2);
-    s.push('[');
-    for (i, x) in v.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&x.to_string());
-    }
-    s.push(']');
-    s
+/// A vector as pgvector's binary form (big-endian f32s), bound as `vector`
+/// or `vector[]`: the server neither parses text nor rounds, so the stored
+/// vector is bit-identical to ours.
+pub fn vector_param(v: &[f32]) -> pgvector::Vector {
+    pgvector::Vector::from(v.to_vec())
 }
 
 fn utc(secs: i64) -> DateTime<Utc> {
@@ -418,7 +410,7 @@ async fn write_ideas(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sql
         .iter()
         .map(|i| serde_json::to_string(&i.topics).unwrap_or_else(|_| "[]".into()))
         .collect();
-    let embeddings: Vec<String> = r.iter().map(|i| vector_literal(&i.embedding)).collect();
+    let embeddings: Vec<pgvector::Vector> = r.iter().map(|i| vector_param(&i.embedding)).collect();
     sqlx::query(
         "INSERT INTO ideas (id, content_hash, title, source, category, category_similarity, \
            anchor_class, community, locale, topics, embedding, signal_count, near_duplicates, \
@@ -430,7 +422,7 @@ async fn write_ideas(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sql
            u.signal_count, u.near_duplicates, u.views, u.likes, u.comments, u.shares, \
            u.engagement_rate, u.status, u.first_seen, u.last_seen, u.peak_at, now() \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::real[], \
-           $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]::vector[], $12::int8[], \
+           $7::text[], $8::text[], $9::text[], $10::text[], $11::vector[], $12::int8[], \
            $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::float8[], \
            $19::text[], $20::timestamptz[], $21::timestamptz[], $22::timestamptz[]) \
            AS u(id, content_hash, title, source, category, category_similarity, anchor_class, \
@@ -578,7 +570,7 @@ async fn write_aggregates(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -
         sqlx::query(
             "INSERT INTO centroids (kind, key, window_start, window_end, embedding, n) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
-               $5::text[]::vector[], $6::int8[]) \
+               $5::vector[], $6::int8[]) \
              ON CONFLICT (kind, key) DO UPDATE SET window_start = EXCLUDED.window_start, \
                window_end = EXCLUDED.window_end, embedding = EXCLUDED.embedding, n = EXCLUDED.n",
         )
@@ -592,7 +584,7 @@ async fn write_aggregates(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -
         .bind(r.iter().map(|c| c.window_end).collect::<Vec<_>>())
         .bind(
             r.iter()
-                .map(|c| vector_literal(&c.embedding))
+                .map(|c| vector_param(&c.embedding))
                 .collect::<Vec<_>>(),
         )
         .bind(r.iter().map(|c| c.n as i64).collect::<Vec<_>>())

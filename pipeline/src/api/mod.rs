@@ -375,13 +375,13 @@ async fn search(
     .await
     .map_err(|e| ApiError::unavailable("the model", e))?
     .map_err(|e| ApiError::unavailable("the model", e))?;
-    let literal = ideaflow_sinks::postgres::vector_literal(&vector[0]);
+    let query_vector = ideaflow_sinks::postgres::vector_param(&vector[0]);
     let sql = format!(
         "SELECT {IDEA_COLUMNS}, 1 - (embedding <=> $1::vector) AS similarity \
          FROM ideas_scored ORDER BY embedding <=> $1::vector LIMIT $2"
     );
     let rows = sqlx::query(&sql)
-        .bind(literal)
+        .bind(query_vector)
         .bind(limit as i64)
         .fetch_all(&s.pool)
         .await?;
