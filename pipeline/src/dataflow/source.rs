@@ -99,6 +99,8 @@ pub fn drive(
     let mut cap = Some(cap);
     let mut events = 0u64;
     let mut sent_signals = 0u64;
+    // Signals read when the dataflow last caught up with the watermark.
+    let mut sent_at_catch_up = 0u64;
     let mut buffer: Vec<(u64, Event)> = Vec::with_capacity(1024);
     let mut last_flush = Instant::now();
     let flush =
@@ -153,6 +155,16 @@ pub fn drive(
             // Back-pressure: let the embedder catch up before reading further.
             while sent_signals.saturating_sub(embedded.load(Ordering::Relaxed)) > max_in_flight {
                 worker.step();
+            }
+            // ... and the rest of the dataflow: epochs wait in the idea state
+            // until the watermark passes them, so a source that outruns it
+            // would pile up prepared signals without bound. Everything before
+            // the watermark can complete, so this wait always ends.
+            if sent_signals - sent_at_catch_up > max_in_flight {
+                while probe.less_than(c.time()) {
+                    worker.step();
+                }
+                sent_at_catch_up = sent_signals;
             }
             progress.update(progress_bytes.read(), events);
         }
