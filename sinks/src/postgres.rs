@@ -3,6 +3,7 @@
 //! kind, never one statement per row), committed in one transaction together
 //! with the epoch's `pipeline_progress` row. A reader sees whole epochs only,
 //! and after a restart `pipeline_progress` says which epoch was the last.
+//! Vectors go in pgvector's binary form (no text to format or parse).
 //!
 //! Every view lives in its own schema (the namespace), so a replay can write
 //! beside the live pipeline without touching it.
