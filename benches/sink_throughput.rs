@@ -110,7 +110,7 @@ fn idea_changes(rows: &[IdeaRow]) -> Vec<Change> {
     rows.iter()
         .map(|r| Change {
             key: ViewKey::Idea(r.id.clone()),
-            row: Some(ViewRow::Idea(r.clone())),
+            row: Some(ViewRow::Idea(Box::new(r.clone()))),
         })
         .collect()
 }

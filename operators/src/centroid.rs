@@ -10,8 +10,10 @@
 //! the exact f64 mean; with unit vectors the sum of a component stays below
 //! 2^43 for 2^23 ideas per key, far from overflow.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+
+use foldhash::fast::FixedState;
 
 use crate::embed::dot_lanes_f64;
 use crate::EMBEDDING_DIM;
@@ -114,7 +116,9 @@ pub fn norm2(v: &[f32]) -> f64 {
 /// time; [`CentroidWindow::expire`] retracts those that left the window.
 pub struct CentroidWindow {
     window_secs: i64,
-    sums: BTreeMap<String, VectorSum>,
+    /// Looked up per idea on every tick (by category and by community, of
+    /// which there can be thousands): hashed, not ordered; never iterated.
+    sums: HashMap<String, VectorSum, FixedState>,
     /// (time, key, member id) → the member's embedding (shared with the idea
     /// state, not copied), for retraction.
     members: BTreeMap<(i64, String, String), Arc<[f32]>>,
@@ -125,7 +129,7 @@ impl CentroidWindow {
     pub fn new(window_secs: i64) -> Self {
         CentroidWindow {
             window_secs: window_secs.max(1),
-            sums: BTreeMap::new(),
+            sums: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
             members: BTreeMap::new(),
             changed: BTreeSet::new(),
         }

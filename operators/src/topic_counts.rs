@@ -13,7 +13,11 @@ pub struct TopicCounts {
     entries: BTreeMap<(i64, u64), (String, String)>,
     seq: u64,
     changed: BTreeSet<(String, String)>,
-    top: BTreeMap<String, Vec<String>>,
+    /// Per category: its top list and the generation it was set at (a new
+    /// generation only when the list changed, so that scores can keep the
+    /// hashtag cohesion they computed against an unchanged list).
+    top: BTreeMap<String, (u64, Vec<String>)>,
+    generation: u64,
 }
 
 impl TopicCounts {
@@ -25,6 +29,7 @@ impl TopicCounts {
             seq: 0,
             changed: BTreeSet::new(),
             top: BTreeMap::new(),
+            generation: 0,
         }
     }
 
@@ -60,21 +65,33 @@ impl TopicCounts {
         for ((c, t), n) in &self.counts {
             by_category.entry(c).or_default().push((*n, t));
         }
-        self.top = by_category
-            .into_iter()
-            .map(|(c, mut v)| {
-                v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-                (
-                    c.to_owned(),
-                    v.into_iter().take(k).map(|(_, t)| t.to_owned()).collect(),
-                )
-            })
-            .collect();
+        let mut top = BTreeMap::new();
+        for (c, mut v) in by_category {
+            v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+            let list: Vec<String> = v.into_iter().take(k).map(|(_, t)| t.to_owned()).collect();
+            let generation = match self.top.remove(c) {
+                Some((g, old)) if old == list => g,
+                _ => {
+                    self.generation += 1;
+                    self.generation
+                }
+            };
+            top.insert(c.to_owned(), (generation, list));
+        }
+        self.top = top;
     }
 
-    /// The top topics as of the last [`TopicCounts::refresh_top`].
+    /// The category's top topics (empty when it has none).
     pub fn top(&self, category: &str) -> &[String] {
-        self.top.get(category).map_or(&[], Vec::as_slice)
+        self.top_with_generation(category).1
+    }
+
+    /// [`TopicCounts::top`] and its generation: equal generations mean equal
+    /// lists (0: no list).
+    pub fn top_with_generation(&self, category: &str) -> (u64, &[String]) {
+        self.top
+            .get(category)
+            .map_or((0, &[][..]), |(g, list)| (*g, list.as_slice()))
     }
 
     pub fn count(&self, category: &str, topic: &str) -> u64 {
@@ -93,6 +110,33 @@ impl TopicCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_top_list_keeps_its_generation_until_it_changes() {
+        let mut t = TopicCounts::new(100);
+        assert_eq!(t.top_with_generation("animals"), (0, &[][..]));
+        t.record("animals", "cats", 0);
+        t.record("food", "pie", 0);
+        t.refresh_top(1);
+        let (cats, list) = t.top_with_generation("animals");
+        assert_eq!(list, ["cats"]);
+        let (pie, _) = t.top_with_generation("food");
+        assert!(cats > 0 && pie > 0 && cats != pie);
+        // More counts, same lists: same generations.
+        t.record("animals", "cats", 1);
+        t.record("animals", "dogs", 1);
+        t.refresh_top(1);
+        assert_eq!(t.top_with_generation("animals").0, cats);
+        assert_eq!(t.top_with_generation("food").0, pie);
+        // A new leader: a new generation for that category only.
+        t.record("animals", "dogs", 2);
+        t.record("animals", "dogs", 2);
+        t.refresh_top(1);
+        let (now, list) = t.top_with_generation("animals");
+        assert_eq!(list, ["dogs"]);
+        assert!(now > cats && now != pie);
+        assert_eq!(t.top_with_generation("food").0, pie);
+    }
 
     #[test]
     fn counts_slide_and_rank() {

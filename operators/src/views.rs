@@ -171,20 +171,23 @@ pub enum ViewKey {
     Anchor(i64, String),
 }
 
+/// The large rows are boxed: a changelog moves through several operators
+/// (each hop a move of the whole enum), and score rows, by far the most
+/// frequent (every live idea on every tick), are small.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ViewRow {
-    Idea(IdeaRow),
+    Idea(Box<IdeaRow>),
     Score(ScoreRow),
-    Signal(SignalRow),
+    Signal(Box<SignalRow>),
     Centroid(CentroidRow),
     TopicCount(TopicCountRow),
     DistinctCount(DistinctCountRow),
-    Window(WindowRow),
-    AbResult(AbResultRow),
+    Window(Box<WindowRow>),
+    AbResult(Box<AbResultRow>),
     Allocation(AllocationRow),
     Weights(WeightsRow),
     DeadLetter(u64, DeadLetter),
-    Publish(PublishRow),
+    Publish(Box<PublishRow>),
     SlaAlert(SlaAlertRow),
     Anchor(crate::feedback::anchors::AnchorRow),
 }
@@ -278,7 +281,7 @@ impl ViewState {
 
     pub fn ideas(&self) -> impl Iterator<Item = &IdeaRow> {
         self.rows.values().filter_map(|r| match r {
-            ViewRow::Idea(i) => Some(i),
+            ViewRow::Idea(i) => Some(&**i),
             _ => None,
         })
     }

@@ -619,7 +619,7 @@ impl FeedbackState {
                         let at = l.published_at.timestamp();
                         let seconds = (at - idea.first_seen).max(0) as f64;
                         out.changes
-                            .push(Change::upsert(ViewRow::Publish(PublishRow {
+                            .push(Change::upsert(ViewRow::Publish(Box::new(PublishRow {
                                 first_seen: utc(idea.first_seen),
                                 idea_id: arm.idea_id.clone(),
                                 marketplace: arm.marketplace.clone(),
@@ -627,7 +627,7 @@ impl FeedbackState {
                                 listing_id: l.listing_id.clone(),
                                 published_at: l.published_at,
                                 seconds,
-                            })));
+                            }))));
                         self.check_sla(at, seconds, out);
                     }
                 }
@@ -712,18 +712,19 @@ impl FeedbackState {
             }
             let (end, kind, start, arm) = self.windows_due.pop_first().expect("not empty");
             let counts = self.sum(&arm, start, end);
-            out.changes.push(Change::upsert(ViewRow::Window(WindowRow {
-                kind,
-                window_start: utc(start),
-                window_end: utc(end),
-                idea_id: arm.idea_id,
-                marketplace: arm.marketplace,
-                variant: arm.variant,
-                ctr: ratio(counts.clicks, counts.impressions),
-                add_to_cart_rate: ratio(counts.add_to_cart, counts.clicks),
-                conversion: ratio(counts.sales, counts.clicks),
-                counts,
-            })));
+            out.changes
+                .push(Change::upsert(ViewRow::Window(Box::new(WindowRow {
+                    kind,
+                    window_start: utc(start),
+                    window_end: utc(end),
+                    idea_id: arm.idea_id,
+                    marketplace: arm.marketplace,
+                    variant: arm.variant,
+                    ctr: ratio(counts.clicks, counts.impressions),
+                    add_to_cart_rate: ratio(counts.add_to_cart, counts.clicks),
+                    conversion: ratio(counts.sales, counts.clicks),
+                    counts,
+                }))));
         }
     }
 
@@ -767,7 +768,7 @@ impl FeedbackState {
                         }
                     });
                     out.changes
-                        .push(Change::upsert(ViewRow::AbResult(AbResultRow {
+                        .push(Change::upsert(ViewRow::AbResult(Box::new(AbResultRow {
                             idea_id: idea.clone(),
                             marketplace: marketplace.clone(),
                             window_start: utc(end - WEEK),
@@ -785,7 +786,7 @@ impl FeedbackState {
                             p_value: z.p_value,
                             sample_sufficient: sufficient,
                             winner,
-                        })));
+                        }))));
                 }
             }
             // Tomorrow's budget, from the posterior of the week ending today.

@@ -65,7 +65,7 @@ fn idea_seen(id: &str, secs: i64, factors: Factors) -> Vec<Change> {
         embedding: std::sync::Arc::from(vec![0.0f32; 4]),
     };
     vec![
-        Change::upsert(ViewRow::Idea(row)),
+        Change::upsert(ViewRow::Idea(Box::new(row))),
         Change::upsert(ViewRow::Score(crate::views::ScoreRow {
             idea_id: id.into(),
             category: None,
@@ -95,7 +95,7 @@ fn rows<T>(changes: &[Change], pick: impl Fn(&ViewRow) -> Option<&T>) -> Vec<&T>
 
 fn windows(changes: &[Change]) -> Vec<&WindowRow> {
     rows(changes, |r| match r {
-        ViewRow::Window(w) => Some(w),
+        ViewRow::Window(w) => Some(&**w),
         _ => None,
     })
 }
@@ -210,7 +210,7 @@ fn a_twice_as_good_variant_wins_once_the_sample_suffices() {
         );
         for c in out.changes {
             match c.row {
-                Some(ViewRow::AbResult(r)) => results.push(r),
+                Some(ViewRow::AbResult(r)) => results.push(*r),
                 Some(ViewRow::Allocation(a)) => allocations.push(a),
                 _ => {}
             }

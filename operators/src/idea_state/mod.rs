@@ -142,7 +142,12 @@ struct LiveIdea {
     seasonality: f64,
     /// The embedding's squared norm, for the centroid cosines on every tick.
     norm2: f64,
-    score: Option<ScoreRow>,
+    /// Hashtag cohesion and the generation of its category's top list it was
+    /// computed against: ticks recompute it only when that list changed
+    /// (merges, which change the topics, clear it).
+    cohesion: Option<(u64, f64)>,
+    /// The last score emitted: (factors, score).
+    score: Option<(Factors, f64)>,
 }
 
 /// What an archived idea keeps, so that it resumes its counts if its content
@@ -345,7 +350,7 @@ impl IdeaState {
         self.stats.archived += 1;
         changes.insert(
             ViewKey::Idea(idea.row.id.clone()),
-            Some(ViewRow::Idea(idea.row)),
+            Some(ViewRow::Idea(Box::new(idea.row))),
         );
     }
 
@@ -421,11 +426,11 @@ impl IdeaState {
             engagement: sig.engagement,
             engagement_rate: s.rate,
         };
-        changes.insert(row_key(&row), Some(ViewRow::Signal(row)));
+        changes.insert(row_key(&row), Some(ViewRow::Signal(Box::new(row))));
         let idea = self.ideas[slot as usize].as_ref().expect("live slot");
         changes.insert(
             ViewKey::Idea(idea.row.id.clone()),
-            Some(ViewRow::Idea(idea.row.clone())),
+            Some(ViewRow::Idea(Box::new(idea.row.clone()))),
         );
         slot
     }
@@ -498,6 +503,7 @@ impl IdeaState {
             earliest_published: sig.published_at.map(|p| p.timestamp()),
             seasonality: 0.0,
             norm2: crate::centroid::norm2(&s.embedding),
+            cohesion: None,
             score: None,
         };
         self.refresh_derived(&mut idea);
@@ -564,9 +570,12 @@ impl IdeaState {
         if let Some(p) = sig.published_at.map(|p| p.timestamp()) {
             idea.earliest_published = Some(idea.earliest_published.map_or(p, |e| e.min(p)));
         }
-        let mut topics = row.topics.clone();
-        topics.extend(sig.topics.iter().cloned());
-        row.topics = sorted_topics(&topics);
+        if !sig.topics.is_empty() {
+            let mut topics = row.topics.clone();
+            topics.extend(sig.topics.iter().cloned());
+            row.topics = sorted_topics(&topics);
+            idea.cohesion = None;
+        }
         self.refresh_derived(&mut idea);
         self.ideas[slot as usize] = Some(idea);
     }
@@ -608,11 +617,14 @@ impl IdeaState {
                 .get_mut(c)?
                 .cosine_with_norm(&row.embedding, idea.norm2, false)
         });
-        let top = row
+        let (generation, top) = row
             .category
             .as_deref()
-            .map_or(&[][..], |c| self.topics.top(c));
-        let cohesion = score::hashtag_cohesion(&row.topics, top);
+            .map_or((0, &[][..]), |c| self.topics.top_with_generation(c));
+        let cohesion = match idea.cohesion {
+            Some((g, cohesion)) if g == generation => cohesion,
+            _ => score::hashtag_cohesion(&row.topics, top),
+        };
         let factors = Factors {
             freshness,
             engagement,
@@ -621,13 +633,14 @@ impl IdeaState {
             seasonality: idea.seasonality,
         };
         let score = factors.score(&self.weights);
-        let unchanged = idea
-            .score
-            .as_ref()
-            .is_some_and(|s| s.factors == factors && s.score == score);
+        let unchanged = idea.score == Some((factors, score));
+        let idea = self.ideas[slot as usize].as_mut().expect("live slot");
+        idea.cohesion = Some((generation, cohesion));
         if unchanged {
             return None;
         }
+        idea.score = Some((factors, score));
+        let row = &idea.row;
         let scored = ScoreRow {
             idea_id: row.id.clone(),
             category: row.category.clone(),
@@ -635,8 +648,6 @@ impl IdeaState {
             factors,
             scored_at: utc(watermark),
         };
-        let idea = self.ideas[slot as usize].as_mut().expect("live slot");
-        idea.score = Some(scored.clone());
         Some(scored)
     }
 
