@@ -13,8 +13,12 @@
 //!   record: two 384-d dot products, a calendar lookup);
 //! - on every tick (default hourly, event time), for every active idea:
 //!   freshness moves with the watermark, novelty and community fit with the
-//!   centroids, engagement with the 7-day statistics and hashtag cohesion with
-//!   the top topics (O(live ideas) per tick, never per record);
+//!   centroids and engagement with the 7-day statistics (O(live ideas) per
+//!   tick, never per record: two 384-d dot products, a statistics lookup and
+//!   a score row per idea);
+//! - hashtag cohesion changes with the idea's topics (merges) and with its
+//!   category's top topics: it is kept with the generation of the top list it
+//!   was computed against and recomputed only when that list changed;
 //! - seasonality depends only on the idea's last capture time and locale, so
 //!   it is computed when the idea changes and reused on ticks;
 //! - when the weights change ([`IdeaState::set_weights`]), every active idea
