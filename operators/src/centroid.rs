@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 
-use crate::embed::dot_lanes_f64;
+use crate::embed::{dot2_lanes_f64, dot_lanes_f64};
 use crate::EMBEDDING_DIM;
 
 const SCALE: f64 = (1u64 << 20) as f64;
@@ -88,22 +88,68 @@ impl VectorSum {
         if self.n - i64::from(exclude_self) <= 0 {
             return None;
         }
+        let (sum, norm2) = self.mirror();
+        Some(cosine_from_dot(
+            dot_lanes_f64(v, sum),
+            vv,
+            norm2,
+            exclude_self,
+        ))
+    }
+
+    /// The sum in f64 and its squared norm, cached until the sum changes.
+    fn mirror(&mut self) -> (&[f64], f64) {
         let (sum, norm2) = self.mirror.get_or_insert_with(|| {
             let sum: Vec<f64> = self.sum.iter().map(|s| *s as f64 / SCALE).collect();
             let norm2 = sum.iter().map(|x| x * x).sum();
             (sum, norm2)
         });
-        let vs = dot_lanes_f64(v, sum);
-        // |S − v|² = |S|² − 2 v·S + |v|², v·(S − v) = v·S − |v|².
-        let (dot, rest2) = if exclude_self {
-            (vs - vv, (*norm2 - 2.0 * vs + vv).max(0.0))
-        } else {
-            (vs, *norm2)
-        };
-        if vv == 0.0 || rest2 <= 1e-18 {
-            return Some(0.0);
+        (sum, *norm2)
+    }
+}
+
+/// Cosine of `v` with a sum, from their dot product `vs`, `v`'s squared norm
+/// `vv` and the sum's `norm2`, with `v` taken out of the sum when `exclude_self`.
+fn cosine_from_dot(vs: f64, vv: f64, norm2: f64, exclude_self: bool) -> f64 {
+    // |S − v|² = |S|² − 2 v·S + |v|², v·(S − v) = v·S − |v|².
+    let (dot, rest2) = if exclude_self {
+        (vs - vv, (norm2 - 2.0 * vs + vv).max(0.0))
+    } else {
+        (vs, norm2)
+    };
+    if vv == 0.0 || rest2 <= 1e-18 {
+        return 0.0;
+    }
+    (dot / (vv.sqrt() * rest2.sqrt())).clamp(-1.0, 1.0)
+}
+
+/// [`VectorSum::cosine_with_norm`] of one vector with two sums (an idea's
+/// category and community centroids, on every tick), in one pass over `v`:
+/// the two dot products are independent chains, so each waits less on the
+/// adder, and `v` is read once. Each is bit-identical to its own call.
+pub fn cosines_with_norm(
+    v: &[f32],
+    vv: f64,
+    a: Option<(&mut VectorSum, bool)>,
+    b: Option<(&mut VectorSum, bool)>,
+) -> (Option<f64>, Option<f64>) {
+    fn live(s: Option<(&mut VectorSum, bool)>) -> Option<(&mut VectorSum, bool)> {
+        s.filter(|(s, ex)| s.n - i64::from(*ex) > 0)
+    }
+    match (live(a), live(b)) {
+        (Some((a, ea)), Some((b, eb))) => {
+            let (sa, na) = a.mirror();
+            let (sb, nb) = b.mirror();
+            let (da, db) = dot2_lanes_f64(v, sa, sb);
+            (
+                Some(cosine_from_dot(da, vv, na, ea)),
+                Some(cosine_from_dot(db, vv, nb, eb)),
+            )
         }
-        Some((dot / (vv.sqrt() * rest2.sqrt())).clamp(-1.0, 1.0))
+        (a, b) => (
+            a.and_then(|(s, ex)| s.cosine_with_norm(v, vv, ex)),
+            b.and_then(|(s, ex)| s.cosine_with_norm(v, vv, ex)),
+        ),
     }
 }
 
@@ -195,6 +241,50 @@ impl CentroidWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paired_cosines_are_bit_identical_to_single_ones() {
+        // Deterministic pseudo-random vectors (no rng needed for the point).
+        let vector = |seed: u64| -> Vec<f32> {
+            (0..EMBEDDING_DIM as u64)
+                .map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0)
+                .collect()
+        };
+        let mut a = VectorSum::default();
+        let mut b = VectorSum::default();
+        for seed in 1..4 {
+            a.add(&fixed_point(&vector(seed)), 1);
+            b.add(&fixed_point(&vector(seed + 10)), 1);
+        }
+        let v = vector(2);
+        let vv = norm2(&v);
+        for (ea, eb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let single = (
+                a.cosine_with_norm(&v, vv, ea),
+                b.cosine_with_norm(&v, vv, eb),
+            );
+            let paired = cosines_with_norm(&v, vv, Some((&mut a, ea)), Some((&mut b, eb)));
+            assert_eq!(
+                (single.0.map(f64::to_bits), single.1.map(f64::to_bits)),
+                (paired.0.map(f64::to_bits), paired.1.map(f64::to_bits))
+            );
+        }
+        // One side missing or empty.
+        let mut empty = VectorSum::default();
+        assert_eq!(
+            cosines_with_norm(&v, vv, Some((&mut a, false)), None),
+            (a.cosine_with_norm(&v, vv, false), None)
+        );
+        assert_eq!(
+            cosines_with_norm(&v, vv, Some((&mut empty, false)), Some((&mut b, false))),
+            (None, b.cosine_with_norm(&v, vv, false))
+        );
+        // A remainder after the 4-lane chunks.
+        let (x, y, z) = (&v[..7], &[0.5f64; 7][..], &[-0.25f64; 7][..]);
+        let (dy, dz) = crate::embed::dot2_lanes_f64(x, y, z);
+        assert_eq!(dy.to_bits(), dot_lanes_f64(x, y).to_bits());
+        assert_eq!(dz.to_bits(), dot_lanes_f64(x, z).to_bits());
+    }
 
     fn unit(i: usize) -> Vec<f32> {
         let mut v = vec![0.0; EMBEDDING_DIM];

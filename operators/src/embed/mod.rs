@@ -93,6 +93,33 @@ pub fn dot_lanes_f64(a: &[f32], b: &[f64]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
+/// [`dot_lanes_f64`] of `a` with `b` and with `c`, in one pass; each result
+/// is bit-identical to its own [`dot_lanes_f64`] (same operations, same order).
+#[inline]
+pub fn dot2_lanes_f64(a: &[f32], b: &[f64], c: &[f64]) -> (f64, f64) {
+    let (mut acc_b, mut acc_c) = ([0f64; 4], [0f64; 4]);
+    let (ca, cb, cc) = (a.chunks_exact(4), b.chunks_exact(4), c.chunks_exact(4));
+    let tail = |r: &[f64]| -> f64 {
+        ca.remainder()
+            .iter()
+            .zip(r)
+            .map(|(x, y)| *x as f64 * y)
+            .sum()
+    };
+    let (tail_b, tail_c) = (tail(cb.remainder()), tail(cc.remainder()));
+    for ((x, y), z) in ca.clone().zip(cb).zip(cc) {
+        for i in 0..4 {
+            let xi = x[i] as f64;
+            acc_b[i] += xi * y[i];
+            acc_c[i] += xi * z[i];
+        }
+    }
+    (
+        acc_b.iter().sum::<f64>() + tail_b,
+        acc_c.iter().sum::<f64>() + tail_c,
+    )
+}
+
 /// Scales `v` to unit length in place (leaves the zero vector alone).
 pub fn l2_normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();

@@ -611,16 +611,19 @@ impl IdeaState {
         let in_window = self
             .last_tick
             .is_none_or(|t| idea.first_seen > t - self.windows.window_secs);
-        let novelty = score::novelty(row.category.as_ref().and_then(|c| {
-            self.categories
-                .get_mut(c)?
-                .cosine_with_norm(&row.embedding, idea.norm2, in_window)
-        }));
-        let to_community = row.community.as_ref().and_then(|c| {
-            self.communities
-                .get_mut(c)?
-                .cosine_with_norm(&row.embedding, idea.norm2, false)
-        });
+        let (to_category, to_community) = crate::centroid::cosines_with_norm(
+            &row.embedding,
+            idea.norm2,
+            row.category
+                .as_ref()
+                .and_then(|c| self.categories.get_mut(c))
+                .map(|sum| (sum, in_window)),
+            row.community
+                .as_ref()
+                .and_then(|c| self.communities.get_mut(c))
+                .map(|sum| (sum, false)),
+        );
+        let novelty = score::novelty(to_category);
         let (generation, top) = row
             .category
             .as_deref()
