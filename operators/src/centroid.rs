@@ -85,7 +85,7 @@ impl VectorSum {
     /// [`VectorSum::cosine`] with `v`'s squared norm ([`norm2`]) given: the
     /// idea state computes it once per idea, not on every tick.
     pub fn cosine_with_norm(&mut self, v: &[f32], vv: f64, exclude_self: bool) -> Option<f64> {
-        if self.n - i64::from(exclude_self) <= 0 {
+        if !self.has_rest(exclude_self) {
             return None;
         }
         let (sum, norm2) = self.mirror();
@@ -95,6 +95,12 @@ impl VectorSum {
             norm2,
             exclude_self,
         ))
+    }
+
+    /// Whether anything is left in the sum once `v` is taken out (when
+    /// `exclude_self`): without it there is no centroid to compare with.
+    fn has_rest(&self, exclude_self: bool) -> bool {
+        self.n - i64::from(exclude_self) > 0
     }
 
     /// The sum in f64 and its squared norm, cached until the sum changes.
@@ -134,7 +140,7 @@ pub fn cosines_with_norm(
     b: Option<(&mut VectorSum, bool)>,
 ) -> (Option<f64>, Option<f64>) {
     fn live(s: Option<(&mut VectorSum, bool)>) -> Option<(&mut VectorSum, bool)> {
-        s.filter(|(s, ex)| s.n - i64::from(*ex) > 0)
+        s.filter(|(s, ex)| s.has_rest(*ex))
     }
     match (live(a), live(b)) {
         (Some((a, ea)), Some((b, eb))) => {
