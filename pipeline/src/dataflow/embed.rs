@@ -2,13 +2,19 @@
 //!
 //! Everything pending when the operator runs is embedded together (the
 //! embedder sorts by length and batches), never one forward pass per record
-//! when more are waiting. Signals are spread over workers by content hash, so
-//! identical texts meet the same worker's cache.
+//! when more are waiting. Signals are spread over workers by a hash of their
+//! exact text, as the embedding cache keys them, so identical texts meet the
+//! same worker's cache (the content hash would do too, but its NFKC
+//! normalization is too dear to run on the sending worker). With more than
+//! one worker, worker 0 is left out: it owns the idea state, the dataflow's
+//! serial part, so everything that can run elsewhere (embedding, then the
+//! preparation that follows on the same worker) does.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ideaflow_operators::content_hash::content_hash_bytes;
+use foldhash::fast::FixedState;
+use std::hash::BuildHasher;
 use ideaflow_operators::embed::{Embedder, EmbedderOptions, ModelFiles};
 use ideaflow_operators::Signal;
 use timely::dataflow::channels::pact::Exchange;
@@ -21,12 +27,9 @@ pub fn embed_signals<'scope>(
     options: EmbedderOptions,
     embedded: Arc<AtomicU64>,
 ) -> Stream<'scope, u64, Vec<Signal>> {
-    let route = |s: &Signal| {
-        u64::from_le_bytes(
-            content_hash_bytes(&s.content)[..8]
-                .try_into()
-                .expect("8 bytes"),
-        )
+    let peers = signals.scope().peers() as u64;
+    let route = move |s: &Signal| {
+        off_the_owner(FixedState::with_seed(0x1dea).hash_one(&s.content), peers)
     };
     signals
         .unary(Exchange::new(route), "Embed", move |_cap, _info| {
@@ -74,4 +77,29 @@ pub fn embed_signals<'scope>(
             }
         })
         .container::<Vec<Signal>>()
+}
+
+/// A worker for `hash` among `peers`, never worker 0 when there are others.
+fn off_the_owner(hash: u64, peers: u64) -> u64 {
+    if peers > 1 {
+        1 + hash % (peers - 1)
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::off_the_owner;
+
+    #[test]
+    fn only_a_lone_worker_embeds_on_the_owner() {
+        assert_eq!(off_the_owner(12345, 1), 0);
+        for h in 0..100 {
+            assert_eq!(off_the_owner(h, 2), 1);
+            assert!((1..4).contains(&off_the_owner(h, 4)));
+        }
+        let spread: std::collections::BTreeSet<u64> = (0..100).map(|h| off_the_owner(h, 4)).collect();
+        assert_eq!(spread.len(), 3);
+    }
 }
