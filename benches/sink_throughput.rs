@@ -60,11 +60,11 @@ fn ideas(n: usize, rng: &mut ChaCha8Rng) -> Vec<IdeaRow> {
             let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
             v.iter_mut().for_each(|x| *x /= norm);
             IdeaRow {
-                id: idea_id(i),
+                id: idea_id(i).into(),
                 content_hash: format!("{i:032x}"),
                 content: format!("benchmark idea number {i} wearing a tiny hat"),
                 source: Source::Reddit,
-                category: Some(["animals", "food", "gaming", "humor"][i % 4].to_owned()),
+                category: Some(["animals", "food", "gaming", "humor"][i % 4].into()),
                 category_similarity: Some(0.5),
                 anchor_class: Some("Observation".to_owned()),
                 community: Some("r/bench".to_owned()),
@@ -96,8 +96,8 @@ fn scores(n: usize, round: u32, rng: &mut ChaCha8Rng) -> Vec<ScoreRow> {
                 seasonality: f(),
             };
             ScoreRow {
-                idea_id: idea_id(i),
-                category: Some(["animals", "food", "gaming", "humor"][i % 4].to_owned()),
+                idea_id: idea_id(i).into(),
+                category: Some(["animals", "food", "gaming", "humor"][i % 4].into()),
                 score: factors.freshness * 0.3 + factors.engagement * 0.7,
                 factors,
                 scored_at: at(3600 * round as i64),
@@ -138,11 +138,11 @@ mod naive {
                  status, first_seen, last_seen, peak_at) VALUES ($1::uuid, $2, $3, $4, $5, $6, \
                  $7, $8, $9, $10, $11, $12, 0, 0, 0, 0, 0, $13, 'active', $14, $14, $14)",
             )
-            .bind(&i.id)
+            .bind(&*i.id)
             .bind(&i.content_hash)
             .bind(&i.content)
             .bind(i.source.as_str())
-            .bind(&i.category)
+            .bind(i.category.as_deref())
             .bind(i.category_similarity)
             .bind(&i.anchor_class)
             .bind(&i.community)
@@ -170,8 +170,8 @@ mod naive {
                  novelty = EXCLUDED.novelty, community_fit = EXCLUDED.community_fit, \
                  seasonality = EXCLUDED.seasonality, scored_at = EXCLUDED.scored_at",
             )
-            .bind(&s.idea_id)
-            .bind(&s.category)
+            .bind(&*s.idea_id)
+            .bind(s.category.as_deref())
             .bind(s.score)
             .bind(f.freshness)
             .bind(f.engagement)

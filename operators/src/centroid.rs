@@ -285,8 +285,8 @@ mod tests {
             cosines_with_norm(&v, vv, Some((&mut empty, false)), Some((&mut b, false))),
             (None, b.cosine_with_norm(&v, vv, false))
         );
-        // A remainder after the 4-lane chunks.
-        let (x, y, z) = (&v[..7], &[0.5f64; 7][..], &[-0.25f64; 7][..]);
+        // A remainder after the lane chunks.
+        let (x, y, z) = (&v[..23], &[0.5f64; 23][..], &[-0.25f64; 23][..]);
         let (dy, dz) = crate::embed::dot2_lanes_f64(x, y, z);
         assert_eq!(dy.to_bits(), dot_lanes_f64(x, y).to_bits());
         assert_eq!(dz.to_bits(), dot_lanes_f64(x, z).to_bits());

@@ -5,7 +5,9 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
+use crate::idea::IdeaId;
 use crate::views::{Change, IdeaStatus, ViewKey, ViewRow};
 
 /// Score order: higher first, then id.
@@ -45,7 +47,7 @@ pub struct TopKDelta {
 pub struct TopK {
     k: usize,
     /// idea id → (category, score, active)
-    ideas: HashMap<String, (Option<String>, Option<f64>, bool)>,
+    ideas: HashMap<IdeaId, (Option<Arc<str>>, Option<f64>, bool)>,
     ranked: BTreeMap<String, BTreeSet<Ranked>>,
     current: BTreeMap<String, Vec<(String, f64)>>,
 }
@@ -65,7 +67,7 @@ impl TopK {
 
     fn unrank(&mut self, id: &str) {
         if let Some((Some(cat), Some(score), true)) = self.ideas.get(id).cloned() {
-            if let Some(set) = self.ranked.get_mut(&cat) {
+            if let Some(set) = self.ranked.get_mut(&*cat) {
                 set.remove(&Ranked {
                     score,
                     id: id.to_owned(),
@@ -76,10 +78,13 @@ impl TopK {
 
     fn rank(&mut self, id: &str) {
         if let Some((Some(cat), Some(score), true)) = self.ideas.get(id).cloned() {
-            self.ranked.entry(cat).or_default().insert(Ranked {
-                score,
-                id: id.to_owned(),
-            });
+            self.ranked
+                .entry(cat.to_string())
+                .or_default()
+                .insert(Ranked {
+                    score,
+                    id: id.to_owned(),
+                });
         }
     }
 
@@ -106,7 +111,7 @@ impl TopK {
                 _ => {}
             }
             if let Some(cat) = &entry.0 {
-                touched.insert(cat.clone());
+                touched.insert(cat.to_string());
             }
             self.rank(&id);
         }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::feedback::{
     AbResultRow, AllocationRow, PublishRow, SlaAlertRow, WeightsRow, WindowKind, WindowRow,
 };
+use crate::idea::IdeaId;
 use crate::rejection::DeadLetter;
 use crate::score::Factors;
 use crate::{Engagement, Source};
@@ -43,7 +44,7 @@ pub enum IdeaStatus {
 pub struct SignalRow {
     pub source: Source,
     pub id: String,
-    pub idea_id: String,
+    pub idea_id: IdeaId,
     pub content_hash: String,
     pub dedupe: DedupeKind,
     /// Cosine to the idea it was merged into (near-duplicates only).
@@ -62,12 +63,13 @@ pub struct SignalRow {
 /// One idea: the signals sharing its content, exactly or nearly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IdeaRow {
-    pub id: String,
+    pub id: IdeaId,
     pub content_hash: String,
     /// The text of its first signal.
     pub content: String,
     pub source: Source,
-    pub category: Option<String>,
+    /// Shared with the idea's score rows, which carry it on every tick.
+    pub category: Option<Arc<str>>,
     pub category_similarity: Option<f32>,
     pub anchor_class: Option<String>,
     pub community: Option<String>,
@@ -89,8 +91,8 @@ pub struct IdeaRow {
 /// (and its vector) changes only when signals merge into it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoreRow {
-    pub idea_id: String,
-    pub category: Option<String>,
+    pub idea_id: IdeaId,
+    pub category: Option<Arc<str>>,
     pub factors: Factors,
     pub score: f64,
     /// The watermark the factors were evaluated at.
@@ -146,8 +148,8 @@ pub struct DistinctCountRow {
 /// The key of a row in one of the views, ordered view by view.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ViewKey {
-    Idea(String),
-    Score(String),
+    Idea(IdeaId),
+    Score(IdeaId),
     /// (source name, id): sources sort by name.
     Signal(&'static str, String),
     Centroid(CentroidKind, String),
@@ -287,7 +289,7 @@ impl ViewState {
     }
 
     pub fn score(&self, idea_id: &str) -> Option<&ScoreRow> {
-        match self.rows.get(&ViewKey::Score(idea_id.to_owned())) {
+        match self.rows.get(&ViewKey::Score(idea_id.into())) {
             Some(ViewRow::Score(s)) => Some(s),
             _ => None,
         }

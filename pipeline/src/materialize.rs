@@ -136,7 +136,7 @@ impl EpochConsumer for Materializer {
         let ideas_changed: Vec<String> = changes
             .iter()
             .filter_map(|c| match &c.key {
-                ideaflow_operators::views::ViewKey::Idea(id) => Some(id.clone()),
+                ideaflow_operators::views::ViewKey::Idea(id) => Some(id.to_string()),
                 _ => None,
             })
             .collect();

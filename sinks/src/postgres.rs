@@ -146,8 +146,8 @@ impl<'a> Batches<'a> {
                 (_, Some(ViewRow::SlaAlert(r))) => b.sla_alerts.push(r),
                 (_, Some(ViewRow::Anchor(r))) => b.anchors.push(r),
                 (_, Some(ViewRow::DeadLetter(_, d))) => b.dead_letters.push(d.clone()),
-                (ViewKey::Idea(id), None) => b.idea_deletes.push(id.clone()),
-                (ViewKey::Score(id), None) => b.score_deletes.push(id.clone()),
+                (ViewKey::Idea(id), None) => b.idea_deletes.push(id.to_string()),
+                (ViewKey::Score(id), None) => b.score_deletes.push(id.to_string()),
                 (ViewKey::Centroid(kind, key), None) => {
                     b.centroid_deletes.0.push(kind.as_str().to_owned());
                     b.centroid_deletes.1.push(key.clone());
@@ -440,11 +440,11 @@ async fn write_ideas(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sql
            status = EXCLUDED.status, first_seen = EXCLUDED.first_seen, \
            last_seen = EXCLUDED.last_seen, peak_at = EXCLUDED.peak_at, updated_at = now()",
     )
-    .bind(col(&|i| i.id.clone()))
+    .bind(col(&|i| i.id.to_string()))
     .bind(col(&|i| i.content_hash.clone()))
     .bind(col(&|i| i.content.clone()))
     .bind(col(&|i| i.source.as_str().to_owned()))
-    .bind(opt(&|i| i.category.clone()))
+    .bind(opt(&|i| i.category.as_deref().map(str::to_owned)))
     .bind(r.iter().map(|i| i.category_similarity).collect::<Vec<_>>())
     .bind(opt(&|i| i.anchor_class.clone()))
     .bind(opt(&|i| i.community.clone()))
@@ -499,8 +499,12 @@ async fn write_scores(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sq
            community_fit = EXCLUDED.community_fit, seasonality = EXCLUDED.seasonality, \
            scored_at = EXCLUDED.scored_at",
     )
-    .bind(r.iter().map(|s| s.idea_id.clone()).collect::<Vec<_>>())
-    .bind(r.iter().map(|s| s.category.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|s| &*s.idea_id).collect::<Vec<&str>>())
+    .bind(
+        r.iter()
+            .map(|s| s.category.as_deref())
+            .collect::<Vec<Option<&str>>>(),
+    )
     .bind(f(&|s| s.score))
     .bind(f(&|s| s.factors.freshness))
     .bind(f(&|s| s.factors.engagement))
@@ -547,7 +551,7 @@ async fn write_signals(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> s
     .bind(r.iter().map(|s| s.source.as_str().to_owned()).collect::<Vec<_>>())
     .bind(r.iter().map(|s| s.content.clone()).collect::<Vec<_>>())
     .bind(r.iter().map(|s| s.captured_at).collect::<Vec<_>>())
-    .bind(r.iter().map(|s| s.idea_id.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|s| &*s.idea_id).collect::<Vec<&str>>())
     .bind(dedupe)
     .bind(metadata)
     .execute(&mut **tx)

@@ -108,7 +108,10 @@ impl RedisSink {
                         self.key(&["idea", &i.id]),
                         &[
                             ("content", i.content.clone()),
-                            ("category", i.category.clone().unwrap_or_default()),
+                            (
+                                "category",
+                                i.category.as_deref().unwrap_or_default().to_owned(),
+                            ),
                             ("anchor_class", i.anchor_class.clone().unwrap_or_default()),
                             ("community", i.community.clone().unwrap_or_default()),
                             ("status", status),

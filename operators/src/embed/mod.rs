@@ -74,41 +74,81 @@ pub fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `dot_lanes` of an f32 vector with an f64 one, in f64.
+/// Partial sums of the f64 dots: four independent chains of four lanes, so
+/// the adds overlap instead of each waiting on the last (one chain was
+/// latency-bound: these dots run for every live idea on every tick).
+const F64_LANES: usize = 16;
+
+/// `dot_lanes` of an f32 vector with an f64 one, in f64: [`F64_LANES`]
+/// partial sums, then the rest in order, then the partial sums in order.
+/// The AVX2 path runs the same operations in the same order (no FMA), so
+/// the result is bit-identical on every x86-64 CPU.
 #[inline]
 pub fn dot_lanes_f64(a: &[f32], b: &[f64]) -> f64 {
-    let mut acc = [0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| *x as f64 * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..4 {
-            acc[i] += x[i] as f64 * y[i];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { dot_f64_avx2(a, b) };
         }
     }
-    acc.iter().sum::<f64>() + tail
+    dot_f64_body(a, b)
 }
 
 /// [`dot_lanes_f64`] of `a` with `b` and with `c`, in one pass; each result
 /// is bit-identical to its own [`dot_lanes_f64`] (same operations, same order).
 #[inline]
 pub fn dot2_lanes_f64(a: &[f32], b: &[f64], c: &[f64]) -> (f64, f64) {
-    let (mut acc_b, mut acc_c) = ([0f64; 4], [0f64; 4]);
-    let (ca, cb, cc) = (a.chunks_exact(4), b.chunks_exact(4), c.chunks_exact(4));
-    let tail = |r: &[f64]| -> f64 {
-        ca.remainder()
-            .iter()
-            .zip(r)
-            .map(|(x, y)| *x as f64 * y)
-            .sum()
-    };
-    let (tail_b, tail_c) = (tail(cb.remainder()), tail(cc.remainder()));
-    for ((x, y), z) in ca.clone().zip(cb).zip(cc) {
-        for i in 0..4 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { dot2_f64_avx2(a, b, c) };
+        }
+    }
+    dot2_f64_body(a, b, c)
+}
+
+/// The body, compiled with AVX2 enabled (four f64 lanes per register).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_f64_avx2(a: &[f32], b: &[f64]) -> f64 {
+    dot_f64_body(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot2_f64_avx2(a: &[f32], b: &[f64], c: &[f64]) -> (f64, f64) {
+    dot2_f64_body(a, b, c)
+}
+
+#[inline(always)]
+fn dot_f64_body(a: &[f32], b: &[f64]) -> f64 {
+    let mut acc = [0f64; F64_LANES];
+    let (ca, cb) = (a.chunks_exact(F64_LANES), b.chunks_exact(F64_LANES));
+    let tail = f64_tail(ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..F64_LANES {
+            acc[i] += x[i] as f64 * y[i];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+#[inline(always)]
+fn dot2_f64_body(a: &[f32], b: &[f64], c: &[f64]) -> (f64, f64) {
+    let (mut acc_b, mut acc_c) = ([0f64; F64_LANES], [0f64; F64_LANES]);
+    let (ca, cb, cc) = (
+        a.chunks_exact(F64_LANES),
+        b.chunks_exact(F64_LANES),
+        c.chunks_exact(F64_LANES),
+    );
+    let (tail_b, tail_c) = (
+        f64_tail(ca.remainder(), cb.remainder()),
+        f64_tail(ca.remainder(), cc.remainder()),
+    );
+    for ((x, y), z) in ca.zip(cb).zip(cc) {
+        for i in 0..F64_LANES {
             let xi = x[i] as f64;
             acc_b[i] += xi * y[i];
             acc_c[i] += xi * z[i];
@@ -120,10 +160,43 @@ pub fn dot2_lanes_f64(a: &[f32], b: &[f64], c: &[f64]) -> (f64, f64) {
     )
 }
 
+#[inline(always)]
+fn f64_tail(a: &[f32], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| *x as f64 * y).sum()
+}
+
 /// Scales `v` to unit length in place (leaves the zero vector alone).
 pub fn l2_normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 1e-12 {
         v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX2 instantiation must give the portable body's bits: runs on
+    /// different CPUs must materialize the same scores.
+    #[test]
+    fn f64_dots_are_bit_identical_with_and_without_avx2() {
+        for len in [384, 23, 16, 5, 0] {
+            let a: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.3)
+                .collect();
+            let b: Vec<f64> = (0..len)
+                .map(|i| ((i * 53 % 97) as f64 - 48.0) / 3.1)
+                .collect();
+            let c: Vec<f64> = (0..len).map(|i| (i as f64).sin() * 1e3).collect();
+            let portable = (dot_f64_body(&a, &b), dot2_f64_body(&a, &b, &c));
+            let dispatched = (dot_lanes_f64(&a, &b), dot2_lanes_f64(&a, &b, &c));
+            assert_eq!(portable.0.to_bits(), dispatched.0.to_bits(), "len {len}");
+            assert_eq!(portable.1 .0.to_bits(), dispatched.1 .0.to_bits());
+            assert_eq!(portable.1 .1.to_bits(), dispatched.1 .1.to_bits());
+            assert_eq!(portable.1 .0.to_bits(), portable.0.to_bits());
+            let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * y).sum();
+            assert!((portable.0 - exact).abs() <= 1e-9 * exact.abs().max(1.0));
+        }
     }
 }

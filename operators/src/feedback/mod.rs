@@ -41,9 +41,11 @@ pub mod weight_learning;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, TimeZone, Utc};
+use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Payload};
+use crate::idea::IdeaId;
 use crate::rejection::{DeadLetter, Position, RejectReason};
 use crate::score::{Factors, Weights};
 use crate::views::{Change, ViewKey, ViewRow};
@@ -264,9 +266,9 @@ fn utc(secs: i64) -> DateTime<Utc> {
 /// which idea (a listing may name the merged text's own id).
 #[derive(Clone, Debug, PartialEq)]
 pub enum IdeaFact {
-    Seen { id: String, first_seen: i64 },
-    Scored { id: String, factors: Factors },
-    Alias { own: String, idea: String },
+    Seen { id: IdeaId, first_seen: i64 },
+    Scored { id: IdeaId, factors: Factors },
+    Alias { own: String, idea: IdeaId },
 }
 
 impl IdeaFact {
@@ -282,7 +284,7 @@ impl IdeaFact {
             }),
             ViewRow::Signal(s) => {
                 let own = crate::idea::idea_id(&s.content_hash).to_string();
-                (own != s.idea_id).then(|| IdeaFact::Alias {
+                (*own != *s.idea_id).then(|| IdeaFact::Alias {
                     own,
                     idea: s.idea_id.clone(),
                 })
@@ -323,10 +325,10 @@ pub struct FeedbackState {
     prior: Weights,
     weights: Weights,
     started: bool,
-    ideas: HashMap<String, KnownIdea>,
+    ideas: HashMap<IdeaId, KnownIdea, FixedState>,
     /// The id a signal's own content would have had → the idea it merged
     /// into (near-duplicates): a listing made from that text finds its idea.
-    aliases: HashMap<String, String>,
+    aliases: HashMap<String, IdeaId>,
     /// (deadline, arrival) → event waiting for its idea.
     pending: BTreeMap<(i64, u64), Pending>,
     arrivals: u64,
@@ -355,7 +357,7 @@ impl FeedbackState {
             prior: prior.normalized(),
             weights: prior.normalized(),
             started: false,
-            ideas: HashMap::new(),
+            ideas: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
             aliases: HashMap::new(),
             pending: BTreeMap::new(),
             arrivals: 0,
@@ -599,7 +601,7 @@ impl FeedbackState {
         self.aliases
             .get(idea_id)
             .filter(|id| self.ideas.contains_key(*id))
-            .cloned()
+            .map(|id| id.to_string())
     }
 
     fn apply_event(&mut self, p: Pending, out: &mut FeedbackOutput) {
@@ -615,7 +617,7 @@ impl FeedbackState {
                 };
                 self.hours.entry(arm.clone()).or_default();
                 if self.published.insert(arm.clone()) {
-                    if let Some(idea) = self.ideas.get(&arm.idea_id) {
+                    if let Some(idea) = self.ideas.get(arm.idea_id.as_str()) {
                         let at = l.published_at.timestamp();
                         let seconds = (at - idea.first_seen).max(0) as f64;
                         out.changes

@@ -27,6 +27,7 @@
 mod prepare;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,7 @@ use crate::centroid::CentroidWindow;
 use crate::dedupe::{LshParams, NearIndex, RotatingBloom, VectorId};
 use crate::distinct::DistinctCounts;
 use crate::engagement_stats::EngagementStats;
-use crate::idea::idea_id;
+use crate::idea::{idea_id, IdeaId};
 use crate::score::{self, Factors, ScoringParams, Weights};
 use crate::topic_counts::TopicCounts;
 use crate::views::{
@@ -454,11 +455,11 @@ impl IdeaState {
             let better = match best {
                 None => true,
                 Some((_, b, first, id)) => {
-                    sim > b || (sim == b && (idea.first_seen, idea.row.id.as_str()) < (first, id))
+                    sim > b || (sim == b && (idea.first_seen, &*idea.row.id) < (first, id))
                 }
             };
             if better {
-                best = Some((slot, sim, idea.first_seen, idea.row.id.as_str()));
+                best = Some((slot, sim, idea.first_seen, &*idea.row.id));
             }
         }
         best.map(|(slot, sim, _, _)| (slot, sim))
@@ -467,7 +468,7 @@ impl IdeaState {
     fn create(&mut self, s: &PreparedSignal) -> u32 {
         let time = s.signal.captured_at.timestamp();
         let hash_hex = hex::encode(s.hash);
-        let id = idea_id(&hash_hex).to_string();
+        let id: IdeaId = idea_id(&hash_hex).to_string().into();
         let resumed = self.archived.remove(&s.hash);
         let sig = &s.signal;
         let first_seen = resumed.map_or(time, |a| a.first_seen.min(time));
@@ -476,7 +477,7 @@ impl IdeaState {
             content_hash: hash_hex,
             content: sig.content.clone(),
             source: sig.source,
-            category: s.category.as_ref().map(|(c, _)| c.clone()),
+            category: s.category.as_ref().map(|(c, _)| Arc::from(c.as_str())),
             category_similarity: s.category.as_ref().map(|(_, v)| *v),
             anchor_class: match &self.classifier {
                 Some(c) => Some(c.route(&s.embedding).category),

@@ -176,9 +176,9 @@ fn from_views(views: &ViewState) -> BTreeMap<String, Expected> {
         .ideas()
         .map(|i| {
             (
-                i.id.clone(),
+                i.id.to_string(),
                 Expected {
-                    category: i.category.clone(),
+                    category: i.category.as_deref().map(str::to_owned),
                     active: i.status == IdeaStatus::Active,
                     score: views.score(&i.id).map(|s| s.score),
                 },

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use foldhash::fast::FixedState;
-use std::hash::BuildHasher;
 use ideaflow_operators::embed::{Embedder, EmbedderOptions, ModelFiles};
 use ideaflow_operators::Signal;
+use std::hash::BuildHasher;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
@@ -28,9 +28,8 @@ pub fn embed_signals<'scope>(
     embedded: Arc<AtomicU64>,
 ) -> Stream<'scope, u64, Vec<Signal>> {
     let peers = signals.scope().peers() as u64;
-    let route = move |s: &Signal| {
-        off_the_owner(FixedState::with_seed(0x1dea).hash_one(&s.content), peers)
-    };
+    let route =
+        move |s: &Signal| off_the_owner(FixedState::with_seed(0x1dea).hash_one(&s.content), peers);
     signals
         .unary(Exchange::new(route), "Embed", move |_cap, _info| {
             // Loaded on first need: streams that carry their vectors never pay for the model.
@@ -99,7 +98,8 @@ mod tests {
             assert_eq!(off_the_owner(h, 2), 1);
             assert!((1..4).contains(&off_the_owner(h, 4)));
         }
-        let spread: std::collections::BTreeSet<u64> = (0..100).map(|h| off_the_owner(h, 4)).collect();
+        let spread: std::collections::BTreeSet<u64> =
+            (0..100).map(|h| off_the_owner(h, 4)).collect();
         assert_eq!(spread.len(), 3);
     }
 }
