@@ -43,11 +43,13 @@ pub struct TopKDelta {
     pub left: Vec<String>,
 }
 
+/// What the top lists know of an idea: (category, score, active).
+type Standing = (Option<Arc<str>>, Option<f64>, bool);
+
 #[derive(Default)]
 pub struct TopK {
     k: usize,
-    /// idea id → (category, score, active)
-    ideas: HashMap<IdeaId, (Option<Arc<str>>, Option<f64>, bool)>,
+    ideas: HashMap<IdeaId, Standing>,
     ranked: BTreeMap<String, BTreeSet<Ranked>>,
     current: BTreeMap<String, Vec<(String, f64)>>,
 }
