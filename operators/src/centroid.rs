@@ -78,23 +78,19 @@ impl VectorSum {
     /// Cosine between `v` and the mean, with `v` itself taken out of the sum
     /// when `exclude_self` (the centroid "without itself"). `None` if nothing
     /// is left. The mean's direction is the sum's, so no division by n.
-    pub fn cosine(&mut self, v: &[f32], exclude_self: bool) -> Option<f64> {
+    pub fn cosine(&self, v: &[f32], exclude_self: bool) -> Option<f64> {
         self.cosine_with_norm(v, norm2(v), exclude_self)
     }
 
     /// [`VectorSum::cosine`] with `v`'s squared norm ([`norm2`]) given: the
     /// idea state computes it once per idea, not on every tick.
-    pub fn cosine_with_norm(&mut self, v: &[f32], vv: f64, exclude_self: bool) -> Option<f64> {
+    pub fn cosine_with_norm(&self, v: &[f32], vv: f64, exclude_self: bool) -> Option<f64> {
         if !self.has_rest(exclude_self) {
             return None;
         }
-        let (sum, norm2) = self.mirror();
-        Some(cosine_from_dot(
-            dot_lanes_f64(v, sum),
-            vv,
-            norm2,
-            exclude_self,
-        ))
+        Some(self.with_mirror(|sum, norm2| {
+            cosine_from_dot(dot_lanes_f64(v, sum), vv, norm2, exclude_self)
+        }))
     }
 
     /// Whether anything is left in the sum once `v` is taken out (when
@@ -103,14 +99,32 @@ impl VectorSum {
         self.n - i64::from(exclude_self) > 0
     }
 
-    /// The sum in f64 and its squared norm, cached until the sum changes.
-    fn mirror(&mut self) -> (&[f64], f64) {
-        let (sum, norm2) = self.mirror.get_or_insert_with(|| {
-            let sum: Vec<f64> = self.sum.iter().map(|s| *s as f64 / SCALE).collect();
-            let norm2 = sum.iter().map(|x| x * x).sum();
-            (sum, norm2)
-        });
-        (sum, *norm2)
+    /// Computes the sum's f64 mirror now if the sum changed since the last
+    /// time: scoring then reads it through shared references, from several
+    /// threads, without computing it once per idea.
+    pub fn refresh_mirror(&mut self) {
+        if self.mirror.is_none() {
+            self.mirror = Some(self.compute_mirror());
+        }
+    }
+
+    fn compute_mirror(&self) -> (Vec<f64>, f64) {
+        let sum: Vec<f64> = self.sum.iter().map(|s| *s as f64 / SCALE).collect();
+        let norm2 = sum.iter().map(|x| x * x).sum();
+        (sum, norm2)
+    }
+
+    /// `f` of the sum in f64 and its squared norm: the cached mirror, or
+    /// (not refreshed since a change) one computed for this call, which is
+    /// the same value.
+    fn with_mirror<R>(&self, f: impl FnOnce(&[f64], f64) -> R) -> R {
+        match &self.mirror {
+            Some((sum, norm2)) => f(sum, *norm2),
+            None => {
+                let (sum, norm2) = self.compute_mirror();
+                f(&sum, norm2)
+            }
+        }
     }
 }
 
@@ -136,22 +150,22 @@ fn cosine_from_dot(vs: f64, vv: f64, norm2: f64, exclude_self: bool) -> f64 {
 pub fn cosines_with_norm(
     v: &[f32],
     vv: f64,
-    a: Option<(&mut VectorSum, bool)>,
-    b: Option<(&mut VectorSum, bool)>,
+    a: Option<(&VectorSum, bool)>,
+    b: Option<(&VectorSum, bool)>,
 ) -> (Option<f64>, Option<f64>) {
-    fn live(s: Option<(&mut VectorSum, bool)>) -> Option<(&mut VectorSum, bool)> {
+    fn live(s: Option<(&VectorSum, bool)>) -> Option<(&VectorSum, bool)> {
         s.filter(|(s, ex)| s.has_rest(*ex))
     }
     match (live(a), live(b)) {
-        (Some((a, ea)), Some((b, eb))) => {
-            let (sa, na) = a.mirror();
-            let (sb, nb) = b.mirror();
-            let (da, db) = dot2_lanes_f64(v, sa, sb);
-            (
-                Some(cosine_from_dot(da, vv, na, ea)),
-                Some(cosine_from_dot(db, vv, nb, eb)),
-            )
-        }
+        (Some((a, ea)), Some((b, eb))) => a.with_mirror(|sa, na| {
+            b.with_mirror(|sb, nb| {
+                let (da, db) = dot2_lanes_f64(v, sa, sb);
+                (
+                    Some(cosine_from_dot(da, vv, na, ea)),
+                    Some(cosine_from_dot(db, vv, nb, eb)),
+                )
+            })
+        }),
         (a, b) => (
             a.and_then(|(s, ex)| s.cosine_with_norm(v, vv, ex)),
             b.and_then(|(s, ex)| s.cosine_with_norm(v, vv, ex)),
@@ -228,8 +242,9 @@ impl CentroidWindow {
         self.sums.get(key)
     }
 
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut VectorSum> {
-        self.sums.get_mut(key)
+    /// Computes every changed sum's f64 mirror (see [`VectorSum::refresh_mirror`]).
+    pub fn refresh_mirrors(&mut self) {
+        self.sums.values_mut().for_each(VectorSum::refresh_mirror);
     }
 
     /// Whether `member` of `key` at `time` is still in the window.

@@ -82,6 +82,12 @@ impl EngagementStats {
         );
     }
 
+    /// The statistics of `source` as last computed (by [`EngagementStats::get`]
+    /// or a refresh); the default when there are none.
+    pub fn cached(&self, source: Source) -> RateStats {
+        self.stats.get(&source).copied().unwrap_or_default()
+    }
+
     /// The statistics of `source`, computing them now if it has none yet.
     pub fn get(&mut self, source: Source, watermark: i64) -> RateStats {
         if !self.stats.contains_key(&source) {

@@ -130,6 +130,19 @@ pub struct DedupeStats {
     pub archived: u64,
 }
 
+/// Below this many ideas to re-score, one thread does it: a thread's start
+/// costs about what a few hundred evaluations do.
+const PARALLEL_SCORING_MIN: usize = 4096;
+
+/// An idea's score as evaluated, before it is compared with the last one.
+struct Evaluation {
+    factors: Factors,
+    score: f64,
+    /// The category top list's generation the cohesion was computed against.
+    generation: u64,
+    cohesion: f64,
+}
+
 struct LiveIdea {
     row: IdeaRow,
     /// Its own content hash and those of the near-duplicates merged into it:
@@ -188,6 +201,10 @@ pub struct IdeaState {
     distinct: DistinctCounts,
     last_tick: Option<i64>,
     stats: DedupeStats,
+    /// Threads that evaluate scores when a tick re-scores every live idea.
+    scoring_threads: usize,
+    /// Fewer ideas to re-score than this are done on one thread.
+    parallel_scoring_min: usize,
 }
 
 fn utc(secs: i64) -> DateTime<Utc> {
@@ -231,7 +248,15 @@ impl IdeaState {
             archived: HashMap::new(),
             last_tick: None,
             stats: DedupeStats::default(),
+            scoring_threads: 1,
+            parallel_scoring_min: PARALLEL_SCORING_MIN,
         }
+    }
+
+    /// Threads a tick's re-scoring of every live idea may use (the state has
+    /// one owner; this is how it uses the other cores). Results do not depend on it.
+    pub fn set_scoring_threads(&mut self, threads: usize) {
+        self.scoring_threads = threads.max(1);
     }
 
     pub fn stats(&self) -> DedupeStats {
@@ -287,15 +312,14 @@ impl IdeaState {
         // Scores go straight to the changelog, in slot order (deterministic):
         // each idea is re-scored at most once per epoch, and on ticks these are
         // most of the changes, so they skip the per-key map.
-        let mut scores = Vec::with_capacity(touched.len());
-        for slot in touched {
-            if let Some(score) = self.rescore(slot, watermark) {
-                scores.push(Change {
-                    key: ViewKey::Score(score.idea_id.clone()),
-                    row: Some(ViewRow::Score(score)),
-                });
-            }
-        }
+        let mut scores: Vec<Change> = self
+            .rescore(&touched, watermark)
+            .into_iter()
+            .map(|score| Change {
+                key: ViewKey::Score(score.idea_id.clone()),
+                row: Some(ViewRow::Score(score)),
+            })
+            .collect();
         self.emit_aggregates(watermark, &mut changes);
         let mut out: Vec<Change> = changes
             .into_iter()
@@ -598,14 +622,91 @@ impl IdeaState {
         idea.seasonality = score::seasonality(days, &self.scoring);
     }
 
-    /// Evaluates the idea's factors at `watermark`; returns its score row if it changed.
-    fn rescore(&mut self, slot: u32, watermark: i64) -> Option<ScoreRow> {
+    /// Re-scores `slots` at `watermark`; returns the score rows that changed,
+    /// in the order of `slots`. The evaluation reads the state only, so a
+    /// long list (every live idea, on a tick) is split over
+    /// [`IdeaState::set_scoring_threads`] threads; what changed is then
+    /// applied in order on this one, so the result is the same for any
+    /// thread count.
+    fn rescore(&mut self, slots: &[u32], watermark: i64) -> Vec<ScoreRow> {
+        // Everything evaluation would compute lazily, computed now: the
+        // centroids' f64 mirrors, and the statistics of the sources these
+        // ideas come from (only those, as the lazy path would).
+        self.categories.refresh_mirrors();
+        self.communities.refresh_mirrors();
+        let mut sources: Vec<crate::Source> = slots
+            .iter()
+            .filter_map(|s| self.ideas[*s as usize].as_ref().map(|i| i.row.source))
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        for source in sources {
+            self.rates.get(source, watermark);
+        }
+        let evaluations = self.evaluate_all(slots, watermark);
+        let mut rows = Vec::with_capacity(slots.len());
+        for (slot, evaluation) in slots.iter().zip(evaluations) {
+            let Some(e) = evaluation else { continue };
+            let idea = self.ideas[*slot as usize].as_mut().expect("live slot");
+            idea.cohesion = Some((e.generation, e.cohesion));
+            if idea.score == Some((e.factors, e.score)) {
+                continue;
+            }
+            idea.score = Some((e.factors, e.score));
+            rows.push(ScoreRow {
+                idea_id: idea.row.id.clone(),
+                category: idea.row.category.clone(),
+                score: e.score,
+                factors: e.factors,
+                scored_at: utc(watermark),
+            });
+        }
+        rows
+    }
+
+    /// [`IdeaState::evaluate`] of each slot, on up to `scoring_threads` threads
+    /// when there are enough slots to be worth it.
+    fn evaluate_all(&self, slots: &[u32], watermark: i64) -> Vec<Option<Evaluation>> {
+        let threads = self.scoring_threads.max(1);
+        if threads == 1 || slots.len() < self.parallel_scoring_min {
+            return slots.iter().map(|s| self.evaluate(*s, watermark)).collect();
+        }
+        let chunk = slots.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let others: Vec<_> = slots
+                .chunks(chunk)
+                .skip(1)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|s| self.evaluate(*s, watermark))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut all: Vec<Option<Evaluation>> = slots[..chunk]
+                .iter()
+                .map(|s| self.evaluate(*s, watermark))
+                .collect();
+            for handle in others {
+                match handle.join() {
+                    Ok(part) => all.extend(part),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            all
+        })
+    }
+
+    /// The idea's factors and score at `watermark` (`None`: no live idea in
+    /// the slot). Reads the state only.
+    fn evaluate(&self, slot: u32, watermark: i64) -> Option<Evaluation> {
         let idea = self.ideas[slot as usize].as_ref()?;
         let row = &idea.row;
         let p = &self.scoring;
         let hours = (watermark - idea.peak) as f64 / 3600.0;
         let freshness = score::freshness(hours, p);
-        let stats = self.rates.get(row.source, watermark);
+        let stats = self.rates.cached(row.source);
         let engagement = score::engagement(row.engagement_rate, stats.median, stats.mad, p);
         // Windows slide only on ticks, so whether the idea is still in its
         // category's centroid follows from the last tick.
@@ -616,12 +717,12 @@ impl IdeaState {
             &row.embedding,
             idea.norm2,
             row.category
-                .as_ref()
-                .and_then(|c| self.categories.get_mut(c))
+                .as_deref()
+                .and_then(|c| self.categories.get(c))
                 .map(|sum| (sum, in_window)),
             row.community
-                .as_ref()
-                .and_then(|c| self.communities.get_mut(c))
+                .as_deref()
+                .and_then(|c| self.communities.get(c))
                 .map(|sum| (sum, false)),
         );
         let novelty = score::novelty(to_category);
@@ -640,23 +741,12 @@ impl IdeaState {
             community_fit: score::community_fit(to_community, cohesion),
             seasonality: idea.seasonality,
         };
-        let score = factors.score(&self.weights);
-        let unchanged = idea.score == Some((factors, score));
-        let idea = self.ideas[slot as usize].as_mut().expect("live slot");
-        idea.cohesion = Some((generation, cohesion));
-        if unchanged {
-            return None;
-        }
-        idea.score = Some((factors, score));
-        let row = &idea.row;
-        let scored = ScoreRow {
-            idea_id: row.id.clone(),
-            category: row.category.clone(),
-            score,
+        Some(Evaluation {
+            score: factors.score(&self.weights),
             factors,
-            scored_at: utc(watermark),
-        };
-        Some(scored)
+            generation,
+            cohesion,
+        })
     }
 
     fn emit_aggregates(

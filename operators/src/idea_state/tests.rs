@@ -64,6 +64,21 @@ fn labels() -> Labels {
 }
 
 fn run(signals: &[Signal], epoch_secs: i64) -> (ViewState, DedupeStats) {
+    let (epochs, stats) = changelog(signals, epoch_secs, 1);
+    let mut views = ViewState::default();
+    for changes in epochs {
+        views.apply(changes);
+    }
+    (views, stats)
+}
+
+/// Every epoch's changelog, with re-scoring split over `scoring_threads`
+/// threads for any number of ideas.
+fn changelog(
+    signals: &[Signal],
+    epoch_secs: i64,
+    scoring_threads: usize,
+) -> (Vec<Vec<Change>>, DedupeStats) {
     let lsh = LshIndex::new(LshParams::default());
     let labels = labels();
     let scoring = ScoringParams::default();
@@ -73,6 +88,8 @@ fn run(signals: &[Signal], epoch_secs: i64) -> (ViewState, DedupeStats) {
         scoring.clone(),
         Calendar::default(),
     );
+    state.set_scoring_threads(scoring_threads);
+    state.parallel_scoring_min = 1;
     let mut epochs: BTreeMap<i64, Vec<PreparedSignal>> = BTreeMap::new();
     for s in signals {
         let t = s.captured_at.timestamp().div_euclid(epoch_secs) * epoch_secs;
@@ -81,11 +98,40 @@ fn run(signals: &[Signal], epoch_secs: i64) -> (ViewState, DedupeStats) {
             .or_default()
             .push(prepare(s.clone(), &lsh, &labels, &scoring));
     }
-    let mut views = ViewState::default();
-    for (t, batch) in epochs {
-        views.apply(state.apply_epoch(t + epoch_secs, batch));
+    let changes = epochs
+        .into_iter()
+        .map(|(t, batch)| state.apply_epoch(t + epoch_secs, batch))
+        .collect();
+    (changes, state.stats())
+}
+
+#[test]
+fn scoring_threads_do_not_change_the_changelog() {
+    // 35 hours of distinct ideas in five communities: ticks re-score all of them.
+    let signals: Vec<Signal> = (0..300)
+        .map(|i| {
+            let mut s = signal(
+                &i.to_string(),
+                i * 7,
+                &format!("idea {i}"),
+                unit(5000 + i as u64),
+            );
+            s.community = Some(format!("r/c{}", i % 5));
+            s
+        })
+        .collect();
+    let (one, _) = changelog(&signals, 60, 1);
+    let scores = one
+        .iter()
+        .flatten()
+        .filter(|c| matches!(c.key, ViewKey::Score(_)));
+    assert!(scores.count() > 3_000, "ticks re-score every live idea");
+    for threads in [2, 3] {
+        assert!(
+            one == changelog(&signals, 60, threads).0,
+            "{threads} threads"
+        );
     }
-    (views, state.stats())
 }
 
 fn signal_row<'a>(views: &'a ViewState, id: &str) -> &'a SignalRow {

@@ -68,7 +68,13 @@ pub fn run_views_pipeline(
             None => (None, None, None),
         };
         let sunk = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let state = consumer.as_ref().map(|_| core.state());
+        // The state has one owner; its tick re-scoring uses as many threads
+        // as the run has workers.
+        let state = consumer.as_ref().map(|_| {
+            let mut state = core.state();
+            state.set_scoring_threads(workers);
+            state
+        });
         let mut feedback_owner = match consumer {
             Some(_) => Some(FeedbackOwner {
                 state: core.feedback_state(),
