@@ -673,26 +673,30 @@ impl IdeaState {
             return slots.iter().map(|s| self.evaluate(*s, watermark)).collect();
         }
         let chunk = slots.len().div_ceil(threads);
+        let evaluate_part = |part: &[u32]| -> Vec<Option<Evaluation>> {
+            part.iter().map(|s| self.evaluate(*s, watermark)).collect()
+        };
         std::thread::scope(|scope| {
+            // A part whose thread cannot be started (the OS refused one) is
+            // evaluated here instead: slower, same result.
             let others: Vec<_> = slots
                 .chunks(chunk)
                 .skip(1)
                 .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|s| self.evaluate(*s, watermark))
-                            .collect::<Vec<_>>()
-                    })
+                    std::thread::Builder::new()
+                        .name("ideaflow-scoring".into())
+                        .spawn_scoped(scope, move || evaluate_part(part))
+                        .map_err(|_| part)
                 })
                 .collect();
-            let mut all: Vec<Option<Evaluation>> = slots[..chunk]
-                .iter()
-                .map(|s| self.evaluate(*s, watermark))
-                .collect();
-            for handle in others {
-                match handle.join() {
-                    Ok(part) => all.extend(part),
-                    Err(panic) => std::panic::resume_unwind(panic),
+            let mut all = evaluate_part(&slots[..chunk]);
+            for other in others {
+                match other {
+                    Ok(handle) => match handle.join() {
+                        Ok(part) => all.extend(part),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    },
+                    Err(part) => all.extend(evaluate_part(part)),
                 }
             }
             all
