@@ -668,14 +668,14 @@ impl IdeaState {
     /// [`IdeaState::evaluate`] of each slot, on up to `scoring_threads` threads
     /// when there are enough slots to be worth it.
     fn evaluate_all(&self, slots: &[u32], watermark: i64) -> Vec<Option<Evaluation>> {
-        let threads = self.scoring_threads.max(1);
-        if threads == 1 || slots.len() < self.parallel_scoring_min {
-            return slots.iter().map(|s| self.evaluate(*s, watermark)).collect();
-        }
-        let chunk = slots.len().div_ceil(threads);
         let evaluate_part = |part: &[u32]| -> Vec<Option<Evaluation>> {
             part.iter().map(|s| self.evaluate(*s, watermark)).collect()
         };
+        let threads = self.scoring_threads;
+        if threads == 1 || slots.len() < self.parallel_scoring_min {
+            return evaluate_part(slots);
+        }
+        let chunk = slots.len().div_ceil(threads);
         std::thread::scope(|scope| {
             // A part whose thread cannot be started (the OS refused one) is
             // evaluated here instead: slower, same result.

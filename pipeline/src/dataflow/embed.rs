@@ -10,13 +10,13 @@
 //! serial part, so everything that can run elsewhere (embedding, then the
 //! preparation that follows on the same worker) does.
 
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 use ideaflow_operators::embed::{Embedder, EmbedderOptions, ModelFiles};
 use ideaflow_operators::Signal;
-use std::hash::BuildHasher;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
