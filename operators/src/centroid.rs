@@ -178,13 +178,28 @@ pub fn norm2(v: &[f32]) -> f64 {
     v.iter().map(|x| (*x as f64) * (*x as f64)).sum()
 }
 
+/// A key's place in a [`CentroidWindow`], held by each live idea of the key
+/// so that scoring reaches the sum by index, not by hashing the key's text
+/// (twice per live idea on every tick).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CentroidSlot(u32);
+
+/// A key's sum, with how many holders ([`CentroidWindow::acquire`]) keep its
+/// slot: a slot is reused only once nobody holds it and its window is empty.
+struct Keyed {
+    key: String,
+    sum: VectorSum,
+    holders: u32,
+}
+
 /// Centroids per key over a sliding window. Members are added with their
 /// time; [`CentroidWindow::expire`] retracts those that left the window.
 pub struct CentroidWindow {
     window_secs: i64,
-    /// Looked up per idea on every tick (by category and by community, of
-    /// which there can be thousands): hashed, not ordered; never iterated.
-    sums: HashMap<String, VectorSum, FixedState>,
+    /// Key → slot in `slots`. Never iterated, so hashed, not ordered.
+    ids: HashMap<String, u32, FixedState>,
+    slots: Vec<Keyed>,
+    free: Vec<u32>,
     /// (time, key, member id) → the member's embedding (shared with the idea
     /// state, not copied), for retraction.
     members: BTreeMap<(i64, String, String), Arc<[f32]>>,
@@ -195,7 +210,9 @@ impl CentroidWindow {
     pub fn new(window_secs: i64) -> Self {
         CentroidWindow {
             window_secs: window_secs.max(1),
-            sums: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
+            ids: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
+            slots: Vec::new(),
+            free: Vec::new(),
             members: BTreeMap::new(),
             changed: BTreeSet::new(),
         }
@@ -205,16 +222,70 @@ impl CentroidWindow {
         self.window_secs
     }
 
+    /// `key`'s slot, created empty if it has none.
+    fn slot_of(&mut self, key: &str) -> u32 {
+        if let Some(id) = self.ids.get(key) {
+            return *id;
+        }
+        let keyed = Keyed {
+            key: key.to_owned(),
+            sum: VectorSum::default(),
+            holders: 0,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = keyed;
+                id
+            }
+            None => {
+                self.slots.push(keyed);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.ids.insert(key.to_owned(), id);
+        id
+    }
+
+    /// Frees slot `id` once nobody holds it and nothing of its key is in the
+    /// window, so that keys seen once do not accumulate on an endless stream.
+    fn free_if_unused(&mut self, id: u32) {
+        let keyed = &mut self.slots[id as usize];
+        if keyed.holders == 0 && keyed.sum.n == 0 {
+            self.ids.remove(&keyed.key);
+            keyed.sum = VectorSum::default();
+            keyed.key = String::new();
+            self.free.push(id);
+        }
+    }
+
+    /// Holds `key`'s slot until [`CentroidWindow::release`]: the holder then
+    /// reads the key's centroid with [`CentroidWindow::sum`].
+    pub fn acquire(&mut self, key: &str) -> CentroidSlot {
+        let id = self.slot_of(key);
+        self.slots[id as usize].holders += 1;
+        CentroidSlot(id)
+    }
+
+    pub fn release(&mut self, slot: CentroidSlot) {
+        let keyed = &mut self.slots[slot.0 as usize];
+        keyed.holders = keyed.holders.saturating_sub(1);
+        self.free_if_unused(slot.0);
+    }
+
+    /// The centroid of a held slot's key: `None` while its window is empty.
+    pub fn sum(&self, slot: CentroidSlot) -> Option<&VectorSum> {
+        let sum = &self.slots[slot.0 as usize].sum;
+        (sum.n > 0).then_some(sum)
+    }
+
     /// Adds `member` of `key` at `time`; returns false if it was already in.
     pub fn insert(&mut self, key: &str, member: &str, time: i64, embedding: Arc<[f32]>) -> bool {
         let k = (time, key.to_owned(), member.to_owned());
         if self.members.contains_key(&k) {
             return false;
         }
-        self.sums
-            .entry(key.to_owned())
-            .or_default()
-            .add(&fixed_point(&embedding), 1);
+        let id = self.slot_of(key);
+        self.slots[id as usize].sum.add(&fixed_point(&embedding), 1);
         self.members.insert(k, embedding);
         self.changed.insert(key.to_owned());
         true
@@ -228,23 +299,27 @@ impl CentroidWindow {
                 break;
             }
             let ((_, key, _), embedding) = entry.remove_entry();
-            if let Some(sum) = self.sums.get_mut(&key) {
-                sum.add(&fixed_point(&embedding), -1);
-                if sum.n == 0 {
-                    self.sums.remove(&key);
-                }
+            if let Some(id) = self.ids.get(&key).copied() {
+                self.slots[id as usize]
+                    .sum
+                    .add(&fixed_point(&embedding), -1);
+                self.free_if_unused(id);
             }
             self.changed.insert(key);
         }
     }
 
     pub fn get(&self, key: &str) -> Option<&VectorSum> {
-        self.sums.get(key)
+        let sum = &self.slots[*self.ids.get(key)? as usize].sum;
+        (sum.n > 0).then_some(sum)
     }
 
     /// Computes every changed sum's f64 mirror (see [`VectorSum::refresh_mirror`]).
     pub fn refresh_mirrors(&mut self) {
-        self.sums.values_mut().for_each(VectorSum::refresh_mirror);
+        self.slots
+            .iter_mut()
+            .filter(|k| k.sum.n > 0)
+            .for_each(|k| k.sum.refresh_mirror());
     }
 
     /// Whether `member` of `key` at `time` is still in the window.
@@ -327,6 +402,34 @@ mod tests {
         assert_eq!(w.take_changed(), vec!["cats".to_owned()]);
         w.expire(150);
         assert!(w.get("cats").is_none());
+    }
+
+    #[test]
+    fn held_slots_follow_their_key_and_free_when_unused() {
+        let mut w = CentroidWindow::new(100);
+        let cats = w.acquire("cats");
+        assert!(w.sum(cats).is_none(), "held but empty");
+        w.insert("cats", "a", 0, unit(0).into());
+        w.insert("dogs", "b", 0, unit(1).into());
+        assert_eq!(w.sum(cats).unwrap(), w.get("cats").unwrap());
+        w.expire(100);
+        assert!(w.sum(cats).is_none() && w.get("dogs").is_none());
+        // "dogs" had no holder: its slot is reused, never "cats"'s.
+        w.insert("birds", "c", 150, unit(2).into());
+        assert!(w.sum(cats).is_none());
+        assert_eq!(w.get("birds").unwrap().n, 1);
+        w.insert("cats", "d", 150, unit(3).into());
+        assert_eq!(w.sum(cats).unwrap().sum[3], 1 << 20);
+        w.release(cats);
+        w.expire(250);
+        assert_eq!(w.slots.len(), 2);
+        assert_eq!(
+            w.free.len(),
+            2,
+            "cats and birds freed once unheld and empty"
+        );
+        let fish = w.acquire("fish");
+        assert!(w.sum(fish).is_none());
     }
 
     #[test]

@@ -207,6 +207,21 @@ pub fn hashtag_cohesion(topics: &[String], top_topics: &[String]) -> f64 {
     hits as f64 / topics.len() as f64
 }
 
+/// [`hashtag_cohesion`] against top topics sorted by name
+/// ([`crate::topic_counts::TopicCounts::top_set_with_generation`]): the same
+/// share, found by binary search (it runs for every live idea whenever its
+/// category's top set changed).
+pub fn hashtag_cohesion_sorted(topics: &[String], sorted_top: &[String]) -> f64 {
+    if topics.is_empty() {
+        return 0.0;
+    }
+    let hits = topics
+        .iter()
+        .filter(|t| sorted_top.binary_search(t).is_ok())
+        .count();
+    hits as f64 / topics.len() as f64
+}
+
 /// CommunityFit = mean(max(0, cos(embedding, community centroid)), hashtag cohesion);
 /// a community without a centroid contributes 0.
 pub fn community_fit(cos_to_community: Option<f64>, cohesion: f64) -> f64 {
@@ -260,6 +275,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn cohesion_by_binary_search_is_the_same_share(
+            topics in proptest::collection::vec("[a-e]{1,2}", 0..6),
+            top in proptest::collection::vec("[a-e]{1,2}", 0..8),
+        ) {
+            let mut sorted = top.clone();
+            sorted.sort_unstable();
+            prop_assert_eq!(
+                hashtag_cohesion(&topics, &top).to_bits(),
+                hashtag_cohesion_sorted(&topics, &sorted).to_bits()
+            );
+        }
+
         #[test]
         fn every_factor_is_in_unit_range(h in -1e6f64..1e6, r in -1e9f64..1e9, m in -1e9f64..1e9, mad in 0f64..1e9,
                                          c in proptest::option::of(-1.0f64..1.0), coh in 0f64..1.0, d in proptest::option::of(-1e4f64..1e4)) {

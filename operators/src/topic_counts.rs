@@ -4,7 +4,18 @@
 //! Counting is per record (a map update); the top list of a category is
 //! recomputed on the scoring tick, O(distinct topics of the category).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use foldhash::fast::FixedState;
+
+/// A category's top topics: ranked, and as a set sorted by name (what
+/// cohesion reads: membership only), with the generation the set was first
+/// seen at.
+struct TopList {
+    generation: u64,
+    ranked: Vec<String>,
+    set: Vec<String>,
+}
 
 pub struct TopicCounts {
     window_secs: i64,
@@ -14,9 +25,11 @@ pub struct TopicCounts {
     seq: u64,
     changed: BTreeSet<(String, String)>,
     /// Per category: its top list and the generation it was set at (a new
-    /// generation only when the list changed, so that scores can keep the
-    /// hashtag cohesion they computed against an unchanged list).
-    top: BTreeMap<String, (u64, Vec<String>)>,
+    /// generation only when the set of top topics changed, so that scores
+    /// keep the hashtag cohesion they computed against an unchanged set; a
+    /// reordering alone does not change cohesion). Looked up per live idea
+    /// on every tick, never iterated: hashed.
+    top: HashMap<String, TopList, FixedState>,
     generation: u64,
 }
 
@@ -28,7 +41,7 @@ impl TopicCounts {
             entries: BTreeMap::new(),
             seq: 0,
             changed: BTreeSet::new(),
-            top: BTreeMap::new(),
+            top: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
             generation: 0,
         }
     }
@@ -65,33 +78,42 @@ impl TopicCounts {
         for ((c, t), n) in &self.counts {
             by_category.entry(c).or_default().push((*n, t));
         }
-        let mut top = BTreeMap::new();
+        let mut top = HashMap::with_hasher(FixedState::with_seed(0x1dea));
         for (c, mut v) in by_category {
             v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-            let list: Vec<String> = v.into_iter().take(k).map(|(_, t)| t.to_owned()).collect();
+            let ranked: Vec<String> = v.into_iter().take(k).map(|(_, t)| t.to_owned()).collect();
+            let mut set = ranked.clone();
+            set.sort_unstable();
             let generation = match self.top.remove(c) {
-                Some((g, old)) if old == list => g,
+                Some(old) if old.set == set => old.generation,
                 _ => {
                     self.generation += 1;
                     self.generation
                 }
             };
-            top.insert(c.to_owned(), (generation, list));
+            let list = TopList {
+                generation,
+                ranked,
+                set,
+            };
+            top.insert(c.to_owned(), list);
         }
         self.top = top;
     }
 
-    /// The category's top topics (empty when it has none).
+    /// The category's top topics, most frequent first (empty when it has none).
     pub fn top(&self, category: &str) -> &[String] {
-        self.top_with_generation(category).1
-    }
-
-    /// [`TopicCounts::top`] and its generation: equal generations mean equal
-    /// lists (0: no list).
-    pub fn top_with_generation(&self, category: &str) -> (u64, &[String]) {
         self.top
             .get(category)
-            .map_or((0, &[][..]), |(g, list)| (*g, list.as_slice()))
+            .map_or(&[][..], |t| t.ranked.as_slice())
+    }
+
+    /// The category's top topics as a set sorted by name, and its
+    /// generation: equal generations mean equal sets (0: no list).
+    pub fn top_set_with_generation(&self, category: &str) -> (u64, &[String]) {
+        self.top
+            .get(category)
+            .map_or((0, &[][..]), |t| (t.generation, t.set.as_slice()))
     }
 
     pub fn count(&self, category: &str, topic: &str) -> u64 {
@@ -114,28 +136,45 @@ mod tests {
     #[test]
     fn a_top_list_keeps_its_generation_until_it_changes() {
         let mut t = TopicCounts::new(100);
-        assert_eq!(t.top_with_generation("animals"), (0, &[][..]));
+        assert_eq!(t.top_set_with_generation("animals"), (0, &[][..]));
         t.record("animals", "cats", 0);
         t.record("food", "pie", 0);
         t.refresh_top(1);
-        let (cats, list) = t.top_with_generation("animals");
+        let (cats, list) = t.top_set_with_generation("animals");
         assert_eq!(list, ["cats"]);
-        let (pie, _) = t.top_with_generation("food");
+        let (pie, _) = t.top_set_with_generation("food");
         assert!(cats > 0 && pie > 0 && cats != pie);
         // More counts, same lists: same generations.
         t.record("animals", "cats", 1);
         t.record("animals", "dogs", 1);
         t.refresh_top(1);
-        assert_eq!(t.top_with_generation("animals").0, cats);
-        assert_eq!(t.top_with_generation("food").0, pie);
+        assert_eq!(t.top_set_with_generation("animals").0, cats);
+        assert_eq!(t.top_set_with_generation("food").0, pie);
         // A new leader: a new generation for that category only.
         t.record("animals", "dogs", 2);
         t.record("animals", "dogs", 2);
         t.refresh_top(1);
-        let (now, list) = t.top_with_generation("animals");
+        let (now, list) = t.top_set_with_generation("animals");
         assert_eq!(list, ["dogs"]);
         assert!(now > cats && now != pie);
-        assert_eq!(t.top_with_generation("food").0, pie);
+        assert_eq!(t.top_set_with_generation("food").0, pie);
+        // The same two topics in the other order: ranked differently, same
+        // set, same generation.
+        t.refresh_top(2);
+        let (two, set) = t.top_set_with_generation("animals");
+        assert_eq!(
+            (t.top("animals"), set),
+            (
+                &["dogs".to_owned(), "cats".to_owned()][..],
+                &["cats".to_owned(), "dogs".to_owned()][..]
+            )
+        );
+        for _ in 0..3 {
+            t.record("animals", "cats", 3);
+        }
+        t.refresh_top(2);
+        assert_eq!(t.top("animals"), ["cats", "dogs"]);
+        assert_eq!(t.top_set_with_generation("animals").0, two);
     }
 
     #[test]

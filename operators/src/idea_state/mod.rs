@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 pub use prepare::{prepare, Labels, PreparedSignal};
 
 use crate::calendar::Calendar;
-use crate::centroid::CentroidWindow;
+use crate::centroid::{CentroidSlot, CentroidWindow};
 use crate::dedupe::{LshParams, NearIndex, RotatingBloom, VectorId};
 use crate::distinct::DistinctCounts;
 use crate::engagement_stats::EngagementStats;
@@ -167,6 +167,9 @@ struct LiveIdea {
     cohesion: Option<(u64, f64)>,
     /// The last score emitted: (factors, score).
     score: Option<(Factors, f64)>,
+    /// Its category's and community's centroid slots, held while it lives.
+    category_centroid: Option<CentroidSlot>,
+    community_centroid: Option<CentroidSlot>,
 }
 
 /// What an archived idea keeps, so that it resumes its counts if its content
@@ -361,6 +364,12 @@ impl IdeaState {
             return;
         };
         self.free.push(slot);
+        if let Some(c) = idea.category_centroid.take() {
+            self.categories.release(c);
+        }
+        if let Some(c) = idea.community_centroid.take() {
+            self.communities.release(c);
+        }
         for h in &idea.hashes {
             self.by_hash.remove(h);
         }
@@ -535,15 +544,19 @@ impl IdeaState {
             norm2: crate::centroid::norm2(&s.embedding),
             cohesion: None,
             score: None,
+            category_centroid: None,
+            community_centroid: None,
         };
         self.refresh_derived(&mut idea);
         if let Some(c) = &idea.row.category {
             self.categories
                 .insert(c, &id, idea.first_seen, s.embedding.clone());
+            idea.category_centroid = Some(self.categories.acquire(c));
         }
         if let Some(c) = &idea.row.community {
             self.communities
                 .insert(c, &id, idea.first_seen, s.embedding.clone());
+            idea.community_centroid = Some(self.communities.acquire(c));
         }
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -721,23 +734,21 @@ impl IdeaState {
         let (to_category, to_community) = crate::centroid::cosines_with_norm(
             &row.embedding,
             idea.norm2,
-            row.category
-                .as_deref()
-                .and_then(|c| self.categories.get(c))
+            idea.category_centroid
+                .and_then(|c| self.categories.sum(c))
                 .map(|sum| (sum, in_window)),
-            row.community
-                .as_deref()
-                .and_then(|c| self.communities.get(c))
+            idea.community_centroid
+                .and_then(|c| self.communities.sum(c))
                 .map(|sum| (sum, false)),
         );
         let novelty = score::novelty(to_category);
         let (generation, top) = row
             .category
             .as_deref()
-            .map_or((0, &[][..]), |c| self.topics.top_with_generation(c));
+            .map_or((0, &[][..]), |c| self.topics.top_set_with_generation(c));
         let cohesion = match idea.cohesion {
             Some((g, cohesion)) if g == generation => cohesion,
-            _ => score::hashtag_cohesion(&row.topics, top),
+            _ => score::hashtag_cohesion_sorted(&row.topics, top),
         };
         let factors = Factors {
             freshness,

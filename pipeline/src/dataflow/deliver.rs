@@ -37,7 +37,13 @@ pub fn deliver_epochs<'scope>(
                     let t = *cap.least().expect("a totally ordered time");
                     let epoch = pending.entry(t).or_default();
                     for d in data {
-                        epoch.append(d);
+                        // The idea state sends an epoch's changelog as one
+                        // container: take it whole rather than copy it.
+                        if epoch.is_empty() {
+                            std::mem::swap(epoch, d);
+                        } else {
+                            epoch.append(d);
+                        }
                     }
                 });
                 while let Some(entry) = pending.first_entry() {

@@ -22,7 +22,8 @@ use ideaflow_operators::Payload;
 use ideaflow_operators::{Event, Signal};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
@@ -42,93 +43,96 @@ pub fn prepare_signals<'scope>(
 }
 
 /// Applies completed epochs to the state on worker 0; emits each epoch's
-/// changelog (sorted by key) at the epoch's time. `weights` is the feedback
-/// edge: scoring weights learned from marketplace feedback, which take effect
-/// in the first epoch at or after their time.
+/// changelog at the epoch's time, and beside it what feedback needs of it
+/// ([`IdeaFact`]s). `weights` is the feedback edge: scoring weights learned
+/// from marketplace feedback, which take effect in the first epoch at or
+/// after their time.
+///
+/// The facts leave on an output of their own rather than through a split
+/// downstream: on a tick the changelog holds a score row per live idea, and
+/// every operator hop moves each row once more.
 pub fn apply_to_state<'scope>(
     prepared: Stream<'scope, u64, Vec<PreparedSignal>>,
     learned: Stream<'scope, u64, Vec<Learned>>,
     state: Option<IdeaState>,
     epoch_secs: u64,
-) -> Stream<'scope, u64, Vec<Change>> {
-    prepared.binary_frontier::<_, CapacityContainerBuilder<Vec<Change>>, _, _, _, _>(
-        learned,
-        Exchange::new(|_: &PreparedSignal| 0),
-        Pipeline,
-        "IdeaState",
-        move |_cap, _info| {
-            let mut state = state;
-            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<PreparedSignal>)> =
-                BTreeMap::new();
-            let mut learned: BTreeMap<u64, Vec<Learned>> = BTreeMap::new();
-            move |(signals_in, signals_frontier), (weights_in, weights_frontier), output| {
-                signals_in.for_each_stamp(|cap, data| {
-                    let t = *cap.least().expect("a totally ordered time");
-                    let Some(cap) = cap.retain_least(output.output_index()) else {
-                        return;
-                    };
-                    let entry = pending.entry(t).or_insert_with(|| (cap, Vec::new()));
-                    for d in data {
-                        entry.1.append(d);
-                    }
-                });
-                weights_in.for_each_stamp(|cap, data| {
-                    let t = *cap.least().expect("a totally ordered time");
-                    let entry = learned.entry(t).or_default();
-                    for d in data {
-                        entry.append(d);
-                    }
-                });
-                while let Some(entry) = pending.first_entry() {
-                    let t = *entry.key();
-                    if signals_frontier.less_equal(&t) || weights_frontier.less_equal(&t) {
-                        break;
-                    }
-                    let (t, (cap, signals)) = entry.remove_entry();
-                    let Some(state) = state.as_mut() else {
-                        // Only worker 0 is routed data; others never get here.
-                        continue;
-                    };
-                    while let Some(w) = learned.first_entry() {
-                        if *w.key() > t {
-                            break;
-                        }
-                        for l in w.remove() {
-                            match l {
-                                Learned::Weights(weights) => state.set_weights(weights),
-                                Learned::Classifier(c) => state.set_classifier(c),
-                            }
-                        }
-                    }
-                    let changes = state.apply_epoch((t + epoch_secs) as i64, signals);
-                    output.session(&cap).give_iterator(changes.into_iter());
-                }
-                if signals_frontier.is_empty() && pending.is_empty() {
-                    if let Some(state) = state.take() {
-                        // The dedupe path's counters, for tuning (LSH
-                        // candidates per lookup above all).
-                        tracing::info!(stats = ?state.stats(), active_ideas = state.active_ideas(), "idea state done");
-                    }
-                }
-            }
-        },
-    )
-}
-
-/// Splits off the changelog what feedback needs ([`IdeaFact`]s), in one pass:
-/// two consumers of the changelog would each get a copy of every row.
-pub fn split_facts<'scope>(
-    changes: Stream<'scope, u64, Vec<Change>>,
 ) -> (
     Stream<'scope, u64, Vec<Change>>,
     Stream<'scope, u64, Vec<IdeaFact>>,
 ) {
-    changes
-        .flat_map(|c| {
-            let fact = IdeaFact::of(&c);
-            std::iter::once(Ok(c)).chain(fact.map(Err))
-        })
-        .ok_err(|r| r)
+    let mut builder = OperatorBuilder::new("IdeaState".to_owned(), prepared.scope());
+    let mut signals_in = builder.new_input(prepared, Exchange::new(|_: &PreparedSignal| 0));
+    let mut weights_in = builder.new_input(learned, Pipeline);
+    let (changes_out, changes) = builder.new_output::<Vec<Change>>();
+    let (facts_out, facts) = builder.new_output::<Vec<IdeaFact>>();
+    let mut changes_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<Change>>>::from(changes_out);
+    let mut facts_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<IdeaFact>>>::from(facts_out);
+    builder.build(move |_initial| {
+        let mut state = state;
+        // Per epoch: a capability on each output, and its signals.
+        type Epoch = (Capability<u64>, Capability<u64>, Vec<PreparedSignal>);
+        let mut pending: BTreeMap<u64, Epoch> = BTreeMap::new();
+        let mut learned: BTreeMap<u64, Vec<Learned>> = BTreeMap::new();
+        move |frontiers| {
+            let (signals_frontier, weights_frontier) = (&frontiers[0], &frontiers[1]);
+            let mut changes_out = changes_out.activate();
+            let mut facts_out = facts_out.activate();
+            signals_in.for_each_stamp(|cap, data| {
+                let t = *cap.least().expect("a totally ordered time");
+                let (Some(c0), Some(c1)) = (cap.retain_least(0), cap.retain_least(1)) else {
+                    return;
+                };
+                let entry = pending.entry(t).or_insert_with(|| (c0, c1, Vec::new()));
+                for d in data {
+                    entry.2.append(d);
+                }
+            });
+            weights_in.for_each_stamp(|cap, data| {
+                let t = *cap.least().expect("a totally ordered time");
+                let entry = learned.entry(t).or_default();
+                for d in data {
+                    entry.append(d);
+                }
+            });
+            while let Some(entry) = pending.first_entry() {
+                let t = *entry.key();
+                if signals_frontier.less_equal(&t) || weights_frontier.less_equal(&t) {
+                    break;
+                }
+                let (t, (changes_cap, facts_cap, signals)) = entry.remove_entry();
+                let Some(state) = state.as_mut() else {
+                    // Only worker 0 is routed data; others never get here.
+                    continue;
+                };
+                while let Some(w) = learned.first_entry() {
+                    if *w.key() > t {
+                        break;
+                    }
+                    for l in w.remove() {
+                        match l {
+                            Learned::Weights(weights) => state.set_weights(weights),
+                            Learned::Classifier(c) => state.set_classifier(c),
+                        }
+                    }
+                }
+                let epoch = state.apply_epoch((t + epoch_secs) as i64, signals);
+                facts_out
+                    .session(&facts_cap)
+                    .give_iterator(epoch.iter().filter_map(IdeaFact::of));
+                changes_out.session(&changes_cap).give_container(&mut { epoch });
+            }
+            if signals_frontier.is_empty() && pending.is_empty() {
+                if let Some(state) = state.take() {
+                    // The dedupe path's counters, for tuning (LSH
+                    // candidates per lookup above all).
+                    tracing::info!(stats = ?state.stats(), active_ideas = state.active_ideas(), "idea state done");
+                }
+            }
+        }
+    });
+    (changes, facts)
 }
 
 /// What the feedback operator emits: view changes for the sinks, and new

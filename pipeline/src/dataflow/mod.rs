@@ -109,8 +109,7 @@ pub fn run_views_pipeline(
             // The feedback edge: weights learned in one epoch reach the idea
             // state one epoch later.
             let (learned_loop, learned) = scope.feedback::<Vec<Learned>>(epoch_secs);
-            let changes = idea_state::apply_to_state(prepared, learned, state, epoch_secs);
-            let (changes, facts) = idea_state::split_facts(changes);
+            let (changes, facts) = idea_state::apply_to_state(prepared, learned, state, epoch_secs);
             let feedback =
                 idea_state::apply_feedback(marketplace, facts, feedback_owner.take(), epoch_secs);
             feedback
