@@ -27,7 +27,7 @@
 
 mod prepare;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -183,6 +183,10 @@ struct Archived {
 }
 
 pub struct IdeaState {
+    /// One shared name per category (a closed set, from the configured
+    /// anchors): every score row clones its idea's category, and a clone of
+    /// a shared name touches a hot cache line, not one per idea.
+    category_names: BTreeSet<Arc<str>>,
     dedupe: DedupeParams,
     windows: WindowParams,
     scoring: ScoringParams,
@@ -229,6 +233,7 @@ impl IdeaState {
             dedupe.bloom_generations,
         );
         IdeaState {
+            category_names: BTreeSet::new(),
             near: NearIndex::new(dedupe.lsh()),
             bloom,
             weights: scoring.weights.normalized(),
@@ -499,6 +504,15 @@ impl IdeaState {
         best.map(|(slot, sim, _, _)| (slot, sim))
     }
 
+    fn category_name(&mut self, category: &str) -> Arc<str> {
+        if let Some(name) = self.category_names.get(category) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(category);
+        self.category_names.insert(name.clone());
+        name
+    }
+
     fn create(&mut self, s: &PreparedSignal) -> u32 {
         let time = s.signal.captured_at.timestamp();
         let hash_hex = hex::encode(s.hash);
@@ -511,7 +525,7 @@ impl IdeaState {
             content_hash: hash_hex,
             content: sig.content.clone(),
             source: sig.source,
-            category: s.category.as_ref().map(|(c, _)| Arc::from(c.as_str())),
+            category: s.category.as_ref().map(|(c, _)| self.category_name(c)),
             category_similarity: s.category.as_ref().map(|(_, v)| *v),
             anchor_class: match &self.classifier {
                 Some(c) => Some(c.route(&s.embedding).category),
