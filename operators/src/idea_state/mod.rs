@@ -321,20 +321,16 @@ impl IdeaState {
         // Scores go straight to the changelog, in slot order (deterministic):
         // each idea is re-scored at most once per epoch, and on ticks these are
         // most of the changes, so they skip the per-key map.
-        let mut scores: Vec<Change> = self
-            .rescore(&touched, watermark)
-            .into_iter()
-            .map(|score| Change {
-                key: ViewKey::Score(score.idea_id.clone()),
-                row: Some(ViewRow::Score(score)),
-            })
-            .collect();
+        let scores = self.rescore(&touched, watermark);
         self.emit_aggregates(watermark, &mut changes);
-        let mut out: Vec<Change> = changes
-            .into_iter()
-            .map(|(key, row)| Change { key, row })
-            .collect();
-        out.append(&mut scores);
+        // Sized once: on a tick this holds a row per live idea, and growing
+        // it would copy them all again.
+        let mut out: Vec<Change> = Vec::with_capacity(changes.len() + scores.len());
+        out.extend(changes.into_iter().map(|(key, row)| Change { key, row }));
+        out.extend(scores.into_iter().map(|score| Change {
+            key: ViewKey::Score(score.idea_id.clone()),
+            row: Some(ViewRow::Score(score)),
+        }));
         out
     }
 
