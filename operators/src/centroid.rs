@@ -268,6 +268,10 @@ impl CentroidWindow {
 
     pub fn release(&mut self, slot: CentroidSlot) {
         let keyed = &mut self.slots[slot.0 as usize];
+        debug_assert!(
+            keyed.holders > 0,
+            "a centroid slot released more often than held"
+        );
         keyed.holders = keyed.holders.saturating_sub(1);
         self.free_if_unused(slot.0);
     }

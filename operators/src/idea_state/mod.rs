@@ -272,8 +272,9 @@ impl IdeaState {
         self.stats
     }
 
+    /// Live (not archived) ideas.
     pub fn active_ideas(&self) -> usize {
-        self.by_hash.len()
+        self.ideas.len() - self.free.len()
     }
 
     pub fn weights(&self) -> Weights {
