@@ -296,7 +296,8 @@ impl IdeaState {
     }
 
     /// Applies one completed epoch ending at `watermark` (seconds) and returns
-    /// its changelog, one change per key, sorted by key.
+    /// its changelog, one change per key: the keyed changes sorted by key,
+    /// then the scores in slot order (deterministic, not sorted).
     pub fn apply_epoch(&mut self, watermark: i64, mut signals: Vec<PreparedSignal>) -> Vec<Change> {
         let mut changes: BTreeMap<ViewKey, Option<ViewRow>> = BTreeMap::new();
         let tick = watermark.div_euclid(self.windows.tick_secs) * self.windows.tick_secs;

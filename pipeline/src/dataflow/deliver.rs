@@ -12,7 +12,9 @@ use timely::dataflow::Stream;
 /// Where completed epochs go: the replay's in-memory views, the Postgres and
 /// Redis sinks, a null sink for benchmarks.
 pub trait EpochConsumer: Send {
-    /// `epoch_end` is the epoch's watermark in seconds; `changes` is sorted by key.
+    /// `epoch_end` is the epoch's watermark in seconds; `changes` holds at
+    /// most one change per key, in an order that is deterministic but not
+    /// sorted (see `IdeaState::apply_epoch`).
     fn epoch(&mut self, epoch_end: i64, changes: Vec<Change>) -> anyhow::Result<()>;
     /// Called once after the last epoch.
     fn finish(&mut self) -> anyhow::Result<()> {
