@@ -294,6 +294,13 @@ impl IdeaFact {
     }
 }
 
+/// The factors of the last score row an idea was given (`None`: never
+/// scored): what [`IdeaFact::Scored`] facts would have told, read from the
+/// idea state instead of sent once per idea per tick.
+pub trait LatestFactors {
+    fn factors(&self, idea_id: &str) -> Option<Factors>;
+}
+
 /// What an epoch of feedback produced.
 #[derive(Debug, Default)]
 pub struct FeedbackOutput {
@@ -469,17 +476,21 @@ impl FeedbackState {
         idea_changes: &[Change],
     ) -> FeedbackOutput {
         let facts: Vec<IdeaFact> = idea_changes.iter().filter_map(IdeaFact::of).collect();
-        self.apply_epoch_facts(watermark, events, &facts)
+        self.apply_epoch_facts(watermark, events, &facts, None)
     }
 
     /// [`FeedbackState::apply_epoch`] with the changelog already reduced to
-    /// what feedback needs (the dataflow splits it off the changelog without
-    /// copying whole rows).
+    /// what feedback needs (the dataflow emits it beside the changelog
+    /// without copying whole rows). With `latest`, ideas' factors come from
+    /// it instead of from [`IdeaFact::Scored`] facts, which the caller then
+    /// need not send: it must answer with the factors of the last score row
+    /// emitted for the idea up to this epoch, as those facts would have.
     pub fn apply_epoch_facts(
         &mut self,
         watermark: i64,
         mut events: Vec<Event>,
         idea_changes: &[IdeaFact],
+        latest: Option<&dyn LatestFactors>,
     ) -> FeedbackOutput {
         let mut out = FeedbackOutput::default();
         if !self.started {
@@ -515,7 +526,7 @@ impl FeedbackState {
         self.release_pending(watermark, &mut out);
         self.emit_windows(watermark, &mut out);
         self.emit_tests_and_allocations(watermark, &mut out);
-        self.learn_weights(watermark, &mut out);
+        self.learn_weights(watermark, &mut out, latest);
         self.prune(watermark);
         out
     }
@@ -809,7 +820,12 @@ impl FeedbackState {
         }
     }
 
-    fn learn_weights(&mut self, watermark: i64, out: &mut FeedbackOutput) {
+    fn learn_weights(
+        &mut self,
+        watermark: i64,
+        out: &mut FeedbackOutput,
+        latest: Option<&dyn LatestFactors>,
+    ) {
         while let Some(&end) = self.days_due.first() {
             if end > watermark {
                 break;
@@ -829,7 +845,11 @@ impl FeedbackState {
             let obs: Vec<Observation> = per_idea
                 .iter()
                 .filter_map(|(id, c)| {
-                    let factors = self.ideas.get(*id)?.factors?;
+                    let known = self.ideas.get(*id)?;
+                    let factors = match latest {
+                        Some(latest) => latest.factors(id)?,
+                        None => known.factors?,
+                    };
                     Some(Observation {
                         factors,
                         impressions: c.impressions,

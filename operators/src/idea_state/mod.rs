@@ -35,6 +35,8 @@ use serde::{Deserialize, Serialize};
 
 pub use prepare::{prepare, Labels, PreparedSignal};
 
+use foldhash::fast::FixedState;
+
 use crate::calendar::Calendar;
 use crate::centroid::{CentroidSlot, CentroidWindow};
 use crate::dedupe::{LshParams, NearIndex, RotatingBloom, VectorId};
@@ -202,6 +204,12 @@ pub struct IdeaState {
     free: Vec<u32>,
     by_hash: HashMap<[u8; 16], u32>,
     archived: HashMap<[u8; 16], Archived>,
+    /// Live ideas by id, and the last factors of archived ones: what the
+    /// feedback operator reads ([`LatestFactors`]) instead of being sent
+    /// every score row.
+    by_id: HashMap<IdeaId, u32, FixedState>,
+    archived_factors: HashMap<IdeaId, Factors, FixedState>,
+    applied_through: Option<i64>,
     categories: CentroidWindow,
     communities: CentroidWindow,
     topics: TopicCounts,
@@ -253,6 +261,9 @@ impl IdeaState {
             scoring,
             ideas: Vec::new(),
             free: Vec::new(),
+            by_id: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
+            archived_factors: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
+            applied_through: None,
             by_hash: HashMap::new(),
             archived: HashMap::new(),
             last_tick: None,
@@ -270,6 +281,11 @@ impl IdeaState {
 
     pub fn stats(&self) -> DedupeStats {
         self.stats
+    }
+
+    /// The watermark of the last epoch applied.
+    pub fn applied_through(&self) -> Option<i64> {
+        self.applied_through
     }
 
     /// Live (not archived) ideas.
@@ -299,6 +315,7 @@ impl IdeaState {
     /// its changelog, one change per key: the keyed changes sorted by key,
     /// then the scores in slot order (deterministic, not sorted).
     pub fn apply_epoch(&mut self, watermark: i64, mut signals: Vec<PreparedSignal>) -> Vec<Change> {
+        self.applied_through = Some(watermark);
         let mut changes: BTreeMap<ViewKey, Option<ViewRow>> = BTreeMap::new();
         let tick = watermark.div_euclid(self.windows.tick_secs) * self.windows.tick_secs;
         let ticked = self.last_tick.is_none_or(|t| tick > t);
@@ -367,6 +384,10 @@ impl IdeaState {
             return;
         };
         self.free.push(slot);
+        self.by_id.remove(&idea.row.id);
+        if let Some((factors, _)) = idea.score {
+            self.archived_factors.insert(idea.row.id.clone(), factors);
+        }
         if let Some(c) = idea.category_centroid.take() {
             self.categories.release(c);
         }
@@ -581,6 +602,8 @@ impl IdeaState {
             }
         };
         self.by_hash.insert(s.hash, slot);
+        self.archived_factors.remove(&id);
+        self.by_id.insert(id, slot);
         let v = self
             .near
             .insert(slot, s.embedding.clone(), &s.signatures, None);
@@ -839,6 +862,16 @@ fn sorted_topics(topics: &[String]) -> Vec<String> {
     t.sort();
     t.dedup();
     t
+}
+
+/// The factors of the last score row emitted for an idea, live or archived.
+impl crate::feedback::LatestFactors for IdeaState {
+    fn factors(&self, idea_id: &str) -> Option<Factors> {
+        match self.by_id.get(idea_id) {
+            Some(slot) => self.ideas[*slot as usize].as_ref()?.score.map(|(f, _)| f),
+            None => self.archived_factors.get(idea_id).copied(),
+        }
+    }
 }
 
 impl std::fmt::Debug for IdeaState {

@@ -7,17 +7,19 @@
 //! and global; the parallel work (parsing, embedding, hashing, LSH signatures,
 //! labels) happens before it.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use ideaflow_operators::classify::Classifier;
 use ideaflow_operators::dedupe::LshIndex;
 use ideaflow_operators::embed::Embedder;
-use ideaflow_operators::feedback::{EmbeddedCorrection, FeedbackState, IdeaFact};
+use ideaflow_operators::feedback::{EmbeddedCorrection, FeedbackState, IdeaFact, LatestFactors};
 use ideaflow_operators::idea_state::{prepare, IdeaState, Labels, PreparedSignal};
 use ideaflow_operators::score::ScoringParams;
 use ideaflow_operators::score::Weights;
-use ideaflow_operators::views::Change;
+use ideaflow_operators::views::{Change, ViewKey};
 use ideaflow_operators::Payload;
 use ideaflow_operators::{Event, Signal};
 use timely::container::CapacityContainerBuilder;
@@ -27,6 +29,10 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
+
+/// The idea state, owned by the idea state operator and read by the
+/// feedback operator on the same worker (`None` on the others).
+pub type SharedState = Rc<RefCell<Option<IdeaState>>>;
 
 /// What every worker needs to prepare signals.
 pub struct PrepareContext {
@@ -54,7 +60,7 @@ pub fn prepare_signals<'scope>(
 pub fn apply_to_state<'scope>(
     prepared: Stream<'scope, u64, Vec<PreparedSignal>>,
     learned: Stream<'scope, u64, Vec<Learned>>,
-    state: Option<IdeaState>,
+    state: SharedState,
     epoch_secs: u64,
 ) -> (
     Stream<'scope, u64, Vec<Change>>,
@@ -70,7 +76,7 @@ pub fn apply_to_state<'scope>(
     let mut facts_out =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<IdeaFact>>>::from(facts_out);
     builder.build(move |_initial| {
-        let mut state = state;
+        let mut logged = false;
         // Per epoch: a capability on each output, and its signals.
         type Epoch = (Capability<u64>, Capability<u64>, Vec<PreparedSignal>);
         let mut pending: BTreeMap<u64, Epoch> = BTreeMap::new();
@@ -102,6 +108,7 @@ pub fn apply_to_state<'scope>(
                     break;
                 }
                 let (t, (changes_cap, facts_cap, signals)) = entry.remove_entry();
+                let mut state = state.borrow_mut();
                 let Some(state) = state.as_mut() else {
                     // Only worker 0 is routed data; others never get here.
                     continue;
@@ -118,13 +125,20 @@ pub fn apply_to_state<'scope>(
                     }
                 }
                 let epoch = state.apply_epoch((t + epoch_secs) as i64, signals);
-                facts_out
-                    .session(&facts_cap)
-                    .give_iterator(epoch.iter().filter_map(IdeaFact::of));
+                // Not the scores: feedback reads the latest factors from the
+                // state itself (see `apply_feedback`).
+                facts_out.session(&facts_cap).give_iterator(
+                    epoch
+                        .iter()
+                        .filter(|c| !matches!(c.key, ViewKey::Score(_)))
+                        .filter_map(IdeaFact::of),
+                );
                 changes_out.session(&changes_cap).give_container(&mut { epoch });
             }
-            if signals_frontier.is_empty() && pending.is_empty() {
-                if let Some(state) = state.take() {
+            if signals_frontier.is_empty() && pending.is_empty() && !logged {
+                logged = true;
+                // The state stays: feedback may still read it.
+                if let Some(state) = state.borrow().as_ref() {
                     // The dedupe path's counters, for tuning (LSH
                     // candidates per lookup above all).
                     tracing::info!(stats = ?state.stats(), active_ideas = state.active_ideas(), "idea state done");
@@ -163,10 +177,20 @@ pub struct FeedbackOwner {
 /// Joins listing and feedback events with the idea state's changelog on
 /// worker 0 and applies each completed epoch to the feedback state
 /// (windows, A/B tests, allocations, weight learning).
+///
+/// Ideas' latest factors (for weight learning) are read from the idea state
+/// through `state` rather than sent as one fact per score row: on worker 0
+/// the two operators strictly alternate, state(t) → feedback(t) →
+/// state(t + 1), because feedback waits for the state's facts to pass t and
+/// the state waits for the learned loop (feedback's output, delayed one
+/// epoch) to pass t + 1. So at feedback's epoch t the state holds exactly
+/// the epochs up to t, which is what the facts would have said (checked in
+/// debug builds).
 pub fn apply_feedback<'scope>(
     events: Stream<'scope, u64, Vec<Event>>,
     idea_changes: Stream<'scope, u64, Vec<IdeaFact>>,
     owner: Option<FeedbackOwner>,
+    state: SharedState,
     epoch_secs: u64,
 ) -> Stream<'scope, u64, Vec<FeedbackOut>> {
     events.binary_frontier::<_, CapacityContainerBuilder<Vec<FeedbackOut>>, _, _, _, _>(
@@ -212,7 +236,18 @@ pub fn apply_feedback<'scope>(
                     let (corrections, events): (Vec<Event>, Vec<Event>) = events
                         .into_iter()
                         .partition(|e| matches!(e.payload, Payload::Correction(_)));
-                    let mut out = owner.state.apply_epoch_facts(watermark, events, &changes);
+                    let ideas = state.borrow();
+                    let ideas = ideas.as_ref();
+                    debug_assert!(
+                        ideas
+                            .and_then(IdeaState::applied_through)
+                            .is_none_or(|w| w <= watermark),
+                        "the idea state ran ahead of feedback"
+                    );
+                    let latest = ideas.map(|s| s as &dyn LatestFactors);
+                    let mut out = owner
+                        .state
+                        .apply_epoch_facts(watermark, events, &changes, latest);
                     let embedded = embed_corrections(owner.embedder.as_mut(), corrections);
                     owner.state.apply_corrections(watermark, embedded, &mut out);
                     let classifier = match (out.new_anchors.take(), &owner.classifier) {

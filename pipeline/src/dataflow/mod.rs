@@ -75,6 +75,7 @@ pub fn run_views_pipeline(
             state.set_scoring_threads(workers);
             state
         });
+        let state: idea_state::SharedState = std::rc::Rc::new(std::cell::RefCell::new(state));
         let mut feedback_owner = match consumer {
             Some(_) => Some(FeedbackOwner {
                 state: core.feedback_state(),
@@ -109,9 +110,15 @@ pub fn run_views_pipeline(
             // The feedback edge: weights learned in one epoch reach the idea
             // state one epoch later.
             let (learned_loop, learned) = scope.feedback::<Vec<Learned>>(epoch_secs);
-            let (changes, facts) = idea_state::apply_to_state(prepared, learned, state, epoch_secs);
-            let feedback =
-                idea_state::apply_feedback(marketplace, facts, feedback_owner.take(), epoch_secs);
+            let (changes, facts) =
+                idea_state::apply_to_state(prepared, learned, state.clone(), epoch_secs);
+            let feedback = idea_state::apply_feedback(
+                marketplace,
+                facts,
+                feedback_owner.take(),
+                state.clone(),
+                epoch_secs,
+            );
             feedback
                 .clone()
                 .flat_map(|o| match o {
