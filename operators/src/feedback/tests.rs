@@ -360,3 +360,58 @@ fn time_to_publish_alerts_once_per_cooldown() {
     assert_eq!(alerts[1].at, at(30 * HOUR));
     assert!((alerts[1].average_hours - 71.0 / 3.0).abs() < 1e-9);
 }
+
+/// The dataflow does not send a `Scored` fact per score row: feedback reads
+/// ideas' latest factors through [`LatestFactors`]. Learning must come out
+/// the same as from the facts, and without either it has nothing to learn from.
+#[test]
+fn learning_from_latest_factors_equals_learning_from_scored_facts() {
+    struct Table(HashMap<String, Factors>);
+    impl LatestFactors for Table {
+        fn factors(&self, idea_id: &str) -> Option<Factors> {
+            self.0.get(idea_id).copied()
+        }
+    }
+    let mut known = Vec::new();
+    let mut events = Vec::new();
+    let mut table = Table(HashMap::new());
+    for i in 0..20 {
+        let id = format!("idea{i}");
+        let f = Factors {
+            freshness: i as f64 / 20.0,
+            engagement: 0.5,
+            novelty: 0.5,
+            community_fit: 0.5,
+            seasonality: 0.5,
+        };
+        known.extend(idea_seen(&id, 0, f));
+        table.0.insert(id.clone(), f);
+        let clicks = (2000.0 * 0.05 * f.freshness) as u64;
+        events.push(feedback(100, &id, "A", 2000, clicks));
+    }
+    let without_scores: Vec<IdeaFact> = known
+        .iter()
+        .filter_map(IdeaFact::of)
+        .filter(|f| !matches!(f, IdeaFact::Scored { .. }))
+        .collect();
+    let fresh = || FeedbackState::new(FeedbackParams::default(), Weights::default());
+
+    let mut from_facts = fresh();
+    let a = (
+        from_facts.apply_epoch(t0() + HOUR, events.clone(), &known),
+        from_facts.apply_epoch(t0() + DAY, vec![], &[]),
+    );
+    let mut from_latest = fresh();
+    let b = (
+        from_latest.apply_epoch_facts(t0() + HOUR, events.clone(), &without_scores, Some(&table)),
+        from_latest.apply_epoch_facts(t0() + DAY, vec![], &[], Some(&table)),
+    );
+    assert!(a.1.new_weights.is_some());
+    assert_eq!((&a.0.changes, &a.1.changes), (&b.0.changes, &b.1.changes));
+    assert_eq!(a.1.new_weights, b.1.new_weights);
+
+    let mut blind = fresh();
+    blind.apply_epoch_facts(t0() + HOUR, events, &without_scores, None);
+    let c = blind.apply_epoch_facts(t0() + DAY, vec![], &[], None);
+    assert!(c.new_weights.is_none(), "no factors, nothing learned");
+}

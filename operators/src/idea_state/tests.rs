@@ -286,3 +286,49 @@ fn new_weights_rescore_every_active_idea() {
     assert_eq!(scores.len(), 5);
     assert!(scores.iter().all(|s| s.score == s.factors.freshness));
 }
+
+/// What feedback reads instead of score facts: after every epoch, each
+/// idea's [`LatestFactors`] are those of the last score row emitted for it,
+/// live or archived, and resumed ideas too.
+#[test]
+fn latest_factors_are_the_last_emitted_ones() {
+    use crate::feedback::LatestFactors;
+    let week = 7 * 24 * 60;
+    let signals = [
+        signal("1", 0, "Cat in a hat", unit(1)),
+        signal("2", 30, "Owl in a tree", unit(2)),
+        signal("3", week + 120, "Dog in a hat", unit(5)),
+        signal("4", week + 200, "Cat in a hat", unit(1)),
+    ];
+    let (lsh, labels, scoring) = (
+        LshIndex::new(LshParams::default()),
+        labels(),
+        ScoringParams::default(),
+    );
+    let mut state = IdeaState::new(
+        DedupeParams::default(),
+        WindowParams::default(),
+        scoring.clone(),
+        Calendar::default(),
+    );
+    let mut emitted: BTreeMap<String, Factors> = BTreeMap::new();
+    let mut archived = 0;
+    for s in &signals {
+        let t = s.captured_at.timestamp().div_euclid(60) * 60;
+        let batch = vec![prepare(s.clone(), &lsh, &labels, &scoring)];
+        for c in state.apply_epoch(t + 60, batch) {
+            match c.row {
+                Some(ViewRow::Score(r)) => {
+                    emitted.insert(r.idea_id.to_string(), r.factors);
+                }
+                Some(ViewRow::Idea(i)) if i.status == IdeaStatus::Archived => archived += 1,
+                _ => {}
+            }
+        }
+        for (id, factors) in &emitted {
+            assert_eq!(state.factors(id), Some(*factors), "{id}");
+        }
+    }
+    assert_eq!(archived, 2, "both first ideas were archived on the way");
+    assert_eq!(state.factors("no such idea"), None);
+}
