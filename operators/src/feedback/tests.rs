@@ -256,14 +256,15 @@ fn a_twice_as_good_variant_wins_once_the_sample_suffices() {
     assert!((total - 100.0).abs() < 1e-9);
 }
 
-#[test]
-fn learned_weights_leave_a_history_and_reach_the_caller() {
-    let mut s = FeedbackState::new(FeedbackParams::default(), Weights::default());
+/// Twenty ideas seen (with their score rows) whose day of feedback has a
+/// click-through rate that follows freshness only: the changelog, the
+/// feedback events, and each idea's factors.
+fn ctr_follows_freshness() -> (Vec<Change>, Vec<Event>, Vec<(String, Factors)>) {
     let mut known = Vec::new();
     let mut events = Vec::new();
+    let mut factors = Vec::new();
     for i in 0..20 {
         let id = format!("idea{i}");
-        // CTR follows freshness only.
         let f = Factors {
             freshness: i as f64 / 20.0,
             engagement: 0.5,
@@ -274,7 +275,15 @@ fn learned_weights_leave_a_history_and_reach_the_caller() {
         known.extend(idea_seen(&id, 0, f));
         let clicks = (2000.0 * 0.05 * f.freshness) as u64;
         events.push(feedback(100, &id, "A", 2000, clicks));
+        factors.push((id, f));
     }
+    (known, events, factors)
+}
+
+#[test]
+fn learned_weights_leave_a_history_and_reach_the_caller() {
+    let mut s = FeedbackState::new(FeedbackParams::default(), Weights::default());
+    let (known, events, _) = ctr_follows_freshness();
     let first = s.apply_epoch(t0() + HOUR, events, &known);
     let configured = rows(&first.changes, |r| match r {
         ViewRow::Weights(w) => Some(w),
@@ -372,23 +381,8 @@ fn learning_from_latest_factors_equals_learning_from_scored_facts() {
             self.0.get(idea_id).copied()
         }
     }
-    let mut known = Vec::new();
-    let mut events = Vec::new();
-    let mut table = Table(HashMap::new());
-    for i in 0..20 {
-        let id = format!("idea{i}");
-        let f = Factors {
-            freshness: i as f64 / 20.0,
-            engagement: 0.5,
-            novelty: 0.5,
-            community_fit: 0.5,
-            seasonality: 0.5,
-        };
-        known.extend(idea_seen(&id, 0, f));
-        table.0.insert(id.clone(), f);
-        let clicks = (2000.0 * 0.05 * f.freshness) as u64;
-        events.push(feedback(100, &id, "A", 2000, clicks));
-    }
+    let (known, events, factors) = ctr_follows_freshness();
+    let table = Table(factors.into_iter().collect());
     let without_scores: Vec<IdeaFact> = known
         .iter()
         .filter_map(IdeaFact::of)
