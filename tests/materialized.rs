@@ -35,6 +35,16 @@ fn a_materialized_replay_agrees_with_its_out_dir() {
         .arg(&input)
         .arg("--out")
         .arg(&out));
+    // The bulk load dropped the HNSW index and built it again at the end.
+    let hnsw = format!(
+        "pg_indexes WHERE schemaname = '{ns}' AND indexname = 'ideas_embedding' \
+         AND indexdef LIKE '%USING hnsw (embedding vector_cosine_ops)%'"
+    );
+    assert_eq!(
+        psql_count("pg_catalog", &hnsw),
+        1,
+        "no HNSW index after the replay"
+    );
     let verified = ok(ideaflow()
         .args(["verify", "--namespace", &ns, "--out"])
         .arg(&out));
@@ -177,6 +187,11 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
             assert!(e.get(k).is_some(), "{path}: no {k} in {body}");
         }
     }
+    // A known route with a method it does not serve.
+    let (status, body) = request(port, "POST", "/api/v1/ideas/top");
+    assert_eq!(status, 405, "{body}");
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(e["error_code"], "method_not_allowed", "{body}");
     let long = "a".repeat(3000);
     let (status, _) = get(port, &format!("/api/v1/search?q={long}"));
     assert_eq!(status, 413);

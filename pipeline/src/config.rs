@@ -152,6 +152,11 @@ pub struct PostgresConfig {
     pub url: String,
     /// Schema the views live in (`--namespace` overrides it and redis.namespace).
     pub schema: String,
+    /// Drop the vector index before a bulk load (a replay, or `run` at speed
+    /// max) and build it once the inputs end.
+    pub build_index_after_load: bool,
+    /// `maintenance_work_mem` for that build.
+    pub index_build_memory: String,
 }
 
 impl Default for PostgresConfig {
@@ -159,6 +164,8 @@ impl Default for PostgresConfig {
         PostgresConfig {
             url: "postgres://ideaflow@127.0.0.1:54329/ideaflow".into(),
             schema: "ideaflow".into(),
+            build_index_after_load: true,
+            index_build_memory: "1GB".into(),
         }
     }
 }
@@ -321,6 +328,12 @@ impl Config {
                 "use lowercase letters, digits and _, starting with a letter",
             );
         }
+        if !is_memory_size(&self.postgres.index_build_memory) {
+            return invalid(
+                "postgres.index_build_memory",
+                "a PostgreSQL memory size such as \"512MB\" or \"1GB\" (units kB, MB, GB, TB)",
+            );
+        }
         if self.redis.top_k == 0 {
             return invalid("redis.top_k", "must be at least 1");
         }
@@ -375,6 +388,15 @@ impl Config {
     }
 }
 
+/// A PostgreSQL memory setting: a positive integer, then optionally kB, MB,
+/// GB or TB.
+fn is_memory_size(value: &str) -> bool {
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = value.split_at(digits);
+    number.parse::<u64>().is_ok_and(|n| n > 0)
+        && ["", "kB", "MB", "GB", "TB"].contains(&unit.trim_start())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +419,24 @@ mod tests {
                 text.contains(&format!("{key} =")),
                 "config/ideaflow.toml does not document {key}"
             );
+        }
+    }
+
+    #[test]
+    fn index_build_memory_takes_postgres_sizes() {
+        for ok in ["1GB", "512MB", "65536", "64 kB"] {
+            assert!(is_memory_size(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "0",
+            "1gb",
+            "GB",
+            "1.5GB",
+            "-1GB",
+            "1GB; DROP TABLE ideas",
+        ] {
+            assert!(!is_memory_size(bad), "{bad}");
         }
     }
 

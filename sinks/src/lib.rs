@@ -4,6 +4,7 @@ pub mod dead_letter;
 pub mod jsonl;
 pub mod postgres;
 pub mod redis_sink;
+pub mod redis_transaction;
 pub mod view_files;
 
 pub use dead_letter::{DeadLetterSink, DeadLetterTap};

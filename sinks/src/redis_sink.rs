@@ -15,13 +15,16 @@
 //!
 //! The feedback windows live in Postgres (`feedback_windows`) only.
 //!
-//! Each epoch is one pipelined MULTI/EXEC: a reader never sees half of it.
+//! Each epoch is one MULTI/EXEC, streamed to the server as it is built
+//! (`redis_transaction`): a reader never sees half of it.
 
 use std::collections::{BTreeMap, HashMap};
 
 use ideaflow_operators::top_k::{TopK, TopKDelta};
 use ideaflow_operators::views::{Change, ViewKey, ViewRow};
 use redis::Commands;
+
+use crate::redis_transaction::StreamedTransaction;
 
 /// The hot-topics set expires this long after its last update (seed: ≤ 48 h).
 pub const HOT_TOPICS_TTL_SECS: i64 = 48 * 3600;
@@ -69,12 +72,7 @@ impl RedisSink {
     }
 
     pub fn key(&self, parts: &[&str]) -> String {
-        let mut k = self.namespace.clone();
-        for p in parts {
-            k.push(':');
-            k.push_str(p);
-        }
-        k
+        key(&self.namespace, parts)
     }
 
     /// Deletes every key of the namespace (a replay starts from nothing).
@@ -87,17 +85,25 @@ impl RedisSink {
         Ok(())
     }
 
-    /// The top-K moves of the last epoch written (for `idea.scored` events).
+    /// Writes one epoch in one MULTI/EXEC; returns its top-K moves (for
+    /// `idea.scored` events and [`Self::announce`]).
     pub fn write_epoch(
         &mut self,
         epoch_end: i64,
         changes: &[Change],
     ) -> Result<BTreeMap<String, TopKDelta>, RedisError> {
-        let moves = self.top.apply(changes);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let RedisSink {
+            conn,
+            namespace: ns,
+            top,
+            topics,
+            newest,
+        } = self;
+        let moves = top.apply(changes);
+        let mut tx = StreamedTransaction::begin(conn)?;
         let mut topics_changed = false;
         for c in changes {
+            let pipe = tx.pipe();
             match (&c.key, &c.row) {
                 (_, Some(ViewRow::Idea(i))) => {
                     let status = serde_json::to_value(i.status)
@@ -105,7 +111,7 @@ impl RedisSink {
                         .and_then(|v| v.as_str().map(str::to_owned))
                         .unwrap_or_default();
                     pipe.hset_multiple(
-                        self.key(&["idea", &i.id]),
+                        key(ns, &["idea", &i.id]),
                         &[
                             ("content", i.content.clone()),
                             (
@@ -125,7 +131,7 @@ impl RedisSink {
                 (_, Some(ViewRow::Score(s))) => {
                     let f = &s.factors;
                     pipe.hset_multiple(
-                        self.key(&["idea", &s.idea_id]),
+                        key(ns, &["idea", &s.idea_id]),
                         &[
                             ("score", s.score.to_string()),
                             ("freshness", f.freshness.to_string()),
@@ -139,39 +145,39 @@ impl RedisSink {
                     .ignore();
                 }
                 (ViewKey::Idea(id), None) => {
-                    pipe.del(self.key(&["idea", id])).ignore();
+                    pipe.del(key(ns, &["idea", id])).ignore();
                 }
                 (_, Some(ViewRow::TopicCount(t))) => {
-                    self.topics
+                    topics
                         .entry(t.topic.clone())
                         .or_default()
                         .insert(t.category.clone(), t.count);
                     topics_changed = true;
                 }
                 (ViewKey::TopicCount(cat, topic), None) => {
-                    if let Some(m) = self.topics.get_mut(topic) {
+                    if let Some(m) = topics.get_mut(topic) {
                         m.remove(cat);
                     }
                     topics_changed = true;
                 }
                 (_, Some(ViewRow::AbResult(r))) => {
                     let field = format!("{}:{}", r.marketplace, r.treatment);
-                    let key = self.key(&["ab", &r.idea_id]);
-                    if self.is_newest(&key, &field, r.window_end.timestamp()) {
+                    let key = key(ns, &["ab", &r.idea_id]);
+                    if is_newest(newest, &key, &field, r.window_end.timestamp()) {
                         let json = serde_json::to_string(r).unwrap_or_default();
                         pipe.hset(key, field, json).ignore();
                     }
                 }
                 (_, Some(ViewRow::Allocation(a))) => {
                     let field = format!("{}:{}", a.marketplace, a.variant);
-                    let key = self.key(&["allocation", &a.idea_id]);
-                    if self.is_newest(&key, &field, a.day_start.timestamp()) {
+                    let key = key(ns, &["allocation", &a.idea_id]);
+                    if is_newest(newest, &key, &field, a.day_start.timestamp()) {
                         pipe.hset(key, field, a.budget).ignore();
                     }
                 }
                 (_, Some(ViewRow::Weights(w))) => {
-                    let key = self.key(&["weights"]);
-                    if self.is_newest(&key, "", w.effective_from.timestamp()) {
+                    let key = key(ns, &["weights"]);
+                    if is_newest(newest, &key, "", w.effective_from.timestamp()) {
                         let json = serde_json::to_string(w).unwrap_or_default();
                         pipe.set(key, json).ignore();
                     }
@@ -179,7 +185,7 @@ impl RedisSink {
                 (_, Some(ViewRow::DistinctCount(d))) => {
                     let start = d.window_start.timestamp().to_string();
                     pipe.hset_multiple(
-                        self.key(&["distinct", d.source.as_str(), &start]),
+                        key(ns, &["distinct", d.source.as_str(), &start]),
                         &[
                             ("signals", d.signals),
                             ("ideas", d.ideas),
@@ -190,10 +196,12 @@ impl RedisSink {
                 }
                 _ => {}
             }
+            tx.flush_if_full()?;
         }
-        self.append_scored_events(&mut pipe, epoch_end, &moves);
+        append_scored_events(tx.pipe(), ns, top.k(), epoch_end, &moves);
+        let pipe = tx.pipe();
         for (category, delta) in &moves {
-            let key = self.key(&["top", category]);
+            let key = key(ns, &["top", category]);
             pipe.del(&key).ignore();
             if !delta.top.is_empty() {
                 let members: Vec<(f64, &str)> =
@@ -202,10 +210,9 @@ impl RedisSink {
             }
         }
         if topics_changed {
-            let key = self.key(&["topics", "hot"]);
+            let key = key(ns, &["topics", "hot"]);
             pipe.del(&key).ignore();
-            let members: Vec<(u64, &str)> = self
-                .topics
+            let members: Vec<(u64, &str)> = topics
                 .iter()
                 .map(|(t, by_cat)| (by_cat.values().sum::<u64>(), t.as_str()))
                 .filter(|(n, _)| *n > 0)
@@ -215,80 +222,28 @@ impl RedisSink {
                 pipe.expire(&key, HOT_TOPICS_TTL_SECS).ignore();
             }
         }
-        pipe.set(self.key(&["progress"]), epoch_end).ignore();
-        let message = serde_json::json!({
-            "epoch": epoch_end,
-            "changes": changes.len(),
-            "top_moves": moves.len(),
-        })
-        .to_string();
-        pipe.publish(self.key(&["epochs"]), message).ignore();
-        let _: () = pipe.query(&mut self.conn)?;
+        pipe.set(key(ns, &["progress"]), epoch_end).ignore();
+        tx.commit()?;
         Ok(moves)
     }
 
-    fn is_newest(&mut self, key: &str, field: &str, at: i64) -> bool {
-        let slot = self
-            .newest
-            .entry(format!("{key}\u{0}{field}"))
-            .or_insert(i64::MIN);
-        if at >= *slot {
-            *slot = at;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// One `idea.scored` envelope per idea entering or leaving a top K, in
-    /// category and id order; the event id is derived from the epoch, so a
-    /// replay appends the same events.
-    fn append_scored_events(
-        &self,
-        pipe: &mut redis::Pipeline,
+    /// Announces a committed epoch on `{ns}:epochs`. The materializer calls
+    /// it once every sink has committed the epoch, so a subscriber that reads
+    /// Postgres or Redis on the message finds the epoch there.
+    pub fn announce(
+        &mut self,
         epoch_end: i64,
+        changes: usize,
         moves: &BTreeMap<String, TopKDelta>,
-    ) {
-        let stream = self.key(&["events"]);
-        let timestamp = chrono::DateTime::from_timestamp(epoch_end, 0)
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        for (category, delta) in moves {
-            let moved = delta
-                .entered
-                .iter()
-                .map(|id| (id, "entered"))
-                .chain(delta.left.iter().map(|id| (id, "left")));
-            for (idea_id, movement) in moved {
-                let rank = delta.top.iter().position(|(id, _)| id == idea_id);
-                let score = rank.map(|r| delta.top[r].1);
-                let envelope = serde_json::json!({
-                    "eventType": "idea.scored",
-                    "eventId": format!("scored-{epoch_end}-{category}-{idea_id}-{movement}"),
-                    "timestamp": timestamp,
-                    "source": "ideaflow",
-                    "version": "1.0",
-                    "data": {
-                        "ideaId": idea_id,
-                        "category": category,
-                        "movement": movement,
-                        "rank": rank.map(|r| r + 1),
-                        "score": score,
-                        "topK": self.top.k(),
-                    },
-                    "correlationId": idea_id,
-                });
-                pipe.cmd("XADD")
-                    .arg(&stream)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(EVENTS_MAXLEN)
-                    .arg("*")
-                    .arg("event")
-                    .arg(envelope.to_string())
-                    .ignore();
-            }
-        }
+    ) -> Result<(), RedisError> {
+        let message = serde_json::json!({
+            "epoch": epoch_end,
+            "changes": changes,
+            "top_moves": moves.len(),
+        })
+        .to_string();
+        let _: () = self.conn.publish(self.key(&["epochs"]), message)?;
+        Ok(())
     }
 
     pub fn top_k(&self) -> &TopK {
@@ -297,5 +252,81 @@ impl RedisSink {
 
     pub fn connection(&mut self) -> &mut redis::Connection {
         &mut self.conn
+    }
+}
+
+/// `{namespace}:{part}:{part}...`
+fn key(namespace: &str, parts: &[&str]) -> String {
+    let mut k = namespace.to_owned();
+    for p in parts {
+        k.push(':');
+        k.push_str(p);
+    }
+    k
+}
+
+/// Whether `at` is the newest time written to `key`'s `field` (and records
+/// it): a revised older window (late feedback) must not replace a newer one.
+fn is_newest(newest: &mut HashMap<String, i64>, key: &str, field: &str, at: i64) -> bool {
+    let slot = newest
+        .entry(format!("{key}\u{0}{field}"))
+        .or_insert(i64::MIN);
+    if at >= *slot {
+        *slot = at;
+        true
+    } else {
+        false
+    }
+}
+
+/// One `idea.scored` envelope per idea entering or leaving a top K, in
+/// category and id order; the event id is derived from the epoch, so a
+/// replay appends the same events.
+fn append_scored_events(
+    pipe: &mut redis::Pipeline,
+    ns: &str,
+    top_k: usize,
+    epoch_end: i64,
+    moves: &BTreeMap<String, TopKDelta>,
+) {
+    let stream = key(ns, &["events"]);
+    let timestamp = chrono::DateTime::from_timestamp(epoch_end, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (category, delta) in moves {
+        let moved = delta
+            .entered
+            .iter()
+            .map(|id| (id, "entered"))
+            .chain(delta.left.iter().map(|id| (id, "left")));
+        for (idea_id, movement) in moved {
+            let rank = delta.top.iter().position(|(id, _)| id == idea_id);
+            let score = rank.map(|r| delta.top[r].1);
+            let envelope = serde_json::json!({
+                "eventType": "idea.scored",
+                "eventId": format!("scored-{epoch_end}-{category}-{idea_id}-{movement}"),
+                "timestamp": timestamp,
+                "source": "ideaflow",
+                "version": "1.0",
+                "data": {
+                    "ideaId": idea_id,
+                    "category": category,
+                    "movement": movement,
+                    "rank": rank.map(|r| r + 1),
+                    "score": score,
+                    "topK": top_k,
+                },
+                "correlationId": idea_id,
+            });
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(EVENTS_MAXLEN)
+                .arg("*")
+                .arg("event")
+                .arg(envelope.to_string())
+                .ignore();
+        }
     }
 }

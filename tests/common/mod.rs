@@ -102,11 +102,16 @@ pub fn free_port() -> u16 {
 
 /// A minimal HTTP/1.1 GET: (status, body).
 pub fn get(port: u16, path: &str) -> (u16, String) {
+    request(port, "GET", path)
+}
+
+/// One HTTP/1.1 request with no body: the status and the body.
+pub fn request(port: u16, method: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();

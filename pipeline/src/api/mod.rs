@@ -65,6 +65,13 @@ pub fn router(state: Shared) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route only answers GET; see /api/v1/openapi.json",
+            )
+        })
         .with_state(state)
 }
 
