@@ -21,10 +21,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use ideaflow_operators::score::Factors;
+use ideaflow_operators::top_k::TopK;
 use ideaflow_operators::views::{Change, IdeaRow, IdeaStatus, ScoreRow, ViewKey, ViewRow};
 use ideaflow_operators::{Engagement, Source, EMBEDDING_DIM};
 use ideaflow_sinks::postgres::{self, vector_param, PostgresSink};
-use ideaflow_sinks::redis_sink::RedisSink;
+use ideaflow_sinks::redis_sink::{EpochMoves, RedisSink};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sqlx::PgPool;
@@ -370,9 +371,14 @@ fn main() -> Result<()> {
     let mut sink = RedisSink::connect(&redis_url, ns, 100)?;
     sink.clear()?;
     let rows = scores(redis_rows, 3, &mut rng);
+    let mut top = TopK::new(sink.top_k());
     let started = Instant::now();
     for (e, chunk) in score_changes(&rows).chunks(batch).enumerate() {
-        sink.write_epoch(e as i64, chunk)?;
+        let moves = EpochMoves {
+            epoch_end: e as i64,
+            moves: top.apply(chunk),
+        };
+        sink.write_epoch(e as i64, chunk, &[moves])?;
     }
     let t_ours = started.elapsed().as_secs_f64();
     let mut conn = redis::Client::open(redis_url.as_str())?.get_connection()?;

@@ -35,7 +35,7 @@ impl Metrics {
         .expect("valid metric");
         let epoch_write_seconds = Histogram::with_opts(HistogramOpts::new(
             "ideaflow_epoch_write_seconds",
-            "Time to write one epoch to Postgres and Redis",
+            "Time to write one batch of epochs to Postgres and Redis (one transaction each)",
         ))
         .expect("valid metric");
         let http_requests = IntCounterVec::new(
@@ -92,8 +92,10 @@ impl Metrics {
         }
     }
 
-    pub fn observe_epoch(&self, changes: &[Change], seconds: f64) {
-        self.epochs.inc();
+    /// One batch of `epochs` epochs written (one transaction per sink), and
+    /// its changes (at most one per key).
+    pub fn observe_write(&self, epochs: usize, changes: &[Change], seconds: f64) {
+        self.epochs.inc_by(epochs as u64);
         self.epoch_write_seconds.observe(seconds);
         for c in changes {
             let view = match &c.row {

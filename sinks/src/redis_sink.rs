@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ideaflow_operators::top_k::{TopK, TopKDelta};
+use ideaflow_operators::top_k::TopKDelta;
 use ideaflow_operators::views::{Change, ViewKey, ViewRow};
 use redis::Commands;
 
@@ -43,12 +43,20 @@ pub enum RedisError {
 pub struct RedisSink {
     conn: redis::Connection,
     namespace: String,
-    top: TopK,
+    /// K of the `{ns}:top:{category}` sets (for the events' `topK`).
+    top_k: usize,
     /// topic → count per category, to sum a topic over categories.
     topics: BTreeMap<String, BTreeMap<String, u64>>,
     /// The newest window written per hash field: a revised older window
     /// (late feedback) must not replace a newer one.
     newest: HashMap<String, i64>,
+}
+
+/// One epoch's top-K moves, by category.
+#[derive(Clone, Debug, Default)]
+pub struct EpochMoves {
+    pub epoch_end: i64,
+    pub moves: BTreeMap<String, TopKDelta>,
 }
 
 /// Entries the `{ns}:events` stream keeps (approximately: MAXLEN ~).
@@ -65,7 +73,7 @@ impl RedisSink {
         Ok(RedisSink {
             conn,
             namespace: namespace.to_owned(),
-            top: TopK::new(top_k),
+            top_k,
             topics: BTreeMap::new(),
             newest: HashMap::new(),
         })
@@ -85,21 +93,25 @@ impl RedisSink {
         Ok(())
     }
 
-    /// Writes one epoch in one MULTI/EXEC; returns its top-K moves (for
-    /// `idea.scored` events and [`Self::announce`]).
+    /// Writes the changes of one or more consecutive epochs (at most one per
+    /// key; the last epoch ends at `epoch_end`) in one MULTI/EXEC. `moves`
+    /// holds each of those epochs' top-K moves, in epoch order (see
+    /// [`TopK::apply`](ideaflow_operators::top_k::TopK::apply)): every epoch's
+    /// `idea.scored` events are appended, and each moved category's set
+    /// becomes its latest top K.
     pub fn write_epoch(
         &mut self,
         epoch_end: i64,
         changes: &[Change],
-    ) -> Result<BTreeMap<String, TopKDelta>, RedisError> {
+        moves: &[EpochMoves],
+    ) -> Result<(), RedisError> {
         let RedisSink {
             conn,
             namespace: ns,
-            top,
+            top_k,
             topics,
             newest,
         } = self;
-        let moves = top.apply(changes);
         let mut tx = StreamedTransaction::begin(conn)?;
         let mut topics_changed = false;
         for c in changes {
@@ -198,9 +210,14 @@ impl RedisSink {
             }
             tx.flush_if_full()?;
         }
-        append_scored_events(tx.pipe(), ns, top.k(), epoch_end, &moves);
+        let mut latest: BTreeMap<&str, &TopKDelta> = BTreeMap::new();
+        for epoch in moves {
+            append_scored_events(tx.pipe(), ns, *top_k, epoch.epoch_end, &epoch.moves);
+            tx.flush_if_full()?;
+            latest.extend(epoch.moves.iter().map(|(c, d)| (c.as_str(), d)));
+        }
         let pipe = tx.pipe();
-        for (category, delta) in &moves {
+        for (category, delta) in latest {
             let key = key(ns, &["top", category]);
             pipe.del(&key).ignore();
             if !delta.top.is_empty() {
@@ -224,7 +241,7 @@ impl RedisSink {
         }
         pipe.set(key(ns, &["progress"]), epoch_end).ignore();
         tx.commit()?;
-        Ok(moves)
+        Ok(())
     }
 
     /// Announces a committed epoch on `{ns}:epochs`. The materializer calls
@@ -234,20 +251,21 @@ impl RedisSink {
         &mut self,
         epoch_end: i64,
         changes: usize,
-        moves: &BTreeMap<String, TopKDelta>,
+        top_moves: usize,
     ) -> Result<(), RedisError> {
         let message = serde_json::json!({
             "epoch": epoch_end,
             "changes": changes,
-            "top_moves": moves.len(),
+            "top_moves": top_moves,
         })
         .to_string();
         let _: () = self.conn.publish(self.key(&["epochs"]), message)?;
         Ok(())
     }
 
-    pub fn top_k(&self) -> &TopK {
-        &self.top
+    /// K of the top sets.
+    pub fn top_k(&self) -> usize {
+        self.top_k
     }
 
     pub fn connection(&mut self) -> &mut redis::Connection {

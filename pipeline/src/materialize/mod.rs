@@ -1,0 +1,172 @@
+//! The consumer `run` and `replay --materialize` hand completed epochs to:
+//! Postgres, Redis, the in-memory views, and the live feed the HTTP API
+//! streams from. A writer thread (`writer`) materializes them into Postgres
+//! and Redis while the dataflow goes on, one transaction per sink for each
+//! batch of the epochs completed since its last write (`pending`): a reader
+//! never sees part of an epoch, and a slow database slows the pipeline
+//! instead of dropping data.
+
+mod pending;
+mod writer;
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use ideaflow_operators::top_k::TopK;
+use ideaflow_operators::views::{Change, ViewState};
+use ideaflow_sinks::postgres::{self, PostgresSink};
+use ideaflow_sinks::redis_sink::{EpochMoves, RedisSink};
+use ideaflow_sinks::DeadLetterTap;
+use ideaflow_sources::replay::Speed;
+use tokio::runtime::Runtime;
+use tokio::sync::broadcast;
+
+use crate::config::Config;
+use crate::dataflow::deliver::EpochConsumer;
+pub use writer::MAX_PENDING_CHANGES;
+use writer::{SinkWriter, Targets};
+
+/// What the live feed announces for each committed epoch.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EpochCommitted {
+    pub epoch: i64,
+    pub changes: usize,
+    pub ideas_changed: Vec<String>,
+    pub top_moves: Vec<String>,
+    /// The epoch's first signals, for the dashboard's live signal stream.
+    pub signals: Vec<FeedSignal>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FeedSignal {
+    pub source: String,
+    pub content: String,
+    pub dedupe: String,
+    pub captured_at: i64,
+}
+
+pub struct Materializer {
+    pub views: Arc<Mutex<ViewState>>,
+    /// Ranks each category's ideas epoch by epoch, for Redis's top sets and
+    /// `idea.scored` events (only with sinks).
+    top: Option<TopK>,
+    /// The sinks until the first epoch starts the writer with them.
+    targets: Option<Targets>,
+    writer: Option<SinkWriter>,
+}
+
+/// Where epochs are materialized.
+pub struct Sinks {
+    pub postgres: PostgresSink,
+    pub redis: RedisSink,
+    /// Set when the vector index was dropped for a bulk load: build it, with
+    /// this `maintenance_work_mem`, once the inputs end.
+    pub index_after_load: Option<String>,
+}
+
+/// Connects to Postgres (creating the schema and applying migrations) and
+/// Redis; with `fresh`, empties both first (a replay starts from nothing),
+/// and, when that rebuild runs at full speed and
+/// `postgres.build_index_after_load` is on, drops the vector index until the
+/// inputs end.
+pub fn connect(config: &Config, runtime: &Runtime, fresh: bool) -> Result<Sinks> {
+    let bulk = fresh
+        && config.postgres.build_index_after_load
+        && matches!(config.pipeline.speed.parse(), Ok(Speed::Max));
+    let pool = runtime.block_on(async {
+        let pool = postgres::connect(&config.postgres.url, &config.postgres.schema).await?;
+        postgres::migrate(&pool).await?;
+        if fresh {
+            postgres::truncate(&pool).await?;
+        }
+        if bulk {
+            postgres::drop_vector_index(&pool, &config.postgres.schema).await?;
+        }
+        anyhow::Ok(pool)
+    })?;
+    let mut redis = RedisSink::connect(
+        &config.redis.url,
+        &config.redis.namespace,
+        config.redis.top_k,
+    )?;
+    if fresh {
+        redis
+            .clear()
+            .context("clearing the Redis namespace failed")?;
+    }
+    Ok(Sinks {
+        postgres: PostgresSink::new(pool, "views"),
+        redis,
+        index_after_load: bulk.then(|| config.postgres.index_build_memory.clone()),
+    })
+}
+
+impl Materializer {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        sinks: Option<Sinks>,
+        views: Arc<Mutex<ViewState>>,
+        feed: Option<broadcast::Sender<EpochCommitted>>,
+        metrics: Option<crate::metrics::Metrics>,
+    ) -> Self {
+        let top = sinks.as_ref().map(|s| TopK::new(s.redis.top_k()));
+        let targets = sinks.map(|s| Targets {
+            runtime,
+            postgres: s.postgres,
+            redis: s.redis,
+            views: views.clone(),
+            feed,
+            metrics,
+            dead_letters: None,
+            index_after_load: s.index_after_load,
+        });
+        Materializer {
+            views,
+            top,
+            targets,
+            writer: None,
+        }
+    }
+
+    /// Writes the dead letters `tap` collects into Postgres with each batch.
+    pub fn with_dead_letters(mut self, tap: DeadLetterTap) -> Self {
+        if let Some(t) = self.targets.as_mut() {
+            t.dead_letters = Some(tap);
+        }
+        self
+    }
+
+    /// The writer, started with the sinks on first use.
+    fn writer(&mut self) -> Result<Option<&mut SinkWriter>> {
+        if let Some(targets) = self.targets.take() {
+            self.writer = Some(SinkWriter::start(targets)?);
+        }
+        Ok(self.writer.as_mut())
+    }
+}
+
+impl EpochConsumer for Materializer {
+    fn epoch(&mut self, epoch_end: i64, changes: Vec<Change>) -> Result<()> {
+        let moves = match self.top.as_mut() {
+            Some(top) => EpochMoves {
+                epoch_end,
+                moves: top.apply(&changes),
+            },
+            None => EpochMoves::default(),
+        };
+        match self.writer()? {
+            Some(writer) => writer.submit(epoch_end, changes, moves),
+            None => {
+                self.views.lock().expect("not poisoned").apply(changes);
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match self.writer()? {
+            Some(writer) => writer.finish(),
+            None => Ok(()),
+        }
+    }
+}
