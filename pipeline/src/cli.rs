@@ -152,7 +152,9 @@ pub struct ReplayArgs {
     /// Replay speed: `max` or a real-time multiplier; results do not depend on it.
     #[arg(long)]
     pub speed: Option<String>,
-    /// Also write every epoch into Postgres and Redis (emptied first), as `run` does.
+    /// Also materialize the views into Postgres and Redis (emptied first), as
+    /// `run` does: whole epochs, one transaction per batch; the HNSW index is
+    /// built once the inputs end (`postgres.build_index_after_load`).
     #[arg(long)]
     pub materialize: bool,
     /// Postgres schema and Redis key prefix to materialize into; replaces
