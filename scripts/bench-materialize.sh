@@ -51,8 +51,8 @@ for ((r = 1; r <= rounds; r++)); do
 done
 "$bin" verify --config config/ideaflow.toml --namespace bench_mat --out "$work/out" | tail -1
 
-rate() { echo "scale=0; $signals * $rounds / ${total[$1]}" | bc; }
-ratio() { echo "scale=2; ${total[plain]} / ${total[$1]}" | bc; }
+rate() { printf '%.0f' "$(echo "$signals * $rounds / ${total[$1]}" | bc -l)"; }
+ratio() { printf '%.2f' "$(echo "${total[plain]} / ${total[$1]}" | bc -l)"; }
 echo
 echo "$signals signals over $days days, $workers worker(s), $rounds alternating rounds:"
 echo "| replay | signals/s | vs no sinks |"
