@@ -383,3 +383,54 @@ fn a_reader_polling_postgres_never_sees_a_partial_epoch() {
     assert_eq!(last.dead_letters as usize, dead.len());
     assert!(dead.len() >= 4, "the malformed records are dead letters");
 }
+
+#[test]
+fn a_streamed_redis_transaction_reports_errors_and_stays_in_step() {
+    use ideaflow_sinks::redis_transaction::StreamedTransaction;
+    use redis::Commands;
+    let url = std::env::var("IDEAFLOW_REDIS_URL").expect("run scripts/test.sh");
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let ns = namespace("tx");
+    let key = |i: usize| format!("{ns}:h:{i}");
+    // More commands than one chunk: all of them run, at EXEC.
+    let mut tx = StreamedTransaction::begin(&mut conn).unwrap();
+    for i in 0..3000 {
+        tx.pipe().hset(key(i), "f", i).ignore();
+        tx.flush_if_full().unwrap();
+    }
+    tx.commit().unwrap();
+    let last: usize = conn.hget(key(2999), "f").unwrap();
+    assert_eq!(last, 2999);
+    // A command the server refuses to queue aborts the whole transaction.
+    let mut tx = StreamedTransaction::begin(&mut conn).unwrap();
+    tx.pipe().hset(key(1), "f", "changed").ignore();
+    tx.pipe().cmd("HSET").arg(key(2)).ignore();
+    for i in 0..2000 {
+        tx.pipe().hset(key(i), "g", i).ignore();
+        tx.flush_if_full().unwrap();
+    }
+    // (The refusal itself is reported: it says what was wrong.)
+    let err = tx.commit().unwrap_err();
+    assert!(
+        err.to_string().contains("wrong number of arguments"),
+        "{err}"
+    );
+    let kept: String = conn.hget(key(1), "f").unwrap();
+    assert_eq!(kept, "1", "nothing of an aborted transaction runs");
+    // A command failing inside EXEC is reported too.
+    let _: () = conn.set(format!("{ns}:s"), "a string").unwrap();
+    let mut tx = StreamedTransaction::begin(&mut conn).unwrap();
+    tx.pipe().hset(format!("{ns}:s"), "f", 1).ignore();
+    tx.pipe().hset(key(3), "f", "after").ignore();
+    let err = tx.commit().unwrap_err();
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    // Every reply was read: the connection answers the next command.
+    let pong: String = redis::cmd("PING").query(&mut conn).unwrap();
+    assert_eq!(pong, "PONG");
+    let mut doomed: Vec<String> = (0..3000).map(key).collect();
+    doomed.push(format!("{ns}:s"));
+    let _: () = conn.del(doomed).unwrap();
+}

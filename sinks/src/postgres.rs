@@ -17,8 +17,9 @@ use ideaflow_operators::views::{
     ScoreRow, SignalRow, SlaAlertRow, TopicCountRow, ViewKey, ViewRow, WeightsRow, WindowRow,
 };
 use ideaflow_operators::DeadLetter;
+use sqlx::postgres::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Executor, Postgres, Transaction};
+use sqlx::{ConnectOptions, Connection, Executor, Postgres, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
@@ -100,16 +101,20 @@ pub async fn drop_vector_index(pool: &PgPool, schema: &str) -> Result<(), Postgr
 /// (PostgreSQL units, e.g. `1GB`): a graph that does not fit is built on
 /// disk, much more slowly.
 pub async fn build_vector_index(pool: &PgPool, memory: &str) -> Result<(), PostgresError> {
-    let mut conn = pool.acquire().await?;
+    // Its own connection (the pool's settings and search path), on which a
+    // long build is expected rather than logged as a slow statement.
+    let options = (*pool.connect_options())
+        .clone()
+        .disable_statement_logging();
+    let mut conn = PgConnection::connect_with(&options)
+        .await
+        .map_err(PostgresError::Connect)?;
     sqlx::query("SELECT set_config('maintenance_work_mem', $1, false)")
         .bind(memory)
-        .execute(&mut *conn)
+        .execute(&mut conn)
         .await?;
-    let built = conn.execute(VECTOR_INDEX).await;
-    // The connection goes back to the pool: leave its settings as they were.
-    let reset = conn.execute("RESET maintenance_work_mem").await;
-    built?;
-    reset?;
+    conn.execute(VECTOR_INDEX).await?;
+    conn.close().await?;
     Ok(())
 }
 
