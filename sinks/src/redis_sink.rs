@@ -36,7 +36,7 @@ pub enum RedisError {
         url: String,
         source: redis::RedisError,
     },
-    #[error("Redis write failed: {0}")]
+    #[error("Redis write failed: {0}; check that Redis is up and that nothing else writes keys under this namespace (or choose another with --namespace)")]
     Write(#[from] redis::RedisError),
 }
 
