@@ -201,6 +201,9 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
     let (status, body) = get(port, "/metrics");
     assert_eq!(status, 200);
     assert!(body.contains("ideaflow_epochs_committed_total"), "{body}");
+    // The writer's batching: epochs folded per write, changes waiting.
+    assert!(body.contains("ideaflow_epochs_per_write_count"), "{body}");
+    assert!(body.contains("ideaflow_sink_pending_changes"), "{body}");
     // The sample's marketplace feedback: listings timed, A/B tests, weights.
     assert!(
         body.contains("signal_to_publish_seconds_bucket{le="),

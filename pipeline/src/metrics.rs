@@ -2,7 +2,9 @@
 //! names them.
 
 use ideaflow_operators::views::{Change, ViewRow};
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -10,6 +12,10 @@ pub struct Metrics {
     pub epochs: IntCounter,
     pub changes: IntCounterVec,
     pub epoch_write_seconds: Histogram,
+    /// Epochs folded into each write (1 while the sinks keep up).
+    pub epochs_per_write: Histogram,
+    /// Changes the dataflow completed that wait for the sinks.
+    pub sink_pending_changes: IntGauge,
     pub http_requests: IntCounterVec,
     /// Seed 004 §7: first signal's captured_at to listing.published.
     pub signal_to_publish: Histogram,
@@ -37,6 +43,19 @@ impl Metrics {
             "ideaflow_epoch_write_seconds",
             "Time to write one batch of epochs to Postgres and Redis (one transaction each)",
         ))
+        .expect("valid metric");
+        let epochs_per_write = Histogram::with_opts(
+            HistogramOpts::new(
+                "ideaflow_epochs_per_write",
+                "Epochs written together in one transaction per sink (more when the sinks fall behind)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0, 4096.0]),
+        )
+        .expect("valid metric");
+        let sink_pending_changes = IntGauge::new(
+            "ideaflow_sink_pending_changes",
+            "Changes completed by the dataflow and waiting for Postgres and Redis",
+        )
         .expect("valid metric");
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -73,6 +92,8 @@ impl Metrics {
             Box::new(epochs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(changes.clone()),
             Box::new(epoch_write_seconds.clone()),
+            Box::new(epochs_per_write.clone()),
+            Box::new(sink_pending_changes.clone()),
             Box::new(http_requests.clone()),
             Box::new(signal_to_publish.clone()),
             Box::new(sla_alerts.clone()),
@@ -85,6 +106,8 @@ impl Metrics {
             epochs,
             changes,
             epoch_write_seconds,
+            epochs_per_write,
+            sink_pending_changes,
             http_requests,
             signal_to_publish,
             sla_alerts,
@@ -96,6 +119,7 @@ impl Metrics {
     /// its changes (at most one per key).
     pub fn observe_write(&self, epochs: usize, changes: &[Change], seconds: f64) {
         self.epochs.inc_by(epochs as u64);
+        self.epochs_per_write.observe(epochs as f64);
         self.epoch_write_seconds.observe(seconds);
         for c in changes {
             let view = match &c.row {

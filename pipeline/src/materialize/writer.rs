@@ -77,12 +77,18 @@ impl Shared {
 pub struct SinkWriter {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// For `ideaflow_sink_pending_changes`.
+    pending_gauge: Option<prometheus::IntGauge>,
 }
 
 impl SinkWriter {
     pub fn start(targets: Targets) -> Result<Self> {
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
+        let pending_gauge = targets
+            .metrics
+            .as_ref()
+            .map(|m| m.sink_pending_changes.clone());
         let thread = std::thread::Builder::new()
             .name("sink-writer".into())
             .spawn(move || write_until_closed(&theirs, targets))
@@ -90,6 +96,7 @@ impl SinkWriter {
         Ok(SinkWriter {
             shared,
             thread: Some(thread),
+            pending_gauge,
         })
     }
 
@@ -107,6 +114,9 @@ impl SinkWriter {
             queue = self.shared.wait(queue);
         }
         queue.pending.push(epoch_end, changes, moves);
+        if let Some(g) = &self.pending_gauge {
+            g.set(queue.pending.len() as i64);
+        }
         self.shared.changed.notify_all();
         Ok(())
     }
@@ -148,6 +158,9 @@ fn write_until_closed(shared: &Shared, mut targets: Targets) {
                 break;
             }
             let batch = std::mem::take(&mut queue.pending);
+            if let Some(m) = &targets.metrics {
+                m.sink_pending_changes.set(0);
+            }
             shared.changed.notify_all();
             batch
         };
