@@ -72,11 +72,9 @@ pub async fn connect(url: &str, schema: &str) -> Result<PgPool, PostgresError> {
         .map_err(PostgresError::Connect)
 }
 
-/// Applies pending migrations in `schema`, and restores the vector index if
-/// a bulk load that had dropped it was cut short.
+/// Applies pending migrations in `schema`.
 pub async fn migrate(pool: &PgPool) -> Result<(), PostgresError> {
     MIGRATOR.run(pool).await?;
-    pool.execute(VECTOR_INDEX).await?;
     Ok(())
 }
 
@@ -97,7 +95,8 @@ pub async fn drop_vector_index(pool: &PgPool, schema: &str) -> Result<(), Postgr
     Ok(())
 }
 
-/// Builds the vector index (if absent) with `memory` as `maintenance_work_mem`
+/// Builds the vector index if it is absent (a bulk load that dropped it was
+/// cut short), with `memory` as `maintenance_work_mem`
 /// (PostgreSQL units, e.g. `1GB`): a graph that does not fit is built on
 /// disk, much more slowly.
 pub async fn build_vector_index(pool: &PgPool, memory: &str) -> Result<(), PostgresError> {

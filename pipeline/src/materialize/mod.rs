@@ -68,7 +68,8 @@ pub struct Sinks {
 /// Redis; with `fresh`, empties both first (a replay starts from nothing),
 /// and, when that rebuild runs at full speed and
 /// `postgres.build_index_after_load` is on, drops the vector index until the
-/// inputs end.
+/// inputs end; otherwise makes sure it is there (a bulk load cut short may
+/// have left it dropped).
 pub fn connect(config: &Config, runtime: &Runtime, fresh: bool) -> Result<Sinks> {
     let bulk = fresh
         && config.postgres.build_index_after_load
@@ -81,6 +82,8 @@ pub fn connect(config: &Config, runtime: &Runtime, fresh: bool) -> Result<Sinks>
         }
         if bulk {
             postgres::drop_vector_index(&pool, &config.postgres.schema).await?;
+        } else {
+            postgres::build_vector_index(&pool, &config.postgres.index_build_memory).await?;
         }
         anyhow::Ok(pool)
     })?;
