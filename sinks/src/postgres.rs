@@ -1,7 +1,8 @@
-//! The Postgres/pgvector sink: each completed epoch's changelog becomes
-//! batched upserts and deletes (one multi-row `UNNEST` statement per table and
-//! kind, never one statement per row), committed in one transaction together
-//! with the epoch's `pipeline_progress` row. A reader sees whole epochs only,
+//! The Postgres/pgvector sink: the changelog of each write (one or more whole
+//! epochs, at most one change per key) becomes batched upserts and deletes
+//! (one multi-row `UNNEST` statement per table and kind, never one statement
+//! per row), committed in one transaction together with the last epoch's
+//! `pipeline_progress` row. A reader sees whole epochs only,
 //! and after a restart `pipeline_progress` says which epoch was the last.
 //! Vectors go in pgvector's binary form (no text to format or parse).
 //!
@@ -17,8 +18,7 @@ use ideaflow_operators::views::{
     ScoreRow, SignalRow, SlaAlertRow, TopicCountRow, ViewKey, ViewRow, WeightsRow, WindowRow,
 };
 use ideaflow_operators::DeadLetter;
-use sqlx::postgres::PgConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, Postgres, Transaction};
 
 #[derive(Debug, thiserror::Error)]
@@ -239,7 +239,8 @@ impl PostgresSink {
         Ok(row.map(|r| r.0))
     }
 
-    /// Writes one completed epoch atomically.
+    /// Writes the changes of one or more whole epochs (the last ending at
+    /// `epoch_end`) atomically.
     pub async fn write_epoch(
         &self,
         epoch_end: i64,

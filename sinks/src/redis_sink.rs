@@ -15,8 +15,9 @@
 //!
 //! The feedback windows live in Postgres (`feedback_windows`) only.
 //!
-//! Each epoch is one MULTI/EXEC, streamed to the server as it is built
-//! (`redis_transaction`): a reader never sees half of it.
+//! Each write (one or more whole epochs) is one MULTI/EXEC, streamed to the
+//! server as it is built (`redis_transaction`): a reader never sees part of
+//! an epoch.
 
 use std::collections::{BTreeMap, HashMap};
 

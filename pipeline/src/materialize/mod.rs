@@ -23,7 +23,6 @@ use tokio::sync::broadcast;
 
 use crate::config::Config;
 use crate::dataflow::deliver::EpochConsumer;
-pub use writer::MAX_PENDING_CHANGES;
 use writer::{SinkWriter, Targets};
 
 /// What the live feed announces for each committed epoch.
