@@ -18,7 +18,7 @@ use ideaflow::config::Config;
 use ideaflow::core_setup::CoreSetup;
 use ideaflow::dataflow::deliver::EpochConsumer;
 use ideaflow::dataflow::run_views_pipeline;
-use ideaflow::model_files::{embedder_options, read_model_files};
+use ideaflow::model_files::ModelSource;
 use ideaflow_operators::views::Change;
 use ideaflow_sinks::DeadLetterSink;
 use ideaflow_sources::generator::{GenOptions, Generator};
@@ -73,9 +73,7 @@ fn config() -> Result<Config> {
 fn child(input: &Path, workers: usize) -> Result<()> {
     let mut config = config()?;
     config.pipeline.workers = workers;
-    let files = read_model_files(&config.model.dir)?;
-    let options = embedder_options(&config.model)?;
-    let mut embedder = ideaflow_operators::embed::Embedder::load(&files, options.clone())?;
+    let (model, mut embedder) = ModelSource::open(&config.model)?;
     let core = Arc::new(CoreSetup::build(&config, &mut embedder)?);
     drop(embedder);
     let source = ReplaySource::new(vec![input.to_owned()], Duration::hours(1), Speed::Max)?;
@@ -84,8 +82,7 @@ fn child(input: &Path, workers: usize) -> Result<()> {
     let summary = run_views_pipeline(
         &config,
         source,
-        Arc::new(files),
-        options,
+        model,
         dead,
         core,
         Box::new(NullSink(0)),

@@ -200,9 +200,12 @@ pub struct CentroidWindow {
     ids: HashMap<String, u32, FixedState>,
     slots: Vec<Keyed>,
     free: Vec<u32>,
-    /// (time, key, member id) → the member's embedding (shared with the idea
-    /// state, not copied), for retraction.
-    members: BTreeMap<(i64, String, String), Arc<[f32]>>,
+    /// (time, key's slot, member id) → the member's embedding (shared with
+    /// the idea state, not copied), for retraction. A member keeps its key's
+    /// sum non-empty, so the slot cannot be freed or reused while it is here;
+    /// and the key is a slot, the member a shared id, so an entry allocates
+    /// nothing of its own (there is one per idea in the window, per window).
+    members: BTreeMap<(i64, u32, Arc<str>), Arc<[f32]>>,
     changed: BTreeSet<String>,
 }
 
@@ -283,12 +286,20 @@ impl CentroidWindow {
     }
 
     /// Adds `member` of `key` at `time`; returns false if it was already in.
-    pub fn insert(&mut self, key: &str, member: &str, time: i64, embedding: Arc<[f32]>) -> bool {
-        let k = (time, key.to_owned(), member.to_owned());
+    pub fn insert(
+        &mut self,
+        key: &str,
+        member: Arc<str>,
+        time: i64,
+        embedding: Arc<[f32]>,
+    ) -> bool {
+        let id = self.slot_of(key);
+        let k = (time, id, member);
         if self.members.contains_key(&k) {
+            // Nothing was added: a new slot is given back.
+            self.free_if_unused(id);
             return false;
         }
-        let id = self.slot_of(key);
         self.slots[id as usize].sum.add(&fixed_point(&embedding), 1);
         self.members.insert(k, embedding);
         self.changed.insert(key.to_owned());
@@ -302,14 +313,13 @@ impl CentroidWindow {
             if entry.key().0 > cutoff {
                 break;
             }
-            let ((_, key, _), embedding) = entry.remove_entry();
-            if let Some(id) = self.ids.get(&key).copied() {
-                self.slots[id as usize]
-                    .sum
-                    .add(&fixed_point(&embedding), -1);
-                self.free_if_unused(id);
+            let ((_, id, _), embedding) = entry.remove_entry();
+            let keyed = &mut self.slots[id as usize];
+            keyed.sum.add(&fixed_point(&embedding), -1);
+            if !self.changed.contains(&keyed.key) {
+                self.changed.insert(keyed.key.clone());
             }
-            self.changed.insert(key);
+            self.free_if_unused(id);
         }
     }
 
@@ -324,12 +334,6 @@ impl CentroidWindow {
             .iter_mut()
             .filter(|k| k.sum.n > 0)
             .for_each(|k| k.sum.refresh_mirror());
-    }
-
-    /// Whether `member` of `key` at `time` is still in the window.
-    pub fn contains(&self, key: &str, member: &str, time: i64) -> bool {
-        self.members
-            .contains_key(&(time, key.to_owned(), member.to_owned()))
     }
 
     /// Keys whose centroid changed since the last call, sorted.
@@ -395,8 +399,8 @@ mod tests {
     #[test]
     fn mean_slides_with_the_window() {
         let mut w = CentroidWindow::new(100);
-        w.insert("cats", "a", 0, unit(0).into());
-        w.insert("cats", "b", 50, unit(1).into());
+        w.insert("cats", "a".into(), 0, unit(0).into());
+        w.insert("cats", "b".into(), 50, unit(1).into());
         let m = w.get("cats").unwrap().mean().unwrap();
         assert_eq!((m[0], m[1]), (0.5, 0.5));
         assert_eq!(w.take_changed(), vec!["cats".to_owned()]);
@@ -413,16 +417,16 @@ mod tests {
         let mut w = CentroidWindow::new(100);
         let cats = w.acquire("cats");
         assert!(w.sum(cats).is_none(), "held but empty");
-        w.insert("cats", "a", 0, unit(0).into());
-        w.insert("dogs", "b", 0, unit(1).into());
+        w.insert("cats", "a".into(), 0, unit(0).into());
+        w.insert("dogs", "b".into(), 0, unit(1).into());
         assert_eq!(w.sum(cats).unwrap(), w.get("cats").unwrap());
         w.expire(100);
         assert!(w.sum(cats).is_none() && w.get("dogs").is_none());
         // "dogs" had no holder: its slot is reused, never "cats"'s.
-        w.insert("birds", "c", 150, unit(2).into());
+        w.insert("birds", "c".into(), 150, unit(2).into());
         assert!(w.sum(cats).is_none());
         assert_eq!(w.get("birds").unwrap().n, 1);
-        w.insert("cats", "d", 150, unit(3).into());
+        w.insert("cats", "d".into(), 150, unit(3).into());
         assert_eq!(w.sum(cats).unwrap().sum[3], 1 << 20);
         w.release(cats);
         w.expire(250);

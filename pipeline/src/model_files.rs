@@ -1,14 +1,14 @@
 //! Loads the embedding model from its folder: the pipeline's job, so that the
 //! operators crate only ever sees bytes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ideaflow_operators::embed::{Embedder, EmbedderOptions, ModelFiles};
 
 use crate::config::ModelConfig;
 
-pub fn read_model_files(dir: &Path) -> Result<ModelFiles> {
+fn read_model_files(dir: &Path) -> Result<ModelFiles> {
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read(&path).with_context(|| {
@@ -25,7 +25,7 @@ pub fn read_model_files(dir: &Path) -> Result<ModelFiles> {
     })
 }
 
-pub fn embedder_options(config: &ModelConfig) -> Result<EmbedderOptions> {
+fn embedder_options(config: &ModelConfig) -> Result<EmbedderOptions> {
     Ok(EmbedderOptions {
         max_batch: config.max_batch,
         max_batch_tokens: config.max_batch_tokens,
@@ -34,7 +34,62 @@ pub fn embedder_options(config: &ModelConfig) -> Result<EmbedderOptions> {
     })
 }
 
+/// Where embedders come from: the model folder and the options to load it
+/// with. Each [`ModelSource::load`] reads the files again rather than the run
+/// holding their bytes (~90 MB) for a load that may never come: workers load
+/// their embedder on first need, and streams that carry vectors never need it.
+#[derive(Clone)]
+pub struct ModelSource {
+    dir: PathBuf,
+    options: EmbedderOptions,
+}
+
+impl ModelSource {
+    /// Loads the model once, so that a missing or broken model fails here,
+    /// before any worker starts; returns that embedder too.
+    pub fn open(config: &ModelConfig) -> Result<(ModelSource, Embedder)> {
+        let source = ModelSource {
+            dir: config.dir.clone(),
+            options: embedder_options(config)?,
+        };
+        let embedder = source.load()?;
+        Ok((source, embedder))
+    }
+
+    pub fn load(&self) -> Result<Embedder> {
+        let files = read_model_files(&self.dir)?;
+        Embedder::load(&files, self.options.clone()).with_context(|| {
+            format!(
+                "the embedding model in {} does not load: run scripts/setup.sh to reinstall it",
+                self.dir.display()
+            )
+        })
+    }
+}
+
+/// An embedder loaded on first use.
+pub struct LazyEmbedder {
+    source: ModelSource,
+    embedder: Option<Embedder>,
+}
+
+impl LazyEmbedder {
+    pub fn new(source: ModelSource) -> Self {
+        LazyEmbedder {
+            source,
+            embedder: None,
+        }
+    }
+
+    pub fn get(&mut self) -> Result<&mut Embedder> {
+        if self.embedder.is_none() {
+            self.embedder = Some(self.source.load()?);
+        }
+        Ok(self.embedder.as_mut().expect("loaded just above"))
+    }
+}
+
+/// The configured model, loaded (for commands that embed once, up front).
 pub fn load_embedder(config: &ModelConfig) -> Result<Embedder> {
-    let files = read_model_files(&config.dir)?;
-    Ok(Embedder::load(&files, embedder_options(config)?)?)
+    Ok(ModelSource::open(config)?.1)
 }

@@ -15,12 +15,19 @@ use candle_transformers::models::bert::Config;
 
 use super::gemm::{self, Blas};
 
+/// A dense layer's transposed weight, (in, out) contiguous, in the one form
+/// its product reads: the dense weights are ~21 M floats, so keeping both
+/// forms would cost ~85 MB per loaded model for nothing.
+enum Weight {
+    /// For candle's own matmul.
+    Tensor(Tensor),
+    /// For a host BLAS, as a plain buffer.
+    Host(Blas, Vec<f32>),
+}
+
 struct Dense {
-    /// (in, out), contiguous.
-    weight_t: Tensor,
+    weight_t: Weight,
     bias: Tensor,
-    /// The same, as plain buffers for a host BLAS.
-    weight_t_vec: Vec<f32>,
     bias_vec: Vec<f32>,
 }
 
@@ -35,42 +42,62 @@ impl Dense {
 
     fn new(weight_t: Tensor, bias: Tensor) -> candle_core::Result<Self> {
         Ok(Dense {
-            weight_t_vec: weight_t.flatten_all()?.to_vec1()?,
             bias_vec: bias.to_vec1()?,
-            weight_t,
+            weight_t: Weight::Tensor(weight_t),
             bias,
         })
     }
 
+    /// The layer with its weight moved to `blas`'s form, when there is one.
+    fn for_blas(self, blas: Option<Blas>) -> candle_core::Result<Self> {
+        match (blas, self.weight_t) {
+            (Some(blas), Weight::Tensor(w)) => Ok(Dense {
+                weight_t: Weight::Host(blas, w.flatten_all()?.to_vec1()?),
+                ..self
+            }),
+            (_, weight_t) => Ok(Dense { weight_t, ..self }),
+        }
+    }
+
+    /// One layer from several over the same input (query, key and value),
+    /// their outputs side by side. Fuse before [`Dense::for_blas`].
     fn fused(parts: &[Dense]) -> candle_core::Result<Self> {
-        let ws: Vec<&Tensor> = parts.iter().map(|p| &p.weight_t).collect();
+        let ws = parts
+            .iter()
+            .map(|p| match &p.weight_t {
+                Weight::Tensor(w) => Ok(w),
+                Weight::Host(..) => Err(candle_core::Error::Msg(
+                    "dense layers are fused before their weights move to the host BLAS".into(),
+                )),
+            })
+            .collect::<candle_core::Result<Vec<&Tensor>>>()?;
         let bs: Vec<&Tensor> = parts.iter().map(|p| &p.bias).collect();
         Self::new(Tensor::cat(&ws, 1)?.contiguous()?, Tensor::cat(&bs, 0)?)
     }
 
     /// x: (n, in) -> (n, out)
-    fn forward(&self, x: &Tensor, blas: Option<&Blas>) -> candle_core::Result<Tensor> {
-        match blas {
-            Some(blas) => gemm::tensor(
-                blas.dense(x, &self.weight_t_vec, &self.bias_vec)?,
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.weight_t {
+            Weight::Host(blas, w) => gemm::tensor(
+                blas.dense(x, w, &self.bias_vec)?,
                 x.dim(0)?,
                 self.bias_vec.len(),
             ),
-            None => x.matmul(&self.weight_t)?.broadcast_add(&self.bias),
+            Weight::Tensor(w) => x.matmul(w)?.broadcast_add(&self.bias),
         }
     }
 
     /// gelu(x · w + bias), the feed-forward expansion.
-    fn forward_gelu(&self, x: &Tensor, blas: Option<&Blas>) -> candle_core::Result<Tensor> {
-        match blas {
-            Some(blas) => {
-                let mut out = blas.dense(x, &self.weight_t_vec, &self.bias_vec)?;
+    fn forward_gelu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.weight_t {
+            Weight::Host(blas, w) => {
+                let mut out = blas.dense(x, w, &self.bias_vec)?;
                 gelu_in_place(&mut out, self.bias_vec.len(), None);
                 gemm::tensor(out, x.dim(0)?, self.bias_vec.len())
             }
-            None => {
+            Weight::Tensor(w) => {
                 let shape = (x.dim(0)?, self.bias_vec.len());
-                let mut out = x.matmul(&self.weight_t)?.flatten_all()?.to_vec1::<f32>()?;
+                let mut out = x.matmul(w)?.flatten_all()?.to_vec1::<f32>()?;
                 gelu_in_place(&mut out, self.bias_vec.len(), Some(&self.bias_vec));
                 Tensor::from_vec(out, shape, &Device::Cpu)
             }
@@ -116,7 +143,6 @@ pub struct Bert {
     heads: usize,
     head_dim: usize,
     hidden: usize,
-    blas: Option<Blas>,
 }
 
 impl Bert {
@@ -139,8 +165,9 @@ impl Bert {
             let k = Dense::load(&vb, &format!("{p}.attention.self.key"), h, h)?;
             let v = Dense::load(&vb, &format!("{p}.attention.self.value"), h, h)?;
             layers.push(Layer {
-                qkv: Dense::fused(&[q, k, v])?,
-                attn_out: Dense::load(&vb, &format!("{p}.attention.output.dense"), h, h)?,
+                qkv: Dense::fused(&[q, k, v])?.for_blas(blas)?,
+                attn_out: Dense::load(&vb, &format!("{p}.attention.output.dense"), h, h)?
+                    .for_blas(blas)?,
                 attn_norm: Norm::load(
                     &vb,
                     &format!("{p}.attention.output.LayerNorm"),
@@ -152,8 +179,10 @@ impl Bert {
                     &format!("{p}.intermediate.dense"),
                     h,
                     cfg.intermediate_size,
-                )?,
-                output: Dense::load(&vb, &format!("{p}.output.dense"), cfg.intermediate_size, h)?,
+                )?
+                .for_blas(blas)?,
+                output: Dense::load(&vb, &format!("{p}.output.dense"), cfg.intermediate_size, h)?
+                    .for_blas(blas)?,
                 out_norm: Norm::load(&vb, &format!("{p}.output.LayerNorm"), h, cfg.layer_norm_eps)?,
             });
         }
@@ -166,7 +195,6 @@ impl Bert {
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
             hidden: h,
-            blas,
         })
     }
 
@@ -183,7 +211,6 @@ impl Bert {
             .broadcast_add(&self.token_type0)?
             .reshape((n, h))?;
         let mut x = self.emb_norm.forward(&x)?;
-        let blas = self.blas.as_ref();
         // Additive mask: 0 for tokens, a large negative for padding. (b, 1, 1, t)
         let neg = ((mask.to_dtype(DType::F32)? - 1.0)? * f32::MAX as f64)?;
         let neg = neg.reshape((b, 1, 1, t))?;
@@ -198,7 +225,7 @@ impl Bert {
         };
         lap("embed");
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&x, blas)?; // (n, 3h)
+            let qkv = layer.qkv.forward(&x)?; // (n, 3h)
             lap("qkv");
             let qkv = qkv
                 .reshape((b, t, 3, self.heads, self.head_dim))?
@@ -213,13 +240,13 @@ impl Bert {
             lap("softmax");
             let ctx = probs.matmul(&v)?.permute((0, 2, 1, 3))?.reshape((n, h))?; // (n, h)
             lap("ctx");
-            let attn = layer.attn_out.forward(&ctx, blas)?;
+            let attn = layer.attn_out.forward(&ctx)?;
             lap("attn_out");
             x = layer.attn_norm.forward(&(attn + &x)?)?;
             lap("norm1");
-            let inter = layer.intermediate.forward_gelu(&x, blas)?;
+            let inter = layer.intermediate.forward_gelu(&x)?;
             lap("inter+gelu");
-            let out = layer.output.forward(&inter, blas)?;
+            let out = layer.output.forward(&inter)?;
             lap("out");
             x = layer.out_norm.forward(&(out + &x)?)?;
             lap("norm2");

@@ -37,11 +37,8 @@ impl MiniLm {
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
         let device = Device::Cpu;
-        let vb = VarBuilder::from_buffered_safetensors(
-            files.weights_safetensors.clone(),
-            DType::F32,
-            &device,
-        )?;
+        let vb =
+            VarBuilder::from_slice_safetensors(&files.weights_safetensors, DType::F32, &device)?;
         let bert = Bert::load(vb, &config, blas)?;
         Ok(MiniLm {
             bert,

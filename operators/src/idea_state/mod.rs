@@ -200,7 +200,10 @@ pub struct IdeaState {
     calendar: Calendar,
     bloom: RotatingBloom,
     near: NearIndex,
-    ideas: Vec<Option<LiveIdea>>,
+    /// Boxed: a slot costs a pointer, not a whole idea, and the vector grows
+    /// by copying pointers (at a million slots, a doubling of unboxed ideas
+    /// would hold both copies, about 750 MB, at once).
+    ideas: Vec<Option<Box<LiveIdea>>>,
     free: Vec<u32>,
     by_hash: HashMap<[u8; 16], u32>,
     archived: HashMap<[u8; 16], Archived>,
@@ -565,7 +568,7 @@ impl IdeaState {
             status: IdeaStatus::Active,
             embedding: s.embedding.clone(),
         };
-        let mut idea = LiveIdea {
+        let mut idea = Box::new(LiveIdea {
             row,
             hashes: vec![s.hash],
             vectors: Vec::with_capacity(1),
@@ -579,16 +582,16 @@ impl IdeaState {
             score: None,
             category_centroid: None,
             community_centroid: None,
-        };
+        });
         self.refresh_derived(&mut idea);
         if let Some(c) = &idea.row.category {
             self.categories
-                .insert(c, &id, idea.first_seen, s.embedding.clone());
+                .insert(c, id.clone(), idea.first_seen, s.embedding.clone());
             idea.category_centroid = Some(self.categories.acquire(c));
         }
         if let Some(c) = &idea.row.community {
             self.communities
-                .insert(c, &id, idea.first_seen, s.embedding.clone());
+                .insert(c, id.clone(), idea.first_seen, s.embedding.clone());
             idea.community_centroid = Some(self.communities.acquire(c));
         }
         let slot = match self.free.pop() {

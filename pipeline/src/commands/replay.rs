@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::core_setup::CoreSetup;
 use crate::dataflow::{run_views_pipeline, RunSummary};
 use crate::materialize::{self, Materializer};
-use crate::model_files::{embedder_options, read_model_files};
+use crate::model_files::ModelSource;
 
 /// Replays `inputs` through the whole pipeline into `views` (and, with
 /// `materialize`, Postgres and Redis, emptied first). Dead letters go to
@@ -38,9 +38,7 @@ pub fn replay_into(
         Duration::seconds(config.pipeline.allowed_lateness_secs as i64),
         speed,
     )?;
-    let files = read_model_files(&config.model.dir)?;
-    let options = embedder_options(&config.model)?;
-    let mut embedder = ideaflow_operators::embed::Embedder::load(&files, options.clone())?;
+    let (model, mut embedder) = ModelSource::open(&config.model)?;
     let core = Arc::new(CoreSetup::build(config, &mut embedder)?);
     drop(embedder);
     let dead_tap = ideaflow_sinks::DeadLetterTap::default();
@@ -61,16 +59,7 @@ pub fn replay_into(
         dead = dead.with_tap(dead_tap.clone());
         consumer = consumer.with_dead_letters(dead_tap);
     }
-    let summary = run_views_pipeline(
-        config,
-        source,
-        Arc::new(files),
-        options,
-        dead,
-        core,
-        Box::new(consumer),
-        None,
-    )?;
+    let summary = run_views_pipeline(config, source, model, dead, core, Box::new(consumer), None)?;
     Ok(summary)
 }
 

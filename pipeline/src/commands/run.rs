@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::Duration;
 use ideaflow_operators::views::ViewState;
 use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
@@ -22,7 +22,7 @@ use crate::core_setup::CoreSetup;
 use crate::dataflow::run_views_pipeline;
 use crate::materialize::{self, Materializer};
 use crate::metrics::Metrics;
-use crate::model_files::{embedder_options, read_model_files};
+use crate::model_files::ModelSource;
 
 pub fn run(args: RunArgs) -> Result<()> {
     let mut config = Config::load(&args.config)?;
@@ -50,10 +50,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         speed,
     )?;
     // Fail before starting workers if the model is missing or broken.
-    let files = read_model_files(&config.model.dir)?;
-    let embed_options = embedder_options(&config.model)?;
-    let mut embedder = ideaflow_operators::embed::Embedder::load(&files, embed_options.clone())
-        .context("the embedding model does not load")?;
+    let (model, mut embedder) = ModelSource::open(&config.model)?;
     let core = Arc::new(CoreSetup::build(&config, &mut embedder)?);
     let output = JsonlWriter::create(&config.pipeline.output)?;
     let dead_tap = ideaflow_sinks::DeadLetterTap::default();
@@ -124,8 +121,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let summary = run_views_pipeline(
         &config,
         source,
-        Arc::new(files),
-        embed_options,
+        model,
         dead,
         core,
         Box::new(consumer),

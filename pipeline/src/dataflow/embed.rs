@@ -15,16 +15,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use foldhash::fast::FixedState;
-use ideaflow_operators::embed::{Embedder, EmbedderOptions, ModelFiles};
 use ideaflow_operators::Signal;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
+use crate::model_files::{LazyEmbedder, ModelSource};
+
 pub fn embed_signals<'scope>(
     signals: Stream<'scope, u64, Vec<Signal>>,
-    model: Arc<ModelFiles>,
-    options: EmbedderOptions,
+    model: ModelSource,
     embedded: Arc<AtomicU64>,
 ) -> Stream<'scope, u64, Vec<Signal>> {
     let peers = signals.scope().peers() as u64;
@@ -33,7 +33,7 @@ pub fn embed_signals<'scope>(
     signals
         .unary(Exchange::new(route), "Embed", move |_cap, _info| {
             // Loaded on first need: streams that carry their vectors never pay for the model.
-            let mut embedder: Option<Embedder> = None;
+            let mut embedder = LazyEmbedder::new(model);
             let mut pending: Vec<(Capability<u64>, Vec<Signal>)> = Vec::new();
             move |input, output| {
                 input.for_each_stamp(|cap, data| {
@@ -57,10 +57,9 @@ pub fn embed_signals<'scope>(
                 let mut vectors = if texts.is_empty() {
                     Vec::new()
                 } else {
-                    let model = embedder.get_or_insert_with(|| {
-                        Embedder::load(&model, options.clone())
-                            .expect("model files were validated at startup")
-                    });
+                    // The model loaded at startup; failing now means its
+                    // files changed under the run, which no record can fix.
+                    let model = embedder.get().unwrap_or_else(|e| panic!("{e:#}"));
                     model
                         .embed(&texts)
                         .expect("embedding a validated signal cannot fail")

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::model_files::LazyEmbedder;
 use ideaflow_operators::classify::Classifier;
 use ideaflow_operators::dedupe::LshIndex;
-use ideaflow_operators::embed::Embedder;
 use ideaflow_operators::feedback::{EmbeddedCorrection, FeedbackState, IdeaFact, LatestFactors};
 use ideaflow_operators::idea_state::{prepare, IdeaState, Labels, PreparedSignal};
 use ideaflow_operators::score::ScoringParams;
@@ -168,8 +168,9 @@ pub enum Learned {
 /// What the feedback operator needs on the worker that owns the state.
 pub struct FeedbackOwner {
     pub state: FeedbackState,
-    /// Embeds corrected sentences (classification feedback).
-    pub embedder: Option<Embedder>,
+    /// Embeds corrected sentences (classification feedback), loaded at the
+    /// first correction: most streams have none.
+    pub embedder: LazyEmbedder,
     /// The configured classifier, whose anchors feedback moves.
     pub classifier: Option<Arc<Classifier>>,
 }
@@ -248,7 +249,7 @@ pub fn apply_feedback<'scope>(
                     let mut out = owner
                         .state
                         .apply_epoch_facts(watermark, events, &changes, latest);
-                    let embedded = embed_corrections(owner.embedder.as_mut(), corrections);
+                    let embedded = embed_corrections(&mut owner.embedder, corrections);
                     owner.state.apply_corrections(watermark, embedded, &mut out);
                     let classifier = match (out.new_anchors.take(), &owner.classifier) {
                         (Some(anchors), Some(base)) => Some(Arc::new(base.with_anchors(anchors))),
@@ -276,15 +277,19 @@ pub fn apply_feedback<'scope>(
 /// A failure to embed is logged and the corrections skipped: they are valid
 /// input, and the model is ours.
 fn embed_corrections(
-    embedder: Option<&mut Embedder>,
+    embedder: &mut LazyEmbedder,
     corrections: Vec<Event>,
 ) -> Vec<EmbeddedCorrection> {
-    let Some(embedder) = embedder else {
-        return Vec::new();
-    };
     if corrections.is_empty() {
         return Vec::new();
     }
+    let embedder = match embedder.get() {
+        Ok(embedder) => embedder,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), n = corrections.len(), "the model for corrected sentences does not load; skipping them");
+            return Vec::new();
+        }
+    };
     let sentences: Vec<&str> = corrections
         .iter()
         .map(|e| match &e.payload {

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Result};
 use idea_state::{FeedbackOut, FeedbackOwner, Learned};
-use ideaflow_operators::embed::{EmbedderOptions, ModelFiles};
 use ideaflow_operators::Signal;
 use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
 use ideaflow_sources::replay::ReplaySource;
@@ -21,6 +20,7 @@ use timely::dataflow::ProbeHandle;
 
 use crate::config::Config;
 use crate::core_setup::CoreSetup;
+use crate::model_files::{LazyEmbedder, ModelSource};
 use deliver::EpochConsumer;
 
 /// What a bounded run did.
@@ -41,8 +41,7 @@ pub struct RunSummary {
 pub fn run_views_pipeline(
     config: &Config,
     source: ReplaySource,
-    model: Arc<ModelFiles>,
-    embed_options: EmbedderOptions,
+    model: ModelSource,
     dead: DeadLetterSink,
     core: Arc<CoreSetup>,
     consumer: Box<dyn EpochConsumer>,
@@ -79,10 +78,7 @@ pub fn run_views_pipeline(
         let mut feedback_owner = match consumer {
             Some(_) => Some(FeedbackOwner {
                 state: core.feedback_state(),
-                embedder: Some(
-                    ideaflow_operators::embed::Embedder::load(&model, embed_options.clone())
-                        .map_err(|e| anyhow!("the embedding model does not load: {e}"))?,
-                ),
+                embedder: LazyEmbedder::new(model.clone()),
                 classifier: core
                     .labels()
                     .classifier
@@ -93,12 +89,8 @@ pub fn run_views_pipeline(
         };
         let probe = ProbeHandle::new();
         let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
-            let ((input, cap), with_vectors, marketplace) = embedded_signals(
-                scope,
-                model.clone(),
-                embed_options.clone(),
-                embedded.clone(),
-            );
+            let ((input, cap), with_vectors, marketplace) =
+                embedded_signals(scope, model.clone(), embedded.clone());
             // The embedded signals themselves, as `run` writes them (worker 0).
             // Only when asked: a second consumer gets a copy of every signal.
             // Every worker must build the same dataflow, so this follows the
@@ -203,15 +195,14 @@ type FrontStreams<'scope> = (
 /// and its marketplace events.
 fn embedded_signals<'scope>(
     scope: timely::dataflow::Scope<'scope, u64>,
-    model: Arc<ModelFiles>,
-    options: EmbedderOptions,
+    model: ModelSource,
     embedded: Arc<std::sync::atomic::AtomicU64>,
 ) -> FrontStreams<'scope> {
     let (input, events) = source::event_input(scope);
     let (signals, marketplace) = source::split_events(events);
     (
         input,
-        embed::embed_signals(signals, model, options, embedded),
+        embed::embed_signals(signals, model, embedded),
         marketplace,
     )
 }
