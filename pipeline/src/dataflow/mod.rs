@@ -75,18 +75,15 @@ pub fn run_views_pipeline(
             state
         });
         let state: idea_state::SharedState = std::rc::Rc::new(std::cell::RefCell::new(state));
-        let mut feedback_owner = match consumer {
-            Some(_) => Some(FeedbackOwner {
-                state: core.feedback_state(),
-                embedder: LazyEmbedder::new(model.clone()),
-                classifier: core
-                    .labels()
-                    .classifier
-                    .as_ref()
-                    .map(|c| Arc::new(c.with_anchors(c.anchors().to_vec()))),
-            }),
-            None => None,
-        };
+        let mut feedback_owner = consumer.as_ref().map(|_| FeedbackOwner {
+            state: core.feedback_state(),
+            embedder: LazyEmbedder::new(model.clone()),
+            classifier: core
+                .labels()
+                .classifier
+                .as_ref()
+                .map(|c| Arc::new(c.with_anchors(c.anchors().to_vec()))),
+        });
         let probe = ProbeHandle::new();
         let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
             let ((input, cap), with_vectors, marketplace) =
