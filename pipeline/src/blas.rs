@@ -83,3 +83,20 @@ fn load_mkl(path: &Path, threads: usize) -> Result<Blas> {
         Ok(Blas::from_raw(*sgemm))
     }
 }
+
+/// Gives back the work buffers MKL keeps after a product (~45 MB after the
+/// model's first batch), if MKL is loaded. Call it only while no other
+/// thread can be inside MKL (at startup, before workers and the API start);
+/// MKL allocates buffers again on need.
+pub fn release_buffers() {
+    let Some(lib) = MKL.get() else {
+        return;
+    };
+    // SAFETY: `mkl_free_buffers(void)` is part of MKL's support API, and the
+    // caller guarantees no product is running. The library stays loaded.
+    unsafe {
+        if let Ok(free) = lib.get::<unsafe extern "C" fn()>(b"mkl_free_buffers\0") {
+            free();
+        }
+    }
+}

@@ -30,6 +30,9 @@ pub struct CoreSetup {
 impl CoreSetup {
     pub fn build(config: &Config, embedder: &mut Embedder) -> Result<CoreSetup> {
         let labels = Arc::new(labels(config, embedder)?);
+        // The anchors were the startup's only products; workers that embed
+        // later get buffers again when they first need them.
+        crate::blas::release_buffers();
         let calendar = load_calendar(config)?;
         Ok(CoreSetup {
             prepare: Arc::new(PrepareContext {

@@ -50,9 +50,103 @@ pub struct LshIndex {
     params: LshParams,
     /// bands·bits hyperplanes, row-major, EMBEDDING_DIM each.
     planes: Vec<f32>,
+    buckets: Buckets,
+}
+
+/// The most (band, signature) keys a [`Buckets::Direct`] table holds: 2^22,
+/// ~100 MB of bucket headers. The defaults (40 bands of 16 bits) have 2.6M.
+const DIRECT_KEYS_MAX: usize = 1 << 22;
+
+/// Buckets of ids by (band, signature).
+enum Buckets {
+    /// A table indexed by `band << bits | signature`, for narrow signatures,
+    /// sized at the first insert (an index that only computes signatures
+    /// never pays for it): 24 bytes per possible key, used or not (63 MB at
+    /// the defaults), but no
+    /// hashing, and no rehash holding two tables at once as the index grows
+    /// (a hashed map over a million live vectors is ~140 MB, and its last
+    /// growth briefly needs ~210 MB).
+    Direct {
+        bits: usize,
+        keys: usize,
+        table: Vec<Vec<u32>>,
+    },
     /// Keyed by `band << 32 | signature`; a fixed-seed hasher (the map's
     /// order is never observed, but nothing here should vary by process).
-    buckets: HashMap<u64, Vec<u32>, FixedState>,
+    Hashed(HashMap<u64, Vec<u32>, FixedState>),
+}
+
+impl Buckets {
+    fn new(bands: usize, bits: usize) -> Self {
+        match bands.checked_mul(1usize << bits) {
+            Some(keys) if bits <= 16 && keys <= DIRECT_KEYS_MAX => Buckets::Direct {
+                bits,
+                keys,
+                table: Vec::new(),
+            },
+            _ => Buckets::Hashed(HashMap::with_hasher(FixedState::with_seed(0x1dea))),
+        }
+    }
+
+    fn get(&self, band: usize, sig: u32) -> &[u32] {
+        match self {
+            Buckets::Direct { bits, table, .. } => table
+                .get((band << bits) | sig as usize)
+                .map_or(&[], Vec::as_slice),
+            Buckets::Hashed(map) => map.get(&hashed_key(band, sig)).map_or(&[], Vec::as_slice),
+        }
+    }
+
+    fn push(&mut self, band: usize, sig: u32, id: u32) {
+        match self {
+            Buckets::Direct { bits, keys, table } => {
+                if table.is_empty() {
+                    table.resize_with(*keys, Vec::new);
+                }
+                if let Some(bucket) = table.get_mut((band << *bits) | sig as usize) {
+                    bucket.push(id);
+                }
+            }
+            Buckets::Hashed(map) => map.entry(hashed_key(band, sig)).or_default().push(id),
+        }
+    }
+
+    /// Takes `id` out of a bucket; an emptied bucket gives its memory back.
+    fn remove(&mut self, band: usize, sig: u32, id: u32) {
+        let take = |bucket: &mut Vec<u32>| {
+            if let Some(i) = bucket.iter().position(|s| *s == id) {
+                bucket.swap_remove(i);
+            }
+            bucket.is_empty()
+        };
+        match self {
+            Buckets::Direct { bits, table, .. } => {
+                if let Some(bucket) = table.get_mut((band << *bits) | sig as usize) {
+                    if take(bucket) {
+                        *bucket = Vec::new();
+                    }
+                }
+            }
+            Buckets::Hashed(map) => {
+                let key = hashed_key(band, sig);
+                if map.get_mut(&key).is_some_and(take) {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        match self {
+            Buckets::Direct { table, .. } => table.iter().all(|b| b.capacity() == 0),
+            Buckets::Hashed(map) => map.is_empty(),
+        }
+    }
+}
+
+fn hashed_key(band: usize, sig: u32) -> u64 {
+    ((band as u64) << 32) | u64::from(sig)
 }
 
 impl LshIndex {
@@ -81,7 +175,7 @@ impl LshIndex {
         LshIndex {
             params,
             planes,
-            buckets: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
+            buckets: Buckets::new(bands, bits),
         }
     }
 
@@ -174,37 +268,20 @@ impl LshIndex {
         out
     }
 
-    fn key(band: usize, sig: u32) -> u64 {
-        ((band as u64) << 32) | u64::from(sig)
-    }
-
     /// The ids in one band's bucket.
     pub fn bucket(&self, band: usize, sig: u32) -> &[u32] {
-        self.buckets
-            .get(&Self::key(band, sig))
-            .map_or(&[], Vec::as_slice)
+        self.buckets.get(band, sig)
     }
 
     pub fn insert(&mut self, slot: u32, signatures: &[u32]) {
         for (band, sig) in signatures.iter().enumerate() {
-            self.buckets
-                .entry(Self::key(band, *sig))
-                .or_default()
-                .push(slot);
+            self.buckets.push(band, *sig, slot);
         }
     }
 
     pub fn remove(&mut self, slot: u32, signatures: &[u32]) {
         for (band, sig) in signatures.iter().enumerate() {
-            let key = Self::key(band, *sig);
-            if let Some(bucket) = self.buckets.get_mut(&key) {
-                if let Some(i) = bucket.iter().position(|s| *s == slot) {
-                    bucket.swap_remove(i);
-                }
-                if bucket.is_empty() {
-                    self.buckets.remove(&key);
-                }
-            }
+            self.buckets.remove(band, *sig, slot);
         }
     }
 
@@ -347,7 +424,21 @@ mod tests {
 
     #[test]
     fn insert_remove_and_candidates() {
-        let mut lsh = LshIndex::new(LshParams::default());
+        // The defaults index a table; wide signatures hash.
+        for params in [
+            LshParams::default(),
+            LshParams {
+                bands: 8,
+                bits: 20,
+                ..LshParams::default()
+            },
+        ] {
+            insert_remove_and_candidates_with(params);
+        }
+    }
+
+    fn insert_remove_and_candidates_with(params: LshParams) {
+        let mut lsh = LshIndex::new(params);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let a = random_unit(&mut rng);
         let sa = lsh.signatures(&a);

@@ -137,6 +137,10 @@ pub struct DedupeStats {
 /// costs about what a few hundred evaluations do.
 const PARALLEL_SCORING_MIN: usize = 4096;
 
+/// Ideas evaluated at a time when a tick re-scores them all: a part's
+/// evaluations are applied before the next part is evaluated.
+const RESCORE_PART: usize = 65_536;
+
 /// An idea's score as evaluated, before it is compared with the last one.
 struct Evaluation {
     factors: Factors,
@@ -211,7 +215,9 @@ pub struct IdeaState {
     /// feedback operator reads ([`LatestFactors`]) instead of being sent
     /// every score row.
     by_id: HashMap<IdeaId, u32, FixedState>,
-    archived_factors: HashMap<IdeaId, Factors, FixedState>,
+    /// Keyed by the id's 128 bits, not its text: archived ideas accumulate
+    /// over an endless stream, and a shared id string costs 64 bytes more.
+    archived_factors: HashMap<u128, Factors, FixedState>,
     applied_through: Option<i64>,
     categories: CentroidWindow,
     communities: CentroidWindow,
@@ -340,19 +346,15 @@ impl IdeaState {
             touched.sort_unstable();
             touched.dedup();
         }
-        // Scores go straight to the changelog, in slot order (deterministic):
-        // each idea is re-scored at most once per epoch, and on ticks these are
-        // most of the changes, so they skip the per-key map.
-        let scores = self.rescore(&touched, watermark);
         self.emit_aggregates(watermark, &mut changes);
         // Sized once: on a tick this holds a row per live idea, and growing
         // it would copy them all again.
-        let mut out: Vec<Change> = Vec::with_capacity(changes.len() + scores.len());
+        let mut out: Vec<Change> = Vec::with_capacity(changes.len() + touched.len());
         out.extend(changes.into_iter().map(|(key, row)| Change { key, row }));
-        out.extend(scores.into_iter().map(|score| Change {
-            key: ViewKey::Score(score.idea_id.clone()),
-            row: Some(ViewRow::Score(score)),
-        }));
+        // Scores go straight to the changelog, in slot order (deterministic):
+        // each idea is re-scored at most once per epoch, and on ticks these are
+        // most of the changes, so they skip the per-key map.
+        self.rescore(&touched, watermark, &mut out);
         out
     }
 
@@ -389,7 +391,9 @@ impl IdeaState {
         self.free.push(slot);
         self.by_id.remove(&idea.row.id);
         if let Some((factors, _)) = idea.score {
-            self.archived_factors.insert(idea.row.id.clone(), factors);
+            if let Some(id) = id_bits(&idea.row.id) {
+                self.archived_factors.insert(id, factors);
+            }
         }
         if let Some(c) = idea.category_centroid.take() {
             self.categories.release(c);
@@ -605,7 +609,9 @@ impl IdeaState {
             }
         };
         self.by_hash.insert(s.hash, slot);
-        self.archived_factors.remove(&id);
+        if let Some(bits) = id_bits(&id) {
+            self.archived_factors.remove(&bits);
+        }
         self.by_id.insert(id, slot);
         let v = self
             .near
@@ -674,13 +680,13 @@ impl IdeaState {
         idea.seasonality = score::seasonality(days, &self.scoring);
     }
 
-    /// Re-scores `slots` at `watermark`; returns the score rows that changed,
-    /// in the order of `slots`. The evaluation reads the state only, so a
+    /// Re-scores `slots` at `watermark`; appends the score rows that changed
+    /// to `out`, in the order of `slots`. The evaluation reads the state only, so a
     /// long list (every live idea, on a tick) is split over
     /// [`IdeaState::set_scoring_threads`] threads; what changed is then
     /// applied in order on this one, so the result is the same for any
     /// thread count.
-    fn rescore(&mut self, slots: &[u32], watermark: i64) -> Vec<ScoreRow> {
+    fn rescore(&mut self, slots: &[u32], watermark: i64, out: &mut Vec<Change>) {
         // Everything evaluation would compute lazily, computed now: the
         // centroids' f64 mirrors, and the statistics of the sources these
         // ideas come from (only those, as the lazy path would).
@@ -695,25 +701,32 @@ impl IdeaState {
         for source in sources {
             self.rates.get(source, watermark);
         }
-        let evaluations = self.evaluate_all(slots, watermark);
-        let mut rows = Vec::with_capacity(slots.len());
-        for (slot, evaluation) in slots.iter().zip(evaluations) {
-            let Some(e) = evaluation else { continue };
-            let idea = self.ideas[*slot as usize].as_mut().expect("live slot");
-            idea.cohesion = Some((e.generation, e.cohesion));
-            if idea.score == Some((e.factors, e.score)) {
-                continue;
+        // In parts: a tick evaluates every live idea, and holding all their
+        // evaluations at once beside the changelog would cost ~70 bytes an
+        // idea at the run's peak. Evaluation reads the state only, so the
+        // parts give the same rows.
+        for part in slots.chunks(RESCORE_PART) {
+            let evaluations = self.evaluate_all(part, watermark);
+            for (slot, evaluation) in part.iter().zip(evaluations) {
+                let Some(e) = evaluation else { continue };
+                let idea = self.ideas[*slot as usize].as_mut().expect("live slot");
+                idea.cohesion = Some((e.generation, e.cohesion));
+                if idea.score == Some((e.factors, e.score)) {
+                    continue;
+                }
+                idea.score = Some((e.factors, e.score));
+                out.push(Change {
+                    key: ViewKey::Score(idea.row.id.clone()),
+                    row: Some(ViewRow::Score(ScoreRow {
+                        idea_id: idea.row.id.clone(),
+                        category: idea.row.category.clone(),
+                        score: e.score,
+                        factors: e.factors,
+                        scored_at: utc(watermark),
+                    })),
+                });
             }
-            idea.score = Some((e.factors, e.score));
-            rows.push(ScoreRow {
-                idea_id: idea.row.id.clone(),
-                category: idea.row.category.clone(),
-                score: e.score,
-                factors: e.factors,
-                scored_at: utc(watermark),
-            });
         }
-        rows
     }
 
     /// [`IdeaState::evaluate`] of each slot, on up to `scoring_threads` threads
@@ -856,6 +869,16 @@ impl IdeaState {
     }
 }
 
+/// An idea id's 128 bits (`None` for text that is no idea id). Only the form
+/// ids are written in (hyphenated, lowercase) counts, as it does for live ideas.
+fn id_bits(id: &str) -> Option<u128> {
+    let canonical = id.len() == 36 && !id.bytes().any(|b| b.is_ascii_uppercase());
+    canonical
+        .then(|| uuid::Uuid::parse_str(id).ok())
+        .flatten()
+        .map(|u| u.as_u128())
+}
+
 fn row_key(row: &SignalRow) -> ViewKey {
     ViewKey::Signal(row.source.as_str(), row.id.clone())
 }
@@ -872,7 +895,7 @@ impl crate::feedback::LatestFactors for IdeaState {
     fn factors(&self, idea_id: &str) -> Option<Factors> {
         match self.by_id.get(idea_id) {
             Some(slot) => self.ideas[*slot as usize].as_ref()?.score.map(|(f, _)| f),
-            None => self.archived_factors.get(idea_id).copied(),
+            None => self.archived_factors.get(&id_bits(idea_id)?).copied(),
         }
     }
 }

@@ -331,4 +331,8 @@ fn latest_factors_are_the_last_emitted_ones() {
     }
     assert_eq!(archived, 2, "both first ideas were archived on the way");
     assert_eq!(state.factors("no such idea"), None);
+    // Ids match as written, archived or live: not in another case.
+    for id in emitted.keys() {
+        assert_eq!(state.factors(&id.to_uppercase()), None, "{id}");
+    }
 }
