@@ -391,10 +391,11 @@ fn main() -> Result<()> {
         Some((naive_redis_n, t_naive)),
     );
     sink.clear()?;
-    std::fs::create_dir_all("target/bench-results")?;
-    std::fs::write(
-        "target/bench-results/sink_throughput.md",
-        report.lines.join("\n") + "\n",
-    )?;
+    // The workspace's target folder (cargo runs benches from the package's).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("sink_throughput.md");
+    std::fs::write(&path, report.lines.join("\n") + "\n")?;
+    eprintln!("report written to {}", path.display());
     Ok(())
 }
