@@ -82,10 +82,11 @@ impl LazyEmbedder {
     }
 
     pub fn get(&mut self) -> Result<&mut Embedder> {
-        if self.embedder.is_none() {
-            self.embedder = Some(self.source.load()?);
-        }
-        Ok(self.embedder.as_mut().expect("loaded just above"))
+        let embedder = match self.embedder.take() {
+            Some(embedder) => embedder,
+            None => self.source.load()?,
+        };
+        Ok(self.embedder.insert(embedder))
     }
 }
 

@@ -91,7 +91,7 @@ impl Buckets {
     fn get(&self, band: usize, sig: u32) -> &[u32] {
         match self {
             Buckets::Direct { bits, table, .. } => table
-                .get((band << bits) | sig as usize)
+                .get(direct_index(*bits, band, sig))
                 .map_or(&[], Vec::as_slice),
             Buckets::Hashed(map) => map.get(&hashed_key(band, sig)).map_or(&[], Vec::as_slice),
         }
@@ -103,7 +103,7 @@ impl Buckets {
                 if table.is_empty() {
                     table.resize_with(*keys, Vec::new);
                 }
-                if let Some(bucket) = table.get_mut((band << *bits) | sig as usize) {
+                if let Some(bucket) = table.get_mut(direct_index(*bits, band, sig)) {
                     bucket.push(id);
                 }
             }
@@ -121,7 +121,7 @@ impl Buckets {
         };
         match self {
             Buckets::Direct { bits, table, .. } => {
-                if let Some(bucket) = table.get_mut((band << *bits) | sig as usize) {
+                if let Some(bucket) = table.get_mut(direct_index(*bits, band, sig)) {
                     if take(bucket) {
                         *bucket = Vec::new();
                     }
@@ -143,6 +143,10 @@ impl Buckets {
             Buckets::Hashed(map) => map.is_empty(),
         }
     }
+}
+
+fn direct_index(bits: usize, band: usize, sig: u32) -> usize {
+    (band << bits) | sig as usize
 }
 
 fn hashed_key(band: usize, sig: u32) -> u64 {

@@ -681,8 +681,8 @@ impl IdeaState {
     }
 
     /// Re-scores `slots` at `watermark`; appends the score rows that changed
-    /// to `out`, in the order of `slots`. The evaluation reads the state only, so a
-    /// long list (every live idea, on a tick) is split over
+    /// to `out`, in the order of `slots`. The evaluation reads the state
+    /// only, so a long list (every live idea, on a tick) is split over
     /// [`IdeaState::set_scoring_threads`] threads; what changed is then
     /// applied in order on this one, so the result is the same for any
     /// thread count.
@@ -872,11 +872,10 @@ impl IdeaState {
 /// An idea id's 128 bits (`None` for text that is no idea id). Only the form
 /// ids are written in (hyphenated, lowercase) counts, as it does for live ideas.
 fn id_bits(id: &str) -> Option<u128> {
-    let canonical = id.len() == 36 && !id.bytes().any(|b| b.is_ascii_uppercase());
-    canonical
-        .then(|| uuid::Uuid::parse_str(id).ok())
-        .flatten()
-        .map(|u| u.as_u128())
+    if id.len() != 36 || id.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    uuid::Uuid::parse_str(id).ok().map(|u| u.as_u128())
 }
 
 fn row_key(row: &SignalRow) -> ViewKey {
