@@ -15,7 +15,6 @@
 //! cargo bench --bench sink_throughput -- --scores 200000 --hnsw-ideas 2000
 //! ```
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -79,7 +78,7 @@ fn ideas(n: usize, rng: &mut ChaCha8Rng) -> Vec<IdeaRow> {
                 last_seen: at(i as i64),
                 peak_at: at(i as i64),
                 status: IdeaStatus::Active,
-                embedding: Arc::from(v),
+                embedding: v.into(),
             }
         })
         .collect()

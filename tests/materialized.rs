@@ -175,6 +175,8 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
         ("/api/v1/ideas/top?limit=0", 422),
         ("/api/v1/ideas/top?limit=abc", 422),
         ("/api/v1/ideas/not-a-uuid", 422),
+        // Not UTF-8 once decoded: axum's own rejection would be plain text.
+        ("/api/v1/ideas/%FF%FE", 422),
         ("/api/v1/ideas/00000000-0000-0000-0000-000000000000", 404),
         ("/api/v1/search?q=", 422),
         ("/api/v1/centroids?kind=planet", 422),

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use foldhash::fast::FixedState;
 
 use crate::embed::{dot2_lanes_f64, dot_lanes_f64};
+use crate::shared_embedding::SharedEmbedding;
 use crate::EMBEDDING_DIM;
 
 const SCALE: f64 = (1u64 << 20) as f64;
@@ -205,7 +206,7 @@ pub struct CentroidWindow {
     /// sum non-empty, so the slot cannot be freed or reused while it is here;
     /// and the key is a slot, the member a shared id, so an entry allocates
     /// nothing of its own (there is one per idea in the window, per window).
-    members: BTreeMap<(i64, u32, Arc<str>), Arc<[f32]>>,
+    members: BTreeMap<(i64, u32, Arc<str>), SharedEmbedding>,
     changed: BTreeSet<String>,
 }
 
@@ -291,7 +292,7 @@ impl CentroidWindow {
         key: &str,
         member: Arc<str>,
         time: i64,
-        embedding: Arc<[f32]>,
+        embedding: SharedEmbedding,
     ) -> bool {
         let id = self.slot_of(key);
         let k = (time, id, member);

@@ -17,6 +17,7 @@ pub mod idea_state;
 pub mod pii;
 pub mod rejection;
 pub mod score;
+pub mod shared_embedding;
 pub mod signal;
 pub mod top_k;
 pub mod topic_counts;

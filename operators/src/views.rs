@@ -16,6 +16,7 @@ pub use crate::feedback::{
 use crate::idea::IdeaId;
 use crate::rejection::DeadLetter;
 use crate::score::Factors;
+use crate::shared_embedding::SharedEmbedding;
 use crate::{Engagement, Source};
 
 /// How a signal was deduplicated.
@@ -83,7 +84,7 @@ pub struct IdeaRow {
     pub last_seen: DateTime<Utc>,
     pub peak_at: DateTime<Utc>,
     pub status: IdeaStatus,
-    pub embedding: Arc<[f32]>,
+    pub embedding: SharedEmbedding,
 }
 
 /// An idea's score: its five factors as of `scored_at` and their weighted sum.

@@ -8,10 +8,9 @@
 //! thousands of candidates in dense clusters, and each used to cost several
 //! dependent cache misses.
 
-use std::sync::Arc;
-
 use crate::dedupe::{LshIndex, LshParams};
 use crate::embed::dot_lanes;
+use crate::shared_embedding::SharedEmbedding;
 
 /// A vector's place in the arena.
 pub type VectorId = u32;
@@ -23,7 +22,7 @@ pub struct NearIndex {
     /// Per vector: `words` words of packed signatures, then one word: its
     /// owner (low half) and the next vector of the same owner (high half).
     arena: Vec<u64>,
-    embeddings: Vec<Option<Arc<[f32]>>>,
+    embeddings: Vec<Option<SharedEmbedding>>,
     free: Vec<VectorId>,
     /// The candidate ids of a lookup (kept to reuse its allocation).
     scratch: Vec<VectorId>,
@@ -97,7 +96,7 @@ impl NearIndex {
     pub fn insert(
         &mut self,
         owner: u32,
-        embedding: Arc<[f32]>,
+        embedding: SharedEmbedding,
         signatures: &[u32],
         sibling: Option<VectorId>,
     ) -> VectorId {
@@ -241,7 +240,7 @@ mod tests {
         }
     }
 
-    fn unit(rng: &mut ChaCha8Rng) -> Arc<[f32]> {
+    fn unit(rng: &mut ChaCha8Rng) -> SharedEmbedding {
         let mut v: Vec<f32> = (0..EMBEDDING_DIM)
             .map(|_| rng.random::<f32>() - 0.5)
             .collect();
@@ -253,7 +252,7 @@ mod tests {
     fn finds_the_same_vector_and_forgets_removed_ones() {
         let mut index = NearIndex::new(LshParams::default());
         let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let vectors: Vec<Arc<[f32]>> = (0..200).map(|_| unit(&mut rng)).collect();
+        let vectors: Vec<SharedEmbedding> = (0..200).map(|_| unit(&mut rng)).collect();
         let ids: Vec<VectorId> = vectors
             .iter()
             .enumerate()

@@ -45,7 +45,7 @@ use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Payload};
-use crate::idea::IdeaId;
+use crate::idea::{id_bits, id_text, IdeaId};
 use crate::rejection::{DeadLetter, Position, RejectReason};
 use crate::score::{Factors, Weights};
 use crate::views::{Change, ViewKey, ViewRow};
@@ -317,11 +317,6 @@ pub struct EmbeddedCorrection {
     pub embedding: std::sync::Arc<[f32]>,
 }
 
-struct KnownIdea {
-    first_seen: i64,
-    factors: Option<Factors>,
-}
-
 struct Pending {
     time: i64,
     event: Event,
@@ -332,10 +327,16 @@ pub struct FeedbackState {
     prior: Weights,
     weights: Weights,
     started: bool,
-    ideas: HashMap<IdeaId, KnownIdea, FixedState>,
+    /// Every idea ever seen (feedback may name an archived one) → its first
+    /// sighting. Keyed by the id's 128 bits: this grows with the stream, and
+    /// an id's text would cost a 64-byte string per archived idea besides.
+    ideas: HashMap<u128, i64, FixedState>,
+    /// Factors from [`IdeaFact::Scored`] facts, for a state given no
+    /// [`LatestFactors`] (the pipeline always gives one, so this stays empty).
+    scored: HashMap<u128, Factors, FixedState>,
     /// The id a signal's own content would have had → the idea it merged
     /// into (near-duplicates): a listing made from that text finds its idea.
-    aliases: HashMap<String, IdeaId>,
+    aliases: HashMap<u128, u128, FixedState>,
     /// (deadline, arrival) → event waiting for its idea.
     pending: BTreeMap<(i64, u64), Pending>,
     arrivals: u64,
@@ -365,7 +366,8 @@ impl FeedbackState {
             weights: prior.normalized(),
             started: false,
             ideas: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
-            aliases: HashMap::new(),
+            scored: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
+            aliases: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
             pending: BTreeMap::new(),
             arrivals: 0,
             dead_letters: 0,
@@ -535,21 +537,19 @@ impl FeedbackState {
         for f in facts {
             match f {
                 IdeaFact::Seen { id, first_seen } => {
-                    self.ideas
-                        .entry(id.clone())
-                        .or_insert(KnownIdea {
-                            first_seen: *first_seen,
-                            factors: None,
-                        })
-                        .first_seen = *first_seen;
+                    if let Some(id) = id_bits(id) {
+                        self.ideas.insert(id, *first_seen);
+                    }
                 }
                 IdeaFact::Scored { id, factors } => {
-                    if let Some(k) = self.ideas.get_mut(id) {
-                        k.factors = Some(*factors);
+                    if let Some(id) = id_bits(id).filter(|id| self.ideas.contains_key(id)) {
+                        self.scored.insert(id, *factors);
                     }
                 }
                 IdeaFact::Alias { own, idea } => {
-                    self.aliases.insert(own.clone(), idea.clone());
+                    if let (Some(own), Some(idea)) = (id_bits(own), id_bits(idea)) {
+                        self.aliases.insert(own, idea);
+                    }
                 }
             }
         }
@@ -606,13 +606,19 @@ impl FeedbackState {
 
     /// The idea an event's ideaId names: itself, or the idea its text merged into.
     fn resolve(&self, idea_id: &str) -> Option<String> {
-        if self.ideas.contains_key(idea_id) {
+        let bits = id_bits(idea_id)?;
+        if self.ideas.contains_key(&bits) {
             return Some(idea_id.to_owned());
         }
         self.aliases
-            .get(idea_id)
+            .get(&bits)
             .filter(|id| self.ideas.contains_key(*id))
-            .map(|id| id.to_string())
+            .map(|id| id_text(*id))
+    }
+
+    /// When an idea (named as [`FeedbackState::resolve`] names it) was first seen.
+    fn first_seen(&self, idea_id: &str) -> Option<i64> {
+        self.ideas.get(&id_bits(idea_id)?).copied()
     }
 
     fn apply_event(&mut self, p: Pending, out: &mut FeedbackOutput) {
@@ -628,12 +634,12 @@ impl FeedbackState {
                 };
                 self.hours.entry(arm.clone()).or_default();
                 if self.published.insert(arm.clone()) {
-                    if let Some(idea) = self.ideas.get(arm.idea_id.as_str()) {
+                    if let Some(first_seen) = self.first_seen(&arm.idea_id) {
                         let at = l.published_at.timestamp();
-                        let seconds = (at - idea.first_seen).max(0) as f64;
+                        let seconds = (at - first_seen).max(0) as f64;
                         out.changes
                             .push(Change::upsert(ViewRow::Publish(Box::new(PublishRow {
-                                first_seen: utc(idea.first_seen),
+                                first_seen: utc(first_seen),
                                 idea_id: arm.idea_id.clone(),
                                 marketplace: arm.marketplace.clone(),
                                 variant: arm.variant.clone(),
@@ -845,10 +851,10 @@ impl FeedbackState {
             let obs: Vec<Observation> = per_idea
                 .iter()
                 .filter_map(|(id, c)| {
-                    let known = self.ideas.get(*id)?;
+                    let bits = id_bits(id).filter(|b| self.ideas.contains_key(b))?;
                     let factors = match latest {
                         Some(latest) => latest.factors(id)?,
-                        None => known.factors?,
+                        None => *self.scored.get(&bits)?,
                     };
                     Some(Observation {
                         factors,

@@ -6,6 +6,12 @@ fn at(secs: i64) -> DateTime<Utc> {
     utc(1_727_740_800 + secs) // 2024-10-01T00:00:00Z, a day boundary
 }
 
+/// The idea id a test's short name stands for: feedback only knows ideas by
+/// their real ids (UUIDs), as the idea state names them.
+fn uid(name: &str) -> String {
+    crate::idea::idea_id(name).to_string()
+}
+
 fn t0() -> i64 {
     1_727_740_800
 }
@@ -14,7 +20,7 @@ fn feedback(secs: i64, idea: &str, variant: &str, impressions: u64, clicks: u64)
     Event {
         time: at(secs),
         payload: Payload::Feedback(FeedbackReceived {
-            idea_id: idea.into(),
+            idea_id: uid(idea),
             marketplace: "etsy".into(),
             variant: variant.into(),
             impressions,
@@ -31,7 +37,7 @@ fn listing(secs: i64, idea: &str, variant: &str) -> Event {
     Event {
         time: at(secs),
         payload: Payload::Listing(ListingPublished {
-            idea_id: idea.into(),
+            idea_id: uid(idea),
             marketplace: "etsy".into(),
             listing_id: format!("l-{idea}-{variant}"),
             variant: variant.into(),
@@ -42,7 +48,9 @@ fn listing(secs: i64, idea: &str, variant: &str) -> Event {
 }
 
 /// The idea state's changelog entries that make `id` known, first seen at `secs`.
-fn idea_seen(id: &str, secs: i64, factors: Factors) -> Vec<Change> {
+fn idea_seen(name: &str, secs: i64, factors: Factors) -> Vec<Change> {
+    let id = uid(name);
+    let id = id.as_str();
     let row = IdeaRow {
         id: id.into(),
         content_hash: String::new(),
@@ -62,7 +70,7 @@ fn idea_seen(id: &str, secs: i64, factors: Factors) -> Vec<Change> {
         last_seen: at(secs),
         peak_at: at(secs),
         status: crate::views::IdeaStatus::Active,
-        embedding: std::sync::Arc::from(vec![0.0f32; 4]),
+        embedding: vec![0.0f32; 4].into(),
     };
     vec![
         Change::upsert(ViewRow::Idea(Box::new(row))),
@@ -183,7 +191,7 @@ fn unknown_ideas_wait_then_revise_or_dead_letter() {
     });
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, RejectReason::UnknownIdea);
-    assert!(dead[0].raw.contains("ghost"), "{}", dead[0].raw);
+    assert!(dead[0].raw.contains(&uid("ghost")), "{}", dead[0].raw);
     assert_eq!(s.pending(), 0);
 }
 
@@ -275,7 +283,7 @@ fn ctr_follows_freshness() -> (Vec<Change>, Vec<Event>, Vec<(String, Factors)>) 
         known.extend(idea_seen(&id, 0, f));
         let clicks = (2000.0 * 0.05 * f.freshness) as u64;
         events.push(feedback(100, &id, "A", 2000, clicks));
-        factors.push((id, f));
+        factors.push((uid(&id), f));
     }
     (known, events, factors)
 }

@@ -42,7 +42,7 @@ use crate::centroid::{CentroidSlot, CentroidWindow};
 use crate::dedupe::{LshParams, NearIndex, RotatingBloom, VectorId};
 use crate::distinct::DistinctCounts;
 use crate::engagement_stats::EngagementStats;
-use crate::idea::{idea_id, IdeaId};
+use crate::idea::{id_bits, idea_id, IdeaId};
 use crate::score::{self, Factors, ScoringParams, Weights};
 use crate::topic_counts::TopicCounts;
 use crate::views::{
@@ -867,15 +867,6 @@ impl IdeaState {
             );
         }
     }
-}
-
-/// An idea id's 128 bits (`None` for text that is no idea id). Only the form
-/// ids are written in (hyphenated, lowercase) counts, as it does for live ideas.
-fn id_bits(id: &str) -> Option<u128> {
-    if id.len() != 36 || id.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    uuid::Uuid::parse_str(id).ok().map(|u| u.as_u128())
 }
 
 fn row_key(row: &SignalRow) -> ViewKey {

@@ -3,14 +3,13 @@
 //! in the idea state, so the expensive parts (NFKC normalization, 640
 //! projections, anchor similarities) scale with the workers.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{nearest, Anchor, Classifier};
 use crate::content_hash::content_hash_bytes;
 use crate::dedupe::LshIndex;
 use crate::score::{engagement_rate, ScoringParams};
+use crate::shared_embedding::SharedEmbedding;
 use crate::{Signal, EMBEDDING_DIM};
 
 /// What ideas are labelled with: the category anchors (niches) and the seed's
@@ -24,7 +23,7 @@ pub struct Labels {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PreparedSignal {
     pub signal: Signal,
-    pub embedding: Arc<[f32]>,
+    pub embedding: SharedEmbedding,
     pub hash: [u8; 16],
     pub signatures: Vec<u32>,
     pub category: Option<(String, f32)>,
@@ -55,7 +54,7 @@ pub fn prepare(
     labels: &Labels,
     scoring: &ScoringParams,
 ) -> PreparedSignal {
-    let embedding: Arc<[f32]> = signal
+    let embedding: SharedEmbedding = signal
         .embedding
         .take()
         .filter(|e| e.len() == EMBEDDING_DIM)

@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -252,7 +253,15 @@ async fn ideas_top(
     Ok(Json(json!({"category": category, "ideas": ideas})))
 }
 
-async fn idea(State(s): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn idea(
+    State(s): State<Shared>,
+    // Taken as a Result: axum's own rejection (an id that is not UTF-8) is
+    // plain text, and every error here answers in the envelope.
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Ok(Path(id)) = id else {
+        return Err(ApiError::invalid("id", "id must be an idea UUID"));
+    };
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(ApiError::invalid("id", "id must be an idea UUID"));
     }
