@@ -32,3 +32,20 @@ pub fn id_text(bits: u128) -> String {
 pub fn idea_id(content_hash: &str) -> Uuid {
     Uuid::new_v5(&IDEA_NAMESPACE, content_hash.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_bits_and_id_text_round_trip_the_written_form_only() {
+        let id = idea_id("0123456789abcdef0123456789abcdef").to_string();
+        let bits = id_bits(&id).expect("an idea id");
+        assert_eq!(id_text(bits), id);
+        // Other spellings of the same UUID are not the id as written: maps
+        // keyed by the bits match exactly what maps keyed by the text did.
+        assert_eq!(id_bits(&id.to_uppercase()), None);
+        assert_eq!(id_bits(&id.replace('-', "")), None);
+        assert_eq!(id_bits("not an id"), None);
+    }
+}
