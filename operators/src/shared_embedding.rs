@@ -4,7 +4,7 @@
 //!
 //! Why not `Arc<[f32]>`: its two counters sit in the same allocation as the
 //! floats, so a 384-d vector asks for 1,552 bytes, and size-class allocators
-//! (mimalloc, jemalloc, glibc's bins alike) round that up to 1,792: 240
+//! (mimalloc, our global allocator, and jemalloc alike) round that up to 1,792: 240
 //! bytes, 15%, lost on every live vector, which is most of the idea state's
 //! memory. Here the floats are a boxed slice of exactly 1,536 bytes (a size
 //! class of its own) and the counters a separate 32-byte allocation: 224
@@ -33,22 +33,10 @@ impl Deref for SharedEmbedding {
     }
 }
 
-impl AsRef<[f32]> for SharedEmbedding {
-    fn as_ref(&self) -> &[f32] {
-        &self.0
-    }
-}
-
 impl From<Vec<f32>> for SharedEmbedding {
     /// Takes the vector's buffer (no copy when it has no spare capacity).
     fn from(v: Vec<f32>) -> Self {
         SharedEmbedding(Arc::new(v.into_boxed_slice()))
-    }
-}
-
-impl From<&[f32]> for SharedEmbedding {
-    fn from(v: &[f32]) -> Self {
-        SharedEmbedding(Arc::new(v.into()))
     }
 }
 
