@@ -17,12 +17,21 @@ fn generate_and_replay(
     seed: &str,
     start: &str,
 ) -> std::path::PathBuf {
+    let input = generate(dir, signals, seed, start);
+    replay(dir, &input)
+}
+
+fn generate(dir: &std::path::Path, signals: &str, seed: &str, start: &str) -> std::path::PathBuf {
     let input = dir.join("in.jsonl");
     ok(ideaflow()
         .args(["gen", "--signals", signals, "--seed", seed, "--days", "3"])
         .args(["--start", start])
         .arg("--out")
         .arg(&input));
+    input
+}
+
+fn replay(dir: &std::path::Path, input: &std::path::Path) -> std::path::PathBuf {
     let out = dir.join("out");
     ok(ideaflow()
         .args(["replay", "-w", "2", "--input"])
@@ -182,5 +191,172 @@ fn views_hold_centroids_topics_and_distinct_counts() {
     assert!(
         (estimated as f64 - n).abs() / n < 0.05,
         "{estimated} vs {n}"
+    );
+}
+
+fn unix(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+        .unwrap()
+        .timestamp()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn cos64(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// Engagement, novelty and community fit recomputed from the other views of
+/// `replay --out`, independently of the engine: the 7-day median and MAD of
+/// the source's signal rates as of the last tick, the category centroid
+/// without the idea itself, the community centroid and the share of the
+/// idea's topics among its category's 20 most frequent.
+#[test]
+fn engagement_novelty_and_community_fit_follow_the_formulas() {
+    const WEEK: i64 = 7 * 86_400;
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "500", "31", "2024-10-01T00:00:00Z");
+    // One more signal two hours after the last: its epoch ticks, so every
+    // active idea is re-scored against the final centroids and statistics.
+    // No topics: the top topics, like the rate statistics, are those of the
+    // tick, and this signal comes after it.
+    let text = std::fs::read_to_string(&input).unwrap();
+    let mut last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let end = text
+        .lines()
+        .map(|l| unix(&serde_json::from_str::<Value>(l).unwrap()["captured_at"]))
+        .max()
+        .unwrap();
+    let tail = chrono::DateTime::from_timestamp(end + 7_200, 0).unwrap();
+    last["id"] = "tail".into();
+    last["content"] = "A closing note about lighthouses at dusk".into();
+    last["captured_at"] = tail.to_rfc3339().into();
+    last["published_at"] = Value::Null;
+    last["topics"] = Value::Array(Vec::new());
+    std::fs::write(&input, format!("{text}{last}\n")).unwrap();
+    let out = replay(dir.path(), &input);
+
+    let ideas = read_jsonl(&out.join("ideas.jsonl"));
+    let signals = read_jsonl(&out.join("signals.jsonl"));
+    let centroids = read_jsonl(&out.join("centroids.jsonl"));
+    let topics = read_jsonl(&out.join("topic_counts.jsonl"));
+    let watermark = ideas.iter().map(|i| unix(&i["scored_at"])).max().unwrap();
+    let tick = watermark.div_euclid(3_600) * 3_600;
+
+    let mut rates: HashMap<&str, Vec<f64>> = HashMap::new();
+    for s in &signals {
+        let t = unix(&s["captured_at"]);
+        if t > tick - WEEK && t <= tick {
+            let rates = rates.entry(s["source"].as_str().unwrap()).or_default();
+            rates.push(s["engagement_rate"].as_f64().unwrap());
+        }
+    }
+    let stats: HashMap<&str, (f64, f64)> = rates
+        .into_iter()
+        .map(|(source, r)| {
+            let m = median(r.clone());
+            (
+                source,
+                (m, median(r.iter().map(|x| (x - m).abs()).collect())),
+            )
+        })
+        .collect();
+    let centroid = |kind: &str, key: &Value| {
+        centroids
+            .iter()
+            .find(|c| c["kind"] == kind && c["key"] == *key)
+            .map(|c| {
+                let n = c["n"].as_u64().unwrap() as f64;
+                let sum: Vec<f64> = floats(&c["embedding"])
+                    .iter()
+                    .map(|x| f64::from(*x) * n)
+                    .collect();
+                (sum, n)
+            })
+    };
+    let mut top: HashMap<&str, Vec<(u64, &str)>> = HashMap::new();
+    for t in &topics {
+        let category = top.entry(t["category"].as_str().unwrap()).or_default();
+        category.push((t["count"].as_u64().unwrap(), t["topic"].as_str().unwrap()));
+    }
+    for category in top.values_mut() {
+        category.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        category.truncate(20);
+    }
+
+    let mut checked = 0;
+    for i in ideas
+        .iter()
+        .filter(|i| i["status"] == "active" && unix(&i["scored_at"]) == watermark)
+    {
+        checked += 1;
+        let f = &i["factors"];
+        let e: Vec<f64> = floats(&i["embedding"]).into_iter().map(f64::from).collect();
+
+        let (m, mad) = stats[i["source"].as_str().unwrap()];
+        let z = (i["engagement_rate"].as_f64().unwrap() - m) / (1.4826 * mad + 1e-9);
+        let engagement = 1.0 / (1.0 + (-z).exp());
+        let got = f["engagement"].as_f64().unwrap();
+        assert!(
+            (got - engagement).abs() < 1e-9,
+            "engagement {got} vs {engagement}: {i}"
+        );
+
+        let mut novelty = 1.0;
+        if let Some((mut sum, n)) = centroid("category", &i["category"]) {
+            let member = unix(&i["first_seen"]) > tick - WEEK;
+            if member {
+                sum.iter_mut().zip(&e).for_each(|(s, x)| *s -= x);
+            }
+            if n - f64::from(u8::from(member)) > 0.0 {
+                novelty = (1.0 - cos64(&e, &sum)).clamp(0.0, 1.0);
+            }
+        }
+        let got = f["novelty"].as_f64().unwrap();
+        assert!(
+            (got - novelty).abs() < 1e-4,
+            "novelty {got} vs {novelty}: {i}"
+        );
+
+        let fit = centroid("community", &i["community"]).map(|(sum, _)| cos64(&e, &sum).max(0.0));
+        let idea_topics: Vec<&str> = i["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        let category_top = top
+            .get(i["category"].as_str().unwrap_or(""))
+            .cloned()
+            .unwrap_or_default();
+        let cohesion = if idea_topics.is_empty() {
+            0.0
+        } else {
+            let shared = idea_topics
+                .iter()
+                .filter(|t| category_top.iter().any(|(_, top)| top == *t))
+                .count();
+            shared as f64 / idea_topics.len() as f64
+        };
+        let community_fit = (fit.unwrap_or(0.0) + cohesion) / 2.0;
+        let got = f["community_fit"].as_f64().unwrap();
+        assert!(
+            (got - community_fit).abs() < 1e-4,
+            "community fit {got} vs {community_fit}: {i}"
+        );
+    }
+    assert!(
+        checked > 100,
+        "only {checked} ideas scored at the last tick"
     );
 }

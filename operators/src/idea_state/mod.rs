@@ -530,6 +530,13 @@ impl IdeaState {
         best.map(|(slot, sim, _, _)| (slot, sim))
     }
 
+    /// Whether an idea first seen at `first_seen` is in the centroids'
+    /// window: windows slide only on ticks, so this follows from the last one.
+    fn in_window(&self, first_seen: i64) -> bool {
+        self.last_tick
+            .is_none_or(|t| first_seen > t - self.windows.window_secs)
+    }
+
     fn category_name(&mut self, category: &str) -> Arc<str> {
         if let Some(name) = self.category_names.get(category) {
             return name.clone();
@@ -576,7 +583,7 @@ impl IdeaState {
             row,
             hashes: vec![s.hash],
             vectors: Vec::with_capacity(1),
-            first_seen: time,
+            first_seen,
             last_seen: time,
             peak: sig.peak_time().timestamp(),
             earliest_published: sig.published_at.map(|p| p.timestamp()),
@@ -588,14 +595,22 @@ impl IdeaState {
             community_centroid: None,
         });
         self.refresh_derived(&mut idea);
+        // An idea is in the centroids from its first sighting for a window:
+        // one resumed after that (archived, then seen again) is not added
+        // back, so the centroids agree with the `first_seen` the views show.
+        let in_window = self.in_window(first_seen);
         if let Some(c) = &idea.row.category {
-            self.categories
-                .insert(c, id.clone(), idea.first_seen, s.embedding.clone());
+            if in_window {
+                self.categories
+                    .insert(c, id.clone(), first_seen, s.embedding.clone());
+            }
             idea.category_centroid = Some(self.categories.acquire(c));
         }
         if let Some(c) = &idea.row.community {
-            self.communities
-                .insert(c, id.clone(), idea.first_seen, s.embedding.clone());
+            if in_window {
+                self.communities
+                    .insert(c, id.clone(), first_seen, s.embedding.clone());
+            }
             idea.community_centroid = Some(self.communities.acquire(c));
         }
         let slot = match self.free.pop() {
@@ -777,11 +792,7 @@ impl IdeaState {
         let freshness = score::freshness(hours, p);
         let stats = self.rates.cached(row.source);
         let engagement = score::engagement(row.engagement_rate, stats.median, stats.mad, p);
-        // Windows slide only on ticks, so whether the idea is still in its
-        // category's centroid follows from the last tick.
-        let in_window = self
-            .last_tick
-            .is_none_or(|t| idea.first_seen > t - self.windows.window_secs);
+        let in_window = self.in_window(idea.first_seen);
         let (to_category, to_community) = crate::centroid::cosines_with_norm(
             &row.embedding,
             idea.norm2,

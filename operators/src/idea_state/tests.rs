@@ -188,6 +188,57 @@ fn stale_ideas_are_archived_and_resume() {
     assert_eq!(signal_row(&views, "3").dedupe, DedupeKind::New);
 }
 
+/// An idea archived twice keeps its first sighting, and once resumed it is
+/// not a member of the centroids again: they hold the ideas whose
+/// `first_seen` (as the views show it) is in the window.
+#[test]
+fn resumed_ideas_keep_their_first_sighting_and_stay_out_of_the_centroids() {
+    let week = 7 * 24 * 60;
+    let cat = unit(1);
+    let signals = vec![
+        signal("1", 0, "Cat in a hat", cat.clone()),
+        signal("2", week + 120, "Cat in a hat", cat.clone()),
+        signal("3", 2 * week + 240, "Dog in a hat", unit(5)),
+        signal("4", 2 * week + 300, "Cat in a hat", cat.clone()),
+    ];
+    let (views, stats) = run(&signals, 60);
+    assert_eq!(stats.archived, 2, "{stats:?}");
+    let idea = views.ideas().find(|i| i.content == "Cat in a hat").unwrap();
+    assert_eq!(idea.signal_count, 3);
+    assert_eq!(idea.first_seen, signals[0].captured_at);
+    let dog = views.ideas().find(|i| i.content == "Dog in a hat").unwrap();
+    assert_eq!(idea.category, dog.category, "one centroid holds both");
+    let key = ViewKey::Centroid(
+        CentroidKind::Category,
+        idea.category.as_deref().unwrap().into(),
+    );
+    match views.get(&key) {
+        Some(ViewRow::Centroid(c)) => {
+            assert_eq!(c.n, 1, "only the dog was first seen in the window");
+            let dot: f64 = c
+                .embedding
+                .iter()
+                .zip(&unit(5))
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
+            assert!(dot > 0.999_999, "the centroid is the dog: {dot}");
+        }
+        other => panic!("no centroid: {other:?}"),
+    }
+    // Not in the centroid, so nothing of it to take out: its novelty is
+    // against the dog alone.
+    let novelty = views.score(&idea.id).unwrap().factors.novelty;
+    let cos: f64 = cat
+        .iter()
+        .zip(&unit(5))
+        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+        .sum();
+    assert!(
+        (novelty - (1.0 - cos).clamp(0.0, 1.0)).abs() < 1e-5,
+        "{novelty}"
+    );
+}
+
 #[test]
 fn arrival_order_does_not_matter() {
     let base = unit(1);
