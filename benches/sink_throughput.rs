@@ -3,7 +3,7 @@
 //! same process, on the same tables, in the same run: only ratios matter.
 //!
 //! Measured:
-//! - new ideas/s into `ideas`, whose HNSW index must take in every vector;
+//! - new ideas/s into `idea_rows`, whose HNSW index must take in every vector;
 //!   with the index, without it, and without it followed by building it (a
 //!   bulk replay's option);
 //! - score updates/s for existing ideas (`idea_scores`, apart from the vectors);
@@ -132,7 +132,7 @@ mod naive {
     pub async fn insert_ideas(pool: &PgPool, rows: &[IdeaRow]) -> sqlx::Result<()> {
         for i in rows {
             sqlx::query(
-                "INSERT INTO ideas (id, content_hash, title, source, category, \
+                "INSERT INTO idea_rows (id, content_hash, title, source, category, \
                  category_similarity, anchor_class, community, locale, topics, embedding, \
                  signal_count, near_duplicates, views, likes, comments, shares, engagement_rate, \
                  status, first_seen, last_seen, peak_at) VALUES ($1::uuid, $2, $3, $4, $5, $6, \
@@ -237,7 +237,7 @@ async fn set_index(pool: &PgPool, on: bool) -> Result<f64> {
     let started = Instant::now();
     if on {
         sqlx::query(
-            "CREATE INDEX IF NOT EXISTS ideas_embedding ON ideas USING hnsw (embedding vector_cosine_ops)",
+            "CREATE INDEX IF NOT EXISTS ideas_embedding ON idea_rows USING hnsw (embedding vector_cosine_ops)",
         )
         .execute(pool)
         .await?;

@@ -21,6 +21,6 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ideaflow"
 "$BIN" validate --config config/ideaflow.toml
 echo "[demo] running the pipeline on the sample stream; then serving the API and dashboard"
 echo "[demo]   dashboard: http://127.0.0.1:8088/   API: http://127.0.0.1:8088/api/v1/openapi.json"
-echo "[demo]   views: psql \"$IDEAFLOW_POSTGRES_URL\" -c 'SELECT title, score FROM ideaflow.ideas_scored ORDER BY score DESC LIMIT 5'"
+echo "[demo]   views: psql \"$IDEAFLOW_POSTGRES_URL\" -c 'SELECT title, score FROM ideaflow.ideas ORDER BY score DESC LIMIT 5'"
 echo "[demo]   (pass --exit-at-end to stop when the input is done; Ctrl-C stops serving)"
 exec "$BIN" run --config config/ideaflow.toml "$@"

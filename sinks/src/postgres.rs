@@ -80,7 +80,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), PostgresError> {
 
 /// The HNSW index over ideas' embeddings, as migration 0001 creates it.
 const VECTOR_INDEX: &str =
-    "CREATE INDEX IF NOT EXISTS ideas_embedding ON ideas USING hnsw (embedding vector_cosine_ops)";
+    "CREATE INDEX IF NOT EXISTS ideas_embedding ON idea_rows USING hnsw (embedding vector_cosine_ops)";
 
 /// Drops the vector index of `schema` before a bulk load. Each insert into a
 /// live HNSW index walks the graph (~3–5 ms a new idea here); building the
@@ -120,7 +120,7 @@ pub async fn build_vector_index(pool: &PgPool, memory: &str) -> Result<(), Postg
 /// Empties every view (a replay starts from nothing).
 pub async fn truncate(pool: &PgPool) -> Result<(), PostgresError> {
     pool.execute(
-        "TRUNCATE signals, ideas, idea_scores, centroids, topic_counts, distinct_counts, \
+        "TRUNCATE signals, idea_rows, idea_scores, centroids, topic_counts, distinct_counts, \
          dead_letters, pipeline_progress, feedback_windows, ab_results, allocations, \
          weights_history, publish_latencies, sla_alerts, anchors_history",
     )
@@ -435,7 +435,7 @@ async fn write_feedback(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> 
 
 async fn write_ideas(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sqlx::Result<()> {
     if !b.idea_deletes.is_empty() {
-        sqlx::query("DELETE FROM ideas WHERE id = ANY($1::text[]::uuid[])")
+        sqlx::query("DELETE FROM idea_rows WHERE id = ANY($1::text[]::uuid[])")
             .bind(&b.idea_deletes)
             .execute(&mut **tx)
             .await?;
@@ -454,7 +454,7 @@ async fn write_ideas(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sql
         .collect();
     let embeddings: Vec<pgvector::Vector> = r.iter().map(|i| vector_param(&i.embedding)).collect();
     sqlx::query(
-        "INSERT INTO ideas (id, content_hash, title, source, category, category_similarity, \
+        "INSERT INTO idea_rows (id, content_hash, title, source, category, category_similarity, \
            anchor_class, community, locale, topics, embedding, signal_count, near_duplicates, \
            views, likes, comments, shares, engagement_rate, status, first_seen, last_seen, \
            peak_at, updated_at) \

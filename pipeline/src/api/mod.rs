@@ -238,7 +238,7 @@ async fn ideas_top(
         }
     }
     let sql = format!(
-        "SELECT {IDEA_COLUMNS} FROM ideas_scored WHERE status = 'active' \
+        "SELECT {IDEA_COLUMNS} FROM ideas WHERE status = 'active' \
          AND ($1::text IS NULL OR category = $1) AND score IS NOT NULL \
          ORDER BY score DESC, id LIMIT $2"
     );
@@ -265,7 +265,7 @@ async fn idea(
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(ApiError::invalid("id", "id must be an idea UUID"));
     }
-    let sql = format!("SELECT {IDEA_COLUMNS} FROM ideas_scored WHERE id = $1::uuid");
+    let sql = format!("SELECT {IDEA_COLUMNS} FROM ideas WHERE id = $1::uuid");
     let row = sqlx::query(&sql).bind(&id).fetch_optional(&s.pool).await?;
     count(&s, "idea", 200);
     match row {
@@ -394,7 +394,7 @@ async fn search(
     let query_vector = ideaflow_sinks::postgres::vector_param(&vector[0]);
     let sql = format!(
         "SELECT {IDEA_COLUMNS}, 1 - (embedding <=> $1::vector) AS similarity \
-         FROM ideas_scored ORDER BY embedding <=> $1::vector LIMIT $2"
+         FROM ideas ORDER BY embedding <=> $1::vector LIMIT $2"
     );
     let rows = sqlx::query(&sql)
         .bind(query_vector)

@@ -59,10 +59,10 @@ pub fn run(args: VerifyArgs) -> Result<()> {
     let rows: Vec<(String, Option<String>, String, Option<f64>)> = runtime.block_on(async {
         let pool = ideaflow_sinks::postgres::connect(&config.postgres.url, &config.postgres.schema)
             .await?;
-        let rows = sqlx::query_as("SELECT id::text, category, status, score FROM ideas_scored")
+        let rows = sqlx::query_as("SELECT id::text, category, status, score FROM ideas")
             .fetch_all(&pool)
             .await
-            .context("reading ideas_scored: run `ideaflow replay --materialize` first")?;
+            .context("reading ideas: run `ideaflow replay --materialize` first")?;
         anyhow::Ok(rows)
     })?;
     let in_pg: BTreeMap<String, Expected> = rows
