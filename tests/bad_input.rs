@@ -214,3 +214,50 @@ fn events_behind_the_watermark_are_dead_lettered_as_late() {
     assert_eq!(dead[0]["reason"], "late");
     assert_eq!(dead[0]["position"]["line"], 4);
 }
+
+/// One record stamped centuries ahead is refused (`future_time`) instead of
+/// moving the watermark past every record after it; a byte order mark at the
+/// start of the file is not a malformed record.
+#[test]
+fn a_far_future_event_is_dead_lettered_and_later_ones_are_not_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let sig = |id: &str, t: &str| {
+        format!(
+            r#"{{"id":"{id}","source":"webhook","captured_at":"{t}","content":"signal {id}","embedding":[{}]}}"#,
+            vec!["0.05"; 384].join(",")
+        )
+    };
+    let lines = [
+        format!("\u{feff}{}", sig("a", "2024-10-01T10:00:00Z")),
+        sig("b", "2999-10-01T10:10:00Z"),
+        sig("c", "2024-10-01T10:20:00Z"),
+        sig("d", "2024-10-01T10:30:00Z"),
+    ];
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+    ok(ideaflow_run()
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--dead-letter")
+        .arg(&dead));
+    let ids: Vec<String> = read_jsonl(&out)
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["a", "c", "d"]);
+    let dead = read_jsonl(&dead);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["reason"], "future_time");
+    assert_eq!(dead[0]["position"]["line"], 2);
+    assert!(
+        dead[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_future_secs"),
+        "{}",
+        dead[0]
+    );
+}

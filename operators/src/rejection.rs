@@ -20,12 +20,15 @@ pub enum RejectReason {
     UnknownEventType,
     /// Event time behind the watermark: the window it belongs to is closed.
     Late,
+    /// Event time too far ahead of the wall clock: admitted, it would move
+    /// the watermark past every record that follows.
+    FutureTime,
     /// A feedback or listing event whose idea never appeared within the wait.
     UnknownIdea,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::LineTooLong,
         RejectReason::InvalidUtf8,
         RejectReason::MalformedJson,
@@ -38,6 +41,7 @@ impl RejectReason {
         RejectReason::InvalidValue,
         RejectReason::UnknownEventType,
         RejectReason::Late,
+        RejectReason::FutureTime,
         RejectReason::UnknownIdea,
     ];
 
@@ -55,6 +59,7 @@ impl RejectReason {
             RejectReason::InvalidValue => "invalid_value",
             RejectReason::UnknownEventType => "unknown_event_type",
             RejectReason::Late => "late",
+            RejectReason::FutureTime => "future_time",
             RejectReason::UnknownIdea => "unknown_idea",
         }
     }

@@ -88,6 +88,8 @@ pub struct PipelineConfig {
     pub epoch_secs: u64,
     /// How far behind the largest event time seen an event may arrive.
     pub allowed_lateness_secs: u64,
+    /// How far ahead of the wall clock an event time may be (0: no limit).
+    pub max_future_secs: u64,
     /// `max`, or a real-time multiplier such as `60`.
     pub speed: String,
     /// Input JSONL files (plain or .gz), replayed in order.
@@ -100,12 +102,23 @@ pub struct PipelineConfig {
     pub max_in_flight: usize,
 }
 
+impl PipelineConfig {
+    /// `max_future_secs` as the source takes it: `None` when 0 (no limit);
+    /// capped at a thousand years, which is no limit either.
+    pub fn max_future(&self) -> Option<chrono::Duration> {
+        const CAP: u64 = 1_000 * 366 * 86_400;
+        (self.max_future_secs > 0)
+            .then(|| chrono::Duration::seconds(self.max_future_secs.min(CAP) as i64))
+    }
+}
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             workers: 1,
             epoch_secs: 60,
             allowed_lateness_secs: 3600,
+            max_future_secs: 86_400,
             speed: "max".into(),
             inputs: vec![PathBuf::from("config/sample/signals.jsonl")],
             output: PathBuf::from("out/run/signals.jsonl"),

@@ -37,7 +37,8 @@ pub fn replay_into(
         inputs,
         Duration::seconds(config.pipeline.allowed_lateness_secs as i64),
         speed,
-    )?;
+    )?
+    .with_max_future(config.pipeline.max_future());
     let (model, mut embedder) = ModelSource::open(&config.model)?;
     let core = Arc::new(CoreSetup::build(config, &mut embedder)?);
     drop(embedder);

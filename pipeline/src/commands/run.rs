@@ -48,7 +48,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         config.pipeline.inputs.clone(),
         Duration::seconds(config.pipeline.allowed_lateness_secs as i64),
         speed,
-    )?;
+    )?
+    .with_max_future(config.pipeline.max_future());
     // Fail before starting workers if the model is missing or broken.
     let (model, mut embedder) = ModelSource::open(&config.model)?;
     let core = Arc::new(CoreSetup::build(&config, &mut embedder)?);

@@ -1,6 +1,7 @@
 //! The replay source: JSONL files (plain or gzip) read one after another as a
 //! stream in event time. Every line becomes either a validated [`Event`] or a
-//! [`DeadLetter`]; events behind the watermark are dead-lettered as `late`.
+//! [`DeadLetter`]; events behind the watermark are dead-lettered as `late`,
+//! and events too far ahead of the wall clock as `future_time`.
 
 mod line_reader;
 mod pacer;
@@ -76,9 +77,14 @@ pub struct ReplaySource {
     next_file: usize,
     current: Option<(String, LineReader<Box<dyn BufRead + Send>>)>,
     watermark: Watermark,
+    /// How far ahead of the wall clock an event time may be (`None`: any).
+    max_future: Option<Duration>,
     progress: ByteProgress,
     pacer: Pacer,
 }
+
+/// The UTF-8 byte order mark some tools write at the start of a file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl ReplaySource {
     /// Opens nothing yet but checks that every file exists, so a typo fails fast.
@@ -100,12 +106,23 @@ impl ReplaySource {
             next_file: 0,
             current: None,
             watermark: Watermark::new(allowed_lateness),
+            max_future: None,
             progress: ByteProgress {
                 read: Arc::default(),
                 total,
             },
             pacer: Pacer::new(speed),
         })
+    }
+
+    /// Dead-letters events whose time is more than `limit` ahead of the wall
+    /// clock when read (`None`: no limit). One record stamped years ahead (a
+    /// producer writing milliseconds where seconds belong, a typo in the
+    /// year) would otherwise move the watermark past every record after it.
+    /// Historical replays are untouched: their events are in the past.
+    pub fn with_max_future(mut self, limit: Option<Duration>) -> Self {
+        self.max_future = limit;
+        self
     }
 
     pub fn progress(&self) -> ByteProgress {
@@ -183,8 +200,11 @@ impl ReplaySource {
                     ideaflow_operators::validate::MAX_LINE_BYTES
                 ),
             )),
+            // A byte order mark opens the file, not the record.
+            None if raw.line == 1 => parse_line(raw.bytes.strip_prefix(BOM).unwrap_or(&raw.bytes)),
             None => parse_line(&raw.bytes),
         };
+        let result = result.and_then(|event| self.ahead_of_the_clock(event));
         let result = result.and_then(|event| match self.watermark.observe(event.time) {
             Ok(()) => Ok(event),
             Err(late) => Err(Rejection::new(
@@ -209,6 +229,31 @@ impl ReplaySource {
                 raw: String::from_utf8_lossy(&raw.bytes).into_owned(),
             }),
         }
+    }
+}
+
+impl ReplaySource {
+    fn ahead_of_the_clock(&self, event: Event) -> Result<Event, Rejection> {
+        let Some(limit) = self.max_future else {
+            return Ok(event);
+        };
+        let now = Utc::now();
+        if now
+            .checked_add_signed(limit)
+            .is_none_or(|horizon| event.time <= horizon)
+        {
+            return Ok(event);
+        }
+        Err(Rejection::new(
+            RejectReason::FutureTime,
+            format!(
+                "event time {} is {}s ahead of the clock ({}), more than pipeline.max_future_secs = {}; fix the producer's timestamps (seconds, not milliseconds?) or raise the limit",
+                event.time.to_rfc3339(),
+                (event.time - now).num_seconds(),
+                now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                limit.num_seconds()
+            ),
+        ))
     }
 }
 
