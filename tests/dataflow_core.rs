@@ -35,7 +35,7 @@ fn replay(dir: &std::path::Path, input: &std::path::Path) -> std::path::PathBuf 
     let out = dir.join("out");
     ok(ideaflow()
         .args(["replay", "-w", "2", "--input"])
-        .arg(&input)
+        .arg(input)
         .arg("--out")
         .arg(&out));
     out
