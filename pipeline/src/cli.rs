@@ -26,7 +26,16 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the pipeline: replay -> validate -> embed -> JSONL sink, until the input ends.
+    /// Run the pipeline: inputs -> validate -> embed -> dedupe, classify, score -> Postgres, Redis, HTTP API and dashboard.
+    ///
+    /// The inputs (pipeline.inputs or --input) are read as one stream in event
+    /// time. Every completed epoch is materialized into Postgres/pgvector and
+    /// Redis in one transaction each; at start the views are rebuilt from the
+    /// inputs, since they are a deterministic function of them, so a restart
+    /// loses nothing. Embedded signals go to pipeline.output, refused lines to
+    /// the dead-letter file with a reason. The HTTP API, the dashboard,
+    /// /metrics and /health serve on api.listen until Ctrl-C, or, with
+    /// --exit-at-end, until bounded inputs end.
     Run(RunArgs),
     /// Replay streams and write the final state of every view, sorted by key (for analysts and diffs).
     Replay(ReplayArgs),
