@@ -118,7 +118,7 @@ impl Default for PipelineConfig {
             workers: 1,
             epoch_secs: 60,
             allowed_lateness_secs: 3600,
-            max_future_secs: 86_400,
+            max_future_secs: 31_536_000,
             speed: "max".into(),
             inputs: vec![PathBuf::from("config/sample/signals.jsonl")],
             output: PathBuf::from("out/run/signals.jsonl"),

@@ -116,10 +116,10 @@ impl ReplaySource {
     }
 
     /// Dead-letters events whose time is more than `limit` ahead of the wall
-    /// clock when read (`None`: no limit). One record stamped years ahead (a
-    /// producer writing milliseconds where seconds belong, a typo in the
-    /// year) would otherwise move the watermark past every record after it.
-    /// Historical replays are untouched: their events are in the past.
+    /// clock when read (`None`: no limit). One record stamped centuries ahead
+    /// (a typo in the year, a producer's sentinel date) would otherwise move
+    /// the watermark past every record after it. Historical replays are
+    /// untouched: their events are in the past.
     pub fn with_max_future(mut self, limit: Option<Duration>) -> Self {
         self.max_future = limit;
         self
@@ -247,7 +247,7 @@ impl ReplaySource {
         Err(Rejection::new(
             RejectReason::FutureTime,
             format!(
-                "event time {} is {}s ahead of the clock ({}), more than pipeline.max_future_secs = {}; fix the producer's timestamps (seconds, not milliseconds?) or raise the limit",
+                "event time {} is {}s ahead of the clock ({}), more than pipeline.max_future_secs = {}; fix the producer's timestamps or raise the limit",
                 event.time.to_rfc3339(),
                 (event.time - now).num_seconds(),
                 now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
