@@ -439,3 +439,51 @@ fn a_streamed_redis_transaction_reports_errors_and_stays_in_step() {
     doomed.push(format!("{ns}:s"));
     let _: () = conn.del(doomed).unwrap();
 }
+
+/// A reader holding `idea_rows` while it waits for `signals` deadlocks with
+/// the TRUNCATE a replay starts with (which locks `signals` first).
+/// PostgreSQL aborts the TRUNCATE, the one that waited first; it is tried
+/// again once the reader is done, and the views end up empty.
+#[test]
+fn emptying_the_views_survives_a_deadlock_with_a_reader() {
+    use ideaflow_sinks::postgres;
+    use sqlx::Executor;
+    let url = std::env::var("IDEAFLOW_TEST_POSTGRES_URL")
+        .expect("IDEAFLOW_TEST_POSTGRES_URL is unset: run scripts/test.sh");
+    let ns = namespace("deadlock");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let pool = postgres::connect(&url, &ns).await.unwrap();
+        postgres::migrate(&pool).await.unwrap();
+        pool.execute("INSERT INTO dead_letters (raw, reason, message) VALUES ('{}', 'late', 'x')")
+            .await
+            .unwrap();
+        let mut reader = pool.begin().await.unwrap();
+        reader
+            .execute("SELECT count(*) FROM idea_rows")
+            .await
+            .unwrap();
+        let writer = tokio::spawn({
+            let pool = pool.clone();
+            async move { postgres::truncate(&pool).await }
+        });
+        // The TRUNCATE now holds `signals` and waits for `idea_rows`.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let reading = tokio::spawn(async move {
+            let r = reader.execute("SELECT count(*) FROM signals").await;
+            reader.commit().await.unwrap();
+            r
+        });
+        let (written, read) = (writer.await.unwrap(), reading.await.unwrap());
+        assert!(read.is_ok(), "the reader was the one aborted: {read:?}");
+        written.expect("the TRUNCATE is tried again after the deadlock");
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "the views were emptied");
+        pool.execute(format!("DROP SCHEMA {ns} CASCADE").as_str())
+            .await
+            .unwrap();
+    });
+}

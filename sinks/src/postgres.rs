@@ -118,14 +118,43 @@ pub async fn build_vector_index(pool: &PgPool, memory: &str) -> Result<(), Postg
 }
 
 /// Empties every view (a replay starts from nothing).
+///
+/// TRUNCATE locks its tables one after another, and a reader's query does
+/// too, in its own order: a dashboard reading several views while a replay
+/// starts can deadlock with it, and PostgreSQL then aborts one of the two.
+/// When that is the TRUNCATE, it is tried again (nothing was emptied).
 pub async fn truncate(pool: &PgPool) -> Result<(), PostgresError> {
-    pool.execute(
-        "TRUNCATE signals, idea_rows, idea_scores, centroids, topic_counts, distinct_counts, \
-         dead_letters, pipeline_progress, feedback_windows, ab_results, allocations, \
-         weights_history, publish_latencies, sla_alerts, anchors_history",
-    )
-    .await?;
-    Ok(())
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        let result = pool
+            .execute(
+                "TRUNCATE signals, idea_rows, idea_scores, centroids, topic_counts, distinct_counts, \
+                 dead_letters, pipeline_progress, feedback_windows, ab_results, allocations, \
+                 weights_history, publish_latencies, sla_alerts, anchors_history",
+            )
+            .await;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < ATTEMPTS && is_deadlock(&e) => {
+                tracing::warn!(
+                    attempt,
+                    "emptying the views deadlocked with a reader; trying again"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                    .await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// SQLSTATE 40P01: PostgreSQL aborted this statement to break a deadlock.
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "40P01")
 }
 
 pub struct PostgresSink {
