@@ -179,21 +179,17 @@ fn garbage_is_dead_lettered_and_valid_records_all_pass() {
     }
 }
 
-#[test]
-fn events_behind_the_watermark_are_dead_lettered_as_late() {
+/// A one-line webhook signal at event time `t` (with its embedding, so no model runs).
+fn timed_signal(id: &str, t: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","source":"webhook","captured_at":"{t}","content":"signal {id}","embedding":[{}]}}"#,
+        vec!["0.05"; 384].join(",")
+    )
+}
+
+/// `ideaflow run` over `lines`: the ids it processed, in output order, and its dead letters.
+fn run_lines(lines: &[String]) -> (Vec<String>, Vec<serde_json::Value>) {
     let dir = tempfile::tempdir().unwrap();
-    let sig = |id: &str, t: &str| {
-        format!(
-            r#"{{"id":"{id}","source":"webhook","captured_at":"{t}","content":"signal {id}","embedding":[{}]}}"#,
-            vec!["0.05"; 384].join(",")
-        )
-    };
-    let lines = [
-        sig("a", "2024-10-01T10:00:00Z"),
-        sig("b", "2024-10-01T12:00:00Z"),
-        sig("c", "2024-10-01T11:30:00Z"), // 30 min late: admitted (lateness 1 h)
-        sig("d", "2024-10-01T10:30:00Z"), // 90 min late: dead-lettered
-    ];
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, lines.join("\n")).unwrap();
     let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
@@ -204,12 +200,23 @@ fn events_behind_the_watermark_are_dead_lettered_as_late() {
         .arg(&out)
         .arg("--dead-letter")
         .arg(&dead));
-    let ids: Vec<String> = read_jsonl(&out)
+    let ids = read_jsonl(&out)
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect();
+    (ids, read_jsonl(&dead))
+}
+
+#[test]
+fn events_behind_the_watermark_are_dead_lettered_as_late() {
+    let lines = [
+        timed_signal("a", "2024-10-01T10:00:00Z"),
+        timed_signal("b", "2024-10-01T12:00:00Z"),
+        timed_signal("c", "2024-10-01T11:30:00Z"), // 30 min late: admitted (lateness 1 h)
+        timed_signal("d", "2024-10-01T10:30:00Z"), // 90 min late: dead-lettered
+    ];
+    let (ids, dead) = run_lines(&lines);
     assert_eq!(ids, ["a", "c", "b"], "ordered by event time");
-    let dead = read_jsonl(&dead);
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["reason"], "late");
     assert_eq!(dead[0]["position"]["line"], 4);
@@ -220,35 +227,14 @@ fn events_behind_the_watermark_are_dead_lettered_as_late() {
 /// start of the file is not a malformed record.
 #[test]
 fn a_far_future_event_is_dead_lettered_and_later_ones_are_not_late() {
-    let dir = tempfile::tempdir().unwrap();
-    let sig = |id: &str, t: &str| {
-        format!(
-            r#"{{"id":"{id}","source":"webhook","captured_at":"{t}","content":"signal {id}","embedding":[{}]}}"#,
-            vec!["0.05"; 384].join(",")
-        )
-    };
     let lines = [
-        format!("\u{feff}{}", sig("a", "2024-10-01T10:00:00Z")),
-        sig("b", "2999-10-01T10:10:00Z"),
-        sig("c", "2024-10-01T10:20:00Z"),
-        sig("d", "2024-10-01T10:30:00Z"),
+        format!("\u{feff}{}", timed_signal("a", "2024-10-01T10:00:00Z")),
+        timed_signal("b", "2999-10-01T10:10:00Z"),
+        timed_signal("c", "2024-10-01T10:20:00Z"),
+        timed_signal("d", "2024-10-01T10:30:00Z"),
     ];
-    let input = dir.path().join("in.jsonl");
-    std::fs::write(&input, lines.join("\n")).unwrap();
-    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
-    ok(ideaflow_run()
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .arg("--dead-letter")
-        .arg(&dead));
-    let ids: Vec<String> = read_jsonl(&out)
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect();
+    let (ids, dead) = run_lines(&lines);
     assert_eq!(ids, ["a", "c", "d"]);
-    let dead = read_jsonl(&dead);
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["reason"], "future_time");
     assert_eq!(dead[0]["position"]["line"], 2);
