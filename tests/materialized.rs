@@ -487,3 +487,109 @@ fn emptying_the_views_survives_a_deadlock_with_a_reader() {
             .unwrap();
     });
 }
+
+/// A Redis server of the test's own (a restart must not disturb other tests),
+/// saving its data on shutdown so that it comes back with it.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    server: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let server = Self::spawn(port, dir.path());
+        OwnRedis { port, dir, server }
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> std::process::Child {
+        let server = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/setup.sh installs it)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops the server (saving its data), leaves it down for `down`, and
+    /// starts it again on the same port.
+    fn restart(&mut self, down: Duration) {
+        let cli = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", "save"])
+            .output()
+            .unwrap();
+        assert!(cli.status.success() || cli.stdout.is_empty(), "{cli:?}");
+        self.server.wait().unwrap();
+        std::thread::sleep(down);
+        self.server = Self::spawn(self.port, self.dir.path());
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// Redis going away in the middle of a replay does not stop it: the failed
+/// writes are tried again until the server is back, and Postgres, Redis and
+/// the final state then agree exactly (`verify`).
+#[test]
+fn a_replay_rides_out_a_redis_restart() {
+    let mut redis = OwnRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    generate_stream(&input, 300, 17, 1, false);
+    let ns = namespace("outage");
+    let out = dir.path().join("out");
+    // One day of event time at 7,200x: about 12 s of writes to interrupt.
+    let replay = ideaflow()
+        .env("IDEAFLOW_REDIS_URL", redis.url())
+        .args([
+            "replay",
+            "--materialize",
+            "--namespace",
+            &ns,
+            "--speed",
+            "7200",
+        ])
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    redis.restart(Duration::from_secs(2));
+    let finished = replay.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&finished.stderr);
+    assert!(finished.status.success(), "the replay failed: {log}");
+    assert!(
+        log.contains("a sink write failed; trying again"),
+        "the restart did not interrupt a write: {log}"
+    );
+    ok(ideaflow()
+        .env("IDEAFLOW_REDIS_URL", redis.url())
+        .args(["verify", "--namespace", &ns, "--out"])
+        .arg(&out));
+}

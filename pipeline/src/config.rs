@@ -100,6 +100,9 @@ pub struct PipelineConfig {
     pub dead_letter: PathBuf,
     /// Most records in flight inside the dataflow before the source waits.
     pub max_in_flight: usize,
+    /// How long a failed write to Postgres or Redis is retried before the
+    /// pipeline stops (0: stop at the first failure).
+    pub sink_retry_secs: u64,
 }
 
 impl PipelineConfig {
@@ -124,6 +127,7 @@ impl Default for PipelineConfig {
             output: PathBuf::from("out/run/signals.jsonl"),
             dead_letter: PathBuf::from("out/run/dead_letter.jsonl"),
             max_in_flight: 50_000,
+            sink_retry_secs: 300,
         }
     }
 }

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub epochs_per_write: Histogram,
     /// Changes the dataflow completed that wait for the sinks.
     pub sink_pending_changes: IntGauge,
+    /// Failed tries to write a batch to Postgres or Redis (each is retried).
+    pub sink_write_failures: IntCounter,
     pub http_requests: IntCounterVec,
     /// Seed 004 §7: first signal's captured_at to listing.published.
     pub signal_to_publish: Histogram,
@@ -57,6 +59,11 @@ impl Metrics {
             "Changes completed by the dataflow and waiting for Postgres and Redis",
         )
         .expect("valid metric");
+        let sink_write_failures = IntCounter::new(
+            "ideaflow_sink_write_failures_total",
+            "Failed tries to write a batch to Postgres or Redis (retried for pipeline.sink_retry_secs)",
+        )
+        .expect("valid metric");
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "ideaflow_http_requests_total",
@@ -94,6 +101,7 @@ impl Metrics {
             Box::new(epoch_write_seconds.clone()),
             Box::new(epochs_per_write.clone()),
             Box::new(sink_pending_changes.clone()),
+            Box::new(sink_write_failures.clone()),
             Box::new(http_requests.clone()),
             Box::new(signal_to_publish.clone()),
             Box::new(sla_alerts.clone()),
@@ -108,6 +116,7 @@ impl Metrics {
             epoch_write_seconds,
             epochs_per_write,
             sink_pending_changes,
+            sink_write_failures,
             http_requests,
             signal_to_publish,
             sla_alerts,

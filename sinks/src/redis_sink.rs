@@ -42,6 +42,8 @@ pub enum RedisError {
 }
 
 pub struct RedisSink {
+    /// What a lost connection is opened again from ([`RedisSink::reconnect`]).
+    client: redis::Client,
     conn: redis::Connection,
     namespace: String,
     /// K of the `{ns}:top:{category}` sets (for the events' `topK`).
@@ -72,6 +74,7 @@ impl RedisSink {
         let client = redis::Client::open(url).map_err(connect)?;
         let conn = client.get_connection().map_err(connect)?;
         Ok(RedisSink {
+            client,
             conn,
             namespace: namespace.to_owned(),
             top_k,
@@ -107,6 +110,7 @@ impl RedisSink {
         moves: &[EpochMoves],
     ) -> Result<(), RedisError> {
         let RedisSink {
+            client: _,
             conn,
             namespace: ns,
             top_k,
@@ -262,6 +266,20 @@ impl RedisSink {
         .to_string();
         let _: () = self.conn.publish(self.key(&["epochs"]), message)?;
         Ok(())
+    }
+
+    /// Opens a new connection in place of one a failed write left in an
+    /// unknown state (the server went away, or a transaction broke off).
+    pub fn reconnect(&mut self) -> Result<(), RedisError> {
+        self.conn = self.client.get_connection()?;
+        Ok(())
+    }
+
+    /// The last epoch a write committed (`{ns}:progress`, set in the same
+    /// MULTI/EXEC), if any: after a failed write, whether it landed anyway.
+    pub fn committed_epoch(&mut self) -> Result<Option<i64>, RedisError> {
+        let key = self.key(&["progress"]);
+        Ok(self.conn.get(key)?)
     }
 
     /// K of the top sets.

@@ -61,6 +61,8 @@ pub struct Sinks {
     /// Set when the vector index was dropped for a bulk load: build it, with
     /// this `maintenance_work_mem`, once the inputs end.
     pub index_after_load: Option<String>,
+    /// How long a failed write is retried (`pipeline.sink_retry_secs`).
+    pub retry_for: std::time::Duration,
 }
 
 /// Connects to Postgres (creating the schema and applying migrations) and
@@ -100,6 +102,7 @@ pub fn connect(config: &Config, runtime: &Runtime, fresh: bool) -> Result<Sinks>
         postgres: PostgresSink::new(pool, "views"),
         redis,
         index_after_load: bulk.then(|| config.postgres.index_build_memory.clone()),
+        retry_for: std::time::Duration::from_secs(config.pipeline.sink_retry_secs),
     })
 }
 
@@ -121,6 +124,7 @@ impl Materializer {
             metrics,
             dead_letters: None,
             index_after_load: s.index_after_load,
+            retry_for: s.retry_for,
         });
         Materializer {
             views,

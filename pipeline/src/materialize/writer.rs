@@ -6,11 +6,17 @@
 //! fewer, larger batches instead of stalling the dataflow behind every
 //! epoch. Past [`MAX_PENDING_CHANGES`] waiting changes the dataflow waits
 //! (back-pressure: memory stays bounded and nothing is dropped).
+//!
+//! A batch whose write fails (a server restarting, a network blip) is
+//! written again, with backoff, for up to `pipeline.sink_retry_secs`, and only
+//! to the sink that has not committed it: a sink's progress marker, set in
+//! the same transaction, tells whether a write whose reply was lost landed.
+//! Only then does the pipeline stop with the error.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use ideaflow_operators::views::{Change, ViewKey, ViewRow, ViewState};
@@ -45,6 +51,25 @@ pub struct Targets {
     /// Set when the vector index was dropped for a bulk load: built, with
     /// this `maintenance_work_mem`, once the inputs end.
     pub index_after_load: Option<String>,
+    /// How long a failed write is retried before the pipeline stops.
+    pub retry_for: Duration,
+}
+
+/// First and longest wait between two tries of a failed write.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_LONGEST: Duration = Duration::from_secs(10);
+
+/// A batch on its way to the sinks, and which of them have committed it.
+struct Attempt {
+    batch: PendingEpochs,
+    /// The dead letters refused before the batch was taken: they go into
+    /// Postgres with it, whatever number of tries that takes.
+    dead: Vec<ideaflow_operators::DeadLetter>,
+    postgres: bool,
+    redis: bool,
+    announced: bool,
+    /// Failed tries so far.
+    failures: u32,
 }
 
 #[derive(Default)]
@@ -164,7 +189,15 @@ fn write_until_closed(shared: &Shared, mut targets: Targets) {
             shared.changed.notify_all();
             batch
         };
-        if let Err(e) = targets.write(batch) {
+        let mut attempt = Attempt {
+            batch,
+            dead: targets.take_dead_letters(),
+            postgres: false,
+            redis: false,
+            announced: false,
+            failures: 0,
+        };
+        if let Err(e) = targets.write_with_retries(&mut attempt) {
             shared.lock().failed = Some(e);
             shared.changed.notify_all();
             return;
@@ -183,32 +216,88 @@ impl Targets {
             .unwrap_or_default()
     }
 
-    /// One batch: one transaction in each sink, both at once; announced once
-    /// both have committed it.
-    fn write(&mut self, batch: PendingEpochs) -> Result<()> {
+    /// [`Targets::write`] until it succeeds or `retry_for` has passed since
+    /// the first failure, waiting longer after each.
+    fn write_with_retries(&mut self, attempt: &mut Attempt) -> Result<()> {
+        let mut failing_since: Option<Instant> = None;
+        let mut wait = RETRY_FIRST;
+        loop {
+            let Err(e) = self.write(attempt) else {
+                if failing_since.is_some() {
+                    tracing::info!(
+                        tries = attempt.failures + 1,
+                        "the sinks took the batch after all"
+                    );
+                }
+                return Ok(());
+            };
+            attempt.failures += 1;
+            if let Some(m) = &self.metrics {
+                m.sink_write_failures.inc();
+            }
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.retry_for {
+                return Err(e.context(format!(
+                    "giving up after {} tries over {:.0}s (pipeline.sink_retry_secs = {})",
+                    attempt.failures,
+                    since.elapsed().as_secs_f64(),
+                    self.retry_for.as_secs()
+                )));
+            }
+            tracing::warn!(
+                error = format!("{e:#}"),
+                retry_in_ms = wait.as_millis() as u64,
+                "a sink write failed; trying again"
+            );
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(RETRY_LONGEST);
+        }
+    }
+
+    /// One batch: one transaction in each sink that has not committed it yet,
+    /// both at once; announced once both have.
+    fn write(&mut self, attempt: &mut Attempt) -> Result<()> {
         let started = Instant::now();
+        if attempt.failures > 0 {
+            self.check_committed(attempt)?;
+        }
+        let batch = &attempt.batch;
         let epoch_end = batch.last_epoch;
-        let dead = self.take_dead_letters();
         let (written_pg, written_redis) = std::thread::scope(|scope| {
             let redis = &mut self.redis;
             let (changes, moves) = (batch.changes(), &batch.moves);
-            let redis = scope.spawn(move || redis.write_epoch(epoch_end, changes, moves));
-            let pg = self
-                .runtime
-                .block_on(self.postgres.write_epoch(epoch_end, changes, &dead));
-            let redis = redis.join().expect("the Redis writer does not panic");
+            let redis = (!attempt.redis)
+                .then(|| scope.spawn(move || redis.write_epoch(epoch_end, changes, moves)));
+            let pg = (!attempt.postgres).then(|| {
+                self.runtime
+                    .block_on(self.postgres.write_epoch(epoch_end, changes, &attempt.dead))
+            });
+            let redis = redis.map(|r| r.join().expect("the Redis writer does not panic"));
             (pg, redis)
         });
-        written_pg.with_context(|| format!("writing epochs up to {epoch_end} to Postgres"))?;
-        written_redis.with_context(|| format!("writing epochs up to {epoch_end} to Redis"))?;
+        // A sink that committed is done, even if the other failed.
+        attempt.postgres |= matches!(written_pg, Some(Ok(())));
+        attempt.redis |= matches!(written_redis, Some(Ok(())));
+        if let Some(r) = written_pg {
+            r.with_context(|| format!("writing epochs up to {epoch_end} to Postgres"))?;
+        }
+        if let Some(r) = written_redis {
+            r.with_context(|| format!("writing epochs up to {epoch_end} to Redis"))?;
+        }
+        let batch = &attempt.batch;
         let top_moves: BTreeSet<&str> = batch
             .moves
             .iter()
             .flat_map(|m| m.moves.keys().map(String::as_str))
             .collect();
-        self.redis
-            .announce(epoch_end, batch.len(), top_moves.len())
-            .with_context(|| format!("announcing epoch {epoch_end} on Redis"))?;
+        if !attempt.announced {
+            self.redis
+                .announce(epoch_end, batch.len(), top_moves.len())
+                .with_context(|| format!("announcing epoch {epoch_end} on Redis"))?;
+            attempt.announced = true;
+        }
+        let top_moves: Vec<String> = top_moves.into_iter().map(str::to_owned).collect();
+        let batch = std::mem::take(&mut attempt.batch);
         if let Some(m) = &self.metrics {
             m.observe_write(
                 batch.epochs,
@@ -227,7 +316,7 @@ impl Targets {
                     _ => None,
                 })
                 .collect(),
-            top_moves: top_moves.into_iter().map(str::to_owned).collect(),
+            top_moves,
             signals: batch
                 .changes()
                 .iter()
@@ -250,6 +339,33 @@ impl Targets {
         if let Some(feed) = &self.feed {
             // No subscriber is fine: nobody is watching.
             let _ = feed.send(summary);
+        }
+        Ok(())
+    }
+
+    /// After a failed try: a new Redis connection (the old one is in an
+    /// unknown state), and whether each sink committed the batch anyway (its
+    /// reply was lost), so that it is not written twice.
+    fn check_committed(&mut self, attempt: &mut Attempt) -> Result<()> {
+        let epoch_end = attempt.batch.last_epoch;
+        if !attempt.postgres {
+            let committed = self
+                .runtime
+                .block_on(self.postgres.committed_epoch())
+                .context("reading Postgres's progress")?;
+            attempt.postgres = committed.is_some_and(|e| e >= epoch_end);
+        }
+        if !attempt.redis || !attempt.announced {
+            self.redis
+                .reconnect()
+                .context("connecting to Redis again")?;
+        }
+        if !attempt.redis {
+            let committed = self
+                .redis
+                .committed_epoch()
+                .context("reading Redis's progress")?;
+            attempt.redis = committed.is_some_and(|e| e >= epoch_end);
         }
         Ok(())
     }
