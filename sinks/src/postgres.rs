@@ -35,6 +35,32 @@ pub enum PostgresError {
     Write(#[from] sqlx::Error),
 }
 
+impl PostgresError {
+    /// Whether trying again may succeed: the server or the connection went
+    /// away, or PostgreSQL aborted the transaction to break a deadlock or a
+    /// serialization conflict. Not a refused statement: that one would be
+    /// refused again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PostgresError::Connect(_) => true,
+            PostgresError::Write(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+                    // 08: connection exception; 57P01-3: the server shutting
+                    // down or starting; 40001/40P01: serialization, deadlock.
+                    c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// The migrations, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -41,6 +41,19 @@ pub enum RedisError {
     Write(#[from] redis::RedisError),
 }
 
+impl RedisError {
+    /// Whether trying again may succeed: the server or the connection went
+    /// away. Not an error the server answered (a key of another type under
+    /// the namespace, say): that one would be answered again.
+    pub fn is_transient(&self) -> bool {
+        let e = match self {
+            RedisError::Connect { source, .. } => source,
+            RedisError::Write(e) => e,
+        };
+        e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+    }
+}
+
 pub struct RedisSink {
     /// What a lost connection is opened again from ([`RedisSink::reconnect`]).
     client: redis::Client,

@@ -208,6 +208,19 @@ fn write_until_closed(shared: &Shared, mut targets: Targets) {
     }
 }
 
+/// Whether a failed write may succeed when tried again (the sink's own
+/// judgement, under the context the writer added).
+fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<postgres::PostgresError>()
+            .is_some_and(postgres::PostgresError::is_transient)
+            || cause
+                .downcast_ref::<ideaflow_sinks::redis_sink::RedisError>()
+                .is_some_and(ideaflow_sinks::redis_sink::RedisError::is_transient)
+    })
+}
+
 impl Targets {
     fn take_dead_letters(&self) -> Vec<ideaflow_operators::DeadLetter> {
         self.dead_letters
@@ -234,6 +247,9 @@ impl Targets {
             attempt.failures += 1;
             if let Some(m) = &self.metrics {
                 m.sink_write_failures.inc();
+            }
+            if !is_transient(&e) {
+                return Err(e);
             }
             let since = *failing_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.retry_for {
