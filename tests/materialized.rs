@@ -593,3 +593,83 @@ fn a_replay_rides_out_a_redis_restart() {
         .args(["verify", "--namespace", &ns, "--out"])
         .arg(&out));
 }
+
+/// The replay's Postgres connection cut by the server in the middle of a
+/// write (as a restart or a failover does): the write is tried again on a new
+/// connection, and the views still agree exactly (`verify`).
+#[test]
+fn a_replay_rides_out_a_lost_postgres_connection() {
+    use sqlx::Connection;
+    let url = std::env::var("IDEAFLOW_TEST_POSTGRES_URL")
+        .expect("IDEAFLOW_TEST_POSTGRES_URL is unset: run scripts/test.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    generate_stream(&input, 300, 19, 1, false);
+    let ns = namespace("pgcut");
+    let out = dir.path().join("out");
+    let replay = ideaflow()
+        .args([
+            "replay",
+            "--materialize",
+            "--namespace",
+            &ns,
+            "--speed",
+            "7200",
+        ])
+        .arg("--input")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Cut this replay's connections (they carry its namespace) while one of
+    // them is inside a statement or a transaction: twice.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cuts = runtime.block_on(async {
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        let started = Instant::now();
+        // Once the writer is under way (its first batch committed): a cut
+        // while the replay connects and empties the views is not retried.
+        let progress = format!("SELECT count(*) FROM {ns}.pipeline_progress");
+        while sqlx::query_scalar::<_, i64>(&progress)
+            .fetch_one(&mut admin)
+            .await
+            .map_or(true, |n| n == 0)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no batch committed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut cuts = 0;
+        while cuts < 2 && started.elapsed() < Duration::from_secs(20) {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND state IN ('active', 'idle in transaction')",
+            )
+            .bind(format!("ideaflow:{ns}"))
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            if n > 0 {
+                cuts += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        cuts
+    });
+    assert_eq!(cuts, 2, "no write to cut");
+    let finished = replay.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&finished.stderr);
+    assert!(finished.status.success(), "the replay failed: {log}");
+    assert!(
+        log.contains("a sink write failed; trying again"),
+        "no write was interrupted: {log}"
+    );
+    ok(ideaflow()
+        .args(["verify", "--namespace", &ns, "--out"])
+        .arg(&out));
+}

@@ -90,7 +90,11 @@ pub async fn connect(url: &str, schema: &str) -> Result<PgPool, PostgresError> {
             .await?;
         admin.close().await;
     }
-    let options = base.options([("search_path", format!("{schema},public"))]);
+    // The application name says which pipeline a connection serves
+    // (pg_stat_activity), for whoever administers the server.
+    let options = base
+        .options([("search_path", format!("{schema},public"))])
+        .application_name(&format!("ideaflow:{schema}"));
     PgPoolOptions::new()
         .max_connections(4)
         .connect_with(options)
