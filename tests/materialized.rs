@@ -528,11 +528,12 @@ impl OwnRedis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Stops the server (saving its data), leaves it down for `down`, and
-    /// starts it again on the same port.
-    fn restart(&mut self, down: Duration) {
+    /// Stops the server (saving its data when `keep`), leaves it down for
+    /// `down`, and starts it again on the same port.
+    fn restart(&mut self, down: Duration, keep: bool) {
+        let how = if keep { "save" } else { "nosave" };
         let cli = std::process::Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "shutdown", "save"])
+            .args(["-p", &self.port.to_string(), "shutdown", how])
             .output()
             .unwrap();
         assert!(cli.status.success() || cli.stdout.is_empty(), "{cli:?}");
@@ -554,11 +555,25 @@ impl Drop for OwnRedis {
 /// the final state then agree exactly (`verify`).
 #[test]
 fn a_replay_rides_out_a_redis_restart() {
+    replay_through_a_redis_restart(true);
+}
+
+/// The same with a Redis that comes back empty (no persistence): the writer
+/// notices that its progress marker is gone and writes every view again.
+#[test]
+fn a_replay_refills_a_redis_that_came_back_empty() {
+    let log = replay_through_a_redis_restart(false);
+    assert!(log.contains("Redis came back without the views"), "{log}");
+}
+
+/// A replay whose Redis restarts (keeping its data or not) in the middle;
+/// checked with `verify`. Returns the replay's log.
+fn replay_through_a_redis_restart(keep: bool) -> String {
     let mut redis = OwnRedis::start();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     generate_stream(&input, 300, 17, 1, false);
-    let ns = namespace("outage");
+    let ns = namespace(if keep { "outage" } else { "refill" });
     let out = dir.path().join("out");
     // One day of event time at 7,200x: about 12 s of writes to interrupt.
     let replay = ideaflow()
@@ -580,9 +595,9 @@ fn a_replay_rides_out_a_redis_restart() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(4));
-    redis.restart(Duration::from_secs(2));
+    redis.restart(Duration::from_secs(2), keep);
     let finished = replay.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&finished.stderr);
+    let log = String::from_utf8_lossy(&finished.stderr).into_owned();
     assert!(finished.status.success(), "the replay failed: {log}");
     assert!(
         log.contains("a sink write failed; trying again"),
@@ -592,6 +607,7 @@ fn a_replay_rides_out_a_redis_restart() {
         .env("IDEAFLOW_REDIS_URL", redis.url())
         .args(["verify", "--namespace", &ns, "--out"])
         .arg(&out));
+    log
 }
 
 /// The replay's Postgres connection cut by the server in the middle of a

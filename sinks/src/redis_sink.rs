@@ -100,8 +100,11 @@ impl RedisSink {
         key(&self.namespace, parts)
     }
 
-    /// Deletes every key of the namespace (a replay starts from nothing).
+    /// Deletes every key of the namespace (a replay starts from nothing),
+    /// and forgets what this sink wrote there.
     pub fn clear(&mut self) -> Result<(), RedisError> {
+        self.topics.clear();
+        self.newest.clear();
         let pattern = format!("{}:*", self.namespace);
         let keys: Vec<String> = self.conn.scan_match::<_, String>(&pattern)?.collect();
         for chunk in keys.chunks(500) {

@@ -125,6 +125,7 @@ impl Materializer {
             dead_letters: None,
             index_after_load: s.index_after_load,
             retry_for: s.retry_for,
+            redis_committed: None,
         });
         Materializer {
             views,

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use ideaflow_operators::top_k::TopK;
 use ideaflow_operators::views::{Change, ViewKey, ViewRow, ViewState};
 use ideaflow_sinks::postgres::{self, PostgresSink};
 use ideaflow_sinks::redis_sink::{EpochMoves, RedisSink};
@@ -53,6 +54,9 @@ pub struct Targets {
     pub index_after_load: Option<String>,
     /// How long a failed write is retried before the pipeline stops.
     pub retry_for: Duration,
+    /// The last epoch Redis committed: a server whose progress marker is
+    /// behind it came back without its data.
+    pub redis_committed: Option<i64>,
 }
 
 /// First and longest wait between two tries of a failed write.
@@ -293,7 +297,10 @@ impl Targets {
         });
         // A sink that committed is done, even if the other failed.
         attempt.postgres |= matches!(written_pg, Some(Ok(())));
-        attempt.redis |= matches!(written_redis, Some(Ok(())));
+        if matches!(written_redis, Some(Ok(()))) {
+            attempt.redis = true;
+            self.redis_committed = Some(epoch_end);
+        }
         if let Some(r) = written_pg {
             r.with_context(|| format!("writing epochs up to {epoch_end} to Postgres"))?;
         }
@@ -381,8 +388,50 @@ impl Targets {
                 .redis
                 .committed_epoch()
                 .context("reading Redis's progress")?;
+            if committed < self.redis_committed {
+                self.refill_redis()?;
+            }
             attempt.redis = committed.is_some_and(|e| e >= epoch_end);
         }
+        Ok(())
+    }
+
+    /// Writes every view into a Redis that came back without them (a server
+    /// restarted without persistence), from the state both sinks committed
+    /// last, as one MULTI/EXEC: the batch being written then goes on top.
+    /// The `{ns}:events` history before it is not rebuilt.
+    fn refill_redis(&mut self) -> Result<()> {
+        let epoch = self.redis_committed.unwrap_or_default();
+        tracing::warn!(
+            epoch,
+            "Redis came back without the views; writing them again from the committed state"
+        );
+        let rows: Vec<Change> = self
+            .views
+            .lock()
+            .expect("not poisoned")
+            .rows()
+            .map(|r| Change::upsert(r.clone()))
+            .collect();
+        // Every category's whole top K, announced as no move.
+        let mut moves = TopK::new(self.redis.top_k()).apply(&rows);
+        for delta in moves.values_mut() {
+            delta.entered.clear();
+            delta.left.clear();
+        }
+        self.redis
+            .clear()
+            .context("clearing the Redis namespace to refill it")?;
+        self.redis
+            .write_epoch(
+                epoch,
+                &rows,
+                &[EpochMoves {
+                    epoch_end: epoch,
+                    moves,
+                }],
+            )
+            .context("refilling Redis from the committed state")?;
         Ok(())
     }
 
