@@ -528,6 +528,25 @@ impl OwnRedis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Waits until `key` holds a value (a writer has committed something).
+    fn wait_for(&self, key: &str) {
+        let started = Instant::now();
+        loop {
+            let got = std::process::Command::new("redis-cli")
+                .args(["-p", &self.port.to_string(), "get", key])
+                .output()
+                .unwrap();
+            if !String::from_utf8_lossy(&got.stdout).trim().is_empty() {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "nothing in {key}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Stops the server (saving its data when `keep`), leaves it down for
     /// `down`, and starts it again on the same port.
     fn restart(&mut self, down: Duration, keep: bool) {
@@ -566,48 +585,84 @@ fn a_replay_refills_a_redis_that_came_back_empty() {
     assert!(log.contains("Redis came back without the views"), "{log}");
 }
 
+/// A materialized replay of a generated day at 7,200x (about 12 s of writes
+/// to interrupt) into namespace `ns`, with the Redis at `redis_url` if given.
+struct PacedReplay {
+    _dir: tempfile::TempDir,
+    out: std::path::PathBuf,
+    ns: String,
+    redis_url: Option<String>,
+    child: std::process::Child,
+}
+
+impl PacedReplay {
+    fn start(ns: &str, seed: u64, redis_url: Option<String>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl");
+        generate_stream(&input, 300, seed, 1, false);
+        let out = dir.path().join("out");
+        let mut cmd = ideaflow();
+        if let Some(url) = &redis_url {
+            cmd.env("IDEAFLOW_REDIS_URL", url);
+        }
+        let child = cmd
+            .args([
+                "replay",
+                "--materialize",
+                "--namespace",
+                ns,
+                "--speed",
+                "7200",
+            ])
+            .arg("--input")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        PacedReplay {
+            _dir: dir,
+            out,
+            ns: ns.to_owned(),
+            redis_url,
+            child,
+        }
+    }
+
+    /// Waits for the replay, checks that it succeeded although a write
+    /// failed, and that `verify` finds the sinks equal to its final state.
+    /// Returns its log.
+    fn finish_and_verify(self) -> String {
+        let finished = self.child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&finished.stderr).into_owned();
+        assert!(finished.status.success(), "the replay failed: {log}");
+        assert!(
+            log.contains("a sink write failed; trying again"),
+            "no write was interrupted: {log}"
+        );
+        let mut verify = ideaflow();
+        if let Some(url) = &self.redis_url {
+            verify.env("IDEAFLOW_REDIS_URL", url);
+        }
+        ok(verify
+            .args(["verify", "--namespace", &self.ns, "--out"])
+            .arg(&self.out));
+        log
+    }
+}
+
 /// A replay whose Redis restarts (keeping its data or not) in the middle;
 /// checked with `verify`. Returns the replay's log.
 fn replay_through_a_redis_restart(keep: bool) -> String {
     let mut redis = OwnRedis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    generate_stream(&input, 300, 17, 1, false);
     let ns = namespace(if keep { "outage" } else { "refill" });
-    let out = dir.path().join("out");
-    // One day of event time at 7,200x: about 12 s of writes to interrupt.
-    let replay = ideaflow()
-        .env("IDEAFLOW_REDIS_URL", redis.url())
-        .args([
-            "replay",
-            "--materialize",
-            "--namespace",
-            &ns,
-            "--speed",
-            "7200",
-        ])
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(4));
+    let replay = PacedReplay::start(&ns, 17, Some(redis.url()));
+    // Once Redis holds committed epochs, so that there is something to lose.
+    redis.wait_for(&format!("{ns}:progress"));
     redis.restart(Duration::from_secs(2), keep);
-    let finished = replay.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&finished.stderr).into_owned();
-    assert!(finished.status.success(), "the replay failed: {log}");
-    assert!(
-        log.contains("a sink write failed; trying again"),
-        "the restart did not interrupt a write: {log}"
-    );
-    ok(ideaflow()
-        .env("IDEAFLOW_REDIS_URL", redis.url())
-        .args(["verify", "--namespace", &ns, "--out"])
-        .arg(&out));
-    log
+    replay.finish_and_verify()
 }
 
 /// The replay's Postgres connection cut by the server in the middle of a
@@ -618,28 +673,8 @@ fn a_replay_rides_out_a_lost_postgres_connection() {
     use sqlx::Connection;
     let url = std::env::var("IDEAFLOW_TEST_POSTGRES_URL")
         .expect("IDEAFLOW_TEST_POSTGRES_URL is unset: run scripts/test.sh");
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    generate_stream(&input, 300, 19, 1, false);
     let ns = namespace("pgcut");
-    let out = dir.path().join("out");
-    let replay = ideaflow()
-        .args([
-            "replay",
-            "--materialize",
-            "--namespace",
-            &ns,
-            "--speed",
-            "7200",
-        ])
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let replay = PacedReplay::start(&ns, 19, None);
     // Cut this replay's connections (they carry its namespace) while one of
     // them is inside a statement or a transaction: twice.
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -660,8 +695,8 @@ fn a_replay_rides_out_a_lost_postgres_connection() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut cuts = 0;
-        while cuts < 2 && started.elapsed() < Duration::from_secs(20) {
+        let (mut cuts, cutting) = (0, Instant::now());
+        while cuts < 2 && cutting.elapsed() < Duration::from_secs(30) {
             let n: i64 = sqlx::query_scalar(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
                  WHERE application_name = $1 AND state IN ('active', 'idle in transaction')",
@@ -678,14 +713,5 @@ fn a_replay_rides_out_a_lost_postgres_connection() {
         cuts
     });
     assert_eq!(cuts, 2, "no write to cut");
-    let finished = replay.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&finished.stderr);
-    assert!(finished.status.success(), "the replay failed: {log}");
-    assert!(
-        log.contains("a sink write failed; trying again"),
-        "no write was interrupted: {log}"
-    );
-    ok(ideaflow()
-        .args(["verify", "--namespace", &ns, "--out"])
-        .arg(&out));
+    replay.finish_and_verify();
 }

@@ -126,6 +126,7 @@ impl Materializer {
             index_after_load: s.index_after_load,
             retry_for: s.retry_for,
             redis_committed: None,
+            views_epoch: None,
         });
         Materializer {
             views,

@@ -57,6 +57,8 @@ pub struct Targets {
     /// The last epoch Redis committed: a server whose progress marker is
     /// behind it came back without its data.
     pub redis_committed: Option<i64>,
+    /// The last epoch both sinks committed, which `views` holds.
+    pub views_epoch: Option<i64>,
 }
 
 /// First and longest wait between two tries of a failed write.
@@ -359,6 +361,7 @@ impl Targets {
             .lock()
             .expect("not poisoned")
             .apply(batch.into_changes());
+        self.views_epoch = Some(epoch_end);
         if let Some(feed) = &self.feed {
             // No subscriber is fine: nobody is watching.
             let _ = feed.send(summary);
@@ -378,19 +381,21 @@ impl Targets {
                 .context("reading Postgres's progress")?;
             attempt.postgres = committed.is_some_and(|e| e >= epoch_end);
         }
-        if !attempt.redis || !attempt.announced {
-            self.redis
-                .reconnect()
-                .context("connecting to Redis again")?;
+        if attempt.redis && attempt.announced {
+            return Ok(());
         }
-        if !attempt.redis {
-            let committed = self
-                .redis
-                .committed_epoch()
-                .context("reading Redis's progress")?;
-            if committed < self.redis_committed {
-                self.refill_redis()?;
-            }
+        self.redis
+            .reconnect()
+            .context("connecting to Redis again")?;
+        let committed = self
+            .redis
+            .committed_epoch()
+            .context("reading Redis's progress")?;
+        if committed < self.redis_committed {
+            // Back without its data (this batch's too, if it had it).
+            self.refill_redis()?;
+            attempt.redis = false;
+        } else if !attempt.redis {
             attempt.redis = committed.is_some_and(|e| e >= epoch_end);
         }
         Ok(())
@@ -401,11 +406,17 @@ impl Targets {
     /// last, as one MULTI/EXEC: the batch being written then goes on top.
     /// The `{ns}:events` history before it is not rebuilt.
     fn refill_redis(&mut self) -> Result<()> {
-        let epoch = self.redis_committed.unwrap_or_default();
         tracing::warn!(
-            epoch,
+            epoch = self.views_epoch,
             "Redis came back without the views; writing them again from the committed state"
         );
+        self.redis
+            .clear()
+            .context("clearing the Redis namespace to refill it")?;
+        self.redis_committed = self.views_epoch;
+        let Some(epoch) = self.views_epoch else {
+            return Ok(()); // nothing committed yet: nothing to refill
+        };
         let rows: Vec<Change> = self
             .views
             .lock()
@@ -419,18 +430,12 @@ impl Targets {
             delta.entered.clear();
             delta.left.clear();
         }
+        let moves = [EpochMoves {
+            epoch_end: epoch,
+            moves,
+        }];
         self.redis
-            .clear()
-            .context("clearing the Redis namespace to refill it")?;
-        self.redis
-            .write_epoch(
-                epoch,
-                &rows,
-                &[EpochMoves {
-                    epoch_end: epoch,
-                    moves,
-                }],
-            )
+            .write_epoch(epoch, &rows, &moves)
             .context("refilling Redis from the committed state")?;
         Ok(())
     }
