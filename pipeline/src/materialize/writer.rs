@@ -453,7 +453,7 @@ impl Targets {
             let started = Instant::now();
             tracing::info!(
                 maintenance_work_mem = %memory,
-                "inputs ended: building the HNSW index on ideas.embedding"
+                "inputs ended: building the HNSW index on idea_rows.embedding"
             );
             self.runtime
                 .block_on(postgres::build_vector_index(self.postgres.pool(), &memory))
