@@ -85,7 +85,7 @@ impl RedisSink {
             source,
         };
         let client = redis::Client::open(url).map_err(connect)?;
-        let conn = client.get_connection().map_err(connect)?;
+        let conn = open_connection(&client).map_err(connect)?;
         Ok(RedisSink {
             client,
             conn,
@@ -287,7 +287,7 @@ impl RedisSink {
     /// Opens a new connection in place of one a failed write left in an
     /// unknown state (the server went away, or a transaction broke off).
     pub fn reconnect(&mut self) -> Result<(), RedisError> {
-        self.conn = self.client.get_connection()?;
+        self.conn = open_connection(&self.client)?;
         Ok(())
     }
 
@@ -306,6 +306,18 @@ impl RedisSink {
     pub fn connection(&mut self) -> &mut redis::Connection {
         &mut self.conn
     }
+}
+
+/// A server that stops answering (up but stuck) fails a write after this
+/// long instead of hanging the writer; the write is then tried again. Long
+/// enough for the EXEC of the largest batch (a million changes take ~15 s).
+const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn open_connection(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let conn = client.get_connection()?;
+    conn.set_read_timeout(Some(IO_TIMEOUT))?;
+    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(conn)
 }
 
 /// `{namespace}:{part}:{part}...`
