@@ -37,13 +37,12 @@ pub enum PostgresError {
 
 impl PostgresError {
     /// Whether trying again may succeed: the server or the connection went
-    /// away, or PostgreSQL aborted the transaction to break a deadlock or a
-    /// serialization conflict. Not a refused statement: that one would be
-    /// refused again.
+    /// away or is starting, or PostgreSQL aborted the transaction to break a
+    /// deadlock or a serialization conflict. Not a refused statement or a
+    /// refused login: those would be refused again.
     pub fn is_transient(&self) -> bool {
         match self {
-            PostgresError::Connect(_) => true,
-            PostgresError::Write(e) => match e {
+            PostgresError::Connect(e) | PostgresError::Write(e) => match e {
                 sqlx::Error::Io(_)
                 | sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed

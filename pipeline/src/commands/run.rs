@@ -63,7 +63,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             .enable_all()
             .build()?,
     );
-    let sinks = materialize::connect(&config, &sink_runtime, true)?;
+    let sinks = materialize::connect_waiting(&config, &sink_runtime, true)?;
     let metrics = Metrics::new();
     let (feed, _) = broadcast::channel(1024);
     let views = Arc::new(Mutex::new(ViewState::default()));

@@ -7,6 +7,7 @@
 //! instead of dropping data.
 
 mod pending;
+mod retry;
 mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -71,6 +72,29 @@ pub struct Sinks {
 /// `postgres.build_index_after_load` is on, drops the vector index until the
 /// inputs end; otherwise makes sure it is there (a bulk load cut short may
 /// have left it dropped).
+/// [`connect`], waiting for servers that are not reachable yet (`run` may
+/// start before them): tried again with backoff for up to
+/// `pipeline.sink_retry_secs`, as failed writes are.
+pub fn connect_waiting(config: &Config, runtime: &Runtime, fresh: bool) -> Result<Sinks> {
+    let patience = std::time::Duration::from_secs(config.pipeline.sink_retry_secs);
+    let started = std::time::Instant::now();
+    let mut backoff = retry::Backoff::new();
+    loop {
+        match connect(config, runtime, fresh) {
+            Err(e) if retry::is_transient(&e) && started.elapsed() < patience => {
+                let wait = backoff.wait();
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = wait.as_millis() as u64,
+                    "Postgres or Redis is not reachable yet; trying again"
+                );
+                std::thread::sleep(wait);
+            }
+            result => return result,
+        }
+    }
+}
+
 pub fn connect(config: &Config, runtime: &Runtime, fresh: bool) -> Result<Sinks> {
     let bulk = fresh
         && config.postgres.build_index_after_load

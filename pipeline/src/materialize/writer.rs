@@ -28,6 +28,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::broadcast;
 
 use super::pending::PendingEpochs;
+use super::retry::{is_transient, Backoff};
 use super::{EpochCommitted, FeedSignal};
 
 /// Distinct changes waiting for the sinks before the dataflow waits for
@@ -60,10 +61,6 @@ pub struct Targets {
     /// The last epoch both sinks committed, which `views` holds.
     pub views_epoch: Option<i64>,
 }
-
-/// First and longest wait between two tries of a failed write.
-const RETRY_FIRST: Duration = Duration::from_millis(250);
-const RETRY_LONGEST: Duration = Duration::from_secs(10);
 
 /// A batch on its way to the sinks, and which of them have committed it.
 struct Attempt {
@@ -214,19 +211,6 @@ fn write_until_closed(shared: &Shared, mut targets: Targets) {
     }
 }
 
-/// Whether a failed write may succeed when tried again (the sink's own
-/// judgement, under the context the writer added).
-fn is_transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<postgres::PostgresError>()
-            .is_some_and(postgres::PostgresError::is_transient)
-            || cause
-                .downcast_ref::<ideaflow_sinks::redis_sink::RedisError>()
-                .is_some_and(ideaflow_sinks::redis_sink::RedisError::is_transient)
-    })
-}
-
 impl Targets {
     fn take_dead_letters(&self) -> Vec<ideaflow_operators::DeadLetter> {
         self.dead_letters
@@ -239,7 +223,7 @@ impl Targets {
     /// the first failure, waiting longer after each.
     fn write_with_retries(&mut self, attempt: &mut Attempt) -> Result<()> {
         let mut failing_since: Option<Instant> = None;
-        let mut wait = RETRY_FIRST;
+        let mut backoff = Backoff::new();
         loop {
             let Err(e) = self.write(attempt) else {
                 if failing_since.is_some() {
@@ -266,13 +250,13 @@ impl Targets {
                     self.retry_for.as_secs()
                 )));
             }
+            let wait = backoff.wait();
             tracing::warn!(
                 error = format!("{e:#}"),
                 retry_in_ms = wait.as_millis() as u64,
                 "a sink write failed; trying again"
             );
             std::thread::sleep(wait);
-            wait = (wait * 2).min(RETRY_LONGEST);
         }
     }
 
