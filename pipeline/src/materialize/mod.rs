@@ -82,13 +82,7 @@ pub fn connect_waiting(config: &Config, runtime: &Runtime, fresh: bool) -> Resul
     loop {
         match connect(config, runtime, fresh) {
             Err(e) if retry::is_transient(&e) && started.elapsed() < patience => {
-                let wait = backoff.wait();
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    retry_in_ms = wait.as_millis() as u64,
-                    "Postgres or Redis is not reachable yet; trying again"
-                );
-                std::thread::sleep(wait);
+                backoff.wait_after("Postgres or Redis is not reachable yet", &e);
             }
             result => return result,
         }

@@ -18,11 +18,16 @@ impl Backoff {
         Backoff { next: Self::FIRST }
     }
 
-    /// How long to wait before the next try.
-    pub fn wait(&mut self) -> Duration {
+    /// Logs `what` failed with `error`, then waits before the next try.
+    pub fn wait_after(&mut self, what: &str, error: &anyhow::Error) {
         let wait = self.next;
         self.next = (self.next * 2).min(Self::LONGEST);
-        wait
+        tracing::warn!(
+            error = format!("{error:#}"),
+            retry_in_ms = wait.as_millis() as u64,
+            "{what}; trying again"
+        );
+        std::thread::sleep(wait);
     }
 }
 

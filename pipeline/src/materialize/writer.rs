@@ -250,13 +250,7 @@ impl Targets {
                     self.retry_for.as_secs()
                 )));
             }
-            let wait = backoff.wait();
-            tracing::warn!(
-                error = format!("{e:#}"),
-                retry_in_ms = wait.as_millis() as u64,
-                "a sink write failed; trying again"
-            );
-            std::thread::sleep(wait);
+            backoff.wait_after("a sink write failed", &e);
         }
     }
 
