@@ -715,3 +715,45 @@ fn a_replay_rides_out_a_lost_postgres_connection() {
     assert_eq!(cuts, 2, "no write to cut");
     replay.finish_and_verify();
 }
+
+/// `ideaflow run` started before its Redis (a stack booting together) waits
+/// for it instead of stopping, then materializes the stream.
+#[test]
+fn run_waits_for_a_redis_that_starts_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+    let mut run = ideaflow_run()
+        .env("IDEAFLOW_REDIS_URL", format!("redis://127.0.0.1:{port}/"))
+        .args(["--input", "config/sample/signals.jsonl", "--out"])
+        .arg(&out)
+        .arg("--dead-letter")
+        .arg(&dead)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Redis starts once run has said it is waiting for it.
+    let mut log = BufReader::new(run.stderr.take().unwrap()).lines();
+    let waiting = log
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("Postgres or Redis is not reachable yet; trying again"));
+    assert!(waiting, "run stopped without waiting for Redis");
+    let _redis = OwnRedis {
+        port,
+        server: OwnRedis::spawn(port, dir.path()),
+        dir,
+    };
+    let rest: Vec<String> = log.map_while(Result::ok).collect();
+    assert!(run.wait().unwrap().success(), "run failed: {rest:?}");
+    let keys = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "dbsize"])
+        .output()
+        .unwrap();
+    let n: u64 = String::from_utf8_lossy(&keys.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(n > 200, "only {n} keys in Redis");
+}
