@@ -106,6 +106,11 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
+    /// `sink_retry_secs`: how long a failed call to a sink is tried again.
+    pub fn sink_retry(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.sink_retry_secs)
+    }
+
     /// `max_future_secs` as the source takes it: `None` when 0 (no limit);
     /// capped at a thousand years, which is no limit either.
     pub fn max_future(&self) -> Option<chrono::Duration> {

@@ -66,17 +66,11 @@ pub struct Sinks {
     pub retry_for: std::time::Duration,
 }
 
-/// Connects to Postgres (creating the schema and applying migrations) and
-/// Redis; with `fresh`, empties both first (a replay starts from nothing),
-/// and, when that rebuild runs at full speed and
-/// `postgres.build_index_after_load` is on, drops the vector index until the
-/// inputs end; otherwise makes sure it is there (a bulk load cut short may
-/// have left it dropped).
 /// [`connect`], waiting for servers that are not reachable yet (`run` may
 /// start before them): tried again with backoff for up to
 /// `pipeline.sink_retry_secs`, as failed writes are.
 pub fn connect_waiting(config: &Config, runtime: &Runtime, fresh: bool) -> Result<Sinks> {
-    let patience = std::time::Duration::from_secs(config.pipeline.sink_retry_secs);
+    let patience = config.pipeline.sink_retry();
     let started = std::time::Instant::now();
     let mut backoff = retry::Backoff::new();
     loop {
@@ -89,6 +83,12 @@ pub fn connect_waiting(config: &Config, runtime: &Runtime, fresh: bool) -> Resul
     }
 }
 
+/// Connects to Postgres (creating the schema and applying migrations) and
+/// Redis; with `fresh`, empties both first (a replay starts from nothing),
+/// and, when that rebuild runs at full speed and
+/// `postgres.build_index_after_load` is on, drops the vector index until the
+/// inputs end; otherwise makes sure it is there (a bulk load cut short may
+/// have left it dropped).
 pub fn connect(config: &Config, runtime: &Runtime, fresh: bool) -> Result<Sinks> {
     let bulk = fresh
         && config.postgres.build_index_after_load
@@ -120,7 +120,7 @@ pub fn connect(config: &Config, runtime: &Runtime, fresh: bool) -> Result<Sinks>
         postgres: PostgresSink::new(pool, "views"),
         redis,
         index_after_load: bulk.then(|| config.postgres.index_build_memory.clone()),
-        retry_for: std::time::Duration::from_secs(config.pipeline.sink_retry_secs),
+        retry_for: config.pipeline.sink_retry(),
     })
 }
 
