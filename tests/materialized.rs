@@ -180,6 +180,7 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
         ("/api/v1/ideas/00000000-0000-0000-0000-000000000000", 404),
         ("/api/v1/search?q=", 422),
         ("/api/v1/centroids?kind=planet", 422),
+        ("/api/v1/centroids?embedding=maybe", 422),
         ("/nowhere", 404),
     ] {
         let (status, body) = get(port, path);

@@ -2,6 +2,13 @@
 //! community) whose time lies in a sliding event-time window. An idea is added
 //! at its time and retracted at time + window.
 //!
+//! The window's membership ([`CentroidWindow`]) turns those additions and
+//! retractions into one [`VectorDelta`] per key and epoch. The sums are a
+//! differential-dataflow collection whose difference type is that delta: the
+//! pipeline's `count` accumulates them (sharded by key across workers) and
+//! hands each key's sum back ([`CentroidWindow::settle`]); without a dataflow,
+//! [`AccumulatedSums`] does the same accumulation in place.
+//!
 //! Sums are kept in fixed point (each component × 2^20 as i64), so adding and
 //! retracting are exact and commutative: the centroid depends only on the set
 //! of ideas in the window, never on the order they arrived in or on how the
@@ -10,10 +17,12 @@
 //! the exact f64 mean; with unit vectors the sum of a component stays below
 //! 2^43 for 2^23 ideas per key, far from overflow.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Semigroup};
 use foldhash::fast::FixedState;
+use serde::{Deserialize, Serialize};
 
 use crate::embed::{dot2_lanes_f64, dot_lanes_f64};
 use crate::shared_embedding::SharedEmbedding;
@@ -54,6 +63,123 @@ pub fn fixed_point(v: &[f32]) -> Vec<i64> {
     v.iter()
         .map(|x| (*x as f64 * SCALE).round() as i64)
         .collect()
+}
+
+/// A change to a key's sum: the members added minus those retracted, in
+/// fixed point, with their count. It is the difference type of the centroid
+/// collection: differential adds deltas (exactly, in any order) to get each
+/// key's sum at each time. The zero delta holds no vector at all, so an
+/// empty accumulator allocates nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VectorDelta {
+    sum: Vec<i64>,
+    n: i64,
+}
+
+impl VectorDelta {
+    /// Adds (`sign` 1) or retracts (`sign` -1) one member's embedding.
+    pub fn add(&mut self, embedding: &[f32], sign: i64) {
+        if self.sum.is_empty() {
+            self.sum = vec![0; EMBEDDING_DIM];
+        }
+        for (s, x) in self.sum.iter_mut().zip(embedding) {
+            *s += sign * (*x as f64 * SCALE).round() as i64;
+        }
+        self.n += sign;
+    }
+
+    /// The members this delta adds (negative: retracts).
+    pub fn n(&self) -> i64 {
+        self.n
+    }
+}
+
+impl IsZero for VectorDelta {
+    fn is_zero(&self) -> bool {
+        self.n == 0 && self.sum.iter().all(|s| *s == 0)
+    }
+}
+
+impl Semigroup for VectorDelta {
+    fn plus_equals(&mut self, rhs: &Self) {
+        if rhs.sum.is_empty() {
+            self.n += rhs.n;
+            return;
+        }
+        if self.sum.is_empty() {
+            self.sum = vec![0; rhs.sum.len()];
+        }
+        for (s, x) in self.sum.iter_mut().zip(&rhs.sum) {
+            *s += x;
+        }
+        self.n += rhs.n;
+    }
+}
+
+impl Monoid for VectorDelta {
+    fn zero() -> Self {
+        VectorDelta::default()
+    }
+}
+
+impl Abelian for VectorDelta {
+    fn negate(&mut self) {
+        self.sum.iter_mut().for_each(|s| *s = -*s);
+        self.n = -self.n;
+    }
+}
+
+impl From<VectorDelta> for VectorSum {
+    /// A key's accumulated deltas: its sum.
+    fn from(delta: VectorDelta) -> Self {
+        let mut sum = delta.sum;
+        sum.resize(EMBEDDING_DIM, 0);
+        VectorSum {
+            sum,
+            n: delta.n,
+            mirror: None,
+        }
+    }
+}
+
+/// Each key's deltas accumulated in place into its sum: what the pipeline's
+/// differential `count` computes, for a [`CentroidWindow`] (or an idea state)
+/// run without a dataflow, as in unit tests.
+#[derive(Debug)]
+pub struct AccumulatedSums<K: Ord>(BTreeMap<K, VectorDelta>);
+
+impl<K: Ord> Default for AccumulatedSums<K> {
+    fn default() -> Self {
+        AccumulatedSums(BTreeMap::new())
+    }
+}
+
+impl<K: Ord + Clone> AccumulatedSums<K> {
+    /// Adds one epoch's deltas; returns each touched key's new sum (`None`:
+    /// nothing left), as the collection's changes would say.
+    pub fn accumulate(&mut self, deltas: Vec<(K, VectorDelta)>) -> Vec<(K, Option<VectorDelta>)> {
+        let mut touched = Vec::with_capacity(deltas.len());
+        for (key, delta) in deltas {
+            let sum = self.0.entry(key.clone()).or_default();
+            sum.plus_equals(&delta);
+            touched.push(key);
+        }
+        touched.sort();
+        touched.dedup();
+        touched
+            .into_iter()
+            .map(|key| match self.0.get(&key) {
+                Some(sum) if !sum.is_zero() => {
+                    let sum = sum.clone();
+                    (key, Some(sum))
+                }
+                _ => {
+                    self.0.remove(&key);
+                    (key, None)
+                }
+            })
+            .collect()
+    }
 }
 
 impl VectorSum {
@@ -185,16 +311,21 @@ pub fn norm2(v: &[f32]) -> f64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CentroidSlot(u32);
 
-/// A key's sum, with how many holders ([`CentroidWindow::acquire`]) keep its
-/// slot: a slot is reused only once nobody holds it and its window is empty.
+/// A key's sum (as last settled), its members in the window, and how many
+/// holders ([`CentroidWindow::acquire`]) keep its slot: a slot is reused only
+/// once nobody holds it, its window is empty and its sum settled.
 struct Keyed {
     key: String,
     sum: VectorSum,
     holders: u32,
+    members: u32,
 }
 
 /// Centroids per key over a sliding window. Members are added with their
 /// time; [`CentroidWindow::expire`] retracts those that left the window.
+/// Both only record the change ([`CentroidWindow::take_deltas`]); the sums
+/// read by [`CentroidWindow::sum`] and [`CentroidWindow::get`] are those
+/// the accumulated deltas give back ([`CentroidWindow::settle`]).
 pub struct CentroidWindow {
     window_secs: i64,
     /// Key → slot in `slots`. Never iterated, so hashed, not ordered.
@@ -207,7 +338,11 @@ pub struct CentroidWindow {
     /// and the key is a slot, the member a shared id, so an entry allocates
     /// nothing of its own (there is one per idea in the window, per window).
     members: BTreeMap<(i64, u32, Arc<str>), SharedEmbedding>,
-    changed: BTreeSet<String>,
+    /// This epoch's change per key, not yet taken.
+    pending: BTreeMap<String, VectorDelta>,
+    /// The keys of the deltas last taken, sorted: their sums change at the
+    /// next settle, and their views are re-emitted.
+    changed: Vec<String>,
 }
 
 impl CentroidWindow {
@@ -218,7 +353,8 @@ impl CentroidWindow {
             slots: Vec::new(),
             free: Vec::new(),
             members: BTreeMap::new(),
-            changed: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            changed: Vec::new(),
         }
     }
 
@@ -235,6 +371,7 @@ impl CentroidWindow {
             key: key.to_owned(),
             sum: VectorSum::default(),
             holders: 0,
+            members: 0,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -250,11 +387,15 @@ impl CentroidWindow {
         id
     }
 
-    /// Frees slot `id` once nobody holds it and nothing of its key is in the
-    /// window, so that keys seen once do not accumulate on an endless stream.
+    /// Frees slot `id` once nobody holds it, nothing of its key is in the
+    /// window and no change of it waits to settle, so that keys seen once do
+    /// not accumulate on an endless stream.
     fn free_if_unused(&mut self, id: u32) {
         let keyed = &mut self.slots[id as usize];
-        if keyed.holders == 0 && keyed.sum.n == 0 {
+        let settling = || {
+            self.pending.contains_key(&keyed.key) || self.changed.binary_search(&keyed.key).is_ok()
+        };
+        if keyed.holders == 0 && keyed.members == 0 && !settling() {
             self.ids.remove(&keyed.key);
             keyed.sum = VectorSum::default();
             keyed.key = String::new();
@@ -301,9 +442,16 @@ impl CentroidWindow {
             self.free_if_unused(id);
             return false;
         }
-        self.slots[id as usize].sum.add(&fixed_point(&embedding), 1);
+        self.slots[id as usize].members += 1;
+        match self.pending.get_mut(key) {
+            Some(delta) => delta.add(&embedding, 1),
+            None => {
+                let mut delta = VectorDelta::default();
+                delta.add(&embedding, 1);
+                self.pending.insert(key.to_owned(), delta);
+            }
+        }
         self.members.insert(k, embedding);
-        self.changed.insert(key.to_owned());
         true
     }
 
@@ -316,11 +464,47 @@ impl CentroidWindow {
             }
             let ((_, id, _), embedding) = entry.remove_entry();
             let keyed = &mut self.slots[id as usize];
-            keyed.sum.add(&fixed_point(&embedding), -1);
-            if !self.changed.contains(&keyed.key) {
-                self.changed.insert(keyed.key.clone());
+            keyed.members -= 1;
+            match self.pending.get_mut(&keyed.key) {
+                Some(delta) => delta.add(&embedding, -1),
+                None => {
+                    let mut delta = VectorDelta::default();
+                    delta.add(&embedding, -1);
+                    self.pending.insert(keyed.key.clone(), delta);
+                }
             }
-            self.free_if_unused(id);
+        }
+    }
+
+    /// This epoch's change of each key's sum, in key order (zero changes
+    /// left out: the sum stays). The keys are re-emitted
+    /// ([`CentroidWindow::take_changed`]) once their sums [settle](CentroidWindow::settle).
+    pub fn take_deltas(&mut self) -> Vec<(String, VectorDelta)> {
+        let pending = std::mem::take(&mut self.pending);
+        self.changed = pending.keys().cloned().collect();
+        pending.into_iter().filter(|(_, d)| !d.is_zero()).collect()
+    }
+
+    /// Sets the sums of keys whose accumulated deltas changed (`None`: the
+    /// key's window is empty). A key with no slot is held by no idea and has
+    /// no members, so only its view row (from [`CentroidWindow::get`]) reads it.
+    pub fn settle(&mut self, sums: impl IntoIterator<Item = (String, Option<VectorSum>)>) {
+        for (key, sum) in sums {
+            if let Some(id) = self.ids.get(&key) {
+                self.slots[*id as usize].sum = sum.unwrap_or_default();
+            }
+        }
+        if cfg!(debug_assertions) {
+            for key in &self.changed {
+                if let Some(id) = self.ids.get(key) {
+                    let keyed = &self.slots[*id as usize];
+                    assert_eq!(
+                        keyed.sum.n,
+                        i64::from(keyed.members),
+                        "the settled sum of {key} counts its members"
+                    );
+                }
+            }
         }
     }
 
@@ -337,9 +521,16 @@ impl CentroidWindow {
             .for_each(|k| k.sum.refresh_mirror());
     }
 
-    /// Keys whose centroid changed since the last call, sorted.
+    /// Keys whose centroid changed at the last settle, sorted; their slots
+    /// may be freed from now on.
     pub fn take_changed(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.changed).into_iter().collect()
+        let changed = std::mem::take(&mut self.changed);
+        for key in &changed {
+            if let Some(id) = self.ids.get(key).copied() {
+                self.free_if_unused(id);
+            }
+        }
+        changed
     }
 }
 
@@ -397,48 +588,117 @@ mod tests {
         v
     }
 
+    /// Takes the window's deltas and settles it with their accumulation, as
+    /// the pipeline's differential `count` would.
+    fn settle(w: &mut CentroidWindow, sums: &mut AccumulatedSums<String>) {
+        let deltas = w.take_deltas();
+        let settled = sums.accumulate(deltas);
+        w.settle(
+            settled
+                .into_iter()
+                .map(|(k, d)| (k, d.map(VectorSum::from))),
+        );
+    }
+
     #[test]
     fn mean_slides_with_the_window() {
         let mut w = CentroidWindow::new(100);
+        let mut sums = AccumulatedSums::default();
         w.insert("cats", "a".into(), 0, unit(0).into());
         w.insert("cats", "b".into(), 50, unit(1).into());
+        assert!(w.get("cats").is_none(), "not settled yet");
+        settle(&mut w, &mut sums);
         let m = w.get("cats").unwrap().mean().unwrap();
         assert_eq!((m[0], m[1]), (0.5, 0.5));
         assert_eq!(w.take_changed(), vec!["cats".to_owned()]);
         w.expire(100); // a leaves at 0 + 100
+        settle(&mut w, &mut sums);
         let m = w.get("cats").unwrap().mean().unwrap();
         assert_eq!((m[0], m[1]), (0.0, 1.0));
         assert_eq!(w.take_changed(), vec!["cats".to_owned()]);
         w.expire(150);
+        settle(&mut w, &mut sums);
         assert!(w.get("cats").is_none());
     }
 
     #[test]
     fn held_slots_follow_their_key_and_free_when_unused() {
         let mut w = CentroidWindow::new(100);
+        let mut sums = AccumulatedSums::default();
         let cats = w.acquire("cats");
         assert!(w.sum(cats).is_none(), "held but empty");
         w.insert("cats", "a".into(), 0, unit(0).into());
         w.insert("dogs", "b".into(), 0, unit(1).into());
+        settle(&mut w, &mut sums);
         assert_eq!(w.sum(cats).unwrap(), w.get("cats").unwrap());
+        w.take_changed();
         w.expire(100);
+        settle(&mut w, &mut sums);
         assert!(w.sum(cats).is_none() && w.get("dogs").is_none());
+        w.take_changed();
         // "dogs" had no holder: its slot is reused, never "cats"'s.
         w.insert("birds", "c".into(), 150, unit(2).into());
+        settle(&mut w, &mut sums);
         assert!(w.sum(cats).is_none());
         assert_eq!(w.get("birds").unwrap().n, 1);
         w.insert("cats", "d".into(), 150, unit(3).into());
+        settle(&mut w, &mut sums);
         assert_eq!(w.sum(cats).unwrap().sum[3], 1 << 20);
         w.release(cats);
         w.expire(250);
+        settle(&mut w, &mut sums);
+        w.take_changed();
         assert_eq!(w.slots.len(), 2);
         assert_eq!(
             w.free.len(),
             2,
-            "cats and birds freed once unheld and empty"
+            "cats and birds freed once unheld, empty and settled"
         );
         let fish = w.acquire("fish");
         assert!(w.sum(fish).is_none());
+    }
+
+    #[test]
+    fn a_key_emptied_and_refilled_in_one_epoch_keeps_its_sum() {
+        // The same vector leaves and comes back (as another member): the
+        // epoch's delta is zero, so no new sum arrives, and the key's slot
+        // must not have been freed and reset meanwhile.
+        let mut w = CentroidWindow::new(100);
+        let mut sums = AccumulatedSums::default();
+        w.insert("cats", "a".into(), 0, unit(0).into());
+        settle(&mut w, &mut sums);
+        w.take_changed();
+        w.expire(100);
+        w.insert("cats", "b".into(), 100, unit(0).into());
+        assert!(w.take_deltas().is_empty(), "a zero change is not sent");
+        w.settle(Vec::new());
+        assert_eq!(w.take_changed(), vec!["cats".to_owned()]);
+        assert_eq!(w.get("cats").unwrap().n, 1);
+    }
+
+    #[test]
+    fn deltas_form_an_abelian_group() {
+        let mut a = VectorDelta::default();
+        a.add(&unit(0), 1);
+        a.add(&unit(1), 1);
+        let mut b = VectorDelta::default();
+        b.add(&unit(1), -1);
+        // Commutative, with the empty delta as zero.
+        let mut ab = a.clone();
+        ab.plus_equals(&b);
+        let mut ba = b.clone();
+        ba.plus_equals(&a);
+        assert_eq!(ab, ba);
+        let mut z = VectorDelta::zero();
+        z.plus_equals(&ab);
+        assert_eq!(z, ab);
+        assert!(VectorDelta::zero().is_zero());
+        // x + (−x) = 0, whatever its representation.
+        let mut neg = ab.clone();
+        neg.negate();
+        neg.plus_equals(&ab);
+        assert!(neg.is_zero());
+        assert_eq!(VectorSum::from(ab).sum[0], 1 << 20);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub use prepare::{prepare, Labels, PreparedSignal};
 use foldhash::fast::FixedState;
 
 use crate::calendar::Calendar;
-use crate::centroid::{CentroidSlot, CentroidWindow};
+use crate::centroid::{AccumulatedSums, CentroidSlot, CentroidWindow, VectorDelta, VectorSum};
 use crate::dedupe::{LshParams, NearIndex, RotatingBloom, VectorId};
 use crate::distinct::DistinctCounts;
 use crate::engagement_stats::EngagementStats;
@@ -178,6 +178,18 @@ struct LiveIdea {
     community_centroid: Option<CentroidSlot>,
 }
 
+/// A centroid's key: a category or a community, by name.
+pub type CentroidKey = (CentroidKind, String);
+
+/// What an epoch's first half leaves for its second
+/// ([`IdeaState::begin_epoch`], [`IdeaState::finish_epoch`]).
+struct OpenEpoch {
+    watermark: i64,
+    changes: BTreeMap<ViewKey, Option<ViewRow>>,
+    touched: Vec<u32>,
+    ticked: bool,
+}
+
 /// What an archived idea keeps, so that it resumes its counts if its content
 /// comes back after the retention window.
 #[derive(Clone, Copy)]
@@ -219,6 +231,11 @@ pub struct IdeaState {
     /// over an endless stream, and a shared id string costs 64 bytes more.
     archived_factors: HashMap<u128, Factors, FixedState>,
     applied_through: Option<i64>,
+    /// The epoch begun and not yet finished.
+    open: Option<OpenEpoch>,
+    /// The centroid sums when the state runs without a dataflow
+    /// ([`IdeaState::apply_epoch`]); the pipeline keeps them in differential.
+    own_sums: AccumulatedSums<CentroidKey>,
     categories: CentroidWindow,
     communities: CentroidWindow,
     topics: TopicCounts,
@@ -273,6 +290,8 @@ impl IdeaState {
             by_id: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
             archived_factors: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
             applied_through: None,
+            open: None,
+            own_sums: AccumulatedSums::default(),
             by_hash: HashMap::new(),
             archived: HashMap::new(),
             last_tick: None,
@@ -323,7 +342,33 @@ impl IdeaState {
     /// Applies one completed epoch ending at `watermark` (seconds) and returns
     /// its changelog, one change per key: the keyed changes sorted by key,
     /// then the scores in slot order (deterministic, not sorted).
-    pub fn apply_epoch(&mut self, watermark: i64, mut signals: Vec<PreparedSignal>) -> Vec<Change> {
+    ///
+    /// This runs the epoch without a dataflow: the centroid deltas are
+    /// accumulated here ([`AccumulatedSums`]) instead of by the pipeline's
+    /// differential `count`. The pipeline calls [`IdeaState::begin_epoch`]
+    /// and [`IdeaState::finish_epoch`] itself.
+    pub fn apply_epoch(&mut self, watermark: i64, signals: Vec<PreparedSignal>) -> Vec<Change> {
+        let deltas = self.begin_epoch(watermark, signals);
+        let mut sums = std::mem::take(&mut self.own_sums);
+        let settled = sums.accumulate(deltas);
+        self.own_sums = sums;
+        self.finish_epoch(settled)
+    }
+
+    /// The first half of an epoch: slides the windows on a tick and applies
+    /// the signals (dedupe, new and merged ideas, topics, statistics).
+    /// Returns the epoch's change of each centroid's sum, which the caller
+    /// accumulates into the sums and hands to [`IdeaState::finish_epoch`]
+    /// (scores read the centroids, so they wait for it).
+    pub fn begin_epoch(
+        &mut self,
+        watermark: i64,
+        mut signals: Vec<PreparedSignal>,
+    ) -> Vec<(CentroidKey, VectorDelta)> {
+        debug_assert!(
+            self.open.is_none(),
+            "an epoch begun before the last finished"
+        );
         self.applied_through = Some(watermark);
         let mut changes: BTreeMap<ViewKey, Option<ViewRow>> = BTreeMap::new();
         let tick = watermark.div_euclid(self.windows.tick_secs) * self.windows.tick_secs;
@@ -338,6 +383,53 @@ impl IdeaState {
             let slot = self.apply_signal(s, &mut changes);
             touched.push(slot);
         }
+        self.open = Some(OpenEpoch {
+            watermark,
+            changes,
+            touched,
+            ticked,
+        });
+        let mut deltas = Vec::new();
+        for (kind, window) in [
+            (CentroidKind::Category, &mut self.categories),
+            (CentroidKind::Community, &mut self.communities),
+        ] {
+            deltas.extend(
+                window
+                    .take_deltas()
+                    .into_iter()
+                    .map(|(key, delta)| ((kind, key), delta)),
+            );
+        }
+        deltas
+    }
+
+    /// The second half of the epoch [begun](IdeaState::begin_epoch) last:
+    /// settles the centroids with `sums` (each key whose accumulated sum
+    /// changed, `None` once empty), emits the aggregates and re-scores.
+    pub fn finish_epoch(&mut self, sums: Vec<(CentroidKey, Option<VectorDelta>)>) -> Vec<Change> {
+        let Some(OpenEpoch {
+            watermark,
+            changes: mut keyed,
+            mut touched,
+            ticked,
+        }) = self.open.take()
+        else {
+            debug_assert!(false, "an epoch finished that was not begun");
+            return Vec::new();
+        };
+        let (categories, communities): (Vec<_>, Vec<_>) = sums
+            .into_iter()
+            .partition(|((kind, _), _)| *kind == CentroidKind::Category);
+        for (window, sums) in [
+            (&mut self.categories, categories),
+            (&mut self.communities, communities),
+        ] {
+            window.settle(
+                sums.into_iter()
+                    .map(|((_, key), sum)| (key, sum.map(VectorSum::from))),
+            );
+        }
         if std::mem::take(&mut self.weights_changed) || ticked {
             // Every active idea is re-scored below (the tick already did, but
             // merges since then and new weights need the current inputs).
@@ -346,11 +438,11 @@ impl IdeaState {
             touched.sort_unstable();
             touched.dedup();
         }
-        self.emit_aggregates(watermark, &mut changes);
+        self.emit_aggregates(watermark, &mut keyed);
         // Sized once: on a tick this holds a row per live idea, and growing
         // it would copy them all again.
-        let mut out: Vec<Change> = Vec::with_capacity(changes.len() + touched.len());
-        out.extend(changes.into_iter().map(|(key, row)| Change { key, row }));
+        let mut out: Vec<Change> = Vec::with_capacity(keyed.len() + touched.len());
+        out.extend(keyed.into_iter().map(|(key, row)| Change { key, row }));
         // Scores go straight to the changelog, in slot order (deterministic):
         // each idea is re-scored at most once per epoch, and on ticks these are
         // most of the changes, so they skip the per-key map.

@@ -309,7 +309,16 @@ async fn centroids(
             ));
         }
     }
-    let with_vectors = q.get("embedding").is_some_and(|v| v == "true");
+    let with_vectors = match q.get("embedding").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "embedding",
+                "embedding must be true or false",
+            ))
+        }
+    };
     let rows = sqlx::query(
         "SELECT kind, key, window_start, window_end, n, embedding::text AS embedding \
          FROM centroids WHERE ($1::text IS NULL OR kind = $1) ORDER BY kind, key",

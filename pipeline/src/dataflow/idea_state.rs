@@ -13,10 +13,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::model_files::LazyEmbedder;
+use differential_dataflow::operators::arrange::arrangement::arrange_core;
+use differential_dataflow::trace::implementations::{KeyBatcher, KeySpine, ValBuilder, ValSpine};
+use ideaflow_operators::centroid::VectorDelta;
 use ideaflow_operators::classify::Classifier;
 use ideaflow_operators::dedupe::LshIndex;
 use ideaflow_operators::feedback::{EmbeddedCorrection, FeedbackState, IdeaFact, LatestFactors};
-use ideaflow_operators::idea_state::{prepare, IdeaState, Labels, PreparedSignal};
+use ideaflow_operators::idea_state::{prepare, CentroidKey, IdeaState, Labels, PreparedSignal};
 use ideaflow_operators::score::ScoringParams;
 use ideaflow_operators::score::Weights;
 use ideaflow_operators::views::{Change, ViewKey};
@@ -48,11 +51,66 @@ pub fn prepare_signals<'scope>(
     signals.map(move |s| prepare(s, &context.lsh, &context.labels, &context.scoring))
 }
 
+/// A centroid's change in one epoch, as a differential update: (key, time,
+/// delta), the delta being the difference type.
+pub type CentroidDeltaUpdate = (CentroidKey, u64, VectorDelta);
+
+/// A change of the centroid sums collection: (key, its sum), time, ±1.
+pub type CentroidSumUpdate = ((CentroidKey, VectorDelta), u64, isize);
+
+/// The rolling centroids as a differential collection: the idea state's
+/// per-epoch deltas (the difference type is the vector sum) arranged by key
+/// and accumulated into each key's sum, as `count` does. Each epoch's output
+/// holds a retraction of a key's old sum and its new one.
+///
+/// Arranged where the deltas are made (the `Pipeline` contract, not
+/// `count`'s exchange by key): only the state's owner makes them, every
+/// epoch waits for its sums, and a key sharded to another worker would make
+/// each epoch wait until that worker, busy preparing signals, is scheduled.
+/// There are a few dozen keys, so one worker sums them at no cost.
+pub fn centroid_sums<'scope>(
+    deltas: Stream<'scope, u64, Vec<CentroidDeltaUpdate>>,
+) -> Stream<'scope, u64, Vec<CentroidSumUpdate>> {
+    let by_key = deltas.map(|(key, t, delta)| ((key, ()), t, delta));
+    arrange_core::<_, _, KeyBatcher<CentroidKey, u64, VectorDelta>, KeySpine<CentroidKey, u64, VectorDelta>>(
+        by_key,
+        Pipeline,
+        "CentroidDeltas",
+        KeyBatcher::new,
+    )
+    .reduce_abelian::<_, ValBuilder<CentroidKey, VectorDelta, u64, isize>, ValSpine<CentroidKey, VectorDelta, u64, isize>, _, _>(
+        "CentroidSums",
+        |_key, deltas, sum| sum.push((deltas[0].1.clone(), 1)),
+        |rows, key, updates| {
+            rows.clear();
+            rows.extend(updates.drain(..).map(|(sum, t, r)| ((key.clone(), sum), t, r)));
+        },
+    )
+    .as_collection(|key, sum| (key.clone(), sum.clone()))
+    .inner
+}
+
+/// The idea state's outputs: the changelog, the facts feedback reads, and
+/// the centroid deltas that go around the differential loop.
+pub type StateOutputs<'scope> = (
+    Stream<'scope, u64, Vec<Change>>,
+    Stream<'scope, u64, Vec<IdeaFact>>,
+    Stream<'scope, u64, Vec<CentroidDeltaUpdate>>,
+);
+
 /// Applies completed epochs to the state on worker 0; emits each epoch's
 /// changelog at the epoch's time, and beside it what feedback needs of it
 /// ([`IdeaFact`]s). `weights` is the feedback edge: scoring weights learned
 /// from marketplace feedback, which take effect in the first epoch at or
 /// after their time.
+///
+/// An epoch goes around a second loop, through differential: its first half
+/// ([`IdeaState::begin_epoch`]) emits the centroids' deltas at the epoch's
+/// time t (the third output); [`centroid_sums`] accumulates them and its
+/// changes come back on `sums`, one time unit later (t + 1, the loop's
+/// delay); once `sums` has passed t + 1 the second half
+/// ([`IdeaState::finish_epoch`]) settles the centroids and scores. The
+/// changelog and facts of t wait for it; the next epoch begins after it.
 ///
 /// The facts leave on an output of their own rather than through a split
 /// downstream: on a tick the changelog holds a score row per live idea, and
@@ -60,39 +118,57 @@ pub fn prepare_signals<'scope>(
 pub fn apply_to_state<'scope>(
     prepared: Stream<'scope, u64, Vec<PreparedSignal>>,
     learned: Stream<'scope, u64, Vec<Learned>>,
+    sums: Stream<'scope, u64, Vec<CentroidSumUpdate>>,
     state: SharedState,
     epoch_secs: u64,
-) -> (
-    Stream<'scope, u64, Vec<Change>>,
-    Stream<'scope, u64, Vec<IdeaFact>>,
-) {
+) -> StateOutputs<'scope> {
     let mut builder = OperatorBuilder::new("IdeaState".to_owned(), prepared.scope());
     let mut signals_in = builder.new_input(prepared, Exchange::new(|_: &PreparedSignal| 0));
     let mut weights_in = builder.new_input(learned, Pipeline);
+    let mut sums_in = builder.new_input(sums, Exchange::new(|_: &CentroidSumUpdate| 0));
     let (changes_out, changes) = builder.new_output::<Vec<Change>>();
     let (facts_out, facts) = builder.new_output::<Vec<IdeaFact>>();
+    let (deltas_out, deltas) = builder.new_output::<Vec<CentroidDeltaUpdate>>();
     let mut changes_out =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<Change>>>::from(changes_out);
     let mut facts_out =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<IdeaFact>>>::from(facts_out);
+    let mut deltas_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<CentroidDeltaUpdate>>>::from(deltas_out);
     builder.build(move |_initial| {
         let mut logged = false;
         // Per epoch: a capability on each output, and its signals.
-        type Epoch = (Capability<u64>, Capability<u64>, Vec<PreparedSignal>);
+        type Epoch = (
+            Capability<u64>,
+            Capability<u64>,
+            Capability<u64>,
+            Vec<PreparedSignal>,
+        );
         let mut pending: BTreeMap<u64, Epoch> = BTreeMap::new();
         let mut learned: BTreeMap<u64, Vec<Learned>> = BTreeMap::new();
+        // The centroid sums' changes, by the time they arrived at.
+        let mut settled: BTreeMap<u64, Vec<CentroidSumUpdate>> = BTreeMap::new();
+        // The epoch begun and waiting for its sums: its time, and the
+        // capabilities its changelog and facts are given at.
+        let mut open: Option<(u64, Capability<u64>, Capability<u64>)> = None;
         move |frontiers| {
-            let (signals_frontier, weights_frontier) = (&frontiers[0], &frontiers[1]);
+            let (signals_frontier, weights_frontier, sums_frontier) =
+                (&frontiers[0], &frontiers[1], &frontiers[2]);
             let mut changes_out = changes_out.activate();
             let mut facts_out = facts_out.activate();
+            let mut deltas_out = deltas_out.activate();
             signals_in.for_each_stamp(|cap, data| {
                 let t = *cap.least().expect("a totally ordered time");
-                let (Some(c0), Some(c1)) = (cap.retain_least(0), cap.retain_least(1)) else {
+                let (Some(c0), Some(c1), Some(c2)) =
+                    (cap.retain_least(0), cap.retain_least(1), cap.retain_least(2))
+                else {
                     return;
                 };
-                let entry = pending.entry(t).or_insert_with(|| (c0, c1, Vec::new()));
+                let entry = pending
+                    .entry(t)
+                    .or_insert_with(|| (c0, c1, c2, Vec::new()));
                 for d in data {
-                    entry.2.append(d);
+                    entry.3.append(d);
                 }
             });
             weights_in.for_each_stamp(|cap, data| {
@@ -102,12 +178,53 @@ pub fn apply_to_state<'scope>(
                     entry.append(d);
                 }
             });
-            while let Some(entry) = pending.first_entry() {
+            sums_in.for_each_stamp(|cap, data| {
+                let t = *cap.least().expect("a totally ordered time");
+                let entry = settled.entry(t).or_default();
+                for d in data {
+                    entry.append(d);
+                }
+            });
+            loop {
+                if let Some((t, _, _)) = &open {
+                    let t = *t;
+                    if sums_frontier.less_equal(&(t + 1)) {
+                        break;
+                    }
+                    let (_, changes_cap, facts_cap) = open.take().expect("open");
+                    let mut updates = Vec::new();
+                    while let Some(entry) = settled.first_entry() {
+                        if *entry.key() > t + 1 {
+                            break;
+                        }
+                        updates.append(&mut entry.remove());
+                    }
+                    let mut state = state.borrow_mut();
+                    let Some(state) = state.as_mut() else {
+                        continue;
+                    };
+                    let epoch = state.finish_epoch(latest_sums(updates));
+                    // Not the scores: feedback reads the latest factors from
+                    // the state itself (see `apply_feedback`).
+                    facts_out.session(&facts_cap).give_iterator(
+                        epoch
+                            .iter()
+                            .filter(|c| !matches!(c.key, ViewKey::Score(_)))
+                            .filter_map(IdeaFact::of),
+                    );
+                    changes_out
+                        .session(&changes_cap)
+                        .give_container(&mut { epoch });
+                    continue;
+                }
+                let Some(entry) = pending.first_entry() else {
+                    break;
+                };
                 let t = *entry.key();
                 if signals_frontier.less_equal(&t) || weights_frontier.less_equal(&t) {
                     break;
                 }
-                let (t, (changes_cap, facts_cap, signals)) = entry.remove_entry();
+                let (t, (changes_cap, facts_cap, deltas_cap, signals)) = entry.remove_entry();
                 let mut state = state.borrow_mut();
                 let Some(state) = state.as_mut() else {
                     // Only worker 0 is routed data; others never get here.
@@ -124,18 +241,16 @@ pub fn apply_to_state<'scope>(
                         }
                     }
                 }
-                let epoch = state.apply_epoch((t + epoch_secs) as i64, signals);
-                // Not the scores: feedback reads the latest factors from the
-                // state itself (see `apply_feedback`).
-                facts_out.session(&facts_cap).give_iterator(
-                    epoch
-                        .iter()
-                        .filter(|c| !matches!(c.key, ViewKey::Score(_)))
-                        .filter_map(IdeaFact::of),
-                );
-                changes_out.session(&changes_cap).give_container(&mut { epoch });
+                let deltas = state.begin_epoch((t + epoch_secs) as i64, signals);
+                deltas_out
+                    .session(&deltas_cap)
+                    .give_iterator(deltas.into_iter().map(|(key, delta)| (key, t, delta)));
+                // Dropped here: the sums of t can complete only once nothing
+                // more of t may come.
+                drop(deltas_cap);
+                open = Some((t, changes_cap, facts_cap));
             }
-            if signals_frontier.is_empty() && pending.is_empty() && !logged {
+            if signals_frontier.is_empty() && pending.is_empty() && open.is_none() && !logged {
                 logged = true;
                 // The state stays: feedback may still read it.
                 if let Some(state) = state.borrow().as_ref() {
@@ -146,7 +261,22 @@ pub fn apply_to_state<'scope>(
             }
         }
     });
-    (changes, facts)
+    (changes, facts, deltas)
+}
+
+/// Each key's sum after an epoch, from the collection's changes in it: the
+/// new sum where one was added, `None` where the old was only retracted (the
+/// key's window emptied).
+fn latest_sums(updates: Vec<CentroidSumUpdate>) -> Vec<(CentroidKey, Option<VectorDelta>)> {
+    let mut latest: BTreeMap<CentroidKey, Option<VectorDelta>> = BTreeMap::new();
+    for ((key, sum), _, diff) in updates {
+        if diff > 0 {
+            latest.insert(key, Some(sum));
+        } else {
+            latest.entry(key).or_insert(None);
+        }
+    }
+    latest.into_iter().collect()
 }
 
 /// What the feedback operator emits: view changes for the sinks, and new
@@ -310,5 +440,96 @@ fn embed_corrections(
             tracing::error!(error = %e, n = sentences.len(), "embedding corrected sentences failed; skipping them");
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use differential_dataflow::difference::IsZero;
+    use ideaflow_operators::centroid::{AccumulatedSums, VectorDelta};
+    use ideaflow_operators::views::CentroidKind;
+    use ideaflow_operators::EMBEDDING_DIM;
+    use timely::dataflow::operators::{Input, Inspect, Probe};
+
+    use super::{centroid_sums, latest_sums, CentroidDeltaUpdate, CentroidKey, CentroidSumUpdate};
+
+    fn vector(seed: u64) -> Vec<f32> {
+        (0..EMBEDDING_DIM as u64)
+            .map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0)
+            .collect()
+    }
+
+    /// Twelve epochs of deltas over three keys: each epoch adds a member and
+    /// retracts the one added two epochs before, except that "food" takes
+    /// members only in the first three epochs, so its window empties.
+    fn epochs() -> Vec<Vec<(CentroidKey, VectorDelta)>> {
+        let keys = [
+            (CentroidKind::Category, "animals"),
+            (CentroidKind::Category, "food"),
+            (CentroidKind::Community, "r/aww"),
+        ];
+        (0..12u64)
+            .map(|e| {
+                keys.iter()
+                    .enumerate()
+                    .filter_map(|(k, (kind, name))| {
+                        let k = k as u64;
+                        let member = |e: u64| vector(e * 3 + k);
+                        let takes = |e: u64| k != 1 || e < 3;
+                        let mut delta = VectorDelta::default();
+                        if takes(e) {
+                            delta.add(&member(e), 1);
+                        }
+                        if e >= 2 && takes(e - 2) {
+                            delta.add(&member(e - 2), -1);
+                        }
+                        (!delta.is_zero()).then(|| ((*kind, (*name).to_owned()), delta))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn differential_sums_the_deltas_as_accumulating_them_in_place_does() {
+        let epochs = epochs();
+        let seen: Arc<Mutex<BTreeMap<u64, Vec<CentroidSumUpdate>>>> = Arc::default();
+        let sink = seen.clone();
+        let fed = epochs.clone();
+        timely::execute_directly(move |worker| {
+            let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, deltas) = scope.new_input::<Vec<CentroidDeltaUpdate>>();
+                let (probe, _) = centroid_sums(deltas)
+                    .inspect(move |u: &CentroidSumUpdate| {
+                        sink.lock().unwrap().entry(u.1).or_default().push(u.clone())
+                    })
+                    .probe();
+                (input, probe)
+            });
+            for (e, epoch) in fed.into_iter().enumerate() {
+                let t = e as u64 * 60;
+                input.advance_to(t);
+                for (key, delta) in epoch {
+                    input.send((key, t, delta));
+                }
+                input.advance_to(t + 60);
+                while probe.less_than(&(t + 60)) {
+                    worker.step();
+                }
+            }
+        });
+        let mut own = AccumulatedSums::default();
+        let seen = seen.lock().unwrap();
+        let mut emptied = 0;
+        for (e, epoch) in epochs.into_iter().enumerate() {
+            let expected = own.accumulate(epoch);
+            let got = latest_sums(seen.get(&(e as u64 * 60)).cloned().unwrap_or_default());
+            emptied += got.iter().filter(|(_, sum)| sum.is_none()).count();
+            assert_eq!(got, expected, "epoch {e}");
+        }
+        assert_eq!(emptied, 1, "food's window empties once");
     }
 }

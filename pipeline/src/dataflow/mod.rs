@@ -99,8 +99,12 @@ pub fn run_views_pipeline(
             // The feedback edge: weights learned in one epoch reach the idea
             // state one epoch later.
             let (learned_loop, learned) = scope.feedback::<Vec<Learned>>(epoch_secs);
-            let (changes, facts) =
-                idea_state::apply_to_state(prepared, learned, state.clone(), epoch_secs);
+            // The centroid loop: an epoch's deltas go through differential
+            // and come back summed one time unit later, within the epoch.
+            let (sums_loop, sums) = scope.feedback::<Vec<idea_state::CentroidSumUpdate>>(1);
+            let (changes, facts, deltas) =
+                idea_state::apply_to_state(prepared, learned, sums, state.clone(), epoch_secs);
+            idea_state::centroid_sums(deltas).connect_loop(sums_loop);
             let feedback = idea_state::apply_feedback(
                 marketplace,
                 facts,
