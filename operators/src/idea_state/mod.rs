@@ -1,5 +1,9 @@
 //! The idea state: dedupe (Bloom → exact → near), rolling centroids, topic
 //! counts, distinct counts and scores, advanced one completed epoch at a time.
+//! An epoch has two halves: [`IdeaState::begin_epoch`] applies its signals
+//! and returns the centroids' deltas; once they are summed (by differential
+//! in the pipeline) [`IdeaState::finish_epoch`] settles the centroids and
+//! scores.
 //!
 //! Determinism: an epoch's signals are applied in a total order
 //! ([`PreparedSignal::order_key`]), epochs in time order, ticks at fixed

@@ -5,7 +5,9 @@
 //!
 //! One owner keeps near-duplicate lookups and the per-source statistics exact
 //! and global; the parallel work (parsing, embedding, hashing, LSH signatures,
-//! labels) happens before it.
+//! labels) happens before it. The rolling centroids' sums are a differential
+//! collection beside it ([`centroid_sums`]), which each epoch goes through
+//! before it is scored.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
