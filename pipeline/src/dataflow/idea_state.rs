@@ -55,7 +55,8 @@ pub fn prepare_signals<'scope>(
 
 /// A centroid's change in one epoch, as a differential update: (key, time,
 /// delta), the delta being the difference type.
-pub type CentroidDeltaUpdate = (CentroidKey, u64, VectorDelta);
+/// Keyed with no value, as an arrangement by key takes it.
+pub type CentroidDeltaUpdate = ((CentroidKey, ()), u64, VectorDelta);
 
 /// A change of the centroid sums collection: (key, its sum), time, ±1.
 pub type CentroidSumUpdate = ((CentroidKey, VectorDelta), u64, isize);
@@ -73,9 +74,8 @@ pub type CentroidSumUpdate = ((CentroidKey, VectorDelta), u64, isize);
 pub fn centroid_sums<'scope>(
     deltas: Stream<'scope, u64, Vec<CentroidDeltaUpdate>>,
 ) -> Stream<'scope, u64, Vec<CentroidSumUpdate>> {
-    let by_key = deltas.map(|(key, t, delta)| ((key, ()), t, delta));
     arrange_core::<_, _, KeyBatcher<CentroidKey, u64, VectorDelta>, KeySpine<CentroidKey, u64, VectorDelta>>(
-        by_key,
+        deltas,
         Pipeline,
         "CentroidDeltas",
         KeyBatcher::new,
@@ -246,7 +246,7 @@ pub fn apply_to_state<'scope>(
                 let deltas = state.begin_epoch((t + epoch_secs) as i64, signals);
                 deltas_out
                     .session(&deltas_cap)
-                    .give_iterator(deltas.into_iter().map(|(key, delta)| (key, t, delta)));
+                    .give_iterator(deltas.into_iter().map(|(key, delta)| ((key, ()), t, delta)));
                 // Dropped here: the sums of t can complete only once nothing
                 // more of t may come.
                 drop(deltas_cap);
@@ -515,7 +515,7 @@ mod tests {
                 let t = e as u64 * 60;
                 input.advance_to(t);
                 for (key, delta) in epoch {
-                    input.send((key, t, delta));
+                    input.send(((key, ()), t, delta));
                 }
                 input.advance_to(t + 60);
                 while probe.less_than(&(t + 60)) {
