@@ -674,16 +674,25 @@ impl FeedbackState {
                     .add(&counts);
                 self.windows_due
                     .insert((hour + HOUR, WindowKind::Hour, hour, arm.clone()));
-                self.windows_due
-                    .insert((day + DAY, WindowKind::Day, day, arm.clone()));
-                for k in 1..=7 {
-                    let end = day + k * DAY;
-                    self.windows_due
-                        .insert((end, WindowKind::Week, end - WEEK, arm.clone()));
-                    self.ideas_due
-                        .insert((end, arm.idea_id.clone(), arm.marketplace.clone()));
+                // The day's window, the weeks that hold the day, their A/B
+                // tests and the day's learning come due together, and none
+                // ends before the day's window: if it is still waiting, so
+                // is the rest (nothing of it can have been emitted), and
+                // inserting them again would only cost sixteen searches of
+                // string-keyed sets per event.
+                if self
+                    .windows_due
+                    .insert((day + DAY, WindowKind::Day, day, arm.clone()))
+                {
+                    for k in 1..=7 {
+                        let end = day + k * DAY;
+                        self.windows_due
+                            .insert((end, WindowKind::Week, end - WEEK, arm.clone()));
+                        self.ideas_due
+                            .insert((end, arm.idea_id.clone(), arm.marketplace.clone()));
+                    }
+                    self.days_due.insert(day + DAY);
                 }
-                self.days_due.insert(day + DAY);
             }
             _ => {}
         }
