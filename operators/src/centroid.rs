@@ -5,9 +5,9 @@
 //! The window's membership ([`CentroidWindow`]) turns those additions and
 //! retractions into one [`VectorDelta`] per key and epoch. The sums are a
 //! differential-dataflow collection whose difference type is that delta: the
-//! pipeline's `count` accumulates them (sharded by key across workers) and
-//! hands each key's sum back ([`CentroidWindow::settle`]); without a dataflow,
-//! [`AccumulatedSums`] does the same accumulation in place.
+//! pipeline arranges and reduces them into each key's sum and hands the sums
+//! back ([`CentroidWindow::settle`]); without a dataflow, [`AccumulatedSums`]
+//! does the same accumulation in place.
 //!
 //! Sums are kept in fixed point (each component × 2^20 as i64), so adding and
 //! retracting are exact and commutative: the centroid depends only on the set
@@ -58,11 +58,14 @@ impl Default for VectorSum {
     }
 }
 
+/// One component in fixed point.
+fn fixed(x: f32) -> i64 {
+    (x as f64 * SCALE).round() as i64
+}
+
 /// The fixed-point form of an embedding, as added to a [`VectorSum`].
 pub fn fixed_point(v: &[f32]) -> Vec<i64> {
-    v.iter()
-        .map(|x| (*x as f64 * SCALE).round() as i64)
-        .collect()
+    v.iter().map(|x| fixed(*x)).collect()
 }
 
 /// A change to a key's sum: the members added minus those retracted, in
@@ -83,7 +86,7 @@ impl VectorDelta {
             self.sum = vec![0; EMBEDDING_DIM];
         }
         for (s, x) in self.sum.iter_mut().zip(embedding) {
-            *s += sign * (*x as f64 * SCALE).round() as i64;
+            *s += sign * fixed(*x);
         }
         self.n += sign;
     }
@@ -143,7 +146,7 @@ impl From<VectorDelta> for VectorSum {
 }
 
 /// Each key's deltas accumulated in place into its sum: what the pipeline's
-/// differential `count` computes, for a [`CentroidWindow`] (or an idea state)
+/// differential reduce computes, for a [`CentroidWindow`] (or an idea state)
 /// run without a dataflow, as in unit tests.
 #[derive(Debug)]
 pub struct AccumulatedSums<K: Ord>(BTreeMap<K, VectorDelta>);
@@ -311,6 +314,18 @@ pub fn norm2(v: &[f32]) -> f64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CentroidSlot(u32);
 
+/// Adds (`sign` 1) or retracts (-1) `embedding` in `key`'s pending delta.
+fn record(pending: &mut BTreeMap<String, VectorDelta>, key: &str, embedding: &[f32], sign: i64) {
+    match pending.get_mut(key) {
+        Some(delta) => delta.add(embedding, sign),
+        None => {
+            let mut delta = VectorDelta::default();
+            delta.add(embedding, sign);
+            pending.insert(key.to_owned(), delta);
+        }
+    }
+}
+
 /// A key's sum (as last settled), its members in the window, and how many
 /// holders ([`CentroidWindow::acquire`]) keep its slot: a slot is reused only
 /// once nobody holds it, its window is empty and its sum settled.
@@ -443,14 +458,7 @@ impl CentroidWindow {
             return false;
         }
         self.slots[id as usize].members += 1;
-        match self.pending.get_mut(key) {
-            Some(delta) => delta.add(&embedding, 1),
-            None => {
-                let mut delta = VectorDelta::default();
-                delta.add(&embedding, 1);
-                self.pending.insert(key.to_owned(), delta);
-            }
-        }
+        record(&mut self.pending, key, &embedding, 1);
         self.members.insert(k, embedding);
         true
     }
@@ -465,14 +473,7 @@ impl CentroidWindow {
             let ((_, id, _), embedding) = entry.remove_entry();
             let keyed = &mut self.slots[id as usize];
             keyed.members -= 1;
-            match self.pending.get_mut(&keyed.key) {
-                Some(delta) => delta.add(&embedding, -1),
-                None => {
-                    let mut delta = VectorDelta::default();
-                    delta.add(&embedding, -1);
-                    self.pending.insert(keyed.key.clone(), delta);
-                }
-            }
+            record(&mut self.pending, &keyed.key, &embedding, -1);
         }
     }
 
@@ -589,7 +590,7 @@ mod tests {
     }
 
     /// Takes the window's deltas and settles it with their accumulation, as
-    /// the pipeline's differential `count` would.
+    /// the pipeline's differential reduce would.
     fn settle(w: &mut CentroidWindow, sums: &mut AccumulatedSums<String>) {
         let deltas = w.take_deltas();
         let settled = sums.accumulate(deltas);

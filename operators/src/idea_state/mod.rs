@@ -349,13 +349,11 @@ impl IdeaState {
     ///
     /// This runs the epoch without a dataflow: the centroid deltas are
     /// accumulated here ([`AccumulatedSums`]) instead of by the pipeline's
-    /// differential `count`. The pipeline calls [`IdeaState::begin_epoch`]
+    /// differential reduce. The pipeline calls [`IdeaState::begin_epoch`]
     /// and [`IdeaState::finish_epoch`] itself.
     pub fn apply_epoch(&mut self, watermark: i64, signals: Vec<PreparedSignal>) -> Vec<Change> {
         let deltas = self.begin_epoch(watermark, signals);
-        let mut sums = std::mem::take(&mut self.own_sums);
-        let settled = sums.accumulate(deltas);
-        self.own_sums = sums;
+        let settled = self.own_sums.accumulate(deltas);
         self.finish_epoch(settled)
     }
 

@@ -53,9 +53,9 @@ pub fn prepare_signals<'scope>(
     signals.map(move |s| prepare(s, &context.lsh, &context.labels, &context.scoring))
 }
 
-/// A centroid's change in one epoch, as a differential update: (key, time,
-/// delta), the delta being the difference type.
-/// Keyed with no value, as an arrangement by key takes it.
+/// A centroid's change in one epoch, as a differential update: ((key, ()),
+/// time, delta), the delta being the difference type; keyed with no value,
+/// as an arrangement by key takes it.
 pub type CentroidDeltaUpdate = ((CentroidKey, ()), u64, VectorDelta);
 
 /// A change of the centroid sums collection: (key, its sum), time, ±1.
