@@ -30,6 +30,7 @@
 //!   is re-scored at the next epoch.
 
 mod prepare;
+mod rescore;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use prepare::{prepare, Labels, PreparedSignal};
+use rescore::ScoringInputs;
 
 use foldhash::fast::FixedState;
 
@@ -50,7 +52,7 @@ use crate::idea::{id_bits, idea_id, IdeaId};
 use crate::score::{self, Factors, ScoringParams, Weights};
 use crate::topic_counts::TopicCounts;
 use crate::views::{
-    CentroidKind, CentroidRow, Change, DedupeKind, DistinctCountRow, IdeaRow, IdeaStatus, ScoreRow,
+    CentroidKind, CentroidRow, Change, DedupeKind, DistinctCountRow, IdeaRow, IdeaStatus,
     SignalRow, TopicCountRow, ViewKey, ViewRow,
 };
 use crate::Engagement;
@@ -141,18 +143,8 @@ pub struct DedupeStats {
 /// costs about what a few hundred evaluations do.
 const PARALLEL_SCORING_MIN: usize = 4096;
 
-/// Ideas evaluated at a time when a tick re-scores them all: a part's
-/// evaluations are applied before the next part is evaluated.
+/// Ideas re-scored at a time when a tick re-scores them all.
 const RESCORE_PART: usize = 65_536;
-
-/// An idea's score as evaluated, before it is compared with the last one.
-struct Evaluation {
-    factors: Factors,
-    score: f64,
-    /// The category top list's generation the cohesion was computed against.
-    generation: u64,
-    cohesion: f64,
-}
 
 struct LiveIdea {
     row: IdeaRow,
@@ -789,12 +781,11 @@ impl IdeaState {
         idea.seasonality = score::seasonality(days, &self.scoring);
     }
 
-    /// Re-scores `slots` at `watermark`; appends the score rows that changed
-    /// to `out`, in the order of `slots`. The evaluation reads the state
-    /// only, so a long list (every live idea, on a tick) is split over
-    /// [`IdeaState::set_scoring_threads`] threads; what changed is then
-    /// applied in order on this one, so the result is the same for any
-    /// thread count.
+    /// Re-scores `slots` (ascending, distinct) at `watermark`; appends the
+    /// score rows that changed to `out`, in the order of `slots`. A long
+    /// list (every live idea, on a tick) is split over
+    /// [`IdeaState::set_scoring_threads`] threads, each re-scoring its own
+    /// run of slots; the result is the same for any thread count.
     fn rescore(&mut self, slots: &[u32], watermark: i64, out: &mut Vec<Change>) {
         // Everything evaluation would compute lazily, computed now: the
         // centroids' f64 mirrors, and the statistics of the sources these
@@ -810,115 +801,27 @@ impl IdeaState {
         for source in sources {
             self.rates.get(source, watermark);
         }
-        // In parts: a tick evaluates every live idea, and holding all their
-        // evaluations at once beside the changelog would cost ~70 bytes an
-        // idea at the run's peak. Evaluation reads the state only, so the
-        // parts give the same rows.
+        let inputs = ScoringInputs {
+            scoring: &self.scoring,
+            weights: &self.weights,
+            categories: &self.categories,
+            communities: &self.communities,
+            topics: &self.topics,
+            rates: &self.rates,
+            window_start: self.last_tick.map(|t| t - self.windows.window_secs),
+            watermark,
+            scored_at: utc(watermark),
+        };
+        let threads = if slots.len() < self.parallel_scoring_min {
+            1
+        } else {
+            self.scoring_threads
+        };
+        // In parts: the rows of all but one thread wait in a buffer of their
+        // own until they are appended, and on a tick there is a row per live idea.
         for part in slots.chunks(RESCORE_PART) {
-            let evaluations = self.evaluate_all(part, watermark);
-            for (slot, evaluation) in part.iter().zip(evaluations) {
-                let Some(e) = evaluation else { continue };
-                let idea = self.ideas[*slot as usize].as_mut().expect("live slot");
-                idea.cohesion = Some((e.generation, e.cohesion));
-                if idea.score == Some((e.factors, e.score)) {
-                    continue;
-                }
-                idea.score = Some((e.factors, e.score));
-                out.push(Change {
-                    key: ViewKey::Score(idea.row.id.clone()),
-                    row: Some(ViewRow::Score(ScoreRow {
-                        idea_id: idea.row.id.clone(),
-                        category: idea.row.category.clone(),
-                        score: e.score,
-                        factors: e.factors,
-                        scored_at: utc(watermark),
-                    })),
-                });
-            }
+            inputs.rescore(&mut self.ideas, part, threads, out);
         }
-    }
-
-    /// [`IdeaState::evaluate`] of each slot, on up to `scoring_threads` threads
-    /// when there are enough slots to be worth it.
-    fn evaluate_all(&self, slots: &[u32], watermark: i64) -> Vec<Option<Evaluation>> {
-        let evaluate_part = |part: &[u32]| -> Vec<Option<Evaluation>> {
-            part.iter().map(|s| self.evaluate(*s, watermark)).collect()
-        };
-        let threads = self.scoring_threads;
-        if threads == 1 || slots.len() < self.parallel_scoring_min {
-            return evaluate_part(slots);
-        }
-        let chunk = slots.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            // A part whose thread cannot be started (the OS refused one) is
-            // evaluated here instead: slower, same result.
-            let others: Vec<_> = slots
-                .chunks(chunk)
-                .skip(1)
-                .map(|part| {
-                    std::thread::Builder::new()
-                        .name("ideaflow-scoring".into())
-                        .spawn_scoped(scope, move || evaluate_part(part))
-                        .map_err(|_| part)
-                })
-                .collect();
-            let mut all = evaluate_part(&slots[..chunk]);
-            for other in others {
-                match other {
-                    Ok(handle) => match handle.join() {
-                        Ok(part) => all.extend(part),
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    },
-                    Err(part) => all.extend(evaluate_part(part)),
-                }
-            }
-            all
-        })
-    }
-
-    /// The idea's factors and score at `watermark` (`None`: no live idea in
-    /// the slot). Reads the state only.
-    fn evaluate(&self, slot: u32, watermark: i64) -> Option<Evaluation> {
-        let idea = self.ideas[slot as usize].as_ref()?;
-        let row = &idea.row;
-        let p = &self.scoring;
-        let hours = (watermark - idea.peak) as f64 / 3600.0;
-        let freshness = score::freshness(hours, p);
-        let stats = self.rates.cached(row.source);
-        let engagement = score::engagement(row.engagement_rate, stats.median, stats.mad, p);
-        let in_window = self.in_window(idea.first_seen);
-        let (to_category, to_community) = crate::centroid::cosines_with_norm(
-            &row.embedding,
-            idea.norm2,
-            idea.category_centroid
-                .and_then(|c| self.categories.sum(c))
-                .map(|sum| (sum, in_window)),
-            idea.community_centroid
-                .and_then(|c| self.communities.sum(c))
-                .map(|sum| (sum, false)),
-        );
-        let novelty = score::novelty(to_category);
-        let (generation, top) = row
-            .category
-            .as_deref()
-            .map_or((0, &[][..]), |c| self.topics.top_set_with_generation(c));
-        let cohesion = match idea.cohesion {
-            Some((g, cohesion)) if g == generation => cohesion,
-            _ => score::hashtag_cohesion_sorted(&row.topics, top),
-        };
-        let factors = Factors {
-            freshness,
-            engagement,
-            novelty,
-            community_fit: score::community_fit(to_community, cohesion),
-            seasonality: idea.seasonality,
-        };
-        Some(Evaluation {
-            score: factors.score(&self.weights),
-            factors,
-            generation,
-            cohesion,
-        })
     }
 
     fn emit_aggregates(

@@ -6,7 +6,7 @@ use super::*;
 use crate::classify::Anchor;
 use crate::dedupe::LshIndex;
 use crate::embed::l2_normalize;
-use crate::views::ViewState;
+use crate::views::{ScoreRow, ViewState};
 use crate::{Signal, Source, EMBEDDING_DIM};
 
 fn unit(seed: u64) -> Vec<f32> {
