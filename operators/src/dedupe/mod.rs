@@ -7,4 +7,4 @@ mod near;
 
 pub use bloom::{BloomSizing, RotatingBloom};
 pub use lsh::{LshIndex, LshParams};
-pub use near::{NearIndex, NearMatches, Prematch, VectorId};
+pub use near::{NearIndex, NearMatches, VectorId};

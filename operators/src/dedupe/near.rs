@@ -8,10 +8,6 @@
 //! thousands of candidates in dense clusters, and each used to cost several
 //! dependent cache misses.
 
-use std::collections::HashMap;
-
-use foldhash::fast::FixedState;
-
 use crate::dedupe::{LshIndex, LshParams};
 use crate::embed::dot_lanes;
 use crate::shared_embedding::SharedEmbedding;
@@ -30,7 +26,6 @@ pub struct NearIndex {
     free: Vec<VectorId>,
     /// The candidate ids of a lookup (kept to reuse its allocation).
     scratch: Vec<VectorId>,
-    recent: Recent,
 }
 
 /// The packed form of per-band signatures: `bits` (≤ 32) bits each, back to back.
@@ -73,7 +68,6 @@ impl NearIndex {
             embeddings: Vec::new(),
             free: Vec::new(),
             scratch: Vec::new(),
-            recent: Recent::default(),
         }
     }
 
@@ -131,22 +125,11 @@ impl NearIndex {
         }
         self.embeddings[id as usize] = Some(embedding);
         self.lsh.insert(id, signatures);
-        if self.recent.open {
-            for (band, sig) in signatures.iter().enumerate() {
-                self.recent
-                    .buckets
-                    .entry((band, *sig))
-                    .or_default()
-                    .push(id);
-            }
-            self.recent.by_owner.entry(owner).or_default().push(id);
-        }
         id
     }
 
     /// Takes a vector out of the index (and out of its owner's ring).
     pub fn remove(&mut self, id: VectorId) {
-        debug_assert!(!self.recent.open, "a removal inside a batch");
         let p = self.lsh.params();
         let at = id as usize * self.stride();
         let signatures = unpack(&self.arena[at..at + self.words], p.bands, p.bits);
@@ -169,155 +152,18 @@ impl NearIndex {
     /// particular order (the caller breaks ties). Embeddings are unit
     /// vectors: dot = cosine.
     pub fn matches(&mut self, query: &[f32], signatures: &[u32], threshold: f32) -> NearMatches {
-        let probe = self.probe(query, signatures, threshold);
-        let mut ids = std::mem::take(&mut self.scratch);
-        let owners = self.gather(signatures, &mut ids);
-        let mut out = NearMatches {
-            candidates: ids.len() as u64,
-            ..NearMatches::default()
-        };
-        self.scratch = ids;
-        for o in owners {
-            let (owner, first) = ((o >> 32) as u32, o as VectorId);
-            let best = self.ring_best(&probe, first);
-            if best >= threshold {
-                out.hits.push((owner, best));
-            }
-        }
-        out
-    }
-
-    /// [`NearIndex::matches`] against the index as it stands, to be
-    /// [completed](NearIndex::complete) later with the vectors inserted in
-    /// between (a [batch](NearIndex::begin_batch) must be open by then).
-    /// Reads the index only, so an epoch's lookups can be made on several
-    /// threads before its signals are applied in order.
-    pub fn prematch(&self, query: &[f32], signatures: &[u32], threshold: f32) -> Prematch {
-        let probe = self.probe(query, signatures, threshold);
-        let mut ids = Vec::new();
-        let owners = self.gather(signatures, &mut ids);
-        let mut pre = Prematch {
-            candidates: ids.len() as u64,
-            reached: Vec::with_capacity(owners.len()),
-            hits: Vec::new(),
-        };
-        for o in owners {
-            let (owner, first) = ((o >> 32) as u32, o as VectorId);
-            pre.reached.push(owner);
-            let best = self.ring_best(&probe, first);
-            if best >= threshold {
-                pre.hits.push((owner, best));
-            }
-        }
-        pre
-    }
-
-    /// What [`NearIndex::matches`] would find now, from a [`Prematch`] made
-    /// before the open batch's insertions: those are the only change since
-    /// (a batch allows no removals), so the lookup now meets the prematch's
-    /// candidates plus the inserted vectors in its buckets, and an owner's
-    /// ring is its old ring plus its inserted vectors.
-    pub fn complete(
-        &self,
-        pre: Prematch,
-        query: &[f32],
-        signatures: &[u32],
-        threshold: f32,
-    ) -> NearMatches {
-        debug_assert!(self.recent.open, "a prematch completed outside a batch");
-        let probe = self.probe(query, signatures, threshold);
-        let mut ids: Vec<VectorId> = Vec::new();
-        for (band, sig) in signatures.iter().enumerate() {
-            if let Some(bucket) = self.recent.buckets.get(&(band, *sig)) {
-                ids.extend_from_slice(bucket);
-            }
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        let mut out = NearMatches {
-            candidates: pre.candidates + ids.len() as u64,
-            hits: Vec::with_capacity(pre.hits.len()),
-        };
-        let inserted_best = |owner: u32| -> f32 {
-            self.recent
-                .by_owner
-                .get(&owner)
-                .map_or(f32::NEG_INFINITY, |ids| {
-                    ids.iter()
-                        .filter_map(|id| self.cosine(&probe, *id))
-                        .fold(f32::NEG_INFINITY, f32::max)
-                })
-        };
-        // Owners the prematch reached: their old ring's best (known when it
-        // was a hit, below the threshold otherwise) and their inserted vectors.
-        let mut hits = pre.hits.iter().peekable();
-        for &owner in &pre.reached {
-            let old = match hits.peek() {
-                Some(&&(o, best)) if o == owner => {
-                    hits.next();
-                    best
-                }
-                _ => f32::NEG_INFINITY,
-            };
-            let best = old.max(inserted_best(owner));
-            if best >= threshold {
-                out.hits.push((owner, best));
-            }
-        }
-        // Owners reached only through inserted vectors: their whole ring.
-        let mut owners: Vec<u64> = ids
-            .iter()
-            .map(|&id| (u64::from(self.meta(id).0) << 32) | u64::from(id))
-            .collect();
-        owners.sort_unstable();
-        owners.dedup_by_key(|o| *o >> 32);
-        for o in owners {
-            let (owner, first) = ((o >> 32) as u32, o as VectorId);
-            if pre.reached.binary_search(&owner).is_ok() {
-                continue;
-            }
-            let best = self.ring_best(&probe, first);
-            if best >= threshold {
-                out.hits.push((owner, best));
-            }
-        }
-        out
-    }
-
-    /// Starts recording insertions, which [`NearIndex::complete`] adds to
-    /// prematches made before them; until [`NearIndex::end_batch`], nothing
-    /// may be removed.
-    pub fn begin_batch(&mut self) {
-        self.recent.buckets.clear();
-        self.recent.by_owner.clear();
-        self.recent.open = true;
-    }
-
-    pub fn end_batch(&mut self) {
-        self.begin_batch();
-        self.recent.open = false;
-    }
-
-    fn probe<'q>(&self, query: &'q [f32], signatures: &[u32], threshold: f32) -> Probe<'q> {
+        let p = self.lsh.params();
         let mut packed = vec![0u64; self.words];
-        pack(signatures, self.lsh.params().bits, &mut packed);
-        Probe {
-            query,
-            packed,
-            max_hamming: self.lsh.max_hamming(threshold),
-        }
-    }
-
-    /// The candidates in the query's buckets into `ids` (sorted, distinct),
-    /// and their owners, each as `owner << 32 | one of its candidates`,
-    /// sorted by owner.
-    fn gather(&self, signatures: &[u32], ids: &mut Vec<VectorId>) -> Vec<u64> {
+        pack(signatures, p.bits, &mut packed);
+        let max_hamming = self.lsh.max_hamming(threshold);
+        let (words, stride) = (self.words, self.stride());
         // Gather, sort and dedup first (ids, then owners): the arena is then
         // read in about address order, with loads that do not depend on one
         // another, so the CPU overlaps their cache misses (checking bucket
         // by bucket serialized them).
+        let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
-        for (band, sig) in signatures.iter().enumerate().take(self.lsh.params().bands) {
+        for (band, sig) in signatures.iter().enumerate().take(p.bands) {
             ids.extend_from_slice(self.lsh.bucket(band, *sig));
         }
         ids.sort_unstable();
@@ -328,68 +174,38 @@ impl NearIndex {
             .collect();
         owners.sort_unstable();
         owners.dedup_by_key(|o| *o >> 32);
-        owners
-    }
-
-    /// The best cosine to the query among the vectors of the ring `first`
-    /// is on (minus infinity when none is within the Hamming distance).
-    fn ring_best(&self, probe: &Probe, first: VectorId) -> f32 {
-        let mut best = f32::NEG_INFINITY;
-        let mut id = first;
-        loop {
-            if let Some(c) = self.cosine(probe, id) {
-                best = best.max(c);
+        let mut out = NearMatches {
+            candidates: ids.len() as u64,
+            ..NearMatches::default()
+        };
+        for o in owners {
+            let (owner, first) = ((o >> 32) as u32, o as VectorId);
+            let mut best = f32::NEG_INFINITY;
+            let mut id = first;
+            loop {
+                let at = id as usize * stride;
+                let hamming: u32 = self.arena[at..at + words]
+                    .iter()
+                    .zip(&packed)
+                    .map(|(a, b)| (a ^ b).count_ones())
+                    .sum();
+                if hamming <= max_hamming {
+                    if let Some(v) = &self.embeddings[id as usize] {
+                        best = best.max(dot_lanes(query, v));
+                    }
+                }
+                id = (self.arena[at + words] >> 32) as VectorId;
+                if id == first {
+                    break;
+                }
             }
-            id = self.meta(id).1;
-            if id == first {
-                return best;
+            if best >= threshold {
+                out.hits.push((owner, best));
             }
         }
+        self.scratch = ids;
+        out
     }
-
-    /// The vector's cosine to the query, if its signatures are within the
-    /// Hamming distance (most candidates are not, and cost no dot product).
-    fn cosine(&self, probe: &Probe, id: VectorId) -> Option<f32> {
-        let at = id as usize * self.stride();
-        let hamming: u32 = self.arena[at..at + self.words]
-            .iter()
-            .zip(&probe.packed)
-            .map(|(a, b)| (a ^ b).count_ones())
-            .sum();
-        if hamming > probe.max_hamming {
-            return None;
-        }
-        self.embeddings[id as usize]
-            .as_ref()
-            .map(|v| dot_lanes(probe.query, v))
-    }
-}
-
-/// A query's packed signatures and the Hamming distance a candidate's may be
-/// within to be compared by cosine.
-struct Probe<'q> {
-    query: &'q [f32],
-    packed: Vec<u64>,
-    max_hamming: u32,
-}
-
-/// Insertions since [`NearIndex::begin_batch`], bucketed like the index.
-#[derive(Default)]
-struct Recent {
-    open: bool,
-    buckets: HashMap<(usize, u32), Vec<VectorId>, FixedState>,
-    by_owner: HashMap<u32, Vec<VectorId>, FixedState>,
-}
-
-/// A lookup made ahead ([`NearIndex::prematch`]).
-#[derive(Debug, Default)]
-pub struct Prematch {
-    /// Distinct vectors met in the buckets.
-    candidates: u64,
-    /// Every owner reached, ascending.
-    reached: Vec<u32>,
-    /// (owner, best cosine) at or above the threshold, ascending by owner.
-    hits: Vec<(u32, f32)>,
 }
 
 /// What a lookup found.
@@ -460,77 +276,6 @@ mod tests {
         let hits = index.matches(&vectors[3], &sigs, 0.9).hits;
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].0, 77);
-    }
-
-    /// A unit vector near `center`: two of them at `spread` 1 are at cosine ~0.96.
-    fn near(rng: &mut ChaCha8Rng, center: &[f32], spread: f32) -> SharedEmbedding {
-        let mut v: Vec<f32> = center
-            .iter()
-            .map(|c| c + spread * 0.035 * (rng.random::<f32>() - 0.5))
-            .collect();
-        l2_normalize(&mut v);
-        v.into()
-    }
-
-    #[test]
-    fn a_prematch_completed_after_insertions_finds_what_a_lookup_then_would() {
-        let mut rng = ChaCha8Rng::seed_from_u64(21);
-        let centers: Vec<SharedEmbedding> = (0..4).map(|_| unit(&mut rng)).collect();
-        let point = |rng: &mut ChaCha8Rng| {
-            let c = &centers[rng.random_range(0..centers.len())];
-            let spread = rng.random_range(0.5..3.0);
-            near(rng, c, spread)
-        };
-        let mut index = NearIndex::new(LshParams::default());
-        let mut owners: Vec<VectorId> = Vec::new();
-        // Lookups whose answer the batch's insertions changed, and hits.
-        let (mut changed, mut hits) = (0, 0);
-        for round in 0..6 {
-            // The index before the batch: owners with rings of 1–3 vectors.
-            for _ in 0..60 {
-                let v = point(&mut rng);
-                let sigs = index.lsh().signatures(&v);
-                let owner = rng.random_range(0..80u32);
-                let sibling = owners.iter().copied().find(|id| index.meta(*id).0 == owner);
-                let id = index.insert(owner, v, &sigs, sibling);
-                owners.push(id);
-            }
-            let queries: Vec<SharedEmbedding> = (0..30).map(|_| point(&mut rng)).collect();
-            let pres: Vec<Prematch> = queries
-                .iter()
-                .map(|q| index.prematch(q, &index.lsh().signatures(q), 0.9))
-                .collect();
-            // The batch: new vectors of old owners and of new ones.
-            index.begin_batch();
-            for (i, (q, pre)) in queries.iter().zip(pres).enumerate() {
-                let sigs = index.lsh().signatures(q);
-                let before = (pre.candidates, pre.hits.clone());
-                let done = index.complete(pre, q, &sigs, 0.9);
-                changed += usize::from(before != (done.candidates, done.hits.clone()));
-                hits += done.hits.len();
-                let now = index.matches(q, &sigs, 0.9);
-                let sorted = |mut h: Vec<(u32, f32)>| {
-                    h.sort_by_key(|x| x.0);
-                    h
-                };
-                assert_eq!(done.candidates, now.candidates, "round {round}, query {i}");
-                assert_eq!(
-                    sorted(done.hits),
-                    sorted(now.hits),
-                    "round {round}, query {i}"
-                );
-                let v = if i % 2 == 0 {
-                    q.clone()
-                } else {
-                    point(&mut rng)
-                };
-                let owner = rng.random_range(0..100u32);
-                let sibling = owners.iter().copied().find(|id| index.meta(*id).0 == owner);
-                owners.push(index.insert(owner, v.clone(), &index.lsh().signatures(&v), sibling));
-            }
-            index.end_batch();
-        }
-        assert!(changed > 50 && hits > 500, "{changed} changed, {hits} hits");
     }
 
     #[test]

@@ -29,7 +29,6 @@
 //! - when the weights change ([`IdeaState::set_weights`]), every active idea
 //!   is re-scored at the next epoch.
 
-mod prematch;
 mod prepare;
 mod rescore;
 
@@ -46,7 +45,7 @@ use foldhash::fast::FixedState;
 
 use crate::calendar::Calendar;
 use crate::centroid::{AccumulatedSums, CentroidSlot, CentroidWindow, VectorDelta, VectorSum};
-use crate::dedupe::{LshParams, NearIndex, Prematch, RotatingBloom, VectorId};
+use crate::dedupe::{LshParams, NearIndex, RotatingBloom, VectorId};
 use crate::distinct::DistinctCounts;
 use crate::engagement_stats::EngagementStats;
 use crate::idea::{id_bits, idea_id, IdeaId};
@@ -373,19 +372,10 @@ impl IdeaState {
             self.tick(tick, &mut changes);
         }
         signals.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-        let mut prematches = self.prematch_epoch(&signals).into_iter();
-        let batch = prematches.len() > 0;
-        if batch {
-            self.near.begin_batch();
-        }
         let mut touched: Vec<u32> = Vec::with_capacity(signals.len());
         for s in signals {
-            let prematch = prematches.next().flatten();
-            let slot = self.apply_signal(s, prematch, &mut changes);
+            let slot = self.apply_signal(s, &mut changes);
             touched.push(slot);
-        }
-        if batch {
-            self.near.end_batch();
         }
         self.open = Some(OpenEpoch {
             watermark,
@@ -524,7 +514,6 @@ impl IdeaState {
     fn apply_signal(
         &mut self,
         s: PreparedSignal,
-        prematch: Option<Prematch>,
         changes: &mut BTreeMap<ViewKey, Option<ViewRow>>,
     ) -> u32 {
         self.stats.signals += 1;
@@ -545,7 +534,7 @@ impl IdeaState {
                 self.stats.exact += 1;
                 (slot, DedupeKind::Exact, None)
             }
-            None => match self.nearest_live(&s, prematch) {
+            None => match self.nearest_live(&s) {
                 Some((slot, sim)) => {
                     self.stats.near += 1;
                     (slot, DedupeKind::Near, Some(sim))
@@ -603,20 +592,11 @@ impl IdeaState {
     }
 
     /// The live idea most similar to `s` at or above the threshold, among the
-    /// LSH candidates (ties: the earlier idea); completes its prematch if
-    /// one was made.
-    fn nearest_live(
-        &mut self,
-        s: &PreparedSignal,
-        prematch: Option<Prematch>,
-    ) -> Option<(u32, f32)> {
-        let threshold = self.dedupe.near_threshold;
-        let found = match prematch {
-            Some(pre) => self
-                .near
-                .complete(pre, &s.embedding, &s.signatures, threshold),
-            None => self.near.matches(&s.embedding, &s.signatures, threshold),
-        };
+    /// LSH candidates (ties: the earlier idea).
+    fn nearest_live(&mut self, s: &PreparedSignal) -> Option<(u32, f32)> {
+        let found = self
+            .near
+            .matches(&s.embedding, &s.signatures, self.dedupe.near_threshold);
         self.stats.lsh_candidates += found.candidates;
         let mut best: Option<(u32, f32, i64, &str)> = None;
         for (slot, sim) in found.hits {
