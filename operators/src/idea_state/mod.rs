@@ -19,8 +19,9 @@
 //!   freshness moves with the watermark, novelty and community fit with the
 //!   centroids and engagement with the 7-day statistics (O(live ideas) per
 //!   tick, never per record: two 384-d dot products, a statistics lookup and
-//!   a score row per idea; the evaluation is split over the scoring threads,
-//!   the score rows are emitted in slot order on the owner);
+//!   a score row per idea; the ideas are split into runs of slots, each
+//!   re-scored in place on a scoring thread, and the rows concatenated in
+//!   slot order);
 //! - hashtag cohesion changes with the idea's topics (merges) and with its
 //!   category's top topics: it is kept with the generation of the top list it
 //!   was computed against and recomputed only when that list changed;
