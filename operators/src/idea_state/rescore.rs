@@ -132,8 +132,8 @@ impl ScoringInputs<'_> {
         if threads <= 1 || slots.len() < 2 {
             return self.rescore_run(ideas, 0, slots, out);
         }
-        // Disjoint runs: each part of the slots takes the ideas from its
-        // first slot to the next part's first.
+        // Disjoint runs: each part of the slots takes the ideas after the
+        // previous part's last slot, through its own last.
         type Run<'i, 's> = (&'i mut [Option<Box<LiveIdea>>], usize, &'s [u32]);
         let mut runs: Vec<Mutex<Option<Run>>> = Vec::with_capacity(threads);
         let mut rest = ideas;

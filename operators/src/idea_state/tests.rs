@@ -107,12 +107,23 @@ fn changelog(
 
 #[test]
 fn scoring_threads_do_not_change_the_changelog() {
-    // 35 hours of distinct ideas in five communities: ticks re-score all of them.
+    // 35 hours of distinct ideas in five communities: ticks re-score all of
+    // them. Then, 8 days on, a third of them again and new ones: the others
+    // are archived, so live slots have gaps and freed slots are reused.
+    let minute = |i: i64| {
+        if i < 300 {
+            i * 7
+        } else {
+            300 * 7 + 8 * 1440 + (i - 300) * 7
+        }
+    };
     let signals: Vec<Signal> = (0..300)
-        .map(|i| {
+        .chain((300..400).map(|i| if i % 3 == 0 { i - 300 } else { i }))
+        .enumerate()
+        .map(|(n, i)| {
             let mut s = signal(
-                &i.to_string(),
-                i * 7,
+                &n.to_string(),
+                minute(n as i64),
                 &format!("idea {i}"),
                 unit(5000 + i as u64),
             );
@@ -126,6 +137,11 @@ fn scoring_threads_do_not_change_the_changelog() {
         .flatten()
         .filter(|c| matches!(c.key, ViewKey::Score(_)));
     assert!(scores.count() > 3_000, "ticks re-score every live idea");
+    let archived = one
+        .iter()
+        .flatten()
+        .filter(|c| matches!(&c.row, Some(ViewRow::Idea(i)) if i.status == IdeaStatus::Archived));
+    assert!(archived.count() > 100, "ideas not seen again are archived");
     for threads in [2, 3] {
         assert!(
             one == changelog(&signals, 60, threads).0,
