@@ -15,6 +15,7 @@ pub mod feedback;
 pub mod idea;
 pub mod idea_state;
 pub mod pii;
+pub mod prefetch;
 pub mod rejection;
 pub mod score;
 pub mod shared_embedding;

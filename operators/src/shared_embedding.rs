@@ -23,6 +23,12 @@ impl SharedEmbedding {
     pub fn as_slice(&self) -> &[f32] {
         &self.0
     }
+
+    /// Where its counters and the floats' pointer live (the first of the two
+    /// pointers a read follows), for [`crate::prefetch`].
+    pub fn header(&self) -> *const Box<[f32]> {
+        Arc::as_ptr(&self.0)
+    }
 }
 
 impl Deref for SharedEmbedding {
