@@ -197,6 +197,7 @@ fn prefetch_ahead(ideas: &[Option<Box<LiveIdea>>], base: usize, slots: &[u32], i
             .get(i + k)
             .and_then(|s| ideas[*s as usize - base].as_deref())
     };
+    // The box by its address alone: reading through it is the miss to hide.
     if let Some(ahead) = slots.get(i + AHEAD_BOX) {
         if let Some(b) = &ideas[*ahead as usize - base] {
             crate::prefetch::lines(&**b as *const LiveIdea, std::mem::size_of::<LiveIdea>());
