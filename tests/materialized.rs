@@ -587,26 +587,24 @@ fn a_replay_refills_a_redis_that_came_back_empty() {
 }
 
 /// A materialized replay of a generated day at 7,200x (about 12 s of writes
-/// to interrupt) into namespace `ns`, with the Redis at `redis_url` if given.
+/// to interrupt) into namespace `ns`, with `servers` overriding the
+/// environment's server URLs (`IDEAFLOW_REDIS_URL`, `IDEAFLOW_POSTGRES_URL`).
 struct PacedReplay {
     _dir: tempfile::TempDir,
     out: std::path::PathBuf,
     ns: String,
-    redis_url: Option<String>,
+    servers: Vec<(&'static str, String)>,
     child: std::process::Child,
 }
 
 impl PacedReplay {
-    fn start(ns: &str, seed: u64, redis_url: Option<String>) -> Self {
+    fn start(ns: &str, seed: u64, servers: Vec<(&'static str, String)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.jsonl");
         generate_stream(&input, 300, seed, 1, false);
         let out = dir.path().join("out");
-        let mut cmd = ideaflow();
-        if let Some(url) = &redis_url {
-            cmd.env("IDEAFLOW_REDIS_URL", url);
-        }
-        let child = cmd
+        let child = ideaflow()
+            .envs(servers.iter().cloned())
             .args([
                 "replay",
                 "--materialize",
@@ -627,7 +625,7 @@ impl PacedReplay {
             _dir: dir,
             out,
             ns: ns.to_owned(),
-            redis_url,
+            servers,
             child,
         }
     }
@@ -643,11 +641,8 @@ impl PacedReplay {
             log.contains("a sink write failed; trying again"),
             "no write was interrupted: {log}"
         );
-        let mut verify = ideaflow();
-        if let Some(url) = &self.redis_url {
-            verify.env("IDEAFLOW_REDIS_URL", url);
-        }
-        ok(verify
+        ok(ideaflow()
+            .envs(self.servers.iter().cloned())
             .args(["verify", "--namespace", &self.ns, "--out"])
             .arg(&self.out));
         log
@@ -659,7 +654,7 @@ impl PacedReplay {
 fn replay_through_a_redis_restart(keep: bool) -> String {
     let mut redis = OwnRedis::start();
     let ns = namespace(if keep { "outage" } else { "refill" });
-    let replay = PacedReplay::start(&ns, 17, Some(redis.url()));
+    let replay = PacedReplay::start(&ns, 17, vec![("IDEAFLOW_REDIS_URL", redis.url())]);
     // Once Redis holds committed epochs, so that there is something to lose.
     redis.wait_for(&format!("{ns}:progress"));
     redis.restart(Duration::from_secs(2), keep);
@@ -675,7 +670,7 @@ fn a_replay_rides_out_a_lost_postgres_connection() {
     let url = std::env::var("IDEAFLOW_TEST_POSTGRES_URL")
         .expect("IDEAFLOW_TEST_POSTGRES_URL is unset: run scripts/test.sh");
     let ns = namespace("pgcut");
-    let replay = PacedReplay::start(&ns, 19, None);
+    let replay = PacedReplay::start(&ns, 19, Vec::new());
     // Cut this replay's connections (they carry its namespace) while one of
     // them is inside a statement or a transaction: twice.
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -757,4 +752,214 @@ fn run_waits_for_a_redis_that_starts_after_it() {
         .parse()
         .unwrap();
     assert!(n > 200, "only {n} keys in Redis");
+}
+
+/// A PostgreSQL cluster of the test's own (stopping it must not disturb
+/// other tests), from the binaries scripts/setup.sh installed, run as the
+/// unprivileged user it made when the test runs as root.
+struct OwnPostgres {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnPostgres {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if running_as_root() {
+            let chown = std::process::Command::new("chown")
+                .arg(pg_os_user())
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(chown.success(), "chown of the test's data folder failed");
+        }
+        let pg = OwnPostgres {
+            port: free_port(),
+            dir,
+        };
+        let data = pg.data();
+        pg.pg_command("initdb")
+            .args([
+                "-U",
+                "ideaflow",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-D",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .succeeds("initdb");
+        pg.server_up();
+        pg.pg_command("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "ideaflow",
+            ])
+            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qtA"])
+            .args(["-c", "CREATE DATABASE ideaflow"])
+            .stdout(Stdio::null())
+            .succeeds("CREATE DATABASE");
+        pg.pg_command("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "ideaflow",
+            ])
+            .args(["-d", "ideaflow", "-v", "ON_ERROR_STOP=1", "-qtA"])
+            .args(["-c", "CREATE EXTENSION vector"])
+            .stdout(Stdio::null())
+            .succeeds("CREATE EXTENSION vector");
+        pg
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://ideaflow@127.0.0.1:{}/ideaflow", self.port)
+    }
+
+    /// One of the server's programs, as the user it runs as.
+    fn pg_command(&self, program: &str) -> std::process::Command {
+        let bin = std::path::PathBuf::from(
+            std::env::var("IDEAFLOW_PG_BIN")
+                .expect("IDEAFLOW_PG_BIN is unset: run scripts/test.sh"),
+        );
+        let lib = bin.parent().unwrap().join("lib");
+        let mut cmd = if running_as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", &pg_os_user(), "--"]).arg(bin.join(program));
+            c
+        } else {
+            std::process::Command::new(bin.join(program))
+        };
+        cmd.env("LD_LIBRARY_PATH", lib);
+        cmd
+    }
+
+    fn server_up(&self) {
+        self.pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                self.port,
+                self.dir.path().display()
+            ))
+            .arg("start")
+            .stdout(Stdio::null())
+            .succeeds("pg_ctl start");
+    }
+
+    fn server_down(&self) {
+        self.pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-w", "-m", "fast", "stop"])
+            .stdout(Stdio::null())
+            .succeeds("pg_ctl stop");
+    }
+
+    /// Waits until the namespace `ns` has committed a batch.
+    fn wait_for_progress(&self, ns: &str) {
+        let started = Instant::now();
+        loop {
+            let got = self
+                .pg_command("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "ideaflow",
+                ])
+                .args(["-d", "ideaflow", "-qtA", "-c"])
+                .arg(format!("SELECT count(*) FROM {ns}.pipeline_progress"))
+                .stderr(Stdio::null())
+                .output()
+                .unwrap();
+            let n: u64 = String::from_utf8_lossy(&got.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            if n > 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no batch committed in {ns}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The OS user scripts/setup.sh runs PostgreSQL as.
+fn pg_os_user() -> String {
+    std::env::var("IDEAFLOW_PG_OS_USER").unwrap_or_else(|_| "ideaflow".into())
+}
+
+trait Succeeds {
+    fn succeeds(&mut self, what: &str);
+}
+
+impl Succeeds for std::process::Command {
+    fn succeeds(&mut self, what: &str) {
+        let out = self.stderr(Stdio::piped()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Postgres shut down in the middle of a replay and started again a few
+/// seconds later (a restart, as ops do one): the writes that failed meanwhile
+/// are tried again until it is back, nothing is lost, and Postgres, Redis and
+/// the final state agree exactly (`verify`).
+#[test]
+fn a_replay_rides_out_a_postgres_restart() {
+    let pg = OwnPostgres::start();
+    let ns = namespace("pgrestart");
+    let replay = PacedReplay::start(&ns, 23, vec![("IDEAFLOW_POSTGRES_URL", pg.url())]);
+    pg.wait_for_progress(&ns);
+    pg.server_down();
+    // Longer than the pool waits for a connection (5 s), so writes fail.
+    std::thread::sleep(Duration::from_secs(8));
+    pg.server_up();
+    replay.finish_and_verify();
 }

@@ -72,6 +72,12 @@ pub fn valid_schema(name: &str) -> bool {
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// How long a caller waits for a connection. sqlx's default (30 s) is how
+/// long each write waited while the server was down, so the writer's retries
+/// came 30 s apart whatever their backoff; the pool's four connections are
+/// never all busy for this long when the server is up.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A pool whose connections see `schema` first, then `public` (pgvector).
 pub async fn connect(url: &str, schema: &str) -> Result<PgPool, PostgresError> {
     if !valid_schema(schema) {
@@ -81,6 +87,7 @@ pub async fn connect(url: &str, schema: &str) -> Result<PgPool, PostgresError> {
     {
         let admin = PgPoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(base.clone())
             .await
             .map_err(PostgresError::Connect)?;
@@ -96,6 +103,7 @@ pub async fn connect(url: &str, schema: &str) -> Result<PgPool, PostgresError> {
         .application_name(&format!("ideaflow:{schema}"));
     PgPoolOptions::new()
         .max_connections(4)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
         .map_err(PostgresError::Connect)
