@@ -30,6 +30,8 @@
 //! - when the weights change ([`IdeaState::set_weights`]), every active idea
 //!   is re-scored at the next epoch.
 
+mod ingest;
+mod params;
 mod prepare;
 mod rescore;
 
@@ -37,8 +39,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
 
+pub use params::{DedupeParams, WindowParams};
 pub use prepare::{prepare, Labels, PreparedSignal};
 use rescore::ScoringInputs;
 
@@ -46,84 +48,17 @@ use foldhash::fast::FixedState;
 
 use crate::calendar::Calendar;
 use crate::centroid::{AccumulatedSums, CentroidSlot, CentroidWindow, VectorDelta, VectorSum};
-use crate::dedupe::{LshParams, NearIndex, RotatingBloom, VectorId};
+use crate::dedupe::{NearIndex, RotatingBloom, VectorId};
 use crate::distinct::DistinctCounts;
 use crate::engagement_stats::EngagementStats;
-use crate::idea::{id_bits, idea_id, IdeaId};
-use crate::score::{self, Factors, ScoringParams, Weights};
+use crate::idea::{id_bits, IdeaId};
+use crate::score::{Factors, ScoringParams, Weights};
 use crate::topic_counts::TopicCounts;
 use crate::views::{
-    CentroidKind, CentroidRow, Change, DedupeKind, DistinctCountRow, IdeaRow, IdeaStatus,
-    SignalRow, TopicCountRow, ViewKey, ViewRow,
+    CentroidKind, CentroidRow, Change, DistinctCountRow, IdeaRow, IdeaStatus, SignalRow,
+    TopicCountRow, ViewKey, ViewRow,
 };
 use crate::Engagement;
-
-/// Dedupe settings (`[dedupe]` in the config).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DedupeParams {
-    /// Cosine at or above which a signal merges into a live idea.
-    pub near_threshold: f32,
-    /// An idea not seen for this long is archived and no longer merged into.
-    pub retention_secs: i64,
-    /// Expected distinct contents per Bloom generation.
-    pub bloom_capacity: usize,
-    /// False-positive rate per generation.
-    pub bloom_fp_rate: f64,
-    /// Generations the retention is split into (memory = generations × one).
-    pub bloom_generations: usize,
-    /// LSH bands and bits per band (see `dedupe::lsh` for the collision law).
-    pub lsh_bands: usize,
-    pub lsh_bits: usize,
-}
-
-impl DedupeParams {
-    pub fn lsh(&self) -> LshParams {
-        LshParams {
-            bands: self.lsh_bands,
-            bits: self.lsh_bits,
-            ..LshParams::default()
-        }
-    }
-}
-
-impl Default for DedupeParams {
-    fn default() -> Self {
-        DedupeParams {
-            near_threshold: 0.88,
-            retention_secs: 7 * 86_400,
-            bloom_capacity: 1_000_000,
-            bloom_fp_rate: 0.001,
-            bloom_generations: 8,
-            lsh_bands: LshParams::default().bands,
-            lsh_bits: LshParams::default().bits,
-        }
-    }
-}
-
-/// Window settings (`[windows]` in the config).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WindowParams {
-    /// Sliding window of the centroids, the topic counts and the engagement statistics.
-    pub window_secs: i64,
-    /// Tumbling window of the distinct counts.
-    pub distinct_window_secs: i64,
-    pub distinct_error_rate: f64,
-    /// Event-time period on which time-driven factors are re-evaluated.
-    pub tick_secs: i64,
-}
-
-impl Default for WindowParams {
-    fn default() -> Self {
-        WindowParams {
-            window_secs: 7 * 86_400,
-            distinct_window_secs: 86_400,
-            distinct_error_rate: 0.01,
-            tick_secs: 3_600,
-        }
-    }
-}
 
 /// Counters of the dedupe path, for metrics and the tuning report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -509,277 +444,6 @@ impl IdeaState {
             ViewKey::Idea(idea.row.id.clone()),
             Some(ViewRow::Idea(Box::new(idea.row))),
         );
-    }
-
-    /// Bloom → exact → near → new idea.
-    fn apply_signal(
-        &mut self,
-        s: PreparedSignal,
-        changes: &mut BTreeMap<ViewKey, Option<ViewRow>>,
-    ) -> u32 {
-        self.stats.signals += 1;
-        let time = s.signal.captured_at.timestamp();
-        let maybe_seen = self.bloom.check_and_insert(&s.hash, time);
-        let exact = if maybe_seen {
-            let hit = self.by_hash.get(&s.hash).copied();
-            if hit.is_none() {
-                self.stats.bloom_false_positive += 1;
-            }
-            hit
-        } else {
-            self.stats.bloom_negative += 1;
-            None
-        };
-        let (slot, kind, similarity) = match exact {
-            Some(slot) => {
-                self.stats.exact += 1;
-                (slot, DedupeKind::Exact, None)
-            }
-            None => match self.nearest_live(&s) {
-                Some((slot, sim)) => {
-                    self.stats.near += 1;
-                    (slot, DedupeKind::Near, Some(sim))
-                }
-                None => {
-                    self.stats.new_ideas += 1;
-                    (self.create(&s), DedupeKind::New, None)
-                }
-            },
-        };
-        if kind != DedupeKind::New {
-            self.merge(slot, &s, kind);
-        }
-        let idea = self.ideas[slot as usize].as_ref().expect("live slot");
-        let idea_id = idea.row.id.clone();
-        let category = idea.row.category.clone();
-        self.rates.record(s.signal.source, time, s.rate);
-        if let Some(c) = &category {
-            for t in &s.signal.topics {
-                self.topics.record(c, t, time);
-            }
-        }
-        self.distinct.record(
-            s.signal.source,
-            time,
-            &s.signal.id,
-            &idea_id,
-            s.signal.community.as_deref(),
-        );
-        let sig = s.signal;
-        let row = SignalRow {
-            source: sig.source,
-            id: sig.id,
-            idea_id,
-            content_hash: hex::encode(s.hash),
-            dedupe: kind,
-            similarity,
-            captured_at: sig.captured_at,
-            published_at: sig.published_at,
-            content: sig.content,
-            community: sig.community,
-            topics: sig.topics,
-            locale: sig.locale,
-            url: sig.url,
-            engagement: sig.engagement,
-            engagement_rate: s.rate,
-        };
-        changes.insert(row_key(&row), Some(ViewRow::Signal(Box::new(row))));
-        let idea = self.ideas[slot as usize].as_ref().expect("live slot");
-        changes.insert(
-            ViewKey::Idea(idea.row.id.clone()),
-            Some(ViewRow::Idea(Box::new(idea.row.clone()))),
-        );
-        slot
-    }
-
-    /// The live idea most similar to `s` at or above the threshold, among the
-    /// LSH candidates (ties: the earlier idea).
-    fn nearest_live(&mut self, s: &PreparedSignal) -> Option<(u32, f32)> {
-        let found = self
-            .near
-            .matches(&s.embedding, &s.signatures, self.dedupe.near_threshold);
-        self.stats.lsh_candidates += found.candidates;
-        let mut best: Option<(u32, f32, i64, &str)> = None;
-        for (slot, sim) in found.hits {
-            let Some(idea) = self.ideas[slot as usize].as_ref() else {
-                continue;
-            };
-            let better = match best {
-                None => true,
-                Some((_, b, first, id)) => {
-                    sim > b || (sim == b && (idea.first_seen, &*idea.row.id) < (first, id))
-                }
-            };
-            if better {
-                best = Some((slot, sim, idea.first_seen, &*idea.row.id));
-            }
-        }
-        best.map(|(slot, sim, _, _)| (slot, sim))
-    }
-
-    /// Whether an idea first seen at `first_seen` is in the centroids'
-    /// window: windows slide only on ticks, so this follows from the last one.
-    fn in_window(&self, first_seen: i64) -> bool {
-        self.last_tick
-            .is_none_or(|t| first_seen > t - self.windows.window_secs)
-    }
-
-    fn category_name(&mut self, category: &str) -> Arc<str> {
-        if let Some(name) = self.category_names.get(category) {
-            return name.clone();
-        }
-        let name: Arc<str> = Arc::from(category);
-        self.category_names.insert(name.clone());
-        name
-    }
-
-    fn create(&mut self, s: &PreparedSignal) -> u32 {
-        let time = s.signal.captured_at.timestamp();
-        let hash_hex = hex::encode(s.hash);
-        let id: IdeaId = idea_id(&hash_hex).to_string().into();
-        let resumed = self.archived.remove(&s.hash);
-        let sig = &s.signal;
-        let first_seen = resumed.map_or(time, |a| a.first_seen.min(time));
-        let row = IdeaRow {
-            id: id.clone(),
-            content_hash: hash_hex,
-            content: sig.content.clone(),
-            source: sig.source,
-            category: s.category.as_ref().map(|(c, _)| self.category_name(c)),
-            category_similarity: s.category.as_ref().map(|(_, v)| *v),
-            anchor_class: match &self.classifier {
-                Some(c) => Some(c.route(&s.embedding).category),
-                None => s.anchor_class.clone(),
-            },
-            community: sig.community.clone(),
-            locale: sig.locale.clone(),
-            topics: sorted_topics(&sig.topics),
-            signal_count: resumed.map_or(1, |a| a.signal_count + 1),
-            near_duplicates: resumed.map_or(0, |a| a.near_duplicates),
-            engagement: resumed.map_or(sig.engagement, |a| {
-                a.engagement.saturating_add(&sig.engagement)
-            }),
-            engagement_rate: 0.0,
-            first_seen: utc(first_seen),
-            last_seen: sig.captured_at,
-            peak_at: sig.peak_time(),
-            status: IdeaStatus::Active,
-            embedding: s.embedding.clone(),
-        };
-        let mut idea = Box::new(LiveIdea {
-            row,
-            hashes: vec![s.hash],
-            vectors: Vec::with_capacity(1),
-            first_seen,
-            last_seen: time,
-            peak: sig.peak_time().timestamp(),
-            earliest_published: sig.published_at.map(|p| p.timestamp()),
-            seasonality: 0.0,
-            norm2: crate::centroid::norm2(&s.embedding),
-            cohesion: None,
-            score: None,
-            category_centroid: None,
-            community_centroid: None,
-        });
-        self.refresh_derived(&mut idea);
-        // An idea is in the centroids from its first sighting for a window:
-        // one resumed after that (archived, then seen again) is not added
-        // back, so the centroids agree with the `first_seen` the views show.
-        let in_window = self.in_window(first_seen);
-        if let Some(c) = &idea.row.category {
-            if in_window {
-                self.categories
-                    .insert(c, id.clone(), first_seen, s.embedding.clone());
-            }
-            idea.category_centroid = Some(self.categories.acquire(c));
-        }
-        if let Some(c) = &idea.row.community {
-            if in_window {
-                self.communities
-                    .insert(c, id.clone(), first_seen, s.embedding.clone());
-            }
-            idea.community_centroid = Some(self.communities.acquire(c));
-        }
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.ideas[slot as usize] = Some(idea);
-                slot
-            }
-            None => {
-                self.ideas.push(Some(idea));
-                (self.ideas.len() - 1) as u32
-            }
-        };
-        self.by_hash.insert(s.hash, slot);
-        if let Some(bits) = id_bits(&id) {
-            self.archived_factors.remove(&bits);
-        }
-        self.by_id.insert(id, slot);
-        let v = self
-            .near
-            .insert(slot, s.embedding.clone(), &s.signatures, None);
-        self.ideas[slot as usize]
-            .as_mut()
-            .expect("live slot")
-            .vectors
-            .push(v);
-        slot
-    }
-
-    fn merge(&mut self, slot: u32, s: &PreparedSignal, kind: DedupeKind) {
-        let mut idea = self.ideas[slot as usize].take().expect("live slot");
-        let sig = &s.signal;
-        let time = sig.captured_at.timestamp();
-        let row = &mut idea.row;
-        row.signal_count += 1;
-        if kind == DedupeKind::Near {
-            row.near_duplicates += 1;
-            if !idea.hashes.contains(&s.hash) {
-                idea.hashes.push(s.hash);
-                self.by_hash.insert(s.hash, slot);
-                let v = self.near.insert(
-                    slot,
-                    s.embedding.clone(),
-                    &s.signatures,
-                    idea.vectors.first().copied(),
-                );
-                idea.vectors.push(v);
-            }
-        }
-        row.engagement = row.engagement.saturating_add(&sig.engagement);
-        if time > idea.last_seen {
-            idea.last_seen = time;
-            row.last_seen = sig.captured_at;
-        }
-        let peak = sig.peak_time().timestamp();
-        if peak > idea.peak {
-            idea.peak = peak;
-            row.peak_at = sig.peak_time();
-        }
-        if let Some(p) = sig.published_at.map(|p| p.timestamp()) {
-            idea.earliest_published = Some(idea.earliest_published.map_or(p, |e| e.min(p)));
-        }
-        if !sig.topics.is_empty() {
-            let mut topics = row.topics.clone();
-            topics.extend(sig.topics.iter().cloned());
-            row.topics = sorted_topics(&topics);
-            idea.cohesion = None;
-        }
-        self.refresh_derived(&mut idea);
-        self.ideas[slot as usize] = Some(idea);
-    }
-
-    /// Rate and seasonality: they change only when signals merge in.
-    fn refresh_derived(&self, idea: &mut LiveIdea) {
-        let minutes = idea
-            .earliest_published
-            .map(|p| (idea.last_seen - p) as f64 / 60.0);
-        idea.row.engagement_rate =
-            score::engagement_rate(&idea.row.engagement, minutes, &self.scoring);
-        let days = self
-            .calendar
-            .days_to_nearest(idea.row.last_seen, idea.row.locale.as_deref());
-        idea.seasonality = score::seasonality(days, &self.scoring);
     }
 
     /// Re-scores `slots` (ascending, distinct) at `watermark`; appends the

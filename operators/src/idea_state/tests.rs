@@ -4,9 +4,10 @@ use rand_chacha::ChaCha8Rng;
 
 use super::*;
 use crate::classify::Anchor;
-use crate::dedupe::LshIndex;
+use crate::dedupe::{LshIndex, LshParams};
+use crate::score;
 use crate::embed::l2_normalize;
-use crate::views::{ScoreRow, ViewState};
+use crate::views::{DedupeKind, ScoreRow, ViewState};
 use crate::{Signal, Source, EMBEDDING_DIM};
 
 fn unit(seed: u64) -> Vec<f32> {
