@@ -791,30 +791,10 @@ impl OwnPostgres {
             .stdout(Stdio::null())
             .succeeds("initdb");
         pg.server_up();
-        pg.pg_command("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &pg.port.to_string(),
-                "-U",
-                "ideaflow",
-            ])
-            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qtA"])
-            .args(["-c", "CREATE DATABASE ideaflow"])
+        pg.psql("postgres", "CREATE DATABASE ideaflow")
             .stdout(Stdio::null())
             .succeeds("CREATE DATABASE");
-        pg.pg_command("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &pg.port.to_string(),
-                "-U",
-                "ideaflow",
-            ])
-            .args(["-d", "ideaflow", "-v", "ON_ERROR_STOP=1", "-qtA"])
-            .args(["-c", "CREATE EXTENSION vector"])
+        pg.psql("ideaflow", "CREATE EXTENSION vector")
             .stdout(Stdio::null())
             .succeeds("CREATE EXTENSION vector");
         pg
@@ -843,6 +823,21 @@ impl OwnPostgres {
             std::process::Command::new(bin.join(program))
         };
         cmd.env("LD_LIBRARY_PATH", lib);
+        cmd
+    }
+
+    /// psql running `sql` in `database`, stopping at the first error.
+    fn psql(&self, database: &str, sql: &str) -> std::process::Command {
+        let mut cmd = self.pg_command("psql");
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "ideaflow",
+        ])
+        .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-qtA", "-c", sql]);
         cmd
     }
 
@@ -877,17 +872,10 @@ impl OwnPostgres {
         let started = Instant::now();
         loop {
             let got = self
-                .pg_command("psql")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
+                .psql(
                     "ideaflow",
-                ])
-                .args(["-d", "ideaflow", "-qtA", "-c"])
-                .arg(format!("SELECT count(*) FROM {ns}.pipeline_progress"))
+                    &format!("SELECT count(*) FROM {ns}.pipeline_progress"),
+                )
                 .stderr(Stdio::null())
                 .output()
                 .unwrap();

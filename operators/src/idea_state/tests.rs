@@ -5,8 +5,8 @@ use rand_chacha::ChaCha8Rng;
 use super::*;
 use crate::classify::Anchor;
 use crate::dedupe::{LshIndex, LshParams};
-use crate::score;
 use crate::embed::l2_normalize;
+use crate::score;
 use crate::views::{DedupeKind, ScoreRow, ViewState};
 use crate::{Signal, Source, EMBEDDING_DIM};
 
