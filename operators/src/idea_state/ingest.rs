@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::rescore::in_window;
 use super::{row_key, sorted_topics, utc, IdeaState, LiveIdea, PreparedSignal};
 use crate::idea::{id_bits, idea_id, IdeaId};
 use crate::score;
@@ -117,13 +118,6 @@ impl IdeaState {
         best.map(|(slot, sim, _, _)| (slot, sim))
     }
 
-    /// Whether an idea first seen at `first_seen` is in the centroids'
-    /// window: windows slide only on ticks, so this follows from the last one.
-    fn in_window(&self, first_seen: i64) -> bool {
-        self.last_tick
-            .is_none_or(|t| first_seen > t - self.windows.window_secs)
-    }
-
     fn category_name(&mut self, category: &str) -> Arc<str> {
         if let Some(name) = self.category_names.get(category) {
             return name.clone();
@@ -185,7 +179,7 @@ impl IdeaState {
         // An idea is in the centroids from its first sighting for a window:
         // one resumed after that (archived, then seen again) is not added
         // back, so the centroids agree with the `first_seen` the views show.
-        let in_window = self.in_window(first_seen);
+        let in_window = in_window(self.window_start(), first_seen);
         if let Some(c) = &idea.row.category {
             if in_window {
                 self.categories

@@ -380,6 +380,12 @@ impl IdeaState {
         out
     }
 
+    /// Where the centroids' window starts: windows slide only on ticks, so
+    /// this follows from the last one (`None`: no tick yet).
+    fn window_start(&self) -> Option<i64> {
+        self.last_tick.map(|t| t - self.windows.window_secs)
+    }
+
     fn active_slots(&self) -> Vec<u32> {
         (0..self.ideas.len() as u32)
             .filter(|s| self.ideas[*s as usize].is_some())
@@ -473,7 +479,7 @@ impl IdeaState {
             communities: &self.communities,
             topics: &self.topics,
             rates: &self.rates,
-            window_start: self.last_tick.map(|t| t - self.windows.window_secs),
+            window_start: self.window_start(),
             watermark,
             scored_at: utc(watermark),
         };

@@ -35,6 +35,12 @@ pub(super) struct ScoringInputs<'a> {
     pub scored_at: DateTime<Utc>,
 }
 
+/// Whether an idea first seen at `first_seen` is in the centroids' window
+/// starting after `window_start` (`None`: no tick yet, every idea is).
+pub(super) fn in_window(window_start: Option<i64>, first_seen: i64) -> bool {
+    window_start.is_none_or(|s| first_seen > s)
+}
+
 /// An idea's score as evaluated, before it is compared with the last one.
 struct Evaluation {
     factors: Factors,
@@ -52,7 +58,7 @@ impl ScoringInputs<'_> {
         let freshness = score::freshness(hours, p);
         let stats = self.rates.cached(row.source);
         let engagement = score::engagement(row.engagement_rate, stats.median, stats.mad, p);
-        let in_window = self.window_start.is_none_or(|s| idea.first_seen > s);
+        let in_window = in_window(self.window_start, idea.first_seen);
         let (to_category, to_community) = crate::centroid::cosines_with_norm(
             &row.embedding,
             idea.norm2,
