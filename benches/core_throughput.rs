@@ -4,8 +4,13 @@
 //! The baseline, measured in the same run, is reading and validating the same
 //! file with no dataflow at all: the ceiling the source sets.
 //!
-//!     cargo bench --bench core_throughput                                   # 1M signals over 1 day
+//!     cargo bench --bench core_throughput                                   # 1M signals over 14 days
 //!     cargo bench --bench core_throughput -- --signals 100000 --days 1
+//!
+//! The default span is the generator's (`ideaflow gen`, 14 days): with the
+//! 7-day window about half the ideas are live at a time. A 1-day stream keeps
+//! every idea (and every near-duplicate's vector) live to the end, so its
+//! memory grows with the whole stream instead (README, Performance).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -112,7 +117,8 @@ fn main() -> Result<()> {
         return child(Path::new(input), workers.parse()?);
     }
     let signals: u64 = arg("--signals", "1000000").parse()?;
-    let days: i64 = arg("--days", "1").parse()?;
+    let default_days = GenOptions::default().span.num_days().to_string();
+    let days: i64 = arg("--days", &default_days).parse()?;
     let dir = repo().join("target/bench-data");
     std::fs::create_dir_all(&dir)?;
     let input = dir.join(format!("core-{signals}-{days}d.jsonl"));
