@@ -404,3 +404,74 @@ fn classification_corrections_move_the_anchor_for_later_ideas() {
         .any(|d| d["reason"] == "invalid_value"
             && d["raw"].as_str().unwrap().contains("NoSuchAnchor")));
 }
+
+/// `ideaflow gen --corrections` writes `classification.corrected` events the
+/// pipeline takes whole: each is counted in the anchors' history, none is
+/// dead-lettered, and the moved anchors classify ideas first seen after the
+/// first correction (only those) differently from a replay without them.
+#[test]
+fn generated_corrections_move_the_anchors() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    ok(ideaflow()
+        .args(["gen", "--signals", "600", "--seed", "5", "--days", "2"])
+        .arg("--corrections")
+        .arg("--out")
+        .arg(&input));
+    let text = std::fs::read_to_string(&input).unwrap();
+    let (corrections, rest): (Vec<&str>, Vec<&str>) = text
+        .lines()
+        .partition(|l| l.contains("\"classification.corrected\""));
+    assert!(corrections.len() >= 10, "{} corrections", corrections.len());
+    let without = dir.path().join("without.jsonl");
+    std::fs::write(&without, rest.join("\n") + "\n").unwrap();
+    let (with_out, without_out) = (dir.path().join("with"), dir.path().join("without"));
+    replay(&input, &with_out, "2");
+    replay(&without, &without_out, "1");
+    assert!(read_jsonl(&with_out.join("dead_letters.jsonl")).is_empty());
+    // The window (30 days) keeps every correction: each anchor's last row
+    // counts all of its own, and together they count every event.
+    let history = read_jsonl(&with_out.join("anchors_history.jsonl"));
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for row in &history {
+        last.insert(
+            row["anchor"].as_str().unwrap().to_owned(),
+            row["corrections"].as_u64().unwrap(),
+        );
+    }
+    assert!(last.len() >= 2, "{last:?}");
+    assert!(last
+        .keys()
+        .all(|a| ["Wisdom", "Nudge", "Spell"].contains(&a.as_str())));
+    assert_eq!(last.values().sum::<u64>(), corrections.len() as u64);
+    let ideas = |dir: &Path| -> BTreeMap<String, (String, String)> {
+        read_jsonl(&dir.join("ideas.jsonl"))
+            .iter()
+            .map(|i| {
+                (
+                    i["id"].as_str().unwrap().to_owned(),
+                    (
+                        i["anchor_class"].as_str().unwrap_or_default().to_owned(),
+                        i["first_seen"].as_str().unwrap().to_owned(),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let (with, without) = (ideas(&with_out), ideas(&without_out));
+    assert_eq!(with.len(), without.len());
+    let first_correction = history
+        .iter()
+        .map(|r| r["effective_from"].as_str().unwrap())
+        .min()
+        .unwrap();
+    let moved: Vec<&(String, String)> = with
+        .iter()
+        .filter(|(id, (class, _))| without[*id].0 != *class)
+        .map(|(_, idea)| idea)
+        .collect();
+    assert!(moved.len() > 10, "only {} ideas changed class", moved.len());
+    assert!(moved
+        .iter()
+        .all(|(_, first_seen)| first_seen.as_str() >= first_correction));
+}

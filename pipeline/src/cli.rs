@@ -227,6 +227,10 @@ pub struct GenArgs {
     /// Also emit listing.published and feedback.received events for generated ideas.
     #[arg(long)]
     pub feedback: bool,
+    /// Also emit classification.corrected events: one original in 25 re-labelled by a
+    /// user, each niche toward one anchor (Wisdom, Nudge or Spell), rated 3 to 5.
+    #[arg(long)]
+    pub corrections: bool,
     /// Attach each signal's embedding, computed with the model.
     #[arg(long, conflicts_with = "synthetic_embeddings")]
     pub with_embeddings: bool,

@@ -21,6 +21,7 @@ pub fn run(args: GenArgs) -> Result<()> {
         signals: args.signals,
         seed: args.seed,
         feedback: args.feedback,
+        corrections: args.corrections,
         synthetic_embeddings: args.synthetic_embeddings,
         base64_embeddings: args.base64_embeddings,
         start,

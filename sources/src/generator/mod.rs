@@ -11,7 +11,10 @@
 //! - themes aligned with the calendar (holiday subjects peak around their date);
 //! - arrival out of event-time order by less than the allowed lateness;
 //! - optional marketplace feedback (listing.published, feedback.received) for
-//!   generated ideas, with known per-variant click-through rates.
+//!   generated ideas, with known per-variant click-through rates;
+//! - optional classification feedback (classification.corrected): users
+//!   re-labelling some ideas' texts, each niche consistently toward one
+//!   anchor, so that the anchors visibly move.
 //!
 //! Same seed and options, same bytes out.
 
@@ -39,6 +42,8 @@ pub struct GenOptions {
     pub seed: u64,
     /// Emit listing and feedback events for some of the generated ideas.
     pub feedback: bool,
+    /// Emit classification.corrected events for some of the generated ideas.
+    pub corrections: bool,
     /// Attach clustered synthetic unit vectors as `embedding` (for large benchmark streams).
     pub synthetic_embeddings: bool,
     /// First event time.
@@ -60,6 +65,7 @@ impl Default for GenOptions {
             signals: 1000,
             seed: 42,
             feedback: false,
+            corrections: false,
             synthetic_embeddings: false,
             start: Utc.with_ymd_and_hms(2024, 10, 1, 0, 0, 0).unwrap(),
             span: Duration::days(14),
@@ -242,6 +248,9 @@ impl Generator {
         if self.opt.feedback && truth["kind"] == "original" && n.is_multiple_of(10) {
             self.schedule_feedback(&content);
         }
+        if self.opt.corrections && truth["kind"] == "original" && n.is_multiple_of(25) {
+            self.schedule_correction(&content, niche);
+        }
         let at = self.now;
         self.push(at, signal.to_string());
     }
@@ -380,6 +389,25 @@ impl Generator {
         }
     }
 
+    /// A user saying an idea's text belongs to its niche's anchor (see
+    /// [`CORRECTED_ANCHORS`]), a little after the idea was first seen.
+    fn schedule_correction(&mut self, content: &str, niche: usize) {
+        let idea = idea_id(&content_hash(content)).to_string();
+        let at = self.now + Duration::minutes(self.rng.random_range(10..120));
+        let rating: u8 = self.rng.random_range(3..=5);
+        let correction = json!({
+            "eventType": "classification.corrected",
+            "eventId": format!("cc-{idea}"),
+            "timestamp": rfc3339(at),
+            "source": "ideaflow-gen",
+            "version": "1.0",
+            "data": {"sentence": content, "predicted": "Hunch",
+                     "correct": CORRECTED_ANCHORS[niche % CORRECTED_ANCHORS.len()],
+                     "rating": rating},
+        });
+        self.push(at, correction.to_string());
+    }
+
     /// A unit vector near its niche and subject centers, with a per-text
     /// component large enough that distinct texts stay below cosine ~0.6
     /// (as unrelated texts do with the real model); a near-duplicate
@@ -432,6 +460,12 @@ impl Iterator for Generator {
     }
 }
 
+/// The anchor users re-label a niche's texts as, by niche index: every
+/// correction of one niche pulls the same anchor toward that niche. The
+/// generator cannot know what the classifier predicted (it runs no model
+/// without embeddings), so `predicted` is the seed's fallback class, Hunch.
+const CORRECTED_ANCHORS: [&str; 3] = ["Wisdom", "Nudge", "Spell"];
+
 fn random_unit(rng: &mut ChaCha8Rng) -> Vec<f32> {
     let mut v: Vec<f32> = (0..EMBEDDING_DIM)
         .map(|_| rng.random::<f32>() - 0.5)
@@ -463,19 +497,16 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream() {
-        let a: Vec<String> = Generator::new(GenOptions {
+        let options = GenOptions {
             signals: 300,
             feedback: true,
+            corrections: true,
             ..Default::default()
-        })
-        .collect();
-        let b: Vec<String> = Generator::new(GenOptions {
-            signals: 300,
-            feedback: true,
-            ..Default::default()
-        })
-        .collect();
+        };
+        let a: Vec<String> = Generator::new(options.clone()).collect();
+        let b: Vec<String> = Generator::new(options).collect();
         assert_eq!(a, b);
+        assert!(a.iter().any(|l| l.contains("classification.corrected")));
         let c: Vec<String> = Generator::new(GenOptions {
             signals: 300,
             seed: 7,
