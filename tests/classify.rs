@@ -86,3 +86,59 @@ fn explain_lists_every_anchor() {
     assert!((v["confidence"].as_f64().unwrap() - best).abs() < 1e-9);
     assert_eq!(v["fell_back"].as_bool().unwrap(), best < 0.3);
 }
+
+/// Lines that are not `{"id","text"}` objects get an error line in the seed's
+/// shape, in place: the output stays one line per input line, in order, and
+/// the good lines around them are classified as they are alone.
+#[test]
+fn classify_answers_every_line_and_bad_ones_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = [
+        r#"{"id":"a","text":"Wisdom comes from experience and reflection over many years."}"#,
+        r#"{"id":"b","text":"Try this new trick today! It is a small nudge to act."}"#,
+    ];
+    let mixed = [
+        good[0],
+        "not json",
+        r#"{"id":"n","text":null}"#,
+        "",
+        "[1,2]",
+        r#"{"id":"m"}"#,
+        good[1],
+    ];
+    let run = |name: &str, lines: &[&str]| {
+        let (input, out) = (
+            dir.path().join(name),
+            dir.path().join(format!("{name}.out")),
+        );
+        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        ok(ideaflow()
+            .args(["classify", "--input"])
+            .arg(&input)
+            .arg("--out")
+            .arg(&out));
+        read_jsonl(&out)
+    };
+    let alone = run("good.jsonl", &good);
+    let got = run("mixed.jsonl", &mixed);
+    assert_eq!(got.len(), 6, "one line per non-blank input line: {got:?}");
+    assert_eq!(got[0], alone[0]);
+    assert_eq!(got[5], alone[1]);
+    let ids: Vec<&serde_json::Value> = got.iter().map(|g| &g["id"]).collect();
+    assert_eq!(
+        ids,
+        [
+            &serde_json::json!("a"),
+            &serde_json::Value::Null,
+            &serde_json::json!("n"),
+            &serde_json::Value::Null,
+            &serde_json::json!("m"),
+            &serde_json::json!("b"),
+        ]
+    );
+    for (g, line) in got[1..5].iter().zip([2, 3, 5, 6]) {
+        let error = g["analytics"]["error"].as_str().unwrap();
+        assert!(error.starts_with(&format!("line {line}: ")), "{error}");
+        assert_eq!(g["routed_content"], serde_json::json!({}));
+    }
+}

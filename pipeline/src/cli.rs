@@ -91,7 +91,10 @@ pub struct ClassifyArgs {
     /// Input JSONL with {"id","text"} per line; standard input when absent or `-`.
     #[arg(short, long)]
     pub input: Option<PathBuf>,
-    /// Output JSONL {"id","routed_content","analytics"} per input line; standard output when absent.
+    /// Output JSONL {"id","routed_content","analytics"}, one line per input line in input order
+    /// (blank lines skipped); a line that is not an {"id","text"} object gets
+    /// "analytics": {"error": "line N: why"}, as the seed answers a text it cannot analyze.
+    /// Standard output when absent.
     #[arg(short, long)]
     pub out: Option<PathBuf>,
     /// Configuration file (anchors, threshold, model).

@@ -41,22 +41,32 @@ pub fn classify(args: ClassifyArgs) -> Result<()> {
     let classifier = build_classifier(&config, &mut embedder)?;
     let input = open_input(args.input.as_deref())?;
     let mut out = JsonlWriter::create(&output_path(args.out))?;
-    let mut pending: Vec<(Value, Vec<String>)> = Vec::new();
-    let flush = |pending: &mut Vec<(Value, Vec<String>)>,
+    // In input order: each line's id and its sentences, or why it was refused.
+    let mut pending: Vec<(Value, Result<Vec<String>, String>)> = Vec::new();
+    let flush = |pending: &mut Vec<(Value, Result<Vec<String>, String>)>,
                  embedder: &mut Embedder,
                  out: &mut JsonlWriter|
      -> Result<()> {
         // Every sentence of the chunk in one embedding call.
         let all: Vec<&str> = pending
             .iter()
-            .flat_map(|(_, s)| s.iter().map(String::as_str))
+            .filter_map(|(_, s)| s.as_ref().ok())
+            .flat_map(|s| s.iter().map(String::as_str))
             .collect();
         let vectors = embedder.embed(&all)?;
         let mut at = 0;
         for (id, sentences) in pending.drain(..) {
-            let result = classifier.classify(&sentences, &vectors[at..at + sentences.len()]);
-            at += sentences.len();
-            out.write(&json!({"id": id, "routed_content": result["routed_content"], "analytics": result["analytics"]}))?;
+            let line = match sentences {
+                Ok(sentences) => {
+                    let result =
+                        classifier.classify(&sentences, &vectors[at..at + sentences.len()]);
+                    at += sentences.len();
+                    json!({"id": id, "routed_content": result["routed_content"], "analytics": result["analytics"]})
+                }
+                // The seed's shape for a text it cannot analyze.
+                Err(why) => json!({"id": id, "routed_content": {}, "analytics": {"error": why}}),
+            };
+            out.write(&line)?;
         }
         Ok(())
     };
@@ -65,18 +75,12 @@ pub fn classify(args: ClassifyArgs) -> Result<()> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let parsed: Option<(Value, String)> =
-            serde_json::from_slice::<Value>(&line).ok().and_then(|v| {
-                let text = v.get("text")?.as_str()?.to_owned();
-                Some((v.get("id").cloned().unwrap_or(Value::Null), text))
-            });
-        match parsed {
-            Some((id, text)) => pending.push((id, classifier.sentences(&text))),
-            None => {
-                tracing::warn!(line = n + 1, "skipped: not a {{\"id\",\"text\"}} object");
-                continue;
-            }
-        }
+        let (id, text) = parse_line(&line);
+        let sentences = text.map(|text| classifier.sentences(&text)).map_err(|why| {
+            tracing::warn!(line = n + 1, "{why}");
+            format!("line {}: {why}", n + 1)
+        });
+        pending.push((id, sentences));
         if pending.len() >= 256 {
             flush(&mut pending, &mut embedder, &mut out)?;
         }
@@ -84,6 +88,33 @@ pub fn classify(args: ClassifyArgs) -> Result<()> {
     flush(&mut pending, &mut embedder, &mut out)?;
     out.flush()?;
     Ok(())
+}
+
+/// A line's id (null when it has none) and its text, or why it has no text.
+fn parse_line(line: &[u8]) -> (Value, Result<String, String>) {
+    let value: Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                Value::Null,
+                Err(format!(
+                    "not JSON ({e}): each line must be an object {{\"id\", \"text\"}}"
+                )),
+            )
+        }
+    };
+    let Some(object) = value.as_object() else {
+        return (
+            Value::Null,
+            Err("not a JSON object: each line must be an object {\"id\", \"text\"}".into()),
+        );
+    };
+    let id = object.get("id").cloned().unwrap_or(Value::Null);
+    match object.get("text") {
+        Some(Value::String(text)) => (id, Ok(text.clone())),
+        Some(_) => (id, Err("\"text\" must be a string".into())),
+        None => (id, Err("\"text\" is missing".into())),
+    }
 }
 
 pub fn explain(args: ExplainArgs) -> Result<()> {
