@@ -142,21 +142,22 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     }
     counts.flush()?;
     println!(
-        "ideaflow replay: {} events, {} signals, {} ideas, {} dead-lettered -> {}{} ({:.1}s)",
+        "ideaflow replay: {} events, {} signals, {} ideas, {} dead-lettered -> {} ({:.1}s){}",
         summary.events,
         summary.signals_out,
         views.ideas().count(),
         summary.dead_letters + refused_inside.len() as u64,
         args.out.display(),
+        summary.seconds,
         if args.materialize {
             format!(
-                ", Postgres schema {} and Redis namespace {}",
+                "; materialized into Postgres schema {} and Redis namespace {}",
                 config.postgres.schema, config.redis.namespace
             )
         } else {
-            String::new()
-        },
-        summary.seconds
+            // Say so: `verify` and the API read the materialized views.
+            "; Postgres and Redis untouched (--materialize writes them)".to_owned()
+        }
     );
     Ok(())
 }

@@ -141,9 +141,21 @@ pub fn run(args: VerifyArgs) -> Result<()> {
     for p in problems.iter().take(20) {
         eprintln!("verify: {p}");
     }
+    // The usual cause: the final state is not the one that was materialized.
+    let last = match recorded_replay(&config) {
+        Ok(Some((out, _))) => format!(
+            "; the last `replay --materialize` here wrote {}",
+            out.display()
+        ),
+        _ => String::new(),
+    };
     bail!(
-        "{} disagreement(s) between Postgres, Redis and the final state of {n} ideas",
-        problems.len()
+        "{} disagreement(s) between Postgres, Redis and the final state of {n} ideas. \
+         Postgres schema {} and Redis namespace {ns} hold what the last `ideaflow run` or \
+         `ideaflow replay --materialize` wrote there{last}; a replay without --materialize \
+         leaves them as they were: replay the stream with --materialize, then verify again",
+        problems.len(),
+        config.postgres.schema,
     )
 }
 
