@@ -351,15 +351,13 @@ impl Generator {
         let listed = self.now + Duration::minutes(self.rng.random_range(60..24 * 60));
         let base_ctr: f64 = self.rng.random_range(0.01..0.05);
         for (k, variant) in ["A", "B"].into_iter().enumerate() {
-            let listing = json!({
-                "eventType": "listing.published",
-                "eventId": format!("lst-{idea}-{variant}"),
-                "timestamp": rfc3339(listed),
-                "source": "ideaflow-gen",
-                "version": "1.0",
-                "data": {"ideaId": idea, "marketplace": "redbubble", "listingId": format!("rb-{idea}-{variant}"),
-                         "variant": variant, "publishedAt": rfc3339(listed)},
-            });
+            let listing = envelope(
+                "listing.published",
+                format!("lst-{idea}-{variant}"),
+                listed,
+                json!({"ideaId": idea, "marketplace": "redbubble", "listingId": format!("rb-{idea}-{variant}"),
+                       "variant": variant, "publishedAt": rfc3339(listed)}),
+            );
             self.push(listed, listing.to_string());
             // Variant B converts twice as well: a known winner for A/B tests.
             let ctr = base_ctr * if k == 1 { 2.0 } else { 1.0 };
@@ -374,16 +372,14 @@ impl Generator {
                 let sales = (0..add_to_cart)
                     .filter(|_| self.rng.random_bool(0.5))
                     .count() as u64;
-                let fb = json!({
-                    "eventType": "feedback.received",
-                    "eventId": format!("fb-{idea}-{variant}-{h}"),
-                    "timestamp": rfc3339(at),
-                    "source": "ideaflow-gen",
-                    "version": "1.0",
-                    "data": {"ideaId": idea, "marketplace": "redbubble", "variant": variant,
-                             "impressions": impressions, "clicks": clicks, "favorites": favorites,
-                             "addToCart": add_to_cart, "sales": sales},
-                });
+                let fb = envelope(
+                    "feedback.received",
+                    format!("fb-{idea}-{variant}-{h}"),
+                    at,
+                    json!({"ideaId": idea, "marketplace": "redbubble", "variant": variant,
+                           "impressions": impressions, "clicks": clicks, "favorites": favorites,
+                           "addToCart": add_to_cart, "sales": sales}),
+                );
                 self.push(at, fb.to_string());
             }
         }
@@ -395,16 +391,14 @@ impl Generator {
         let idea = idea_id(&content_hash(content)).to_string();
         let at = self.now + Duration::minutes(self.rng.random_range(10..120));
         let rating: u8 = self.rng.random_range(3..=5);
-        let correction = json!({
-            "eventType": "classification.corrected",
-            "eventId": format!("cc-{idea}"),
-            "timestamp": rfc3339(at),
-            "source": "ideaflow-gen",
-            "version": "1.0",
-            "data": {"sentence": content, "predicted": "Hunch",
-                     "correct": CORRECTED_ANCHORS[niche % CORRECTED_ANCHORS.len()],
-                     "rating": rating},
-        });
+        let correction = envelope(
+            "classification.corrected",
+            format!("cc-{idea}"),
+            at,
+            json!({"sentence": content, "predicted": "Hunch",
+                   "correct": CORRECTED_ANCHORS[niche % CORRECTED_ANCHORS.len()],
+                   "rating": rating}),
+        );
         self.push(at, correction.to_string());
     }
 
@@ -472,6 +466,18 @@ fn random_unit(rng: &mut ChaCha8Rng) -> Vec<f32> {
         .collect();
     l2_normalize(&mut v);
     v
+}
+
+/// An event in the seed's envelope, as the generator's source sends it.
+fn envelope(event_type: &str, event_id: String, at: DateTime<Utc>, data: Value) -> Value {
+    json!({
+        "eventType": event_type,
+        "eventId": event_id,
+        "timestamp": rfc3339(at),
+        "source": "ideaflow-gen",
+        "version": "1.0",
+        "data": data,
+    })
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
