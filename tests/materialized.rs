@@ -101,7 +101,14 @@ fn a_materialized_replay_agrees_with_its_out_dir() {
         .output()
         .unwrap();
     assert!(!failed.status.success(), "verify must catch a mismatch");
-    assert!(String::from_utf8_lossy(&failed.stderr).contains("disagreement"));
+    let said = String::from_utf8_lossy(&failed.stderr);
+    assert!(said.contains("disagreement"), "{said}");
+    // ... and says which replay the views hold, and what to do.
+    assert!(
+        said.contains(&dir.path().join("out2").display().to_string()),
+        "{said}"
+    );
+    assert!(said.contains("--materialize"), "{said}");
 }
 
 #[test]
