@@ -339,8 +339,12 @@ fn a_reader_polling_postgres_never_sees_a_partial_epoch() {
     std::fs::write(&input_path, input).unwrap();
     let ns = namespace("poll");
     let out = dir.path().join("out");
+    // Paced (3 days in about 13 s), so that the writer commits many batches
+    // while the reader polls: at full speed a writer that falls behind at
+    // the start can take the whole stream in one or two batches.
     let mut replay = ideaflow()
-        .args(["replay", "--materialize", "--namespace", &ns, "--input"])
+        .args(["replay", "--materialize", "--namespace", &ns])
+        .args(["--speed", "20000", "--input"])
         .arg(&input_path)
         .arg("--out")
         .arg(&out)
