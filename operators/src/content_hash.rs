@@ -25,14 +25,41 @@ pub fn normalize_text(text: &str) -> String {
     out
 }
 
-/// 128-bit content hash of the normalized text, as 32 lowercase hex digits.
+/// What a text is identified by: its normalized form, or, for a text with no
+/// letters or digits at all ("🐱🐱🐱", "!!!"), which would normalize to the
+/// empty string and so be one idea with every other such text, its NFKC
+/// lowercase form with whitespace collapsed and nothing dropped. The two
+/// forms cannot collide: the first is only letters, digits and spaces; the
+/// second is never empty for content that passed validation and holds none.
+pub fn identity_text(text: &str) -> String {
+    let normalized = normalize_text(text);
+    if !normalized.is_empty() {
+        return normalized;
+    }
+    let mut out = String::with_capacity(text.len());
+    for word in text
+        .nfkc()
+        .flat_map(char::to_lowercase)
+        .collect::<String>()
+        .split_whitespace()
+    {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+/// 128-bit content hash of the identity text ([`identity_text`]), as 32
+/// lowercase hex digits.
 pub fn content_hash(text: &str) -> String {
     hex::encode(content_hash_bytes(text))
 }
 
 /// The same hash as raw bytes, for keys and filters.
 pub fn content_hash_bytes(text: &str) -> [u8; 16] {
-    let digest = Sha256::digest(normalize_text(text).as_bytes());
+    let digest = Sha256::digest(identity_text(text).as_bytes());
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest[..16]);
     out
@@ -51,6 +78,21 @@ mod tests {
         );
         assert_ne!(content_hash("cats in hats"), content_hash("dogs in hats"));
         assert_eq!(content_hash("x").len(), 32);
+    }
+
+    #[test]
+    fn texts_without_letters_or_digits_keep_their_symbols() {
+        assert_ne!(content_hash("🐱🐱🐱"), content_hash("!!!"));
+        assert_ne!(content_hash("🐱🐱🐱"), content_hash("🔥🔥"));
+        assert_eq!(content_hash(" 🐱  🐱 "), content_hash("🐱 🐱"));
+        assert_eq!(
+            content_hash("！！！"),
+            content_hash("!!!"),
+            "NFKC still folds"
+        );
+        // A text with any letter or digit is identified as before.
+        assert_eq!(content_hash("cats 🐱"), content_hash("CATS!!"));
+        assert_eq!(identity_text("cats 🐱"), "cats");
     }
 
     #[test]
