@@ -36,6 +36,10 @@ pub fn identity_text(text: &str) -> String {
     if !normalized.is_empty() {
         return normalized;
     }
+    symbols_text(text)
+}
+
+fn symbols_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for word in text
         .nfkc()
@@ -59,10 +63,25 @@ pub fn content_hash(text: &str) -> String {
 
 /// The same hash as raw bytes, for keys and filters.
 pub fn content_hash_bytes(text: &str) -> [u8; 16] {
-    let digest = Sha256::digest(identity_text(text).as_bytes());
+    content_identity(text).0
+}
+
+/// The content hash as raw bytes, and whether the text is legible: whether it
+/// holds a letter or digit. The model reads an illegible text ("🐱🐱🐱",
+/// "!!!") as unknown tokens only, so every such text embeds alike and its
+/// vector says nothing about what it shows.
+pub fn content_identity(text: &str) -> ([u8; 16], bool) {
+    let normalized = normalize_text(text);
+    let legible = !normalized.is_empty();
+    let identity = if legible {
+        normalized
+    } else {
+        symbols_text(text)
+    };
+    let digest = Sha256::digest(identity.as_bytes());
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest[..16]);
-    out
+    (out, legible)
 }
 
 #[cfg(test)]

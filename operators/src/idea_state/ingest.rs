@@ -94,8 +94,12 @@ impl IdeaState {
     }
 
     /// The live idea most similar to `s` at or above the threshold, among the
-    /// LSH candidates (ties: the earlier idea).
+    /// LSH candidates (ties: the earlier idea); none for an illegible text,
+    /// whose vector says nothing (see [`PreparedSignal::legible`]).
     fn nearest_live(&mut self, s: &PreparedSignal) -> Option<(u32, f32)> {
+        if !s.legible {
+            return None;
+        }
         let found = self
             .near
             .matches(&s.embedding, &s.signatures, self.dedupe.near_threshold);
@@ -209,14 +213,16 @@ impl IdeaState {
             self.archived_factors.remove(&bits);
         }
         self.by_id.insert(id, slot);
-        let v = self
-            .near
-            .insert(slot, s.embedding.clone(), &s.signatures, None);
-        self.ideas[slot as usize]
-            .as_mut()
-            .expect("live slot")
-            .vectors
-            .push(v);
+        if s.legible {
+            let v = self
+                .near
+                .insert(slot, s.embedding.clone(), &s.signatures, None);
+            self.ideas[slot as usize]
+                .as_mut()
+                .expect("live slot")
+                .vectors
+                .push(v);
+        }
         slot
     }
 

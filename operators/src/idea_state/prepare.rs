@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{nearest, Anchor, Classifier};
-use crate::content_hash::content_hash_bytes;
+use crate::content_hash::content_identity;
 use crate::dedupe::LshIndex;
 use crate::score::{engagement_rate, ScoringParams};
 use crate::shared_embedding::SharedEmbedding;
@@ -25,6 +25,13 @@ pub struct PreparedSignal {
     pub signal: Signal,
     pub embedding: SharedEmbedding,
     pub hash: [u8; 16],
+    /// Whether the text holds a letter or digit. An illegible one (emoji or
+    /// punctuation only) is deduplicated by its exact text alone: its vector
+    /// is the model's reading of unknown tokens, the same for all of them,
+    /// so near-duplicate matching would make them all one idea.
+    pub legible: bool,
+    /// LSH signatures (none for an illegible text: it takes no part in
+    /// near-duplicate matching).
     pub signatures: Vec<u32>,
     pub category: Option<(String, f32)>,
     pub anchor_class: Option<String>,
@@ -60,8 +67,12 @@ pub fn prepare(
         .filter(|e| e.len() == EMBEDDING_DIM)
         .unwrap_or_else(|| vec![0.0; EMBEDDING_DIM])
         .into();
-    let hash = content_hash_bytes(&signal.content);
-    let signatures = lsh.signatures(&embedding);
+    let (hash, legible) = content_identity(&signal.content);
+    let signatures = if legible {
+        lsh.signatures(&embedding)
+    } else {
+        Vec::new()
+    };
     let category = nearest(&embedding, &labels.categories).map(|(c, s)| (c.to_owned(), s));
     let anchor_class = labels
         .classifier
@@ -75,6 +86,7 @@ pub fn prepare(
         signal,
         embedding,
         hash,
+        legible,
         signatures,
         category,
         anchor_class,

@@ -188,6 +188,44 @@ fn exact_near_and_new() {
 }
 
 #[test]
+fn texts_without_letters_or_digits_match_only_exactly() {
+    // The model reads all of these as unknown tokens: one vector for all.
+    let unknown = unit(7);
+    let signals = vec![
+        signal("1", 0, "🐱🐱🐱", unknown.clone()),
+        signal("2", 5, "🔥🔥", unknown.clone()),
+        signal("3", 10, "!!!", unknown.clone()),
+        signal("4", 15, "🐱 🐱🐱", unknown.clone()),
+        signal("5", 20, "  🐱🐱🐱 ", unknown.clone()),
+        // A legible text with that vector neither joins them nor is joined.
+        signal("6", 25, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", unknown.clone()),
+        signal("7", 30, "🔥🔥", unknown.clone()),
+    ];
+    let (views, stats) = run(&signals, 60);
+    for (id, kind) in [
+        ("1", DedupeKind::New),
+        ("2", DedupeKind::New),
+        ("3", DedupeKind::New),
+        ("4", DedupeKind::New),
+        ("5", DedupeKind::Exact),
+        ("6", DedupeKind::New),
+        ("7", DedupeKind::Exact),
+    ] {
+        assert_eq!(signal_row(&views, id).dedupe, kind, "signal {id}");
+    }
+    assert_eq!(
+        signal_row(&views, "5").idea_id,
+        signal_row(&views, "1").idea_id
+    );
+    assert_eq!(
+        signal_row(&views, "7").idea_id,
+        signal_row(&views, "2").idea_id
+    );
+    assert_eq!(views.ideas().count(), 5);
+    assert_eq!(stats.near, 0, "{stats:?}");
+}
+
+#[test]
 fn stale_ideas_are_archived_and_resume() {
     let a = unit(1);
     let week = 7 * 24 * 60;
