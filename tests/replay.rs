@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::Write;
+use std::process::Command;
 
 use common::*;
 
@@ -271,4 +272,148 @@ fn a_source_held_back_by_back_pressure_gives_the_same_views() {
     let (free, _) = replay_to(dir.path(), "free", &input, &["-w", "2"]);
     let (held, _) = replay_to(dir.path(), "held", &input, &["-w", "2", "--config", tight]);
     assert_eq!(free, held, "a source waiting on back-pressure");
+}
+
+/// Every file of a `replay --out` folder, by name.
+fn out_files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A hostfile for two processes on this machine.
+fn two_hosts(dir: &std::path::Path) -> std::path::PathBuf {
+    let hosts = dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    hosts
+}
+
+/// Starts process 1 of a two-process cluster running `args`; process 0 is
+/// run by the caller.
+fn follower(args: &[&str], hosts: &std::path::Path, cmd: Command) -> Server {
+    let mut cmd = cmd;
+    cmd.args(args)
+        .args(["--processes", "2", "--process", "1", "--hostfile"])
+        .arg(hosts)
+        .stdout(std::process::Stdio::piped());
+    Server(cmd.spawn().expect("process 1 starts"))
+}
+
+/// Waits for process 1 to end; what it printed.
+fn finished(mut follower: Server) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    let mut stdout = follower.0.stdout.take().expect("stdout piped");
+    stdout.read_to_string(&mut text).unwrap();
+    let status = follower.0.wait().expect("process 1 ends");
+    assert!(
+        status.success(),
+        "process 1 failed (its log is above): {text}"
+    );
+    text
+}
+
+/// Timely's cluster mode: process 1 embeds (the real model) and prepares
+/// every signal, process 0 reads, dedupes, scores and writes. The outputs
+/// are those of one process, file for file, for `replay` and for `run`.
+#[test]
+fn two_processes_give_what_one_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = "config/sample/signals.jsonl";
+    let out = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+
+    ok(ideaflow().args(["replay", "-i", sample, "-o", &out("alone")]));
+    let hosts = two_hosts(dir.path());
+    let replay = ["replay", "-i", sample, "-o", &out("cluster")];
+    let second = follower(&replay, &hosts, ideaflow());
+    ok(ideaflow()
+        .args(replay)
+        .args(["--processes", "2", "--process", "0", "--hostfile"])
+        .arg(&hosts));
+    let said = finished(second);
+    assert!(said.contains("process 1 of 2 done"), "{said}");
+    let (alone, cluster) = (
+        out_files(&dir.path().join("alone")),
+        out_files(&dir.path().join("cluster")),
+    );
+    assert!(
+        alone.contains_key("ideas.jsonl") && alone.len() > 5,
+        "{:?}",
+        alone.keys()
+    );
+    assert_eq!(
+        alone.keys().collect::<Vec<_>>(),
+        cluster.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &alone {
+        assert!(
+            cluster[name] == *bytes,
+            "{name} differs between one process and two"
+        );
+    }
+
+    // `run`: the embedded signals it writes, and its dead letters.
+    let run = |name: &str| {
+        vec![
+            "--input".to_owned(),
+            sample.to_owned(),
+            "--out".to_owned(),
+            out(&format!("{name}.jsonl")),
+            "--dead-letter".to_owned(),
+            out(&format!("{name}.dead.jsonl")),
+        ]
+    };
+    ok(ideaflow_run().args(run("run_alone")));
+    let hosts = two_hosts(dir.path());
+    let args = run("run_cluster");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let second = follower(&args, &hosts, ideaflow_run());
+    ok(ideaflow_run()
+        .args(&args)
+        .args(["--processes", "2", "--process", "0", "--hostfile"])
+        .arg(&hosts));
+    finished(second);
+    for (a, b) in [
+        ("run_alone.jsonl", "run_cluster.jsonl"),
+        ("run_alone.dead.jsonl", "run_cluster.dead.jsonl"),
+    ] {
+        let (a, b) = (
+            std::fs::read(dir.path().join(a)).unwrap(),
+            std::fs::read(dir.path().join(b)).unwrap(),
+        );
+        assert!(
+            !a.is_empty() && a == b,
+            "run's outputs differ between one process and two"
+        );
+    }
+}
+
+#[test]
+fn a_cluster_without_a_hostfile_is_refused_clearly() {
+    let out = ideaflow()
+        .args([
+            "replay",
+            "-i",
+            "config/sample/signals.jsonl",
+            "-o",
+            "/tmp/never",
+            "-n",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs --hostfile"), "{err}");
 }

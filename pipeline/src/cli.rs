@@ -143,6 +143,8 @@ pub struct RunArgs {
     /// Exit when bounded inputs end instead of serving the API until Ctrl-C.
     #[arg(long)]
     pub exit_at_end: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -173,6 +175,27 @@ pub struct ReplayArgs {
     /// postgres.schema and redis.namespace (a replay can write beside the live views).
     #[arg(long)]
     pub namespace: Option<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Timely's cluster mode: one dataflow over several processes (machines).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClusterArgs {
+    /// Processes in the cluster (timely's -n). Every process runs the same
+    /// command with its own --process; results do not depend on it.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index, 0 to processes - 1 (timely's -p). Process 0
+    /// reads the inputs, owns the idea state and writes every output (files,
+    /// Postgres, Redis, the API); the others embed and prepare signals for it
+    /// and exit when it is done. -w sets each process's worker threads.
+    #[arg(short = 'p', long, default_value_t = 0)]
+    pub process: usize,
+    /// With --processes > 1: a file with one host:port per line, line i for
+    /// process i (timely's hostfile; blank lines and # comments skipped).
+    #[arg(long)]
+    pub hostfile: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

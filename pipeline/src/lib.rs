@@ -5,6 +5,7 @@
 pub mod api;
 pub mod blas;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod core_setup;

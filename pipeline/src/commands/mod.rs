@@ -12,8 +12,38 @@ pub mod verify;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
+
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::core_setup::CoreSetup;
+use crate::model_files::ModelSource;
+
+/// A following process of a cluster (`--process` > 0): its workers embed and
+/// prepare signals for process 0, which reads the inputs and writes every
+/// output, until process 0's run ends. `write_signals` tells whether the
+/// leader's command writes the embedded signals (`run` does): every process
+/// must build the same dataflow.
+pub fn follow(
+    config: &Config,
+    cluster: &Cluster,
+    write_signals: bool,
+    command: &str,
+) -> Result<()> {
+    set_model_threads(config.model.threads);
+    let (model, mut embedder) = ModelSource::open(&config.model)?;
+    let core = Arc::new(CoreSetup::build(config, &mut embedder)?);
+    drop(embedder);
+    crate::dataflow::run_dataflow(config, Some(cluster), None, model, core, write_signals)?;
+    println!(
+        "ideaflow {command}: process {} of {} done (it embedded and prepared signals; process 0 wrote the outputs)",
+        cluster.process,
+        cluster.processes()
+    );
+    Ok(())
+}
 
 /// Standard input for `None` or `-`, the file otherwise.
 pub fn open_input(path: Option<&Path>) -> Result<Box<dyn BufRead>> {

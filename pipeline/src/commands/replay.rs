@@ -15,17 +15,20 @@ use serde_json::json;
 
 use super::set_model_threads;
 use crate::cli::ReplayArgs;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::core_setup::CoreSetup;
-use crate::dataflow::{run_views_pipeline, RunSummary};
+use crate::dataflow::{run_dataflow, Lead, RunSummary};
 use crate::materialize::{self, Materializer};
 use crate::model_files::ModelSource;
 
 /// Replays `inputs` through the whole pipeline into `views` (and, with
-/// `materialize`, Postgres and Redis, emptied first). Dead letters go to
-/// `dead_letters` (a JSONL path) when given.
+/// `materialize`, Postgres and Redis, emptied first), alone or as the leading
+/// process of `cluster`. Dead letters go to `dead_letters` (a JSONL path)
+/// when given.
 pub fn replay_into(
     config: &Config,
+    cluster: Option<&Cluster>,
     inputs: Vec<PathBuf>,
     dead_letters: Option<&Path>,
     views: Arc<Mutex<ViewState>>,
@@ -60,8 +63,14 @@ pub fn replay_into(
         dead = dead.with_tap(dead_tap.clone());
         consumer = consumer.with_dead_letters(dead_tap);
     }
-    let summary = run_views_pipeline(config, source, model, dead, core, Box::new(consumer), None)?;
-    Ok(summary)
+    let lead = Lead {
+        source,
+        dead,
+        consumer: Box::new(consumer),
+        signals_out: None,
+    };
+    run_dataflow(config, cluster, Some(lead), model, core, false)?
+        .ok_or_else(|| anyhow::anyhow!("the leading worker returned no summary"))
 }
 
 /// Appends the records the dataflow itself refused (feedback for ideas that
@@ -114,11 +123,16 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     if let Some(ns) = &args.namespace {
         config.set_namespace(ns)?;
     }
+    let cluster = Cluster::from_args(&args.cluster)?;
+    if let Some(c) = cluster.as_ref().filter(|c| !c.leads()) {
+        return super::follow(&config, c, false, "replay");
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create --out {}", args.out.display()))?;
     let views = Arc::new(Mutex::new(ViewState::default()));
     let summary = replay_into(
         &config,
+        cluster.as_ref(),
         args.input.clone(),
         Some(&args.out.join("dead_letters.jsonl")),
         views.clone(),

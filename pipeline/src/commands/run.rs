@@ -17,9 +17,10 @@ use tokio::sync::{broadcast, oneshot};
 use super::set_model_threads;
 use crate::api::{self, AppState};
 use crate::cli::RunArgs;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::core_setup::CoreSetup;
-use crate::dataflow::run_views_pipeline;
+use crate::dataflow::{run_dataflow, Lead};
 use crate::materialize::{self, Materializer};
 use crate::metrics::Metrics;
 use crate::model_files::ModelSource;
@@ -42,6 +43,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         config.api.listen = listen.clone();
     }
     config.override_run(args.workers, args.speed)?;
+    let cluster = Cluster::from_args(&args.cluster)?;
+    if let Some(c) = cluster.as_ref().filter(|c| !c.leads()) {
+        return super::follow(&config, c, true, "run");
+    }
     set_model_threads(config.model.threads);
     let speed: Speed = config.pipeline.speed.parse().map_err(anyhow::Error::msg)?;
     let source = ReplaySource::new(
@@ -119,15 +124,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(metrics),
     )
     .with_dead_letters(dead_tap);
-    let summary = run_views_pipeline(
-        &config,
+    let lead = Lead {
         source,
-        model,
         dead,
-        core,
-        Box::new(consumer),
-        Some(output),
-    )?;
+        consumer: Box::new(consumer),
+        signals_out: Some(output),
+    };
+    let summary = run_dataflow(&config, cluster.as_ref(), Some(lead), model, core, true)?
+        .ok_or_else(|| anyhow::anyhow!("the leading worker returned no summary"))?;
     let refused_inside = super::replay::append_dataflow_dead_letters(
         &views.lock().expect("not poisoned"),
         &config.pipeline.dead_letter,

@@ -46,7 +46,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
                 inputs
             };
             let views = Arc::new(Mutex::new(ViewState::default()));
-            super::replay::replay_into(&config, inputs, None, views.clone(), false)?;
+            super::replay::replay_into(&config, None, inputs, None, views.clone(), false)?;
             let views = views.lock().expect("not poisoned");
             from_views(&views)
         }

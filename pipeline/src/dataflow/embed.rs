@@ -11,69 +11,72 @@
 //! preparation that follows on the same worker) does.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 use ideaflow_operators::Signal;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
+use super::wire::Wire;
 use crate::model_files::{LazyEmbedder, ModelSource};
 
 pub fn embed_signals<'scope>(
     signals: Stream<'scope, u64, Vec<Signal>>,
     model: ModelSource,
-    embedded: Arc<AtomicU64>,
 ) -> Stream<'scope, u64, Vec<Signal>> {
     let peers = signals.scope().peers() as u64;
     let route =
         move |s: &Signal| off_the_owner(FixedState::with_seed(0x1dea).hash_one(&s.content), peers);
     signals
-        .unary(Exchange::new(route), "Embed", move |_cap, _info| {
-            // Loaded on first need: streams that carry their vectors never pay for the model.
-            let mut embedder = LazyEmbedder::new(model);
-            let mut pending: Vec<(Capability<u64>, Vec<Signal>)> = Vec::new();
-            move |input, output| {
-                input.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        let mut batch = Vec::new();
-                        for d in data {
-                            batch.append(d);
+        .map(move |s| (route(&s), Wire(s)))
+        .unary(
+            Exchange::new(|(to, _): &(u64, Wire<Signal>)| *to),
+            "Embed",
+            move |_cap, _info| {
+                // Loaded on first need: streams that carry their vectors never pay for the model.
+                let mut embedder = LazyEmbedder::new(model);
+                let mut pending: Vec<(Capability<u64>, Vec<Signal>)> = Vec::new();
+                move |input, output| {
+                    input.for_each_stamp(|cap, data| {
+                        if let Some(cap) = cap.retain_least(output.output_index()) {
+                            let mut batch = Vec::new();
+                            for d in data {
+                                batch.extend(d.drain(..).map(|(_, w)| w.0));
+                            }
+                            pending.push((cap, batch));
                         }
-                        pending.push((cap, batch));
+                    });
+                    if pending.is_empty() {
+                        return;
                     }
-                });
-                if pending.is_empty() {
-                    return;
-                }
-                let texts: Vec<&str> = pending
-                    .iter()
-                    .flat_map(|(_, b)| b.iter())
-                    .filter(|s| s.embedding.is_none())
-                    .map(|s| s.content.as_str())
-                    .collect();
-                let mut vectors = if texts.is_empty() {
-                    Vec::new()
-                } else {
-                    // The model loaded at startup; failing now means its
-                    // files changed under the run, which no record can fix.
-                    let model = embedder.get().unwrap_or_else(|e| panic!("{e:#}"));
-                    model
-                        .embed(&texts)
-                        .expect("embedding a validated signal cannot fail")
-                }
-                .into_iter();
-                for (cap, mut batch) in pending.drain(..) {
-                    for s in batch.iter_mut().filter(|s| s.embedding.is_none()) {
-                        s.embedding = vectors.next();
+                    let texts: Vec<&str> = pending
+                        .iter()
+                        .flat_map(|(_, b)| b.iter())
+                        .filter(|s| s.embedding.is_none())
+                        .map(|s| s.content.as_str())
+                        .collect();
+                    let mut vectors = if texts.is_empty() {
+                        Vec::new()
+                    } else {
+                        // The model loaded at startup; failing now means its
+                        // files changed under the run, which no record can fix.
+                        let model = embedder.get().unwrap_or_else(|e| panic!("{e:#}"));
+                        model
+                            .embed(&texts)
+                            .expect("embedding a validated signal cannot fail")
                     }
-                    embedded.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    output.session(&cap).give_iterator(batch.into_iter());
+                    .into_iter();
+                    for (cap, mut batch) in pending.drain(..) {
+                        for s in batch.iter_mut().filter(|s| s.embedding.is_none()) {
+                            s.embedding = vectors.next();
+                        }
+                        output.session(&cap).give_iterator(batch.into_iter());
+                    }
                 }
-            }
-        })
+            },
+        )
         .container::<Vec<Signal>>()
 }
 

@@ -12,8 +12,10 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::wire::WirePrepared;
 use crate::model_files::LazyEmbedder;
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::trace::implementations::{KeyBatcher, KeySpine, ValBuilder, ValSpine};
@@ -123,9 +125,13 @@ pub fn apply_to_state<'scope>(
     sums: Stream<'scope, u64, Vec<CentroidSumUpdate>>,
     state: SharedState,
     epoch_secs: u64,
+    arrived: Arc<AtomicU64>,
 ) -> StateOutputs<'scope> {
     let mut builder = OperatorBuilder::new("IdeaState".to_owned(), prepared.scope());
-    let mut signals_in = builder.new_input(prepared, Exchange::new(|_: &PreparedSignal| 0));
+    let mut signals_in = builder.new_input(
+        prepared.map(WirePrepared),
+        Exchange::new(|_: &WirePrepared| 0),
+    );
     let mut weights_in = builder.new_input(learned, Pipeline);
     let mut sums_in = builder.new_input(sums, Exchange::new(|_: &CentroidSumUpdate| 0));
     let (changes_out, changes) = builder.new_output::<Vec<Change>>();
@@ -170,7 +176,8 @@ pub fn apply_to_state<'scope>(
                     .entry(t)
                     .or_insert_with(|| (c0, c1, c2, Vec::new()));
                 for d in data {
-                    entry.3.append(d);
+                    arrived.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    entry.3.extend(d.drain(..).map(|w| w.0));
                 }
             });
             weights_in.for_each_stamp(|cap, data| {

@@ -6,6 +6,7 @@ pub mod embed;
 pub mod idea_state;
 pub mod ordered_sink;
 pub mod source;
+pub mod wire;
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +19,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, ConnectLoop, Feedback, Probe};
 use timely::dataflow::ProbeHandle;
 
+use crate::cluster::{timely_config, Cluster};
 use crate::config::Config;
 use crate::core_setup::CoreSetup;
 use crate::model_files::{LazyEmbedder, ModelSource};
@@ -33,9 +35,19 @@ pub struct RunSummary {
     pub seconds: f64,
 }
 
+/// What the leading process brings to a run (worker 0 holds it): the source,
+/// the dead-letter sink, the consumer of completed epochs, and the writer of
+/// the embedded signals when they are asked for.
+pub struct Lead {
+    pub source: ReplaySource,
+    pub dead: DeadLetterSink,
+    pub consumer: Box<dyn EpochConsumer>,
+    pub signals_out: Option<JsonlWriter>,
+}
+
 /// replay -> validate -> embed -> prepare -> idea state -> `consumer`, on
-/// `workers` timely workers. The consumer (moved to worker 0) sees every
-/// completed epoch's changelog in order.
+/// `workers` timely workers in this process. The consumer (moved to worker 0)
+/// sees every completed epoch's changelog in order.
 // The parts are independent inputs of one run; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub fn run_views_pipeline(
@@ -47,13 +59,52 @@ pub fn run_views_pipeline(
     consumer: Box<dyn EpochConsumer>,
     signals_out: Option<JsonlWriter>,
 ) -> Result<RunSummary> {
+    let write_signals = signals_out.is_some();
+    let lead = Lead {
+        source,
+        dead,
+        consumer,
+        signals_out,
+    };
+    run_dataflow(config, None, Some(lead), model, core, write_signals)?
+        .ok_or_else(|| anyhow!("worker 0 returned no summary"))
+}
+
+/// The pipeline on this process's workers, alone or as one process of a
+/// `cluster`: the leading process passes its `lead` and gets the run's
+/// summary; the others pass none and get none. `write_signals` must be the
+/// same in every process (every worker builds the same dataflow).
+pub fn run_dataflow(
+    config: &Config,
+    cluster: Option<&Cluster>,
+    lead: Option<Lead>,
+    model: ModelSource,
+    core: Arc<CoreSetup>,
+    write_signals: bool,
+) -> Result<Option<RunSummary>> {
+    let leads = cluster.is_none_or(Cluster::leads);
+    if leads != lead.is_some() {
+        return Err(anyhow!(
+            "process {} of the cluster {} a source and sinks: only process 0 has them",
+            cluster.map_or(0, |c| c.process),
+            if leads { "lacks" } else { "was given" }
+        ));
+    }
     let workers = config.pipeline.workers;
-    let timely_config = timely_config(workers);
+    let timely_config = timely_config(workers, cluster);
+    if let Some(c) = cluster {
+        tracing::info!(
+            process = c.process,
+            processes = c.processes(),
+            addresses = ?c.addresses,
+            "connecting to the other processes (each runs the same command with its own --process)"
+        );
+    }
     let settings = source::DriveSettings::from_config(&config.pipeline);
     let epoch_secs = config.pipeline.epoch_secs;
-    let write_signals = signals_out.is_some();
-    let owned = Arc::new(Mutex::new(Some((source, dead, consumer, signals_out))));
-    let embedded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let owned = Arc::new(Mutex::new(lead));
+    // Signals that reached the idea state: the source's back-pressure.
+    let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let failed: Arc<Mutex<Option<anyhow::Error>>> = Arc::new(Mutex::new(None));
     let failed_in = failed.clone();
     let guards = timely::execute(timely_config, move |worker| -> Result<Option<RunSummary>> {
@@ -63,7 +114,7 @@ pub fn run_views_pipeline(
             None
         };
         let (source, consumer, writer) = match mine {
-            Some((s, d, c, w)) => (Some((s, d)), Some(c), w),
+            Some(l) => (Some((l.source, l.dead)), Some(l.consumer), l.signals_out),
             None => (None, None, None),
         };
         let sunk = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -86,8 +137,7 @@ pub fn run_views_pipeline(
         });
         let probe = ProbeHandle::new();
         let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
-            let ((input, cap), with_vectors, marketplace) =
-                embedded_signals(scope, model.clone(), embedded.clone());
+            let ((input, cap), with_vectors, marketplace) = embedded_signals(scope, model.clone());
             // The embedded signals themselves, as `run` writes them (worker 0).
             // Only when asked: a second consumer gets a copy of every signal.
             // Every worker must build the same dataflow, so this follows the
@@ -102,8 +152,14 @@ pub fn run_views_pipeline(
             // The centroid loop: an epoch's deltas go through differential
             // and come back summed one time unit later, within the epoch.
             let (sums_loop, sums) = scope.feedback::<Vec<idea_state::CentroidSumUpdate>>(1);
-            let (changes, facts, deltas) =
-                idea_state::apply_to_state(prepared, learned, sums, state.clone(), epoch_secs);
+            let (changes, facts, deltas) = idea_state::apply_to_state(
+                prepared,
+                learned,
+                sums,
+                state.clone(),
+                epoch_secs,
+                arrived.clone(),
+            );
             idea_state::centroid_sums(deltas).connect_loop(sums_loop);
             let feedback = idea_state::apply_feedback(
                 marketplace,
@@ -149,10 +205,10 @@ pub fn run_views_pipeline(
                     &probe,
                     &mut dead,
                     settings,
-                    &embedded,
+                    &arrived,
                     &done,
                 )?;
-                s.signals_out = embedded.load(std::sync::atomic::Ordering::Relaxed);
+                s.signals_out = arrived.load(std::sync::atomic::Ordering::Relaxed);
                 Ok(Some(s))
             }
         }
@@ -168,15 +224,10 @@ pub fn run_views_pipeline(
     if let Some(e) = failed.lock().expect("not poisoned").take() {
         return Err(e.context("the pipeline stopped because a sink failed"));
     }
-    summary.ok_or_else(|| anyhow!("worker 0 returned no summary"))
-}
-
-fn timely_config(workers: usize) -> timely::Config {
-    if workers <= 1 {
-        timely::Config::thread()
-    } else {
-        timely::Config::process(workers)
+    if leads && summary.is_none() {
+        return Err(anyhow!("worker 0 returned no summary"));
     }
+    Ok(summary)
 }
 
 /// The event input: its handle and the capability the source downgrades.
@@ -197,13 +248,8 @@ type FrontStreams<'scope> = (
 fn embedded_signals<'scope>(
     scope: timely::dataflow::Scope<'scope, u64>,
     model: ModelSource,
-    embedded: Arc<std::sync::atomic::AtomicU64>,
 ) -> FrontStreams<'scope> {
     let (input, events) = source::event_input(scope);
     let (signals, marketplace) = source::split_events(events);
-    (
-        input,
-        embed::embed_signals(signals, model, embedded),
-        marketplace,
-    )
+    (input, embed::embed_signals(signals, model), marketplace)
 }

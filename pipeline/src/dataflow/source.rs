@@ -86,7 +86,7 @@ pub fn drive(
     probe: &ProbeHandle<u64>,
     dead: &mut DeadLetterSink,
     settings: DriveSettings,
-    embedded: &AtomicU64,
+    arrived: &AtomicU64,
     sunk: &AtomicU64,
 ) -> Result<RunSummary> {
     let DriveSettings {
@@ -152,8 +152,9 @@ pub fn drive(
             while probe.less_than(c.time()) && last_flush.elapsed() < FLUSH_EVERY {
                 worker.step();
             }
-            // Back-pressure: let the embedder catch up before reading further.
-            while sent_signals.saturating_sub(embedded.load(Ordering::Relaxed)) > max_in_flight {
+            // Back-pressure: let embedding and preparation (on any worker of
+            // any process) catch up before reading further.
+            while sent_signals.saturating_sub(arrived.load(Ordering::Relaxed)) > max_in_flight {
                 worker.step();
             }
             // ... and the rest of the dataflow: epochs wait in the idea state
