@@ -28,7 +28,10 @@
 //! - seasonality depends only on the idea's last capture time and locale, so
 //!   it is computed when the idea changes and reused on ticks;
 //! - when the weights change ([`IdeaState::set_weights`]), every active idea
-//!   is re-scored at the next epoch.
+//!   is re-scored at the next epoch;
+//! - when classification feedback moves the anchors
+//!   ([`IdeaState::set_classifier`]), every active idea is classified again
+//!   at the next tick (four dot products each; the class is not a factor).
 
 mod ingest;
 mod params;
@@ -145,6 +148,9 @@ pub struct IdeaState {
     /// Anchors moved by classification feedback; `None`: the prepared
     /// signal's class (the configured anchors) stands.
     classifier: Option<std::sync::Arc<crate::classify::Classifier>>,
+    /// The anchors moved since the last tick: live ideas are classified
+    /// again at the next one.
+    reclassify: bool,
     calendar: Calendar,
     bloom: RotatingBloom,
     near: NearIndex,
@@ -205,6 +211,7 @@ impl IdeaState {
             weights: scoring.weights.normalized(),
             weights_changed: false,
             classifier: None,
+            reclassify: false,
             categories: CentroidWindow::new(windows.window_secs),
             communities: CentroidWindow::new(windows.window_secs),
             topics: TopicCounts::new(windows.window_secs),
@@ -257,12 +264,14 @@ impl IdeaState {
         self.weights
     }
 
-    /// New weights (normalized); every active idea is re-scored at the next epoch.
-    /// New ideas are classified with these anchors from now on.
+    /// Moved anchors: new ideas are classified with them from now on, and
+    /// every live idea at the next tick (archived ones keep their class).
     pub fn set_classifier(&mut self, classifier: std::sync::Arc<crate::classify::Classifier>) {
         self.classifier = Some(classifier);
+        self.reclassify = true;
     }
 
+    /// New weights (normalized); every active idea is re-scored at the next epoch.
     pub fn set_weights(&mut self, weights: Weights) {
         let w = weights.normalized();
         if w != self.weights {
@@ -408,6 +417,28 @@ impl IdeaState {
                 .is_some_and(|i| i.last_seen <= cutoff);
             if stale {
                 self.archive(slot as u32, changes);
+            }
+        }
+        if std::mem::take(&mut self.reclassify) {
+            self.reclassify_live(changes);
+        }
+    }
+
+    /// Classifies every live idea with the current anchors; emits the ideas
+    /// whose class changed. O(live ideas × anchors), on ticks after the
+    /// anchors moved only.
+    fn reclassify_live(&mut self, changes: &mut BTreeMap<ViewKey, Option<ViewRow>>) {
+        let Some(classifier) = self.classifier.clone() else {
+            return;
+        };
+        for idea in self.ideas.iter_mut().flatten() {
+            let class = classifier.route(&idea.row.embedding).category;
+            if idea.row.anchor_class.as_deref() != Some(class.as_str()) {
+                idea.row.anchor_class = Some(class);
+                changes.insert(
+                    ViewKey::Idea(idea.row.id.clone()),
+                    Some(ViewRow::Idea(Box::new(idea.row.clone()))),
+                );
             }
         }
     }

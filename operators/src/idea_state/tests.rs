@@ -393,6 +393,66 @@ fn new_weights_rescore_every_active_idea() {
     assert!(scores.iter().all(|s| s.score == s.factors.freshness));
 }
 
+#[test]
+fn moved_anchors_reclassify_live_ideas_at_the_next_tick() {
+    use crate::classify::Classifier;
+    let lsh = LshIndex::new(LshParams::default());
+    let mut labels = labels();
+    let anchor = |name: &str, seed: u64| Anchor {
+        name: name.into(),
+        embedding: unit(seed),
+    };
+    // The configured anchors: far from every idea, so all are Hunches.
+    let configured = Classifier::new(vec![anchor("Wisdom", 500), anchor("Spell", 501)], 0.3, 10);
+    labels.classifier = Some(configured.with_anchors(configured.anchors().to_vec()));
+    let scoring = ScoringParams::default();
+    let mut state = IdeaState::new(
+        DedupeParams::default(),
+        WindowParams::default(),
+        scoring.clone(),
+        Calendar::default(),
+    );
+    let prepared: Vec<PreparedSignal> = (0..4)
+        .map(|i| {
+            prepare(
+                signal(&format!("s{i}"), i, &format!("t{i}"), unit(i as u64)),
+                &lsh,
+                &labels,
+                &scoring,
+            )
+        })
+        .collect();
+    let start = Utc
+        .with_ymd_and_hms(2024, 10, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp();
+    let classes = |changes: &[Change]| -> BTreeMap<String, String> {
+        changes
+            .iter()
+            .filter_map(|c| match &c.row {
+                Some(ViewRow::Idea(i)) => Some((i.content.clone(), i.anchor_class.clone()?)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = classes(&state.apply_epoch(start + 600, prepared));
+    assert_eq!(first.len(), 4);
+    assert!(first.values().all(|c| c == "Hunch"), "{first:?}");
+    // Corrections move Wisdom onto idea t1's vector and Spell onto t2's.
+    state.set_classifier(std::sync::Arc::new(
+        configured.with_anchors(vec![anchor("Wisdom", 1), anchor("Spell", 2)]),
+    ));
+    // Not before the tick...
+    assert!(classes(&state.apply_epoch(start + 1200, Vec::new())).is_empty());
+    // ... and at it, only the ideas whose class changed.
+    let moved = classes(&state.apply_epoch(start + 3600, Vec::new()));
+    let expected: BTreeMap<String, String> = [("t1", "Wisdom"), ("t2", "Spell")]
+        .map(|(t, c)| (t.to_owned(), c.to_owned()))
+        .into();
+    assert_eq!(moved, expected);
+    assert!(classes(&state.apply_epoch(start + 7200, Vec::new())).is_empty());
+}
+
 /// What feedback reads instead of score facts: after every epoch, each
 /// idea's [`LatestFactors`] are those of the last score row emitted for it,
 /// live or archived, and resumed ideas too.
