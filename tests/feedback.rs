@@ -482,5 +482,8 @@ fn generated_corrections_move_the_anchors() {
         .iter()
         .filter(|(_, first_seen)| first_seen.as_str() < first_correction)
         .count();
-    assert!(before > 0, "no idea older than the first correction changed class");
+    assert!(
+        before > 0,
+        "no idea older than the first correction changed class"
+    );
 }

@@ -415,19 +415,20 @@ fn a_streamed_redis_transaction_reports_errors_and_stays_in_step() {
     // More commands than one chunk: all of them run, at EXEC.
     let mut tx = StreamedTransaction::begin(&mut conn).unwrap();
     for i in 0..3000 {
-        tx.pipe().hset(key(i), "f", i).ignore();
-        tx.flush_if_full().unwrap();
+        tx.add(redis::cmd("HSET").arg(key(i)).arg("f").arg(i))
+            .unwrap();
     }
     tx.commit().unwrap();
     let last: usize = conn.hget(key(2999), "f").unwrap();
     assert_eq!(last, 2999);
     // A command the server refuses to queue aborts the whole transaction.
     let mut tx = StreamedTransaction::begin(&mut conn).unwrap();
-    tx.pipe().hset(key(1), "f", "changed").ignore();
-    tx.pipe().cmd("HSET").arg(key(2)).ignore();
+    tx.add(redis::cmd("HSET").arg(key(1)).arg("f").arg("changed"))
+        .unwrap();
+    tx.add(redis::cmd("HSET").arg(key(2))).unwrap();
     for i in 0..2000 {
-        tx.pipe().hset(key(i), "g", i).ignore();
-        tx.flush_if_full().unwrap();
+        tx.add(redis::cmd("HSET").arg(key(i)).arg("g").arg(i))
+            .unwrap();
     }
     // (The refusal itself is reported: it says what was wrong.)
     let err = tx.commit().unwrap_err();
@@ -440,8 +441,10 @@ fn a_streamed_redis_transaction_reports_errors_and_stays_in_step() {
     // A command failing inside EXEC is reported too.
     let _: () = conn.set(format!("{ns}:s"), "a string").unwrap();
     let mut tx = StreamedTransaction::begin(&mut conn).unwrap();
-    tx.pipe().hset(format!("{ns}:s"), "f", 1).ignore();
-    tx.pipe().hset(key(3), "f", "after").ignore();
+    tx.add(redis::cmd("HSET").arg(format!("{ns}:s")).arg("f").arg(1))
+        .unwrap();
+    tx.add(redis::cmd("HSET").arg(key(3)).arg("f").arg("after"))
+        .unwrap();
     let err = tx.commit().unwrap_err();
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
     // Every reply was read: the connection answers the next command.

@@ -4,8 +4,10 @@
 //! `idea.scored` events announce.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+use foldhash::HashMap;
 
 use crate::idea::IdeaId;
 use crate::views::{Change, IdeaStatus, ViewKey, ViewRow};
@@ -14,7 +16,7 @@ use crate::views::{Change, IdeaStatus, ViewKey, ViewRow};
 #[derive(Clone, Debug, PartialEq)]
 struct Ranked {
     score: f64,
-    id: String,
+    id: IdeaId,
 }
 
 impl Eq for Ranked {}
@@ -67,26 +69,32 @@ impl TopK {
         self.k
     }
 
-    fn unrank(&mut self, id: &str) {
-        if let Some((Some(cat), Some(score), true)) = self.ideas.get(id).cloned() {
-            if let Some(set) = self.ranked.get_mut(&*cat) {
+    fn unrank(&mut self, id: &IdeaId) {
+        if let Some((Some(cat), Some(score), true)) = self.ideas.get(id) {
+            if let Some(set) = self.ranked.get_mut(&**cat) {
                 set.remove(&Ranked {
-                    score,
-                    id: id.to_owned(),
+                    score: *score,
+                    id: id.clone(),
                 });
             }
         }
     }
 
-    fn rank(&mut self, id: &str) {
-        if let Some((Some(cat), Some(score), true)) = self.ideas.get(id).cloned() {
-            self.ranked
-                .entry(cat.to_string())
-                .or_default()
-                .insert(Ranked {
-                    score,
-                    id: id.to_owned(),
-                });
+    fn rank(&mut self, id: &IdeaId) {
+        if let Some((Some(cat), Some(score), true)) = self.ideas.get(id) {
+            let ranked = Ranked {
+                score: *score,
+                id: id.clone(),
+            };
+            match self.ranked.get_mut(&**cat) {
+                Some(set) => {
+                    set.insert(ranked);
+                }
+                None => {
+                    self.ranked
+                        .insert(cat.to_string(), BTreeSet::from([ranked]));
+                }
+            }
         }
     }
 
@@ -113,7 +121,9 @@ impl TopK {
                 _ => {}
             }
             if let Some(cat) = &entry.0 {
-                touched.insert(cat.to_string());
+                if !touched.contains(&**cat) {
+                    touched.insert(cat.to_string());
+                }
             }
             self.rank(&id);
         }
@@ -125,7 +135,7 @@ impl TopK {
                 .map(|set| {
                     set.iter()
                         .take(self.k)
-                        .map(|r| (r.id.clone(), r.score))
+                        .map(|r| (r.id.to_string(), r.score))
                         .collect()
                 })
                 .unwrap_or_default();

@@ -135,50 +135,65 @@ impl RedisSink {
         } = self;
         let mut tx = StreamedTransaction::begin(conn)?;
         let mut topics_changed = false;
+        let mut idea_key = key(ns, &["idea", ""]);
+        let idea_prefix = idea_key.len();
+        let mut scored_at: (Option<i64>, String) = (None, String::new());
+        // Reused for the rows of every tick: a command per live idea.
+        let mut score_cmd = redis::Cmd::new();
         for c in changes {
-            let pipe = tx.pipe();
             match (&c.key, &c.row) {
                 (_, Some(ViewRow::Idea(i))) => {
                     let status = serde_json::to_value(i.status)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned))
                         .unwrap_or_default();
-                    pipe.hset_multiple(
-                        key(ns, &["idea", &i.id]),
-                        &[
-                            ("content", i.content.clone()),
-                            (
-                                "category",
-                                i.category.as_deref().unwrap_or_default().to_owned(),
-                            ),
-                            ("anchor_class", i.anchor_class.clone().unwrap_or_default()),
-                            ("community", i.community.clone().unwrap_or_default()),
-                            ("status", status),
-                            ("signal_count", i.signal_count.to_string()),
-                            ("first_seen", i.first_seen.to_rfc3339()),
-                            ("last_seen", i.last_seen.to_rfc3339()),
-                        ],
-                    )
-                    .ignore();
+                    tx.add(redis::cmd("HSET").arg(key(ns, &["idea", &i.id])).arg(&[
+                        ("content", i.content.as_str()),
+                        ("category", i.category.as_deref().unwrap_or_default()),
+                        (
+                            "anchor_class",
+                            i.anchor_class.as_deref().unwrap_or_default(),
+                        ),
+                        ("community", i.community.as_deref().unwrap_or_default()),
+                        ("status", status.as_str()),
+                        ("signal_count", i.signal_count.to_string().as_str()),
+                        ("first_seen", i.first_seen.to_rfc3339().as_str()),
+                        ("last_seen", i.last_seen.to_rfc3339().as_str()),
+                    ]))?;
                 }
                 (_, Some(ViewRow::Score(s))) => {
+                    // Ticks re-score every live idea: this is most of the
+                    // rows. Numbers go straight into the command (shortest
+                    // round-trip form), the epoch's time is formatted once.
                     let f = &s.factors;
-                    pipe.hset_multiple(
-                        key(ns, &["idea", &s.idea_id]),
-                        &[
-                            ("score", s.score.to_string()),
-                            ("freshness", f.freshness.to_string()),
-                            ("engagement", f.engagement.to_string()),
-                            ("novelty", f.novelty.to_string()),
-                            ("community_fit", f.community_fit.to_string()),
-                            ("seasonality", f.seasonality.to_string()),
-                            ("scored_at", s.scored_at.to_rfc3339()),
-                        ],
-                    )
-                    .ignore();
+                    let at = s.scored_at.timestamp_nanos_opt().unwrap_or_default();
+                    if scored_at.0 != Some(at) {
+                        scored_at = (Some(at), s.scored_at.to_rfc3339());
+                    }
+                    idea_key.truncate(idea_prefix);
+                    idea_key.push_str(&s.idea_id);
+                    score_cmd.clear();
+                    score_cmd
+                        .arg("HSET")
+                        .arg(&*idea_key)
+                        .arg("score")
+                        .arg(s.score)
+                        .arg("freshness")
+                        .arg(f.freshness)
+                        .arg("engagement")
+                        .arg(f.engagement)
+                        .arg("novelty")
+                        .arg(f.novelty)
+                        .arg("community_fit")
+                        .arg(f.community_fit)
+                        .arg("seasonality")
+                        .arg(f.seasonality)
+                        .arg("scored_at")
+                        .arg(&scored_at.1);
+                    tx.add(&score_cmd)?;
                 }
                 (ViewKey::Idea(id), None) => {
-                    pipe.del(key(ns, &["idea", id])).ignore();
+                    tx.add(redis::cmd("DEL").arg(key(ns, &["idea", id])))?;
                 }
                 (_, Some(ViewRow::TopicCount(t))) => {
                     topics
@@ -198,69 +213,66 @@ impl RedisSink {
                     let key = key(ns, &["ab", &r.idea_id]);
                     if is_newest(newest, &key, &field, r.window_end.timestamp()) {
                         let json = serde_json::to_string(r).unwrap_or_default();
-                        pipe.hset(key, field, json).ignore();
+                        tx.add(redis::cmd("HSET").arg(key).arg(field).arg(json))?;
                     }
                 }
                 (_, Some(ViewRow::Allocation(a))) => {
                     let field = format!("{}:{}", a.marketplace, a.variant);
                     let key = key(ns, &["allocation", &a.idea_id]);
                     if is_newest(newest, &key, &field, a.day_start.timestamp()) {
-                        pipe.hset(key, field, a.budget).ignore();
+                        tx.add(redis::cmd("HSET").arg(key).arg(field).arg(a.budget))?;
                     }
                 }
                 (_, Some(ViewRow::Weights(w))) => {
                     let key = key(ns, &["weights"]);
                     if is_newest(newest, &key, "", w.effective_from.timestamp()) {
                         let json = serde_json::to_string(w).unwrap_or_default();
-                        pipe.set(key, json).ignore();
+                        tx.add(redis::cmd("SET").arg(key).arg(json))?;
                     }
                 }
                 (_, Some(ViewRow::DistinctCount(d))) => {
                     let start = d.window_start.timestamp().to_string();
-                    pipe.hset_multiple(
-                        key(ns, &["distinct", d.source.as_str(), &start]),
-                        &[
-                            ("signals", d.signals),
-                            ("ideas", d.ideas),
-                            ("communities", d.communities),
-                        ],
-                    )
-                    .ignore();
+                    tx.add(
+                        redis::cmd("HSET")
+                            .arg(key(ns, &["distinct", d.source.as_str(), &start]))
+                            .arg(&[
+                                ("signals", d.signals),
+                                ("ideas", d.ideas),
+                                ("communities", d.communities),
+                            ]),
+                    )?;
                 }
                 _ => {}
             }
-            tx.flush_if_full()?;
         }
         let mut latest: BTreeMap<&str, &TopKDelta> = BTreeMap::new();
         for epoch in moves {
-            append_scored_events(tx.pipe(), ns, *top_k, epoch.epoch_end, &epoch.moves);
-            tx.flush_if_full()?;
+            append_scored_events(&mut tx, ns, *top_k, epoch.epoch_end, &epoch.moves)?;
             latest.extend(epoch.moves.iter().map(|(c, d)| (c.as_str(), d)));
         }
-        let pipe = tx.pipe();
         for (category, delta) in latest {
             let key = key(ns, &["top", category]);
-            pipe.del(&key).ignore();
+            tx.add(redis::cmd("DEL").arg(&key))?;
             if !delta.top.is_empty() {
                 let members: Vec<(f64, &str)> =
                     delta.top.iter().map(|(id, s)| (*s, id.as_str())).collect();
-                pipe.zadd_multiple(&key, &members).ignore();
+                tx.add(redis::cmd("ZADD").arg(&key).arg(&members))?;
             }
         }
         if topics_changed {
             let key = key(ns, &["topics", "hot"]);
-            pipe.del(&key).ignore();
+            tx.add(redis::cmd("DEL").arg(&key))?;
             let members: Vec<(u64, &str)> = topics
                 .iter()
                 .map(|(t, by_cat)| (by_cat.values().sum::<u64>(), t.as_str()))
                 .filter(|(n, _)| *n > 0)
                 .collect();
             if !members.is_empty() {
-                pipe.zadd_multiple(&key, &members).ignore();
-                pipe.expire(&key, HOT_TOPICS_TTL_SECS).ignore();
+                tx.add(redis::cmd("ZADD").arg(&key).arg(&members))?;
+                tx.add(redis::cmd("EXPIRE").arg(&key).arg(HOT_TOPICS_TTL_SECS))?;
             }
         }
-        pipe.set(key(ns, &["progress"]), epoch_end).ignore();
+        tx.add(redis::cmd("SET").arg(key(ns, &["progress"])).arg(epoch_end))?;
         tx.commit()?;
         Ok(())
     }
@@ -348,12 +360,12 @@ fn is_newest(newest: &mut HashMap<String, i64>, key: &str, field: &str, at: i64)
 /// category and id order; the event id is derived from the epoch, so a
 /// replay appends the same events.
 fn append_scored_events(
-    pipe: &mut redis::Pipeline,
+    tx: &mut StreamedTransaction,
     ns: &str,
     top_k: usize,
     epoch_end: i64,
     moves: &BTreeMap<String, TopKDelta>,
-) {
+) -> redis::RedisResult<()> {
     let stream = key(ns, &["events"]);
     let timestamp = chrono::DateTime::from_timestamp(epoch_end, 0)
         .unwrap_or_default()
@@ -383,15 +395,17 @@ fn append_scored_events(
                 },
                 "correlationId": idea_id,
             });
-            pipe.cmd("XADD")
-                .arg(&stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(EVENTS_MAXLEN)
-                .arg("*")
-                .arg("event")
-                .arg(envelope.to_string())
-                .ignore();
+            tx.add(
+                redis::cmd("XADD")
+                    .arg(&stream)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(EVENTS_MAXLEN)
+                    .arg("*")
+                    .arg("event")
+                    .arg(envelope.to_string()),
+            )?;
         }
     }
+    Ok(())
 }

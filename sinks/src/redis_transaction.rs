@@ -8,16 +8,19 @@
 //! next is encoded. Atomicity is unchanged: nothing runs before EXEC, and a
 //! command the server refuses to queue aborts the whole transaction.
 
-use redis::{Connection, Pipeline, RedisResult, Value};
+use redis::{Cmd, Connection, RedisResult, Value};
 
 /// Commands sent per write (a few hundred KB of protocol).
 const CHUNK: usize = 1024;
 
 pub struct StreamedTransaction<'c> {
     conn: &'c mut Connection,
-    /// Commands built but not yet sent (a plain, non-atomic pipeline: MULTI
-    /// and EXEC are written by `begin` and `commit`).
-    pending: Pipeline,
+    /// Commands packed but not yet sent (MULTI and EXEC are written by
+    /// `begin` and `commit`): packed as they are added, each straight into
+    /// this buffer, so no command is held as an object or encoded twice.
+    pending: Vec<u8>,
+    /// How many commands `pending` holds.
+    pending_commands: usize,
     /// Commands sent after MULTI, each owing a `QUEUED` reply.
     queued: usize,
 }
@@ -28,33 +31,30 @@ impl<'c> StreamedTransaction<'c> {
         conn.send_packed_command(&redis::cmd("MULTI").get_packed_command())?;
         Ok(StreamedTransaction {
             conn,
-            pending: Pipeline::with_capacity(CHUNK),
+            pending: Vec::new(),
+            pending_commands: 0,
             queued: 0,
         })
     }
 
-    /// Where the next commands are added; call [`Self::flush_if_full`] after
-    /// adding a few.
-    pub fn pipe(&mut self) -> &mut Pipeline {
-        &mut self.pending
-    }
-
-    /// Sends the pending commands once there are `CHUNK` of them.
-    pub fn flush_if_full(&mut self) -> RedisResult<()> {
-        if self.pending.len() >= CHUNK {
+    /// Adds a command to the transaction; every `CHUNK` commands are sent.
+    pub fn add(&mut self, cmd: &Cmd) -> RedisResult<()> {
+        cmd.write_packed_command(&mut self.pending);
+        self.pending_commands += 1;
+        if self.pending_commands >= CHUNK {
             self.flush()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> RedisResult<()> {
-        if self.pending.is_empty() {
+        if self.pending_commands == 0 {
             return Ok(());
         }
-        self.conn
-            .send_packed_command(&self.pending.get_packed_pipeline())?;
-        self.queued += self.pending.len();
+        self.conn.send_packed_command(&self.pending)?;
+        self.queued += self.pending_commands;
         self.pending.clear();
+        self.pending_commands = 0;
         Ok(())
     }
 
