@@ -48,6 +48,41 @@ fn signal(id: &str, minute: i64, content: &str, embedding: Vec<f32>) -> Signal {
     }
 }
 
+/// The start of the test streams' first day (midnight: a tick boundary).
+fn day_start() -> i64 {
+    Utc.with_ymd_and_hms(2024, 10, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp()
+}
+
+fn fresh_state(scoring: &ScoringParams) -> IdeaState {
+    IdeaState::new(
+        DedupeParams::default(),
+        WindowParams::default(),
+        scoring.clone(),
+        Calendar::default(),
+    )
+}
+
+/// `n` unrelated signals a minute apart, texts t0, t1, ..., prepared.
+fn distinct_ideas(
+    n: u64,
+    lsh: &LshIndex,
+    labels: &Labels,
+    scoring: &ScoringParams,
+) -> Vec<PreparedSignal> {
+    (0..n)
+        .map(|i| {
+            prepare(
+                signal(&format!("s{i}"), i as i64, &format!("t{i}"), unit(i)),
+                lsh,
+                labels,
+                scoring,
+            )
+        })
+        .collect()
+}
+
 fn labels() -> Labels {
     Labels {
         categories: vec![
@@ -83,12 +118,7 @@ fn changelog(
     let lsh = LshIndex::new(LshParams::default());
     let labels = labels();
     let scoring = ScoringParams::default();
-    let mut state = IdeaState::new(
-        DedupeParams::default(),
-        WindowParams::default(),
-        scoring.clone(),
-        Calendar::default(),
-    );
+    let mut state = fresh_state(&scoring);
     state.set_scoring_threads(scoring_threads);
     state.parallel_scoring_min = 1;
     let mut epochs: BTreeMap<i64, Vec<PreparedSignal>> = BTreeMap::new();
@@ -359,26 +389,9 @@ fn new_weights_rescore_every_active_idea() {
     let lsh = LshIndex::new(LshParams::default());
     let labels = labels();
     let scoring = ScoringParams::default();
-    let mut state = IdeaState::new(
-        DedupeParams::default(),
-        WindowParams::default(),
-        scoring.clone(),
-        Calendar::default(),
-    );
-    let prepared: Vec<PreparedSignal> = (0..5)
-        .map(|i| {
-            prepare(
-                signal(&format!("s{i}"), i, &format!("t{i}"), unit(i as u64)),
-                &lsh,
-                &labels,
-                &scoring,
-            )
-        })
-        .collect();
-    let start = Utc
-        .with_ymd_and_hms(2024, 10, 1, 0, 0, 0)
-        .unwrap()
-        .timestamp();
+    let mut state = fresh_state(&scoring);
+    let prepared = distinct_ideas(5, &lsh, &labels, &scoring);
+    let start = day_start();
     state.apply_epoch(start + 600, prepared);
     state.set_weights(Weights::from_array([1.0, 0.0, 0.0, 0.0, 0.0]));
     let changes = state.apply_epoch(start + 660, Vec::new());
@@ -406,26 +419,9 @@ fn moved_anchors_reclassify_live_ideas_at_the_next_tick() {
     let configured = Classifier::new(vec![anchor("Wisdom", 500), anchor("Spell", 501)], 0.3, 10);
     labels.classifier = Some(configured.with_anchors(configured.anchors().to_vec()));
     let scoring = ScoringParams::default();
-    let mut state = IdeaState::new(
-        DedupeParams::default(),
-        WindowParams::default(),
-        scoring.clone(),
-        Calendar::default(),
-    );
-    let prepared: Vec<PreparedSignal> = (0..4)
-        .map(|i| {
-            prepare(
-                signal(&format!("s{i}"), i, &format!("t{i}"), unit(i as u64)),
-                &lsh,
-                &labels,
-                &scoring,
-            )
-        })
-        .collect();
-    let start = Utc
-        .with_ymd_and_hms(2024, 10, 1, 0, 0, 0)
-        .unwrap()
-        .timestamp();
+    let mut state = fresh_state(&scoring);
+    let prepared = distinct_ideas(4, &lsh, &labels, &scoring);
+    let start = day_start();
     let classes = |changes: &[Change]| -> BTreeMap<String, String> {
         changes
             .iter()
@@ -471,12 +467,7 @@ fn latest_factors_are_the_last_emitted_ones() {
         labels(),
         ScoringParams::default(),
     );
-    let mut state = IdeaState::new(
-        DedupeParams::default(),
-        WindowParams::default(),
-        scoring.clone(),
-        Calendar::default(),
-    );
+    let mut state = fresh_state(&scoring);
     let mut emitted: BTreeMap<String, Factors> = BTreeMap::new();
     let mut archived = 0;
     for s in &signals {
