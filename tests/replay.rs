@@ -417,3 +417,62 @@ fn a_cluster_without_a_hostfile_is_refused_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs --hostfile"), "{err}");
 }
+
+/// `--input -` is a live stream: epochs commit while standard input is still
+/// open, and the result is that of the same lines read from a file.
+#[test]
+fn standard_input_is_processed_as_it_arrives() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("s.jsonl");
+    ok(ideaflow()
+        .args([
+            "gen",
+            "--signals",
+            "300",
+            "--seed",
+            "9",
+            "--days",
+            "1",
+            "--out",
+        ])
+        .arg(&input));
+    let from_file = run_to(dir.path(), "file", &[&input], &[]);
+
+    let out = dir.path().join("live.jsonl");
+    let mut live = ideaflow_run();
+    live.arg("--input")
+        .arg("-")
+        .arg("--out")
+        .arg(&out)
+        .arg("--dead-letter")
+        .arg(dir.path().join("live.dead.jsonl"))
+        .stdin(std::process::Stdio::piped());
+    let mut child = Server(live.spawn().expect("ideaflow run starts"));
+    let mut stdin = child.0.stdin.take().expect("stdin piped");
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, rest) = lines.split_at(lines.len() * 2 / 3);
+    stdin
+        .write_all((first.join("\n") + "\n").as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    // Two thirds of a day in, the first hours' epochs are behind the
+    // watermark: they reach the output with the stream still open.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no epoch committed while standard input stayed open"
+        );
+        assert!(child.0.try_wait().unwrap().is_none(), "run ended early");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    stdin
+        .write_all((rest.join("\n") + "\n").as_bytes())
+        .unwrap();
+    drop(stdin);
+    let status = child.0.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), from_file);
+}

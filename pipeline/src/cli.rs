@@ -119,7 +119,8 @@ pub struct RunArgs {
     /// Configuration file.
     #[arg(short, long, default_value = "config/ideaflow.toml")]
     pub config: PathBuf,
-    /// Input files (plain or .gz JSONL); replaces pipeline.inputs.
+    /// Input files (plain or .gz JSONL; `-` is standard input, a live stream read as
+    /// lines arrive); replaces pipeline.inputs.
     #[arg(short, long, num_args = 1..)]
     pub input: Vec<PathBuf>,
     /// Output JSONL; replaces pipeline.output.
@@ -152,7 +153,8 @@ pub struct ReplayArgs {
     /// Configuration file.
     #[arg(short, long, default_value = "config/ideaflow.toml")]
     pub config: PathBuf,
-    /// Input files (plain or .gz JSONL), replayed in order as one stream.
+    /// Input files (plain or .gz JSONL; `-` is standard input), replayed in order as
+    /// one stream.
     #[arg(short, long, num_args = 1.., required = true)]
     pub input: Vec<PathBuf>,
     /// Output folder: ideas.jsonl (with factors and score), signals.jsonl, centroids.jsonl,

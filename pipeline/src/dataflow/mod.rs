@@ -195,18 +195,10 @@ pub fn run_dataflow(
                 while worker.step_or_park(None) {}
                 Ok(None)
             }
-            Some((mut source, mut dead)) => {
+            Some((source, mut dead)) => {
                 let done = std::sync::atomic::AtomicU64::new(0);
                 let mut s = source::drive(
-                    worker,
-                    &mut source,
-                    &mut input,
-                    cap,
-                    &probe,
-                    &mut dead,
-                    settings,
-                    &arrived,
-                    &done,
+                    worker, source, &mut input, cap, &probe, &mut dead, settings, &arrived, &done,
                 )?;
                 s.signals_out = arrived.load(std::sync::atomic::Ordering::Relaxed);
                 Ok(Some(s))

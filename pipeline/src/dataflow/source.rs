@@ -8,13 +8,15 @@
 //! arrive for it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Instant;
 
 use anyhow::Result;
+use chrono::{DateTime, Utc};
 use ideaflow_operators::watermark::epoch_of;
 use ideaflow_operators::{Event, Signal};
 use ideaflow_sinks::DeadLetterSink;
-use ideaflow_sources::replay::{ReplaySource, Replayed};
+use ideaflow_sources::replay::{ReplayError, ReplaySource, Replayed};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
 use timely::dataflow::operators::core::OkErr;
@@ -76,11 +78,43 @@ impl DriveSettings {
 /// The longest a read event waits before it enters the dataflow.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long to wait for input between steps while the dataflow has work.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Items read ahead of the dataflow by the reading thread.
+const READ_AHEAD: usize = 1024;
+
+/// An item and the watermark once it was read.
+type ReadItem = Result<(Replayed, Option<DateTime<Utc>>), ReplayError>;
+
+/// Reads `source` on a thread of its own, so that the worker keeps stepping
+/// the dataflow (and epochs keep committing) while a live input (standard
+/// input) has nothing new; reading and validating also leave the worker's
+/// core. The channel closes at the end of the inputs.
+fn read_ahead(mut source: ReplaySource) -> (Receiver<ReadItem>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = sync_channel::<ReadItem>(READ_AHEAD);
+    let reader = std::thread::Builder::new()
+        .name("ideaflow-source".into())
+        .spawn(move || loop {
+            let item = match source.next_item() {
+                Ok(Some(item)) => Ok((item, source.watermark())),
+                Ok(None) => return,
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            if tx.send(item).is_err() || failed {
+                return;
+            }
+        })
+        .expect("the source thread starts");
+    (rx, reader)
+}
+
 /// Reads the whole source into the dataflow on this worker, then closes the input.
 #[allow(clippy::too_many_arguments)]
 pub fn drive(
     worker: &mut Worker,
-    source: &mut ReplaySource,
+    source: ReplaySource,
     input: &mut EventInput,
     cap: ActivateCapability<u64>,
     probe: &ProbeHandle<u64>,
@@ -122,17 +156,41 @@ pub fn drive(
             }
             debug_assert!(buffer.is_empty());
         };
-    while let Some(item) = source.next_item()? {
-        match item {
-            Replayed::Dead(dl) => dead.write(&dl)?,
-            Replayed::Event(event) => {
-                events += 1;
-                if matches!(event.payload, ideaflow_operators::Payload::Signal(_)) {
-                    sent_signals += 1;
+    let (items, reader) = read_ahead(source);
+    let mut watermark = None;
+    loop {
+        let received = match items.try_recv() {
+            Ok(item) => Ok(item),
+            Err(TryRecvError::Empty) => {
+                // Nothing read yet (a live input, or a slow disk): keep the
+                // dataflow going while waiting, if it has work.
+                let busy = cap.as_ref().is_some_and(|c| probe.less_than(c.time()));
+                if busy {
+                    worker.step();
                 }
-                let t = epoch_of(event.time, epoch_secs);
-                buffer.push((t, event));
+                items.recv_timeout(if busy { BUSY_WAIT } else { FLUSH_EVERY })
             }
+            Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(Ok((item, wm))) => {
+                watermark = wm;
+                match item {
+                    Replayed::Dead(dl) => dead.write(&dl)?,
+                    Replayed::Event(event) => {
+                        events += 1;
+                        if matches!(event.payload, ideaflow_operators::Payload::Signal(_)) {
+                            sent_signals += 1;
+                        }
+                        let t = epoch_of(event.time, epoch_secs);
+                        buffer.push((t, event));
+                    }
+                }
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            // A live input with nothing new: hand over what is buffered.
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
         // Paced replays (and live sources) trickle: hand over what arrived at
         // least every FLUSH_EVERY, so that epochs commit as time passes.
@@ -140,7 +198,7 @@ pub fn drive(
             last_flush = Instant::now();
             let c = cap.as_mut().expect("held until the end");
             flush(&mut buffer, c, input);
-            if let Some(wm) = source.watermark() {
+            if let Some(wm) = watermark {
                 let t = epoch_of(wm, epoch_secs);
                 if t > *c.time() {
                     c.downgrade(&t);
@@ -172,6 +230,11 @@ pub fn drive(
     }
     if let Some(c) = cap.as_ref() {
         flush(&mut buffer, c, input);
+    }
+    if reader.join().is_err() {
+        return Err(anyhow::anyhow!(
+            "the source thread stopped unexpectedly; its panic message is above"
+        ));
     }
     drop(cap.take());
     while worker.step_or_park(None) {

@@ -83,18 +83,25 @@ pub struct ReplaySource {
     pacer: Pacer,
 }
 
+/// Whether an input path names standard input.
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
 /// The UTF-8 byte order mark some tools write at the start of a file.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl ReplaySource {
-    /// Opens nothing yet but checks that every file exists, so a typo fails fast.
+    /// Opens nothing yet but checks that every file exists, so a typo fails
+    /// fast. `-` is standard input: a live stream, read as lines arrive,
+    /// that ends when its writer closes it.
     pub fn new(
         files: Vec<PathBuf>,
         allowed_lateness: Duration,
         speed: Speed,
     ) -> Result<Self, ReplayError> {
         let mut total = 0;
-        for f in &files {
+        for f in files.iter().filter(|f| !is_stdin(f)) {
             let meta = std::fs::metadata(f).map_err(|source| ReplayError::Open {
                 path: f.clone(),
                 source,
@@ -135,10 +142,14 @@ impl ReplaySource {
     }
 
     fn open(&self, path: &Path) -> Result<Box<dyn BufRead + Send>, ReplayError> {
-        let file = File::open(path).map_err(|source| ReplayError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file: Box<dyn Read + Send> = if is_stdin(path) {
+            Box::new(io::stdin())
+        } else {
+            Box::new(File::open(path).map_err(|source| ReplayError::Open {
+                path: path.to_owned(),
+                source,
+            })?)
+        };
         let counted = CountingReader {
             inner: file,
             counter: self.progress.read.clone(),
