@@ -425,18 +425,7 @@ fn standard_input_is_processed_as_it_arrives() {
     use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("s.jsonl");
-    ok(ideaflow()
-        .args([
-            "gen",
-            "--signals",
-            "300",
-            "--seed",
-            "9",
-            "--days",
-            "1",
-            "--out",
-        ])
-        .arg(&input));
+    generate_stream(&input, 300, 9, 1, false);
     let from_file = run_to(dir.path(), "file", &[&input], &[]);
 
     let out = dir.path().join("live.jsonl");
