@@ -25,18 +25,20 @@ pub fn normalize_text(text: &str) -> String {
     out
 }
 
-/// What a text is identified by: its normalized form, or, for a text with no
-/// letters or digits at all ("🐱🐱🐱", "!!!"), which would normalize to the
-/// empty string and so be one idea with every other such text, its NFKC
-/// lowercase form with whitespace collapsed and nothing dropped. The two
-/// forms cannot collide: the first is only letters, digits and spaces; the
-/// second is never empty for content that passed validation and holds none.
-pub fn identity_text(text: &str) -> String {
+/// What a text is identified by, and whether it is legible: its normalized
+/// form, or, for a text with no letters or digits at all ("🐱🐱🐱", "!!!"),
+/// which would normalize to the empty string and so be one idea with every
+/// other such text, its NFKC lowercase form with whitespace collapsed and
+/// nothing dropped. The two forms cannot collide: the first is only letters,
+/// digits and spaces; the second is never empty for content that passed
+/// validation and holds none.
+fn identity(text: &str) -> (String, bool) {
     let normalized = normalize_text(text);
-    if !normalized.is_empty() {
-        return normalized;
+    if normalized.is_empty() {
+        (symbols_text(text), false)
+    } else {
+        (normalized, true)
     }
-    symbols_text(text)
 }
 
 fn symbols_text(text: &str) -> String {
@@ -55,8 +57,8 @@ fn symbols_text(text: &str) -> String {
     out
 }
 
-/// 128-bit content hash of the identity text ([`identity_text`]), as 32
-/// lowercase hex digits.
+/// 128-bit content hash of the text's identity (its normalized form, see
+/// [`content_identity`]), as 32 lowercase hex digits.
 pub fn content_hash(text: &str) -> String {
     hex::encode(content_hash_bytes(text))
 }
@@ -71,13 +73,7 @@ pub fn content_hash_bytes(text: &str) -> [u8; 16] {
 /// "!!!") as unknown tokens only, so every such text embeds alike and its
 /// vector says nothing about what it shows.
 pub fn content_identity(text: &str) -> ([u8; 16], bool) {
-    let normalized = normalize_text(text);
-    let legible = !normalized.is_empty();
-    let identity = if legible {
-        normalized
-    } else {
-        symbols_text(text)
-    };
+    let (identity, legible) = identity(text);
     let digest = Sha256::digest(identity.as_bytes());
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest[..16]);
@@ -111,7 +107,8 @@ mod tests {
         );
         // A text with any letter or digit is identified as before.
         assert_eq!(content_hash("cats 🐱"), content_hash("CATS!!"));
-        assert_eq!(identity_text("cats 🐱"), "cats");
+        assert_eq!(identity("cats 🐱"), ("cats".to_owned(), true));
+        assert_eq!(identity(" 🐱  🐱 "), ("🐱 🐱".to_owned(), false));
     }
 
     #[test]
