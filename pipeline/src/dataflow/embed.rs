@@ -30,9 +30,9 @@ pub fn embed_signals<'scope>(
     let route =
         move |s: &Signal| off_the_owner(FixedState::with_seed(0x1dea).hash_one(&s.content), peers);
     signals
-        .map(move |s| (route(&s), Wire(s)))
+        .map(Wire)
         .unary(
-            Exchange::new(|(to, _): &(u64, Wire<Signal>)| *to),
+            Exchange::new(move |w: &Wire<Signal>| route(&w.0)),
             "Embed",
             move |_cap, _info| {
                 // Loaded on first need: streams that carry their vectors never pay for the model.
@@ -43,7 +43,7 @@ pub fn embed_signals<'scope>(
                         if let Some(cap) = cap.retain_least(output.output_index()) {
                             let mut batch = Vec::new();
                             for d in data {
-                                batch.extend(d.drain(..).map(|(_, w)| w.0));
+                                batch.extend(d.drain(..).map(|w| w.0));
                             }
                             pending.push((cap, batch));
                         }
