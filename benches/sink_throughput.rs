@@ -7,8 +7,9 @@
 //!   with the index, without it, and without it followed by building it (a
 //!   bulk replay's option);
 //! - score updates/s for existing ideas (`idea_scores`, apart from the vectors);
-//! - Redis ops/s (one op = one row's hash write into a new hash; the median
-//!   of three alternating rounds of each writer).
+//! - Redis ops/s (one op = one row's 7-field hash write, into a new hash and
+//!   into an existing one; the median of three alternating rounds of each
+//!   writer).
 //!
 //! ```text
 //! scripts/setup.sh && source state/env
@@ -264,6 +265,68 @@ async fn timed<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<f64>
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Both Redis writers, on one namespace.
+struct RedisBench {
+    sink: RedisSink,
+    naive: redis::Connection,
+    batch: usize,
+    /// Rows the naive writer writes per round (a prefix of ours).
+    naive_rows: usize,
+}
+
+impl RedisBench {
+    /// The median seconds of `REDIS_ROUNDS` alternating rounds of each
+    /// writer writing `rows`: (ours, naive). With `existing`, every round
+    /// starts from those rows already written (untimed), so `rows` (the
+    /// same ids) update existing hashes.
+    fn rounds(&mut self, existing: Option<&[ScoreRow]>, rows: &[ScoreRow]) -> Result<(f64, f64)> {
+        let changes = score_changes(rows);
+        let existing = existing.map(score_changes);
+        let (mut t_ours, mut t_naive) = (Vec::new(), Vec::new());
+        for _ in 0..REDIS_ROUNDS {
+            for naive in [false, true] {
+                self.sink.clear()?;
+                // Our epoch writes: pipelined MULTI/EXEC, the top K maintained.
+                let mut top = TopK::new(self.sink.top_k());
+                if let Some(existing) = &existing {
+                    let n = if naive {
+                        self.naive_rows
+                    } else {
+                        existing.len()
+                    };
+                    self.ours(&mut top, &existing[..n], 0)?;
+                }
+                let started = Instant::now();
+                if naive {
+                    naive::redis_scores(
+                        &mut self.naive,
+                        self.sink.namespace(),
+                        &rows[..self.naive_rows],
+                    )?;
+                    t_naive.push(started.elapsed().as_secs_f64());
+                } else {
+                    self.ours(&mut top, &changes, 1_000)?;
+                    t_ours.push(started.elapsed().as_secs_f64());
+                }
+            }
+        }
+        Ok((median(t_ours), median(t_naive)))
+    }
+
+    /// Our sink: `changes` in epochs of `batch` rows, numbered from `first_epoch`.
+    fn ours(&mut self, top: &mut TopK, changes: &[Change], first_epoch: i64) -> Result<()> {
+        for (e, chunk) in changes.chunks(self.batch).enumerate() {
+            let epoch = first_epoch + e as i64;
+            let moves = EpochMoves {
+                epoch_end: epoch,
+                moves: top.apply(chunk),
+            };
+            self.sink.write_epoch(epoch, chunk, &[moves])?;
+        }
+        Ok(())
+    }
+}
+
 /// Our sink: the changes split into epochs of `batch`, one transaction each.
 async fn ours(sink: &PostgresSink, changes: &[Change], batch: usize) -> Result<()> {
     for (e, chunk) in changes.chunks(batch).enumerate() {
@@ -310,39 +373,33 @@ fn main() -> Result<()> {
 
     // Redis first, while Postgres is idle (its checkpoints and autovacuum
     // after the sections below would share the two cores with whichever
-    // writer ran first). Both writers write new hashes (the namespace
-    // emptied before each run), in alternating rounds; the median of each
-    // is reported, as these machines' speed swings within a run.
+    // writer ran first). Each writer runs in alternating rounds and the
+    // median of each is reported, as these machines' speed swings within a
+    // run. Two shapes: new hashes (the namespace emptied before each round:
+    // ideas appearing) and updates of existing hashes (what a tick's
+    // re-scoring writes: most of a live stream's rows).
     let ns = "bench_sinks";
-    let mut sink = RedisSink::connect(&redis_url, ns, 100)?;
-    let rows = scores(redis_rows, 3, &mut rng);
-    let changes = score_changes(&rows);
-    let mut conn = redis::Client::open(redis_url.as_str())?.get_connection()?;
-    let (mut t_ours, mut t_naive) = (Vec::new(), Vec::new());
-    for _ in 0..REDIS_ROUNDS {
-        sink.clear()?;
-        // Our epoch writes: pipelined MULTI/EXEC, the top K maintained.
-        let mut top = TopK::new(sink.top_k());
-        let started = Instant::now();
-        for (e, chunk) in changes.chunks(batch).enumerate() {
-            let moves = EpochMoves {
-                epoch_end: e as i64,
-                moves: top.apply(chunk),
-            };
-            sink.write_epoch(e as i64, chunk, &[moves])?;
-        }
-        t_ours.push(started.elapsed().as_secs_f64());
-        sink.clear()?;
-        let started = Instant::now();
-        naive::redis_scores(&mut conn, ns, &rows[..naive_redis_n])?;
-        t_naive.push(started.elapsed().as_secs_f64());
-    }
-    sink.clear()?;
+    let mut redis = RedisBench {
+        sink: RedisSink::connect(&redis_url, ns, 100)?,
+        naive: redis::Client::open(redis_url.as_str())?.get_connection()?,
+        batch,
+        naive_rows: naive_redis_n,
+    };
+    let first = scores(redis_rows, 3, &mut rng);
+    let (t_ours, t_naive) = redis.rounds(None, &first)?;
     report.row(
-        "Redis score writes/s",
-        (redis_rows, median(t_ours)),
-        Some((naive_redis_n, median(t_naive))),
+        "Redis score writes/s, new hashes",
+        (redis_rows, t_ours),
+        Some((naive_redis_n, t_naive)),
     );
+    let update = scores(redis_rows, 4, &mut rng);
+    let (t_ours, t_naive) = redis.rounds(Some(&first), &update)?;
+    report.row(
+        "Redis score writes/s, existing hashes",
+        (redis_rows, t_ours),
+        Some((naive_redis_n, t_naive)),
+    );
+    redis.sink.clear()?;
 
     rt.block_on(async {
         let pool = postgres::connect(&pg_url, SCHEMA).await?;
@@ -397,7 +454,8 @@ fn main() -> Result<()> {
             batch,
         )
         .await?;
-        let t_ours = timed(ours(&sink, &updates, batch)).await?;
+        // An epoch holds at most one change per key: one round's rows at most.
+        let t_ours = timed(ours(&sink, &updates, batch.min(plain_ideas))).await?;
         let naive_rows = scores(naive_scores_n.min(plain_ideas), 99, &mut rng);
         let t_naive = timed(naive_scores(&pool, &naive_rows, batch)).await?;
         report.row(

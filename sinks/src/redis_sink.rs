@@ -96,6 +96,11 @@ impl RedisSink {
         })
     }
 
+    /// The namespace every key starts with.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     pub fn key(&self, parts: &[&str]) -> String {
         key(&self.namespace, parts)
     }
