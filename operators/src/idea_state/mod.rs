@@ -552,8 +552,7 @@ impl IdeaState {
                 changes.insert(k, row);
             }
         }
-        for (category, topic) in self.topics.take_changed() {
-            let count = self.topics.count(&category, &topic);
+        for (category, topic, count) in self.topics.take_changed() {
             let key = ViewKey::TopicCount(category.clone(), topic.clone());
             let row = (count > 0).then_some(ViewRow::TopicCount(TopicCountRow {
                 category,
