@@ -1,5 +1,6 @@
-//! The near-duplicate index: LSH buckets over the vectors of live ideas, and
-//! a flat arena holding each vector's packed signatures, owner and embedding.
+//! The near-duplicate index: LSH buckets over the vectors of live ideas, a
+//! flat arena of each vector's packed signatures, and each vector's owner
+//! and embedding.
 //!
 //! A lookup reads the query's buckets, then rejects most candidates by the
 //! Hamming distance of their packed signatures (one contiguous read each,
@@ -10,6 +11,7 @@
 
 use crate::dedupe::{LshIndex, LshParams};
 use crate::embed::dot_lanes;
+use crate::prefetch;
 use crate::shared_embedding::SharedEmbedding;
 
 /// A vector's place in the arena.
@@ -19,9 +21,13 @@ pub struct NearIndex {
     lsh: LshIndex,
     /// Words of packed signatures per vector.
     words: usize,
-    /// Per vector: `words` words of packed signatures, then one word: its
-    /// owner (low half) and the next vector of the same owner (high half).
+    /// Per vector: `words` words of packed signatures.
     arena: Vec<u64>,
+    /// Per vector: its owner (low half) and the next vector of the same
+    /// owner (high half). Apart from the signatures so that mapping a
+    /// lookup's candidates to owners reads 8 bytes each, not a signature
+    /// block's cache lines.
+    links: Vec<u64>,
     embeddings: Vec<Option<SharedEmbedding>>,
     free: Vec<VectorId>,
     /// The candidate ids of a lookup (kept to reuse its allocation).
@@ -65,6 +71,7 @@ impl NearIndex {
             words: (p.bands * p.bits).div_ceil(64),
             lsh,
             arena: Vec::new(),
+            links: Vec::new(),
             embeddings: Vec::new(),
             free: Vec::new(),
             scratch: Vec::new(),
@@ -75,18 +82,13 @@ impl NearIndex {
         &self.lsh
     }
 
-    fn stride(&self) -> usize {
-        self.words + 1
-    }
-
     fn meta(&self, id: VectorId) -> (u32, VectorId) {
-        let m = self.arena[id as usize * self.stride() + self.words];
+        let m = self.links[id as usize];
         (m as u32, (m >> 32) as VectorId)
     }
 
     fn set_meta(&mut self, id: VectorId, owner: u32, next: VectorId) {
-        let at = id as usize * self.stride() + self.words;
-        self.arena[at] = u64::from(owner) | (u64::from(next) << 32);
+        self.links[id as usize] = u64::from(owner) | (u64::from(next) << 32);
     }
 
     /// Adds `embedding` (with its LSH signatures) as a vector of `owner`;
@@ -100,11 +102,12 @@ impl NearIndex {
         signatures: &[u32],
         sibling: Option<VectorId>,
     ) -> VectorId {
-        let stride = self.stride();
+        let stride = self.words;
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
                 self.arena.resize(self.arena.len() + stride, 0);
+                self.links.push(0);
                 self.embeddings.push(None);
                 (self.embeddings.len() - 1) as VectorId
             }
@@ -131,7 +134,7 @@ impl NearIndex {
     /// Takes a vector out of the index (and out of its owner's ring).
     pub fn remove(&mut self, id: VectorId) {
         let p = self.lsh.params();
-        let at = id as usize * self.stride();
+        let at = id as usize * self.words;
         let signatures = unpack(&self.arena[at..at + self.words], p.bands, p.bits);
         self.lsh.remove(id, &signatures);
         let (owner, next) = self.meta(id);
@@ -156,11 +159,10 @@ impl NearIndex {
         let mut packed = vec![0u64; self.words];
         pack(signatures, p.bits, &mut packed);
         let max_hamming = self.lsh.max_hamming(threshold);
-        let (words, stride) = (self.words, self.stride());
-        // Gather, sort and dedup first (ids, then owners): the arena is then
-        // read in about address order, with loads that do not depend on one
-        // another, so the CPU overlaps their cache misses (checking bucket
-        // by bucket serialized them).
+        let words = self.words;
+        // Gather, sort and dedup first (ids, then owners), so that each
+        // vector and each owner is checked once, and the owners' links are
+        // read in address order.
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         for (band, sig) in signatures.iter().enumerate().take(p.bands) {
@@ -178,12 +180,24 @@ impl NearIndex {
             candidates: ids.len() as u64,
             ..NearMatches::default()
         };
-        for o in owners {
+        // Owners come in owner order, not address order: ask for the
+        // signature blocks a few owners ahead so that their cache misses
+        // overlap (a block is one or two lines, and with a million live
+        // vectors most are in neither cache).
+        const AHEAD: usize = 8;
+        let block = |id: u32| self.arena[id as usize * words..].as_ptr();
+        for o in owners.iter().take(AHEAD) {
+            prefetch::lines(block(*o as VectorId), words * 8);
+        }
+        for (i, &o) in owners.iter().enumerate() {
+            if let Some(ahead) = owners.get(i + AHEAD) {
+                prefetch::lines(block(*ahead as VectorId), words * 8);
+            }
             let (owner, first) = ((o >> 32) as u32, o as VectorId);
             let mut best = f32::NEG_INFINITY;
             let mut id = first;
             loop {
-                let at = id as usize * stride;
+                let at = id as usize * words;
                 let hamming: u32 = self.arena[at..at + words]
                     .iter()
                     .zip(&packed)
@@ -194,7 +208,7 @@ impl NearIndex {
                         best = best.max(dot_lanes(query, v));
                     }
                 }
-                id = (self.arena[at + words] >> 32) as VectorId;
+                id = (self.links[id as usize] >> 32) as VectorId;
                 if id == first {
                     break;
                 }
