@@ -254,9 +254,14 @@ impl Change {
 }
 
 /// Every view's current contents: the changelogs applied in order.
+///
+/// Hashed, not ordered: a replay applies a score row per live idea per tick,
+/// and an ordered map spent most of a replay's time comparing keys. Order is
+/// paid for once, by [`ViewState::rows`]. The hasher is seeded per process,
+/// since keys carry ids from the inputs.
 #[derive(Clone, Debug, Default)]
 pub struct ViewState {
-    rows: std::collections::BTreeMap<ViewKey, ViewRow>,
+    rows: std::collections::HashMap<ViewKey, ViewRow, foldhash::fast::RandomState>,
 }
 
 impl ViewState {
@@ -279,9 +284,12 @@ impl ViewState {
 
     /// All rows, sorted by key (view by view).
     pub fn rows(&self) -> impl Iterator<Item = &ViewRow> {
-        self.rows.values()
+        let mut keyed: Vec<(&ViewKey, &ViewRow)> = self.rows.iter().collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        keyed.into_iter().map(|(_, row)| row)
     }
 
+    /// The ideas' rows, in no particular order.
     pub fn ideas(&self) -> impl Iterator<Item = &IdeaRow> {
         self.rows.values().filter_map(|r| match r {
             ViewRow::Idea(i) => Some(&**i),
