@@ -320,4 +320,76 @@ mod tests {
         index.remove(third);
         assert!(index.matches(&c, &sc, 0.5).hits.is_empty());
     }
+
+    /// Lookups against a plain reference: owners whose vectors share a bucket
+    /// with the query, every vector of theirs within the Hamming limit
+    /// compared by dot product. Signatures that fit the block and ones that
+    /// spill into the tail; owners with rings; removals.
+    #[test]
+    fn lookups_match_a_plain_reference() {
+        for (bands, bits) in [(40usize, 16usize), (6, 8), (7, 64 - 1), (30, 20)] {
+            let params = LshParams {
+                bands,
+                bits,
+                seed: 3,
+            };
+            let mut index = NearIndex::new(params);
+            let mut rng = ChaCha8Rng::seed_from_u64(bands as u64 * 100 + bits as u64);
+            // (id, owner, vector, signatures) of what is in the index.
+            let mut live: Vec<(VectorId, u32, SharedEmbedding, Vec<u32>)> = Vec::new();
+            for n in 0..300u32 {
+                // Some vectors close to an earlier one, so that buckets fill.
+                let v = match live.get(rng.random_range(0..live.len().max(1))) {
+                    Some((_, _, near, _)) if n % 3 == 0 => {
+                        let mut v: Vec<f32> = near
+                            .iter()
+                            .map(|x| x + 0.02 * (rng.random::<f32>() - 0.5))
+                            .collect();
+                        l2_normalize(&mut v);
+                        SharedEmbedding::from(v)
+                    }
+                    _ => unit(&mut rng),
+                };
+                let sigs = index.lsh().signatures(&v);
+                let owner = rng.random_range(0..120u32);
+                let sibling = live.iter().find(|l| l.1 == owner).map(|l| l.0);
+                let id = index.insert(owner, v.clone(), &sigs, sibling);
+                live.push((id, owner, v, sigs));
+                if n % 7 == 6 {
+                    let gone = live.remove(rng.random_range(0..live.len()));
+                    index.remove(gone.0);
+                }
+            }
+            let max_hamming = index.lsh().max_hamming(0.9);
+            for (_, _, query, qsigs) in live.iter().step_by(5) {
+                let mut expected: Vec<(u32, f32)> = Vec::new();
+                let owners: std::collections::BTreeSet<u32> = live
+                    .iter()
+                    .filter(|l| l.3.iter().zip(qsigs).any(|(a, b)| a == b))
+                    .map(|l| l.1)
+                    .collect();
+                for owner in owners {
+                    let best = live
+                        .iter()
+                        .filter(|l| l.1 == owner)
+                        .filter(|l| {
+                            let differing: u32 =
+                                l.3.iter()
+                                    .zip(qsigs)
+                                    .map(|(a, b)| (a ^ b).count_ones())
+                                    .sum();
+                            differing <= max_hamming
+                        })
+                        .map(|l| dot_lanes(query, &l.2))
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    if best >= 0.9 {
+                        expected.push((owner, best));
+                    }
+                }
+                let mut got = index.matches(query, qsigs, 0.9).hits;
+                got.sort_by_key(|h| h.0);
+                assert_eq!(got, expected, "bands {bands}, bits {bits}");
+            }
+        }
+    }
 }
