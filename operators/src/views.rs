@@ -284,7 +284,13 @@ impl ViewState {
 
     /// All rows, sorted by key (view by view).
     pub fn rows(&self) -> impl Iterator<Item = &ViewRow> {
-        let mut keyed: Vec<(&ViewKey, &ViewRow)> = self.rows.iter().collect();
+        self.rows_where(|_| true)
+    }
+
+    /// The rows whose key `keep` accepts, sorted by key (only those are sorted).
+    pub fn rows_where(&self, keep: impl Fn(&ViewKey) -> bool) -> impl Iterator<Item = &ViewRow> {
+        let mut keyed: Vec<(&ViewKey, &ViewRow)> =
+            self.rows.iter().filter(|(key, _)| keep(key)).collect();
         keyed.sort_unstable_by(|a, b| a.0.cmp(b.0));
         keyed.into_iter().map(|(_, row)| row)
     }

@@ -80,7 +80,7 @@ pub fn append_dataflow_dead_letters(
     path: &Path,
 ) -> Result<Vec<ideaflow_operators::DeadLetter>> {
     let letters: Vec<ideaflow_operators::DeadLetter> = views
-        .rows()
+        .rows_where(|key| matches!(key, ideaflow_operators::views::ViewKey::DeadLetter(_)))
         .filter_map(|r| match r {
             ideaflow_operators::views::ViewRow::DeadLetter(_, d) => Some(d.clone()),
             _ => None,
