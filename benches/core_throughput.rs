@@ -64,6 +64,23 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU time this process has used so far (user + system), in seconds: with
+/// the wall time, how busy the run kept the cores. `/proc` counts it in
+/// USER_HZ ticks, 100 a second on Linux.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    // utime and stime are the line's fields 14 and 15: 11 and 12 (from 0) after the name.
+    let ticks = |i: usize| fields.get(i).and_then(|t| t.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => 0.0,
+    }
+}
+
 fn config() -> Result<Config> {
     let mut c = Config::load(&repo().join("config/ideaflow.toml"))?;
     c.model.dir = std::env::var_os("IDEAFLOW_MODEL_DIR")
@@ -74,7 +91,8 @@ fn config() -> Result<Config> {
     Ok(c)
 }
 
-/// One measured run, in this (child) process: prints `signals seconds rss`.
+/// One measured run, in this (child) process: prints `signals seconds rss
+/// cpu-seconds` (the CPU time of the run alone, not of loading the model).
 fn child(input: &Path, workers: usize) -> Result<()> {
     let mut config = config()?;
     config.pipeline.workers = workers;
@@ -84,6 +102,7 @@ fn child(input: &Path, workers: usize) -> Result<()> {
     let source = ReplaySource::new(vec![input.to_owned()], Duration::hours(1), Speed::Max)?;
     let dead = DeadLetterSink::open(Path::new("/dev/null"), false)?;
     let started = Instant::now();
+    let cpu_before = cpu_secs();
     let summary = run_views_pipeline(
         &config,
         source,
@@ -94,7 +113,8 @@ fn child(input: &Path, workers: usize) -> Result<()> {
         None,
     )?;
     let secs = started.elapsed().as_secs_f64();
-    println!("{} {secs} {}", summary.signals_out, peak_rss_mib());
+    let cpu = cpu_secs() - cpu_before;
+    println!("{} {secs} {} {cpu}", summary.signals_out, peak_rss_mib());
     Ok(())
 }
 
@@ -167,11 +187,15 @@ fn main() -> Result<()> {
             .split_whitespace()
             .map(|x| x.parse().unwrap_or(0.0))
             .collect();
+        anyhow::ensure!(f.len() >= 4, "bench run printed {text:?}");
         let rate = f[0] / f[1];
         println!(
-            "core, {workers} worker(s): {rate:>10.0} signals/s ({:.2}x baseline), peak RSS {:.0} MiB",
+            "core, {workers} worker(s): {rate:>10.0} signals/s ({:.2}x baseline), peak RSS {:.0} MiB, \
+             CPU {:.0} s ({:.2} cores busy)",
             rate / base_rate,
-            f[2]
+            f[2],
+            f[3],
+            f[3] / f[1]
         );
     }
     Ok(())
