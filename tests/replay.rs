@@ -250,6 +250,65 @@ fn replay_out_is_identical_across_runs_workers_and_arrival_order() {
     );
 }
 
+/// Over 80 days ideas are archived and, 30 days on, forgotten; content that
+/// comes back after that starts over. Worker counts still agree.
+#[test]
+fn a_long_stream_that_archives_and_forgets_ideas_is_identical_across_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("s.jsonl");
+    ok(ideaflow()
+        .args(["gen", "--signals", "3000", "--seed", "4", "--days", "80"])
+        .args(["--synthetic-embeddings", "--feedback", "--out"])
+        .arg(&input));
+    let (one, dead) = replay_to(dir.path(), "w1", &input, &["-w", "1"]);
+    let (four, _) = replay_to(dir.path(), "w4", &input, &["-w", "4"]);
+    assert!(
+        !String::from_utf8_lossy(&dead).contains("late"),
+        "nothing generated is late"
+    );
+    assert_eq!(one, four, "1 and 4 workers");
+    let ideas = read_view(&dir.path().join("w1"), "ideas.jsonl");
+    let archived = ideas.iter().filter(|i| i["status"] == "archived").count();
+    assert!(
+        archived > 500,
+        "ideas are archived over 80 days: {archived}"
+    );
+
+    // Never forgetting, the ideas whose content came back after the horizon
+    // keep their first sighting; forgotten, they start over later.
+    let config = std::fs::read_to_string(repo_root().join("config/ideaflow.toml")).unwrap();
+    let never = config.replace("forget_archived_secs = 2592000", "forget_archived_secs = 0");
+    assert_ne!(config, never, "the config sets the horizon");
+    let never_path = dir.path().join("never.toml");
+    std::fs::write(&never_path, never).unwrap();
+    let never_path = never_path.to_str().unwrap();
+    replay_to(
+        dir.path(),
+        "never",
+        &input,
+        &["-w", "2", "--config", never_path],
+    );
+    let kept = read_view(&dir.path().join("never"), "ideas.jsonl");
+    assert_eq!(kept.len(), ideas.len(), "the same ideas, by id");
+    let restarted: Vec<_> = ideas
+        .iter()
+        .zip(&kept)
+        .filter(|(i, k)| i["first_seen"] != k["first_seen"])
+        .collect();
+    assert!(
+        !restarted.is_empty(),
+        "some content came back after the horizon"
+    );
+    for (i, k) in restarted {
+        assert_eq!(i["id"], k["id"]);
+        assert!(
+            i["first_seen"].as_str() > k["first_seen"].as_str(),
+            "a forgotten idea starts over later: {i} / {k}"
+        );
+        assert!(i["signal_count"].as_i64() < k["signal_count"].as_i64());
+    }
+}
+
 #[test]
 fn a_source_held_back_by_back_pressure_gives_the_same_views() {
     // Enough signals for several hand-overs (every 1024 lines), and an

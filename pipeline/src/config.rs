@@ -366,6 +366,12 @@ impl Config {
         if d.retention_secs <= 0 {
             return invalid("dedupe.retention_secs", "must be positive");
         }
+        if d.forget_archived_secs < 0 {
+            return invalid(
+                "dedupe.forget_archived_secs",
+                "must be 0 (never forget) or positive",
+            );
+        }
         if !(d.bloom_fp_rate > 0.0 && d.bloom_fp_rate < 0.5) || d.bloom_capacity == 0 {
             return invalid(
                 "dedupe.bloom_fp_rate",

@@ -38,7 +38,7 @@ mod params;
 mod prepare;
 mod rescore;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -76,6 +76,9 @@ pub struct DedupeStats {
     pub bloom_false_positive: u64,
     pub lsh_candidates: u64,
     pub archived: u64,
+    /// Archived ideas forgotten (`dedupe.forget_archived_secs` after they
+    /// were archived).
+    pub forgotten: u64,
 }
 
 /// Below this many ideas to re-score, one thread does it: a thread's start
@@ -126,9 +129,11 @@ struct OpenEpoch {
 }
 
 /// What an archived idea keeps, so that it resumes its counts if its content
-/// comes back after the retention window.
+/// comes back after the retention window (until it is forgotten).
 #[derive(Clone, Copy)]
 struct Archived {
+    /// The tick that archived it.
+    archived_at: i64,
     first_seen: i64,
     signal_count: u64,
     near_duplicates: u64,
@@ -161,6 +166,11 @@ pub struct IdeaState {
     free: Vec<u32>,
     by_hash: HashMap<[u8; 16], u32>,
     archived: HashMap<[u8; 16], Archived>,
+    /// Archived ideas in the order they were archived (tick, first content
+    /// hash, id bits), to forget them: without it an endless stream would
+    /// keep ~150 bytes per idea it ever archived. An entry whose idea came
+    /// back (and maybe was archived again) is skipped when its turn comes.
+    archive_order: VecDeque<(i64, [u8; 16], Option<u128>)>,
     /// Live ideas by id, and the last factors of archived ones: what the
     /// feedback operator reads ([`LatestFactors`]) instead of being sent
     /// every score row.
@@ -233,6 +243,7 @@ impl IdeaState {
             own_sums: AccumulatedSums::default(),
             by_hash: HashMap::new(),
             archived: HashMap::new(),
+            archive_order: VecDeque::new(),
             last_tick: None,
             stats: DedupeStats::default(),
             scoring_threads: 1,
@@ -416,9 +427,10 @@ impl IdeaState {
                 .as_ref()
                 .is_some_and(|i| i.last_seen <= cutoff);
             if stale {
-                self.archive(slot as u32, changes);
+                self.archive(slot as u32, tick, changes);
             }
         }
+        self.forget_archived(tick);
         if std::mem::take(&mut self.reclassify) {
             self.reclassify_live(changes);
         }
@@ -443,17 +455,17 @@ impl IdeaState {
         }
     }
 
-    fn archive(&mut self, slot: u32, changes: &mut BTreeMap<ViewKey, Option<ViewRow>>) {
+    fn archive(&mut self, slot: u32, tick: i64, changes: &mut BTreeMap<ViewKey, Option<ViewRow>>) {
         let Some(mut idea) = self.ideas[slot as usize].take() else {
             return;
         };
         self.free.push(slot);
         self.by_id.remove(&idea.row.id);
-        if let Some((factors, _)) = idea.score {
-            if let Some(id) = id_bits(&idea.row.id) {
-                self.archived_factors.insert(id, factors);
-            }
+        let id = id_bits(&idea.row.id);
+        if let (Some((factors, _)), Some(id)) = (idea.score, id) {
+            self.archived_factors.insert(id, factors);
         }
+        self.archive_order.push_back((tick, idea.hashes[0], id));
         if let Some(c) = idea.category_centroid.take() {
             self.categories.release(c);
         }
@@ -469,6 +481,7 @@ impl IdeaState {
         self.archived.insert(
             idea.hashes[0],
             Archived {
+                archived_at: tick,
                 first_seen: idea.first_seen,
                 signal_count: idea.row.signal_count,
                 near_duplicates: idea.row.near_duplicates,
@@ -481,6 +494,36 @@ impl IdeaState {
             ViewKey::Idea(idea.row.id.clone()),
             Some(ViewRow::Idea(Box::new(idea.row))),
         );
+    }
+
+    /// Forgets the ideas archived `forget_archived_secs` or more before
+    /// `tick`: their content, seen again, starts them over, and feedback
+    /// learns nothing more from their last factors. Memory for archived
+    /// ideas is then bounded by how many a horizon archives.
+    fn forget_archived(&mut self, tick: i64) {
+        let horizon = self.dedupe.forget_archived_secs;
+        if horizon <= 0 {
+            return;
+        }
+        while let Some(&(at, hash, id)) = self.archive_order.front() {
+            if at > tick - horizon {
+                break;
+            }
+            self.archive_order.pop_front();
+            // Not if it came back since (and maybe was archived again later:
+            // then a later entry is its own).
+            if self
+                .archived
+                .get(&hash)
+                .is_some_and(|a| a.archived_at == at)
+            {
+                self.archived.remove(&hash);
+                if let Some(id) = id {
+                    self.archived_factors.remove(&id);
+                }
+                self.stats.forgotten += 1;
+            }
+        }
     }
 
     /// Re-scores `slots` (ascending, distinct) at `watermark`; appends the

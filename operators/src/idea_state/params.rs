@@ -12,6 +12,10 @@ pub struct DedupeParams {
     pub near_threshold: f32,
     /// An idea not seen for this long is archived and no longer merged into.
     pub retention_secs: i64,
+    /// An archived idea is forgotten this long after it was archived: what
+    /// it kept to resume (counts, first sighting, last factors) leaves
+    /// memory, and its content seen again starts it over. 0: never.
+    pub forget_archived_secs: i64,
     /// Expected distinct contents per Bloom generation.
     pub bloom_capacity: usize,
     /// False-positive rate per generation.
@@ -38,6 +42,7 @@ impl Default for DedupeParams {
         DedupeParams {
             near_threshold: 0.88,
             retention_secs: 7 * 86_400,
+            forget_archived_secs: 30 * 86_400,
             bloom_capacity: 1_000_000,
             bloom_fp_rate: 0.001,
             bloom_generations: 8,

@@ -273,6 +273,78 @@ fn stale_ideas_are_archived_and_resume() {
     assert_eq!(signal_row(&views, "3").dedupe, DedupeKind::New);
 }
 
+/// Archived ideas are forgotten `forget_archived_secs` after they were
+/// archived: content seen again before that resumes its idea, after it
+/// starts the idea over under the same id; what was kept for them goes.
+#[test]
+fn archived_ideas_are_forgotten_after_the_horizon() {
+    let week = 7 * 24 * 60;
+    let day = 24 * 60;
+    let signals = vec![
+        signal("1", 0, "Cat in a hat", unit(1)),
+        signal("2", 0, "Mouse in a hat", unit(2)),
+        // Its tick archives both (week + 2 h).
+        signal("3", week + 120, "Dog in a hat", unit(3)),
+        // A day later: within a day of being archived, it resumes.
+        signal("4", week + day, "Mouse in a hat", unit(2)),
+        // Its tick forgets the cat.
+        signal("5", week + 3 * day, "Bird in a hat", unit(4)),
+        signal("6", week + 3 * day + 10, "Cat in a hat", unit(1)),
+    ];
+    let run_with = |forget_archived_secs: i64| {
+        let lsh = LshIndex::new(LshParams::default());
+        let (labels, scoring) = (labels(), ScoringParams::default());
+        let mut state = IdeaState::new(
+            DedupeParams {
+                forget_archived_secs,
+                ..DedupeParams::default()
+            },
+            WindowParams::default(),
+            scoring.clone(),
+            Calendar::default(),
+        );
+        let mut views = ViewState::default();
+        for s in &signals {
+            let t = s.captured_at.timestamp().div_euclid(60) * 60;
+            let prepared = prepare(s.clone(), &lsh, &labels, &scoring);
+            views.apply(state.apply_epoch(t + 60, vec![prepared]));
+        }
+        (views, state)
+    };
+    let idea = |views: &ViewState, content: &str| {
+        views
+            .ideas()
+            .find(|i| i.content == content)
+            .cloned()
+            .unwrap()
+    };
+    let (views, state) = run_with(86_400);
+    assert_eq!(state.stats().archived, 2);
+    assert_eq!(state.stats().forgotten, 1, "{:?}", state.stats());
+    let cat = idea(&views, "Cat in a hat");
+    assert_eq!(cat.signal_count, 1, "the cat started over");
+    assert_eq!(cat.first_seen, signals[5].captured_at);
+    assert_eq!(cat.status, IdeaStatus::Active);
+    let mouse = idea(&views, "Mouse in a hat");
+    assert_eq!(mouse.signal_count, 2, "the mouse resumed");
+    assert_eq!(mouse.first_seen, signals[1].captured_at);
+    assert!(state.archived.is_empty() && state.archived_factors.is_empty());
+    assert!(
+        state.archive_order.is_empty(),
+        "both entries had their turn"
+    );
+    // Never forgotten (0), or not yet (the 30-day default): both resume.
+    for horizon in [0, DedupeParams::default().forget_archived_secs] {
+        let (views, state) = run_with(horizon);
+        assert_eq!(state.stats().forgotten, 0);
+        let cat = idea(&views, "Cat in a hat");
+        assert_eq!(
+            (cat.signal_count, cat.first_seen),
+            (2, signals[0].captured_at)
+        );
+    }
+}
+
 /// An idea archived twice keeps its first sighting, and once resumed it is
 /// not a member of the centroids again: they hold the ideas whose
 /// `first_seen` (as the views show it) is in the window.
