@@ -167,10 +167,11 @@ pub struct IdeaState {
     by_hash: HashMap<[u8; 16], u32>,
     archived: HashMap<[u8; 16], Archived>,
     /// Archived ideas in the order they were archived (tick, first content
-    /// hash, id bits), to forget them: without it an endless stream would
-    /// keep ~150 bytes per idea it ever archived. An entry whose idea came
-    /// back (and maybe was archived again) is skipped when its turn comes.
-    archive_order: VecDeque<(i64, [u8; 16], Option<u128>)>,
+    /// hash: 24 bytes; the id follows from the hash), to forget them:
+    /// without it an endless stream would keep ~150 bytes per idea it ever
+    /// archived. An entry whose idea came back (and maybe was archived
+    /// again) is skipped when its turn comes.
+    archive_order: VecDeque<(i64, [u8; 16])>,
     /// Live ideas by id, and the last factors of archived ones: what the
     /// feedback operator reads ([`LatestFactors`]) instead of being sent
     /// every score row.
@@ -461,11 +462,10 @@ impl IdeaState {
         };
         self.free.push(slot);
         self.by_id.remove(&idea.row.id);
-        let id = id_bits(&idea.row.id);
-        if let (Some((factors, _)), Some(id)) = (idea.score, id) {
+        if let (Some((factors, _)), Some(id)) = (idea.score, id_bits(&idea.row.id)) {
             self.archived_factors.insert(id, factors);
         }
-        self.archive_order.push_back((tick, idea.hashes[0], id));
+        self.archive_order.push_back((tick, idea.hashes[0]));
         if let Some(c) = idea.category_centroid.take() {
             self.categories.release(c);
         }
@@ -505,7 +505,7 @@ impl IdeaState {
         if horizon <= 0 {
             return;
         }
-        while let Some(&(at, hash, id)) = self.archive_order.front() {
+        while let Some(&(at, hash)) = self.archive_order.front() {
             if at > tick - horizon {
                 break;
             }
@@ -518,9 +518,9 @@ impl IdeaState {
                 .is_some_and(|a| a.archived_at == at)
             {
                 self.archived.remove(&hash);
-                if let Some(id) = id {
-                    self.archived_factors.remove(&id);
-                }
+                // The id an idea gets from its first content hash (create).
+                let id = crate::idea::idea_id(&hex::encode(hash)).as_u128();
+                self.archived_factors.remove(&id);
                 self.stats.forgotten += 1;
             }
         }

@@ -291,7 +291,7 @@ fn archived_ideas_are_forgotten_after_the_horizon() {
         signal("5", week + 3 * day, "Bird in a hat", unit(4)),
         signal("6", week + 3 * day + 10, "Cat in a hat", unit(1)),
     ];
-    let run_with = |forget_archived_secs: i64| {
+    let run_with = |forget_archived_secs: i64, signals: &[Signal]| {
         let lsh = LshIndex::new(LshParams::default());
         let (labels, scoring) = (labels(), ScoringParams::default());
         let mut state = IdeaState::new(
@@ -304,7 +304,7 @@ fn archived_ideas_are_forgotten_after_the_horizon() {
             Calendar::default(),
         );
         let mut views = ViewState::default();
-        for s in &signals {
+        for s in signals {
             let t = s.captured_at.timestamp().div_euclid(60) * 60;
             let prepared = prepare(s.clone(), &lsh, &labels, &scoring);
             views.apply(state.apply_epoch(t + 60, vec![prepared]));
@@ -318,7 +318,19 @@ fn archived_ideas_are_forgotten_after_the_horizon() {
             .cloned()
             .unwrap()
     };
-    let (views, state) = run_with(86_400);
+    // Up to the bird: the cat is forgotten, with its last factors.
+    let (_, state) = run_with(86_400, &signals[..5]);
+    assert_eq!(state.stats().forgotten, 1);
+    let cat_id = crate::idea::idea_id(&hex::encode(
+        crate::content_hash::content_identity("Cat in a hat").0,
+    ));
+    use crate::feedback::LatestFactors;
+    assert!(
+        state.factors(&cat_id.to_string()).is_none(),
+        "its factors are gone"
+    );
+    assert!(state.archived.is_empty() && state.archived_factors.is_empty());
+    let (views, state) = run_with(86_400, &signals);
     assert_eq!(state.stats().archived, 2);
     assert_eq!(state.stats().forgotten, 1, "{:?}", state.stats());
     let cat = idea(&views, "Cat in a hat");
@@ -335,7 +347,7 @@ fn archived_ideas_are_forgotten_after_the_horizon() {
     );
     // Never forgotten (0), or not yet (the 30-day default): both resume.
     for horizon in [0, DedupeParams::default().forget_archived_secs] {
-        let (views, state) = run_with(horizon);
+        let (views, state) = run_with(horizon, &signals);
         assert_eq!(state.stats().forgotten, 0);
         let cat = idea(&views, "Cat in a hat");
         assert_eq!(
