@@ -115,10 +115,31 @@ fn changelog(
     epoch_secs: i64,
     scoring_threads: usize,
 ) -> (Vec<Vec<Change>>, DedupeStats) {
+    let (changes, state) = replay_epochs(
+        signals,
+        epoch_secs,
+        scoring_threads,
+        DedupeParams::default(),
+    );
+    (changes, state.stats())
+}
+
+/// [`changelog`] with these dedupe settings, and the state it leaves.
+fn replay_epochs(
+    signals: &[Signal],
+    epoch_secs: i64,
+    scoring_threads: usize,
+    dedupe: DedupeParams,
+) -> (Vec<Vec<Change>>, IdeaState) {
     let lsh = LshIndex::new(LshParams::default());
     let labels = labels();
     let scoring = ScoringParams::default();
-    let mut state = fresh_state(&scoring);
+    let mut state = IdeaState::new(
+        dedupe,
+        WindowParams::default(),
+        scoring.clone(),
+        Calendar::default(),
+    );
     state.set_scoring_threads(scoring_threads);
     state.parallel_scoring_min = 1;
     let mut epochs: BTreeMap<i64, Vec<PreparedSignal>> = BTreeMap::new();
@@ -133,7 +154,7 @@ fn changelog(
         .into_iter()
         .map(|(t, batch)| state.apply_epoch(t + epoch_secs, batch))
         .collect();
-    (changes, state.stats())
+    (changes, state)
 }
 
 #[test]
@@ -292,22 +313,14 @@ fn archived_ideas_are_forgotten_after_the_horizon() {
         signal("6", week + 3 * day + 10, "Cat in a hat", unit(1)),
     ];
     let run_with = |forget_archived_secs: i64, signals: &[Signal]| {
-        let lsh = LshIndex::new(LshParams::default());
-        let (labels, scoring) = (labels(), ScoringParams::default());
-        let mut state = IdeaState::new(
-            DedupeParams {
-                forget_archived_secs,
-                ..DedupeParams::default()
-            },
-            WindowParams::default(),
-            scoring.clone(),
-            Calendar::default(),
-        );
+        let dedupe = DedupeParams {
+            forget_archived_secs,
+            ..DedupeParams::default()
+        };
+        let (epochs, state) = replay_epochs(signals, 60, 1, dedupe);
         let mut views = ViewState::default();
-        for s in signals {
-            let t = s.captured_at.timestamp().div_euclid(60) * 60;
-            let prepared = prepare(s.clone(), &lsh, &labels, &scoring);
-            views.apply(state.apply_epoch(t + 60, vec![prepared]));
+        for changes in epochs {
+            views.apply(changes);
         }
         (views, state)
     };
