@@ -307,6 +307,55 @@ fn a_long_stream_that_archives_and_forgets_ideas_is_identical_across_workers() {
         );
         assert!(i["signal_count"].as_i64() < k["signal_count"].as_i64());
     }
+
+    // The feedback operator forgets them too (the state tells it): a
+    // listing naming an idea archived early and never back, on day 62, is
+    // dead-lettered as naming an unknown idea; never forgetting, it is
+    // published.
+    let early = ideas
+        .iter()
+        .zip(&kept)
+        .find(|(i, k)| {
+            i["status"] == "archived"
+                && i["first_seen"] == k["first_seen"]
+                && i["last_seen"].as_str().unwrap() < "2024-10-15"
+        })
+        .map(|(i, _)| i["id"].as_str().unwrap().to_owned())
+        .expect("an idea archived early that never came back");
+    let listed_at = "2024-12-02T00:00:00Z";
+    let listing = format!(
+        r#"{{"eventType":"listing.published","eventId":"late-listing","timestamp":"{listed_at}","source":"test","version":"1.0","data":{{"ideaId":"{early}","marketplace":"etsy","listingId":"l-1","variant":"A","publishedAt":"{listed_at}"}}}}"#
+    );
+    let stream = std::fs::read_to_string(&input).unwrap();
+    let mut lines: Vec<&str> = stream.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains(r#""captured_at":"2024-12-02"#))
+        .expect("signals on day 62");
+    lines.insert(at, &listing);
+    let relisted = dir.path().join("relisted.jsonl");
+    std::fs::write(&relisted, lines.join("\n") + "\n").unwrap();
+    replay_to(dir.path(), "relisted", &relisted, &["-w", "2"]);
+    replay_to(
+        dir.path(),
+        "relisted-never",
+        &relisted,
+        &["-w", "2", "--config", never_path],
+    );
+    let names_it = |out: &str, view: &str| {
+        read_view(&dir.path().join(out), view)
+            .into_iter()
+            .filter(|r| r.to_string().contains(&early))
+            .collect::<Vec<_>>()
+    };
+    let dead = names_it("relisted", "dead_letters.jsonl");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["reason"], "unknown_idea");
+    assert!(names_it("relisted", "publish_latencies.jsonl").is_empty());
+    assert!(names_it("relisted-never", "dead_letters.jsonl").is_empty());
+    let published = names_it("relisted-never", "publish_latencies.jsonl");
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0]["published_at"], listed_at);
 }
 
 #[test]

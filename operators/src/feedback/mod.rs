@@ -14,7 +14,9 @@
 //!   Epochs complete only when the source watermark (max event time minus
 //!   `pipeline.allowed_lateness_secs`) passes them, so feedback late within
 //!   the allowed lateness is already in; later feedback is dead-lettered by
-//!   the source as `late`. Feedback for an idea not yet seen waits up to
+//!   the source as `late`. Feedback can name an archived idea until the idea
+//!   state forgets it ([`IdeaFact::Forgotten`]), and longer while its
+//!   listings' hourly counters are in use. Feedback for an idea not yet seen waits up to
 //!   `unknown_idea_wait_secs`: when the idea appears, it is counted at its own
 //!   event time and any window it falls in that was already emitted is
 //!   emitted again with the new value (the revision replaces the old row);
@@ -35,10 +37,12 @@
 
 pub mod ab_test;
 pub mod anchors;
+mod known_ideas;
 mod rows;
 pub mod thompson;
 pub mod weight_learning;
 
+pub use known_ideas::KnownIdeasSize;
 pub use rows::{
     window_key, AbResultRow, AllocationRow, Arm, Counts, PublishRow, SlaAlertRow, WeightsRow,
     WindowKind, WindowRow,
@@ -110,12 +114,29 @@ fn utc(secs: i64) -> DateTime<Utc> {
 
 /// What feedback learns from the idea state's changelog: the ideas that
 /// exist, their latest factors, and which content hashes were merged into
-/// which idea (a listing may name the merged text's own id).
+/// which idea (a listing may name the merged text's own id); and, beside
+/// the changelog, which archived ideas the state forgot.
 #[derive(Clone, Debug, PartialEq)]
 pub enum IdeaFact {
-    Seen { id: IdeaId, first_seen: i64 },
-    Scored { id: IdeaId, factors: Factors },
-    Alias { own: String, idea: IdeaId },
+    Seen {
+        id: IdeaId,
+        first_seen: i64,
+    },
+    Scored {
+        id: IdeaId,
+        factors: Factors,
+    },
+    Alias {
+        own: String,
+        idea: IdeaId,
+    },
+    /// The idea state forgot this archived idea (its id's bits:
+    /// [`crate::idea_state::IdeaState::forgotten`]); it comes before the
+    /// epoch's other facts, since the tick that forgot it precedes the
+    /// epoch's signals (which may start the idea over).
+    Forgotten {
+        id: u128,
+    },
 }
 
 impl IdeaFact {
@@ -174,16 +195,16 @@ pub struct FeedbackState {
     prior: Weights,
     weights: Weights,
     started: bool,
-    /// Every idea ever seen (feedback may name an archived one) → its first
-    /// sighting. Keyed by the id's 128 bits: this grows with the stream, and
-    /// an id's text would cost a 64-byte string per archived idea besides.
-    ideas: HashMap<u128, i64, FixedState>,
+    /// The ideas feedback may name (live or archived, until the idea state
+    /// forgets them) and the near-duplicate texts merged into them.
+    known: known_ideas::KnownIdeas,
+    /// Ideas the idea state forgot whose listings' hourly counters are still
+    /// in use: they stay known (their listings keep receiving feedback)
+    /// until the counters age out ([`FeedbackState::prune`]).
+    orphans: BTreeSet<u128>,
     /// Factors from [`IdeaFact::Scored`] facts, for a state given no
     /// [`LatestFactors`] (the pipeline always gives one, so this stays empty).
     scored: HashMap<u128, Factors, FixedState>,
-    /// The id a signal's own content would have had → the idea it merged
-    /// into (near-duplicates): a listing made from that text finds its idea.
-    aliases: HashMap<u128, u128, FixedState>,
     /// (deadline, arrival) → event waiting for its idea.
     pending: BTreeMap<(i64, u64), Pending>,
     arrivals: u64,
@@ -212,9 +233,9 @@ impl FeedbackState {
             prior: prior.normalized(),
             weights: prior.normalized(),
             started: false,
-            ideas: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
+            known: known_ideas::KnownIdeas::new(),
+            orphans: BTreeSet::new(),
             scored: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
-            aliases: HashMap::with_hasher(FixedState::with_seed(0x1dea)),
             pending: BTreeMap::new(),
             arrivals: 0,
             dead_letters: 0,
@@ -380,26 +401,83 @@ impl FeedbackState {
         out
     }
 
+    /// How much of what grows with the stream the state holds: ideas and
+    /// aliases it can resolve, arms with counters or listings, and the
+    /// forgotten ideas kept for their arms.
+    pub fn size(&self) -> FeedbackStateSize {
+        FeedbackStateSize {
+            known: self.known.size(),
+            arms: self.hours.len(),
+            published: self.published.len(),
+            orphans: self.orphans.len(),
+        }
+    }
+
     fn observe_ideas(&mut self, facts: &[IdeaFact]) {
         for f in facts {
             match f {
                 IdeaFact::Seen { id, first_seen } => {
                     if let Some(id) = id_bits(id) {
-                        self.ideas.insert(id, *first_seen);
+                        self.known.see(id, *first_seen);
+                        // Started over (or never gone): not an orphan.
+                        self.orphans.remove(&id);
                     }
                 }
                 IdeaFact::Scored { id, factors } => {
-                    if let Some(id) = id_bits(id).filter(|id| self.ideas.contains_key(id)) {
+                    if let Some(id) = id_bits(id).filter(|id| self.known.contains(*id)) {
                         self.scored.insert(id, *factors);
                     }
                 }
                 IdeaFact::Alias { own, idea } => {
                     if let (Some(own), Some(idea)) = (id_bits(own), id_bits(idea)) {
-                        self.aliases.insert(own, idea);
+                        self.known.alias(own, idea);
+                    }
+                }
+                IdeaFact::Forgotten { id } => {
+                    if !self.known.contains(*id) {
+                        continue;
+                    }
+                    if self.has_counters(*id) {
+                        self.orphans.insert(*id);
+                    } else {
+                        self.forget(*id);
                     }
                 }
             }
         }
+    }
+
+    /// The arms of an idea, on every marketplace.
+    fn arms_of(&self, id: u128) -> impl Iterator<Item = (&Arm, &BTreeMap<i64, Counts>)> {
+        let idea_id = id_text(id);
+        let from = Arm {
+            idea_id: idea_id.clone(),
+            marketplace: String::new(),
+            variant: String::new(),
+        };
+        self.hours
+            .range(from..)
+            .take_while(move |(a, _)| a.idea_id == idea_id)
+    }
+
+    /// Whether any arm of the idea still has hourly counters (which later
+    /// windows, tests or learning may read).
+    fn has_counters(&self, id: u128) -> bool {
+        self.arms_of(id).any(|(_, hours)| !hours.is_empty())
+    }
+
+    /// Lets go of an idea the idea state forgot: its arms (none has
+    /// counters left, so no window still to come reads them), its listings,
+    /// its factors and aliases. Feedback naming it from now on waits for it
+    /// like feedback for an idea never seen.
+    fn forget(&mut self, id: u128) {
+        let arms: Vec<Arm> = self.arms_of(id).map(|(a, _)| a.clone()).collect();
+        for arm in arms {
+            self.hours.remove(&arm);
+            self.published.remove(&arm);
+        }
+        self.scored.remove(&id);
+        self.known.forget(id);
     }
 
     /// Applies waiting events whose idea is known (in event-time order), and
@@ -453,19 +531,12 @@ impl FeedbackState {
 
     /// The idea an event's ideaId names: itself, or the idea its text merged into.
     fn resolve(&self, idea_id: &str) -> Option<String> {
-        let bits = id_bits(idea_id)?;
-        if self.ideas.contains_key(&bits) {
-            return Some(idea_id.to_owned());
-        }
-        self.aliases
-            .get(&bits)
-            .filter(|id| self.ideas.contains_key(*id))
-            .map(|id| id_text(*id))
+        self.known.resolve(idea_id)
     }
 
     /// When an idea (named as [`FeedbackState::resolve`] names it) was first seen.
     fn first_seen(&self, idea_id: &str) -> Option<i64> {
-        self.ideas.get(&id_bits(idea_id)?).copied()
+        self.known.first_seen(idea_id)
     }
 
     fn apply_event(&mut self, p: Pending, out: &mut FeedbackOutput) {
@@ -701,7 +772,7 @@ impl FeedbackState {
             let obs: Vec<Observation> = per_idea
                 .iter()
                 .filter_map(|(id, c)| {
-                    let bits = id_bits(id).filter(|b| self.ideas.contains_key(b))?;
+                    let bits = id_bits(id).filter(|b| self.known.contains(*b))?;
                     let factors = match latest {
                         Some(latest) => latest.factors(id)?,
                         None => *self.scored.get(&bits)?,
@@ -736,7 +807,8 @@ impl FeedbackState {
         }
     }
 
-    /// Hourly counters older than any window still to come are dropped.
+    /// Hourly counters older than any window still to come are dropped;
+    /// forgotten ideas whose counters are all gone go with them.
     fn prune(&mut self, watermark: i64) {
         let keep_from = watermark - WEEK - DAY;
         for hours in self.hours.values_mut() {
@@ -747,7 +819,27 @@ impl FeedbackState {
                 e.remove();
             }
         }
+        let done: Vec<u128> = self
+            .orphans
+            .iter()
+            .copied()
+            .filter(|id| !self.has_counters(*id))
+            .collect();
+        for id in done {
+            self.orphans.remove(&id);
+            self.forget(id);
+        }
     }
+}
+
+/// What [`FeedbackState::size`] reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeedbackStateSize {
+    pub known: KnownIdeasSize,
+    /// Idea × marketplace × variant with a listing or counters.
+    pub arms: usize,
+    pub published: usize,
+    pub orphans: usize,
 }
 
 fn idea_of(e: &Event) -> &str {

@@ -417,3 +417,151 @@ fn learning_from_latest_factors_equals_learning_from_scored_facts() {
     let c = blind.apply_epoch_facts(t0() + DAY, vec![], &[], None);
     assert!(c.new_weights.is_none(), "no factors, nothing learned");
 }
+
+fn dead_letters(changes: &[Change]) -> Vec<&DeadLetter> {
+    rows(changes, |r| match r {
+        ViewRow::DeadLetter(_, d) => Some(d),
+        _ => None,
+    })
+}
+
+fn forgotten(name: &str) -> IdeaFact {
+    IdeaFact::Forgotten {
+        id: id_bits(&uid(name)).expect("an idea id"),
+    }
+}
+
+/// When the idea state forgets an archived idea, feedback lets go of it too
+/// (its arms, listings, aliases), unless its listings' counters are still
+/// in use: then it stays, keeps taking feedback, and goes once they age out.
+#[test]
+fn forgotten_ideas_are_let_go_unless_their_listings_still_receive_feedback() {
+    let mut s = FeedbackState::new(FeedbackParams::default(), Weights::default());
+    let mut facts: Vec<IdeaFact> = ["quiet", "busy", "unlisted"]
+        .into_iter()
+        .flat_map(|name| idea_seen(name, 0, factors(0.5)))
+        .filter_map(|c| IdeaFact::of(&c))
+        .collect();
+    facts.push(IdeaFact::Alias {
+        own: uid("quiet, merged"),
+        idea: uid("quiet").into(),
+    });
+    let events = vec![
+        listing(60, "quiet", "A"),
+        listing(60, "quiet", "B"),
+        listing(60, "busy", "A"),
+        feedback(120, "busy", "A", 100, 3),
+    ];
+    let out = s.apply_epoch_facts(t0() + HOUR, events, &facts, None);
+    assert!(dead_letters(&out.changes).is_empty());
+    assert_eq!(
+        s.size(),
+        FeedbackStateSize {
+            known: KnownIdeasSize {
+                ideas: 3,
+                aliases: 1
+            },
+            arms: 3,
+            published: 3,
+            orphans: 0,
+        }
+    );
+
+    // Forgotten a day later: "busy" still has counters a week window will
+    // read, the others go at once.
+    let forgetting = [forgotten("quiet"), forgotten("busy"), forgotten("unlisted")];
+    let events = vec![
+        feedback(DAY + 60, "busy", "A", 50, 1),
+        listing(DAY + 60, "unlisted", "A"),
+    ];
+    let out = s.apply_epoch_facts(t0() + DAY + HOUR, events, &forgetting, None);
+    assert!(
+        !out.changes
+            .iter()
+            .any(|c| matches!(c.row, Some(ViewRow::Publish(_)))),
+        "a listing in the epoch that forgot its idea waits for it"
+    );
+    assert_eq!(s.pending(), 1);
+    assert_eq!(
+        s.size(),
+        FeedbackStateSize {
+            known: KnownIdeasSize {
+                ideas: 1,
+                aliases: 0
+            },
+            arms: 1,
+            published: 1,
+            orphans: 1,
+        }
+    );
+    // Feedback naming a let-go idea (or its merged text) waits like feedback
+    // for an idea never seen, and is dead-lettered when the wait runs out.
+    let mut quiet_copy = feedback(DAY + 2 * HOUR, "quiet", "A", 10, 1);
+    if let Payload::Feedback(f) = &mut quiet_copy.payload {
+        f.idea_id = uid("quiet, merged");
+    }
+    let events = vec![feedback(DAY + 2 * HOUR, "quiet", "A", 10, 1), quiet_copy];
+    let out = s.apply_epoch_facts(t0() + DAY + 3 * HOUR, events, &[], None);
+    assert!(dead_letters(&out.changes).is_empty());
+    let wait = FeedbackParams::default().unknown_idea_wait_secs;
+    let out = s.apply_epoch_facts(t0() + DAY + 3 * HOUR + wait, vec![], &[], None);
+    let dead = dead_letters(&out.changes);
+    assert_eq!(dead.len(), 3);
+    assert!(dead.iter().all(|d| d.reason == RejectReason::UnknownIdea));
+
+    // The busy idea's week windows count both days' feedback.
+    let out = s.apply_epoch_facts(t0() + 8 * DAY, vec![], &[], None);
+    let week = windows(&out.changes)
+        .into_iter()
+        .filter(|w| w.kind == WindowKind::Week && w.window_end == at(7 * DAY))
+        .map(|w| w.counts.impressions)
+        .collect::<Vec<_>>();
+    assert_eq!(week, vec![150]);
+    assert_eq!(s.size().orphans, 1, "its counters are still in range");
+
+    // Once its counters age out, it goes too.
+    s.apply_epoch_facts(t0() + 10 * DAY, vec![], &[], None);
+    assert_eq!(s.size(), FeedbackStateSize::default());
+
+    // Content back after the horizon starts the idea over: a listing is
+    // published (and timed) again.
+    let facts: Vec<IdeaFact> = idea_seen("quiet", 11 * DAY, factors(0.5))
+        .iter()
+        .filter_map(IdeaFact::of)
+        .collect();
+    let out = s.apply_epoch_facts(
+        t0() + 11 * DAY + HOUR,
+        vec![listing(11 * DAY + 60, "quiet", "A")],
+        &facts,
+        None,
+    );
+    let published = rows(&out.changes, |r| match r {
+        ViewRow::Publish(p) => Some(&**p),
+        _ => None,
+    });
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].seconds, 60.0);
+}
+
+/// An idea that starts over before its counters age out is no orphan any
+/// more: it stays, with its arms, after they do.
+#[test]
+fn an_orphan_that_starts_over_stays() {
+    let mut s = FeedbackState::new(FeedbackParams::default(), Weights::default());
+    let facts: Vec<IdeaFact> = idea_seen("back", 0, factors(0.5))
+        .iter()
+        .filter_map(IdeaFact::of)
+        .collect();
+    let events = vec![listing(60, "back", "A"), feedback(120, "back", "A", 10, 1)];
+    s.apply_epoch_facts(t0() + HOUR, events, &facts, None);
+    s.apply_epoch_facts(t0() + DAY, vec![], &[forgotten("back")], None);
+    assert_eq!(s.size().orphans, 1);
+    let again: Vec<IdeaFact> = idea_seen("back", 2 * DAY, factors(0.5))
+        .iter()
+        .filter_map(IdeaFact::of)
+        .collect();
+    s.apply_epoch_facts(t0() + 2 * DAY, vec![], &again, None);
+    s.apply_epoch_facts(t0() + 20 * DAY, vec![], &[], None);
+    let size = s.size();
+    assert_eq!((size.known.ideas, size.arms, size.orphans), (1, 1, 0));
+}

@@ -172,6 +172,10 @@ pub struct IdeaState {
     /// archived. An entry whose idea came back (and maybe was archived
     /// again) is skipped when its turn comes.
     archive_order: VecDeque<(i64, [u8; 16])>,
+    /// The ids (as bits) of the ideas the current epoch's tick forgot, for
+    /// the feedback operator ([`IdeaState::forgotten`]); cleared when the
+    /// next epoch begins.
+    forgotten: Vec<u128>,
     /// Live ideas by id, and the last factors of archived ones: what the
     /// feedback operator reads ([`LatestFactors`]) instead of being sent
     /// every score row.
@@ -245,6 +249,7 @@ impl IdeaState {
             by_hash: HashMap::new(),
             archived: HashMap::new(),
             archive_order: VecDeque::new(),
+            forgotten: Vec::new(),
             last_tick: None,
             stats: DedupeStats::default(),
             scoring_threads: 1,
@@ -321,6 +326,7 @@ impl IdeaState {
             "an epoch begun before the last finished"
         );
         self.applied_through = Some(watermark);
+        self.forgotten.clear();
         let mut changes: BTreeMap<ViewKey, Option<ViewRow>> = BTreeMap::new();
         let tick = watermark.div_euclid(self.windows.tick_secs) * self.windows.tick_secs;
         let ticked = self.last_tick.is_none_or(|t| tick > t);
@@ -521,9 +527,17 @@ impl IdeaState {
                 // The id an idea gets from its first content hash (create).
                 let id = crate::idea::idea_id(&hex::encode(hash)).as_u128();
                 self.archived_factors.remove(&id);
+                self.forgotten.push(id);
                 self.stats.forgotten += 1;
             }
         }
+    }
+
+    /// The ids (as [`id_bits`]) of the archived ideas the last begun epoch's
+    /// tick forgot, in the order they were archived: the feedback operator
+    /// lets go of them too ([`crate::feedback::IdeaFact::Forgotten`]).
+    pub fn forgotten(&self) -> &[u128] {
+        &self.forgotten
     }
 
     /// Re-scores `slots` (ascending, distinct) at `watermark`; appends the

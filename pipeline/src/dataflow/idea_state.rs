@@ -215,11 +215,16 @@ pub fn apply_to_state<'scope>(
                     let epoch = state.finish_epoch(latest_sums(updates));
                     // Not the scores: feedback reads the latest factors from
                     // the state itself (see `apply_feedback`).
+                    // What the tick forgot first: it came before the
+                    // signals, which may start an idea over.
+                    let forgotten = state.forgotten().iter().map(|&id| IdeaFact::Forgotten { id });
                     facts_out.session(&facts_cap).give_iterator(
-                        epoch
-                            .iter()
-                            .filter(|c| !matches!(c.key, ViewKey::Score(_)))
-                            .filter_map(IdeaFact::of),
+                        forgotten.chain(
+                            epoch
+                                .iter()
+                                .filter(|c| !matches!(c.key, ViewKey::Score(_)))
+                                .filter_map(IdeaFact::of),
+                        ),
                     );
                     changes_out
                         .session(&changes_cap)
@@ -342,6 +347,7 @@ pub fn apply_feedback<'scope>(
             let mut owner = owner;
             type Epoch = (Option<Capability<u64>>, Vec<Event>, Vec<IdeaFact>);
             let mut pending: BTreeMap<u64, Epoch> = BTreeMap::new();
+            let mut logged = false;
             move |(events_in, events_frontier), (changes_in, changes_frontier), output| {
                 events_in.for_each_stamp(|cap, data| {
                     let t = *cap.least().expect("a totally ordered time");
@@ -406,6 +412,13 @@ pub fn apply_feedback<'scope>(
                     if let Some(c) = classifier {
                         session.give(FeedbackOut::Learned(Learned::Classifier(c)));
                     }
+                }
+                let done = events_frontier.is_empty() && changes_frontier.is_empty();
+                if let (true, false, Some(owner)) = (done, logged, owner.as_ref()) {
+                    logged = true;
+                    // What the feedback state holds at the end: with the
+                    // idea state's horizon it stays bounded on long streams.
+                    tracing::info!(size = ?owner.state.size(), "feedback done");
                 }
             }
         },
