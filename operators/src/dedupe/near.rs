@@ -168,13 +168,16 @@ impl NearIndex {
         for (band, sig) in signatures.iter().enumerate().take(p.bands) {
             ids.extend_from_slice(self.lsh.bucket(band, *sig));
         }
-        ids.sort_unstable();
+        // Radix sorts: thousands of candidates in dense clusters, whose
+        // comparison sort was a sixth of worker 0's time at 1M signals.
+        radsort::sort(&mut ids);
         ids.dedup();
         let mut owners: Vec<u64> = ids
             .iter()
             .map(|&id| (u64::from(self.meta(id).0) << 32) | u64::from(id))
             .collect();
-        owners.sort_unstable();
+        // Stable: each owner's first entry is its smallest id.
+        radsort::sort_by_key(&mut owners, |o| (*o >> 32) as u32);
         owners.dedup_by_key(|o| *o >> 32);
         let mut out = NearMatches {
             candidates: ids.len() as u64,
