@@ -309,11 +309,18 @@ impl LshIndex {
     /// The largest Hamming distance a pair at cosine `threshold` shows with
     /// overwhelming probability (mean + 4.5 standard deviations): candidates
     /// farther apart are rejected without computing their cosine. At 0.88
-    /// with the defaults: 137 of 640 bits, while unrelated texts (cosine ~0.5)
-    /// sit near 213; a true pair at 0.88 is wrongly rejected with probability
+    /// with the defaults: 137 of 640 bits (118 of the first 512, which the
+    /// near-duplicate index reads), while unrelated texts (cosine ~0.5)
+    /// sit near 213 (171); a true pair at 0.88 is wrongly rejected with probability
     /// ~3e-6.
     pub fn max_hamming(&self, threshold: f32) -> u32 {
-        let total = (self.params.bands * self.params.bits) as f64;
+        self.max_hamming_over(self.params.bands * self.params.bits, threshold)
+    }
+
+    /// [`LshIndex::max_hamming`] for a test that reads only `bits` of the
+    /// sign bits (each still differing with probability θ/π).
+    pub fn max_hamming_over(&self, bits: usize, threshold: f32) -> u32 {
+        let total = bits as f64;
         let p = (threshold as f64).clamp(-1.0, 1.0).acos() / std::f64::consts::PI;
         (total * p + 4.5 * (total * p * (1.0 - p)).sqrt()).ceil() as u32
     }
@@ -423,6 +430,36 @@ mod tests {
             );
             assert!(LshIndex::hamming(&sa, &sc) <= max);
             assert!(LshIndex::hamming(&sa, &sf) > max);
+        }
+    }
+
+    /// The near-duplicate index tests the first 512 bits only, with the
+    /// limit set for them: still every close pair in, every far one out.
+    #[test]
+    fn hamming_prefilter_on_the_first_bits_keeps_close_pairs() {
+        let lsh = LshIndex::new(LshParams::default());
+        let tested = crate::dedupe::near::FIRST_BITS;
+        let max = lsh.max_hamming_over(tested, 0.88);
+        assert!(max < lsh.max_hamming(0.88));
+        let first = |v: &[f32]| {
+            let mut packed = vec![0u64; 10];
+            crate::dedupe::near::pack(&lsh.signatures(v), 16, &mut packed);
+            packed.truncate(tested / 64);
+            packed
+        };
+        let differing = |a: &[u64], b: &[u64]| -> u32 {
+            a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        for _ in 0..300 {
+            let a = random_unit(&mut rng);
+            let (fa, fc, ff) = (
+                first(&a),
+                first(&at_cosine(&a, 0.88, &mut rng)),
+                first(&at_cosine(&a, 0.5, &mut rng)),
+            );
+            assert!(differing(&fa, &fc) <= max);
+            assert!(differing(&fa, &ff) > max);
         }
     }
 

@@ -3,11 +3,19 @@
 //! and embedding.
 //!
 //! A lookup reads the query's buckets, then rejects most candidates by the
-//! Hamming distance of their packed signatures (one contiguous read each,
-//! no pointer chasing) before spending a 384-d dot product on the rest. The
+//! Hamming distance of their packed signatures (one cache line each, no
+//! pointer chasing) before spending a 384-d dot product on the rest. The
 //! arena is what keeps that cheap: with a million live ideas a lookup meets
 //! thousands of candidates in dense clusters, and each used to cost several
 //! dependent cache misses.
+//!
+//! The Hamming test reads a vector's first [`FIRST_BITS`] signature bits
+//! (all of them when there are fewer): one aligned line of the arena. With
+//! the defaults' 640 bits, a whole block was two lines, and a lookup waits
+//! on those misses more than on anything else. The limit is set for those
+//! bits as for all ([`LshIndex::max_hamming_over`]: a pair at the threshold
+//! is wrongly rejected with probability ~3e-6 either way); the remaining
+//! bits are kept apart, read only to take a vector out of its buckets.
 
 use crate::dedupe::{LshIndex, LshParams};
 use crate::embed::dot_lanes;
@@ -17,12 +25,26 @@ use crate::shared_embedding::SharedEmbedding;
 /// A vector's place in the arena.
 pub type VectorId = u32;
 
+/// Signature bits the Hamming test reads: one cache line.
+pub const FIRST_BITS: usize = 512;
+
+/// A vector's first [`FIRST_BITS`] packed signature bits, zero beyond the
+/// signatures' end; aligned, so that reading it is one cache miss.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct FirstBits([u64; FIRST_BITS / 64]);
+
 pub struct NearIndex {
     lsh: LshIndex,
     /// Words of packed signatures per vector.
     words: usize,
-    /// Per vector: `words` words of packed signatures.
-    arena: Vec<u64>,
+    /// Per vector: its first signature bits.
+    arena: Vec<FirstBits>,
+    /// Per vector: the words of packed signatures after the first
+    /// [`FIRST_BITS`] (`words - 8` each, none for narrower signatures).
+    rest: Vec<u64>,
+    /// The Hamming test's bits: the signatures' width, at most [`FIRST_BITS`].
+    tested_bits: usize,
     /// Per vector: its owner (low half) and the next vector of the same
     /// owner (high half). Apart from the signatures so that mapping a
     /// lookup's candidates to owners reads 8 bytes each, not a signature
@@ -63,14 +85,18 @@ fn unpack(packed: &[u64], bands: usize, bits: usize) -> Vec<u32> {
         .collect()
 }
 
+const FIRST_WORDS: usize = FIRST_BITS / 64;
+
 impl NearIndex {
     pub fn new(params: LshParams) -> Self {
         let lsh = LshIndex::new(params);
         let p = lsh.params();
         NearIndex {
             words: (p.bands * p.bits).div_ceil(64),
+            tested_bits: (p.bands * p.bits).min(FIRST_BITS),
             lsh,
             arena: Vec::new(),
+            rest: Vec::new(),
             links: Vec::new(),
             embeddings: Vec::new(),
             free: Vec::new(),
@@ -102,22 +128,24 @@ impl NearIndex {
         signatures: &[u32],
         sibling: Option<VectorId>,
     ) -> VectorId {
-        let stride = self.words;
+        let rest = self.rest_words();
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
-                self.arena.resize(self.arena.len() + stride, 0);
+                self.arena.push(FirstBits::default());
+                self.rest.resize(self.rest.len() + rest, 0);
                 self.links.push(0);
                 self.embeddings.push(None);
                 (self.embeddings.len() - 1) as VectorId
             }
         };
-        let at = id as usize * stride;
-        pack(
-            signatures,
-            self.lsh.params().bits,
-            &mut self.arena[at..at + self.words],
-        );
+        let packed = self.packed(signatures);
+        let (first, after) = packed.split_at(self.words.min(FIRST_WORDS));
+        let mut line = FirstBits::default();
+        line.0[..first.len()].copy_from_slice(first);
+        self.arena[id as usize] = line;
+        let at = id as usize * rest;
+        self.rest[at..at + rest].copy_from_slice(after);
         match sibling {
             Some(s) => {
                 let (_, after) = self.meta(s);
@@ -131,11 +159,24 @@ impl NearIndex {
         id
     }
 
+    fn rest_words(&self) -> usize {
+        self.words.saturating_sub(FIRST_WORDS)
+    }
+
+    /// `signatures` packed: `words` words.
+    fn packed(&self, signatures: &[u32]) -> Vec<u64> {
+        let mut packed = vec![0u64; self.words];
+        pack(signatures, self.lsh.params().bits, &mut packed);
+        packed
+    }
+
     /// Takes a vector out of the index (and out of its owner's ring).
     pub fn remove(&mut self, id: VectorId) {
         let p = self.lsh.params();
-        let at = id as usize * self.words;
-        let signatures = unpack(&self.arena[at..at + self.words], p.bands, p.bits);
+        let rest = self.rest_words();
+        let mut packed = self.arena[id as usize].0[..self.words.min(FIRST_WORDS)].to_vec();
+        packed.extend_from_slice(&self.rest[id as usize * rest..(id as usize + 1) * rest]);
+        let signatures = unpack(&packed, p.bands, p.bits);
         self.lsh.remove(id, &signatures);
         let (owner, next) = self.meta(id);
         let mut before = id;
@@ -156,10 +197,11 @@ impl NearIndex {
     /// vectors: dot = cosine.
     pub fn matches(&mut self, query: &[f32], signatures: &[u32], threshold: f32) -> NearMatches {
         let p = self.lsh.params();
-        let mut packed = vec![0u64; self.words];
-        pack(signatures, p.bits, &mut packed);
-        let max_hamming = self.lsh.max_hamming(threshold);
-        let words = self.words;
+        let mut tested = FirstBits::default();
+        let packed = self.packed(signatures);
+        let first = self.words.min(FIRST_WORDS);
+        tested.0[..first].copy_from_slice(&packed[..first]);
+        let max_hamming = self.lsh.max_hamming_over(self.tested_bits, threshold);
         // Gather, sort and dedup first (ids, then owners), so that each
         // vector and each owner is checked once, and the owners' links are
         // read in address order.
@@ -184,26 +226,25 @@ impl NearIndex {
             ..NearMatches::default()
         };
         // Owners come in owner order, not address order: ask for the
-        // signature blocks a few owners ahead so that their cache misses
-        // overlap (a block is one or two lines, and with a million live
-        // vectors most are in neither cache).
-        const AHEAD: usize = 8;
-        let block = |id: u32| self.arena[id as usize * words..].as_ptr();
+        // signature lines a few owners ahead so that their cache misses
+        // overlap (with a million live vectors most are in neither cache).
+        const AHEAD: usize = 12;
+        let line = |id: u32| &self.arena[id as usize] as *const FirstBits;
         for o in owners.iter().take(AHEAD) {
-            prefetch::lines(block(*o as VectorId), words * 8);
+            prefetch::line(line(*o as VectorId));
         }
         for (i, &o) in owners.iter().enumerate() {
             if let Some(ahead) = owners.get(i + AHEAD) {
-                prefetch::lines(block(*ahead as VectorId), words * 8);
+                prefetch::line(line(*ahead as VectorId));
             }
             let (owner, first) = ((o >> 32) as u32, o as VectorId);
             let mut best = f32::NEG_INFINITY;
             let mut id = first;
             loop {
-                let at = id as usize * words;
-                let hamming: u32 = self.arena[at..at + words]
+                let hamming: u32 = self.arena[id as usize]
+                    .0
                     .iter()
-                    .zip(&packed)
+                    .zip(&tested.0)
                     .map(|(a, b)| (a ^ b).count_ones())
                     .sum();
                 if hamming <= max_hamming {
@@ -341,12 +382,15 @@ mod tests {
             // (id, owner, vector, signatures) of what is in the index.
             let mut live: Vec<(VectorId, u32, SharedEmbedding, Vec<u32>)> = Vec::new();
             for n in 0..300u32 {
-                // Some vectors close to an earlier one, so that buckets fill.
+                // Some vectors close to an earlier one, so that buckets
+                // fill, at cosines from ~0.99 to ~0.83 (around the
+                // threshold, where the Hamming limit decides).
                 let v = match live.get(rng.random_range(0..live.len().max(1))) {
                     Some((_, _, near, _)) if n % 3 == 0 => {
+                        let noise = [0.02f32, 0.06, 0.09, 0.12][(n as usize / 3) % 4];
                         let mut v: Vec<f32> = near
                             .iter()
-                            .map(|x| x + 0.02 * (rng.random::<f32>() - 0.5))
+                            .map(|x| x + noise * (rng.random::<f32>() - 0.5))
                             .collect();
                         l2_normalize(&mut v);
                         SharedEmbedding::from(v)
@@ -363,7 +407,16 @@ mod tests {
                     index.remove(gone.0);
                 }
             }
-            let max_hamming = index.lsh().max_hamming(0.9);
+            // The Hamming test reads the first FIRST_BITS bits at most.
+            let total = bands * bits;
+            let tested = total.min(FIRST_BITS);
+            let max_hamming = index.lsh().max_hamming_over(tested, 0.9);
+            let first_bits = |sigs: &[u32]| {
+                let mut packed = vec![0u64; total.div_ceil(64)];
+                pack(sigs, bits, &mut packed);
+                packed.truncate(tested.div_ceil(64));
+                packed
+            };
             for (_, _, query, qsigs) in live.iter().step_by(5) {
                 let mut expected: Vec<(u32, f32)> = Vec::new();
                 let owners: std::collections::BTreeSet<u32> = live
@@ -376,11 +429,11 @@ mod tests {
                         .iter()
                         .filter(|l| l.1 == owner)
                         .filter(|l| {
-                            let differing: u32 =
-                                l.3.iter()
-                                    .zip(qsigs)
-                                    .map(|(a, b)| (a ^ b).count_ones())
-                                    .sum();
+                            let differing: u32 = first_bits(&l.3)
+                                .iter()
+                                .zip(&first_bits(qsigs))
+                                .map(|(a, b)| (a ^ b).count_ones())
+                                .sum();
                             differing <= max_hamming
                         })
                         .map(|l| dot_lanes(query, &l.2))
