@@ -9,13 +9,20 @@
 //! thousands of candidates in dense clusters, and each used to cost several
 //! dependent cache misses.
 //!
-//! The Hamming test reads a vector's first [`FIRST_BITS`] signature bits
-//! (all of them when there are fewer): one aligned line of the arena. With
-//! the defaults' 640 bits, a whole block was two lines, and a lookup waits
-//! on those misses more than on anything else. The limit is set for those
+//! The Hamming test reads a vector's first [`TESTED_BITS`] signature bits
+//! (all of them when there are fewer): one aligned line of the arena, whose
+//! last bit says whether the vector's owner has other vectors. With the
+//! defaults' 640 bits, a whole block was two lines, and a lookup waits on
+//! those misses more than on anything else. The limit is set for those
 //! bits as for all ([`LshIndex::max_hamming_over`]: a pair at the threshold
-//! is wrongly rejected with probability ~3e-6 either way); the remaining
-//! bits are kept apart, read only to take a vector out of its buckets.
+//! is wrongly rejected with probability ~3e-6 either way); the signatures'
+//! later words are kept apart, read only to take a vector out of its
+//! buckets. Most owners have one vector: a candidate's owner is read (from
+//! its link) only when it passes the test or has siblings to check too.
+
+use std::collections::HashSet;
+
+use foldhash::fast::FixedState;
 
 use crate::dedupe::{LshIndex, LshParams};
 use crate::embed::dot_lanes;
@@ -25,25 +32,59 @@ use crate::shared_embedding::SharedEmbedding;
 /// A vector's place in the arena.
 pub type VectorId = u32;
 
-/// Signature bits the Hamming test reads: one cache line.
-pub const FIRST_BITS: usize = 512;
+/// Signature bits the Hamming test reads at most: one cache line but its
+/// last bit ([`RING_FLAG`]).
+pub const TESTED_BITS: usize = 511;
 
-/// A vector's first [`FIRST_BITS`] packed signature bits, zero beyond the
-/// signatures' end; aligned, so that reading it is one cache miss.
+/// A vector's first packed signature bits (zero beyond the signatures'
+/// end) and its [`RING_FLAG`]; aligned, so that reading it is one cache miss.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
-struct FirstBits([u64; FIRST_BITS / 64]);
+struct FirstBits([u64; FIRST_WORDS]);
+
+const FIRST_WORDS: usize = 8;
+const LAST: usize = FIRST_WORDS - 1;
+/// The line's last bit: the vector's owner has other vectors in the index
+/// (met through this one, they are all checked).
+const RING_FLAG: u64 = 1 << 63;
+
+impl FirstBits {
+    fn in_ring(&self) -> bool {
+        self.0[LAST] & RING_FLAG != 0
+    }
+
+    fn set_ring(&mut self, on: bool) {
+        if on {
+            self.0[LAST] |= RING_FLAG;
+        } else {
+            self.0[LAST] &= !RING_FLAG;
+        }
+    }
+
+    /// Signature bits that differ from `tested` (whose flag is clear).
+    fn differing(&self, tested: &FirstBits) -> u32 {
+        let mut n: u32 = self.0[..LAST]
+            .iter()
+            .zip(&tested.0[..LAST])
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum();
+        n += ((self.0[LAST] ^ tested.0[LAST]) & !RING_FLAG).count_ones();
+        n
+    }
+}
 
 pub struct NearIndex {
     lsh: LshIndex,
     /// Words of packed signatures per vector.
     words: usize,
-    /// Per vector: its first signature bits.
+    /// Per vector: its first signature bits and ring flag.
     arena: Vec<FirstBits>,
-    /// Per vector: the words of packed signatures after the first
-    /// [`FIRST_BITS`] (`words - 8` each, none for narrower signatures).
+    /// Per vector, for signatures wider than [`TESTED_BITS`]: the packed
+    /// words from the line's last on (`rest_words` each; the line's last
+    /// word lost its top bit to the flag).
     rest: Vec<u64>,
-    /// The Hamming test's bits: the signatures' width, at most [`FIRST_BITS`].
+    rest_words: usize,
+    /// The Hamming test's bits: the signatures' width, at most [`TESTED_BITS`].
     tested_bits: usize,
     /// Per vector: its owner (low half) and the next vector of the same
     /// owner (high half). Apart from the signatures so that mapping a
@@ -52,8 +93,10 @@ pub struct NearIndex {
     links: Vec<u64>,
     embeddings: Vec<Option<SharedEmbedding>>,
     free: Vec<VectorId>,
-    /// The candidate ids of a lookup (kept to reuse its allocation).
+    /// The candidate ids of a lookup, and the owners with rings it met
+    /// (kept to reuse their allocations).
     scratch: Vec<VectorId>,
+    rings_met: HashSet<u32, FixedState>,
 }
 
 /// The packed form of per-band signatures: `bits` (≤ 32) bits each, back to back.
@@ -85,15 +128,16 @@ fn unpack(packed: &[u64], bands: usize, bits: usize) -> Vec<u32> {
         .collect()
 }
 
-const FIRST_WORDS: usize = FIRST_BITS / 64;
-
 impl NearIndex {
     pub fn new(params: LshParams) -> Self {
         let lsh = LshIndex::new(params);
         let p = lsh.params();
+        let total = p.bands * p.bits;
+        let words = total.div_ceil(64);
         NearIndex {
-            words: (p.bands * p.bits).div_ceil(64),
-            tested_bits: (p.bands * p.bits).min(FIRST_BITS),
+            words,
+            tested_bits: total.min(TESTED_BITS),
+            rest_words: if total > TESTED_BITS { words - LAST } else { 0 },
             lsh,
             arena: Vec::new(),
             rest: Vec::new(),
@@ -101,6 +145,7 @@ impl NearIndex {
             embeddings: Vec::new(),
             free: Vec::new(),
             scratch: Vec::new(),
+            rings_met: HashSet::with_hasher(FixedState::with_seed(0x1dea)),
         }
     }
 
@@ -128,7 +173,7 @@ impl NearIndex {
         signatures: &[u32],
         sibling: Option<VectorId>,
     ) -> VectorId {
-        let rest = self.rest_words();
+        let rest = self.rest_words;
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
@@ -140,12 +185,18 @@ impl NearIndex {
             }
         };
         let packed = self.packed(signatures);
-        let (first, after) = packed.split_at(self.words.min(FIRST_WORDS));
         let mut line = FirstBits::default();
-        line.0[..first.len()].copy_from_slice(first);
+        let first = self.words.min(FIRST_WORDS);
+        line.0[..first].copy_from_slice(&packed[..first]);
+        line.set_ring(sibling.is_some());
         self.arena[id as usize] = line;
-        let at = id as usize * rest;
-        self.rest[at..at + rest].copy_from_slice(after);
+        if rest > 0 {
+            let at = id as usize * rest;
+            self.rest[at..at + rest].copy_from_slice(&packed[LAST..]);
+        }
+        if let Some(s) = sibling {
+            self.arena[s as usize].set_ring(true);
+        }
         match sibling {
             Some(s) => {
                 let (_, after) = self.meta(s);
@@ -159,10 +210,6 @@ impl NearIndex {
         id
     }
 
-    fn rest_words(&self) -> usize {
-        self.words.saturating_sub(FIRST_WORDS)
-    }
-
     /// `signatures` packed: `words` words.
     fn packed(&self, signatures: &[u32]) -> Vec<u64> {
         let mut packed = vec![0u64; self.words];
@@ -173,9 +220,14 @@ impl NearIndex {
     /// Takes a vector out of the index (and out of its owner's ring).
     pub fn remove(&mut self, id: VectorId) {
         let p = self.lsh.params();
-        let rest = self.rest_words();
+        let rest = self.rest_words;
+        // (Below TESTED_BITS the flag is past the signatures' end: unpack
+        // never reads it.)
         let mut packed = self.arena[id as usize].0[..self.words.min(FIRST_WORDS)].to_vec();
-        packed.extend_from_slice(&self.rest[id as usize * rest..(id as usize + 1) * rest]);
+        if rest > 0 {
+            packed.truncate(LAST);
+            packed.extend_from_slice(&self.rest[id as usize * rest..(id as usize + 1) * rest]);
+        }
         let signatures = unpack(&packed, p.bands, p.bits);
         self.lsh.remove(id, &signatures);
         let (owner, next) = self.meta(id);
@@ -185,6 +237,10 @@ impl NearIndex {
         }
         if before != id {
             self.set_meta(before, owner, next);
+            if next == before {
+                // One vector left: no ring to walk any more.
+                self.arena[before as usize].set_ring(false);
+            }
         }
         self.embeddings[id as usize] = None;
         self.free.push(id);
@@ -202,58 +258,63 @@ impl NearIndex {
         let first = self.words.min(FIRST_WORDS);
         tested.0[..first].copy_from_slice(&packed[..first]);
         let max_hamming = self.lsh.max_hamming_over(self.tested_bits, threshold);
-        // Gather, sort and dedup first (ids, then owners), so that each
-        // vector and each owner is checked once, and the owners' links are
-        // read in address order.
+        // Gather, sort and dedup first, so that each vector is checked once
+        // and the lines are read in address order.
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         for (band, sig) in signatures.iter().enumerate().take(p.bands) {
             ids.extend_from_slice(self.lsh.bucket(band, *sig));
         }
-        // Radix sorts: thousands of candidates in dense clusters, whose
-        // comparison sort was a sixth of worker 0's time at 1M signals.
+        // A radix sort: thousands of candidates in dense clusters, whose
+        // comparison sort was a large part of worker 0's time at 1M signals.
         radsort::sort(&mut ids);
         ids.dedup();
-        let mut owners: Vec<u64> = ids
-            .iter()
-            .map(|&id| (u64::from(self.meta(id).0) << 32) | u64::from(id))
-            .collect();
-        // Stable: each owner's first entry is its smallest id.
-        radsort::sort_by_key(&mut owners, |o| (*o >> 32) as u32);
-        owners.dedup_by_key(|o| *o >> 32);
         let mut out = NearMatches {
             candidates: ids.len() as u64,
             ..NearMatches::default()
         };
-        // Owners come in owner order, not address order: ask for the
-        // signature lines a few owners ahead so that their cache misses
-        // overlap (with a million live vectors most are in neither cache).
+        let mut rings_met = std::mem::take(&mut self.rings_met);
+        rings_met.clear();
+        // Ask for the lines a few candidates ahead so that their cache
+        // misses overlap (with a million live vectors most are in neither
+        // cache).
         const AHEAD: usize = 12;
         let line = |id: u32| &self.arena[id as usize] as *const FirstBits;
-        for o in owners.iter().take(AHEAD) {
-            prefetch::line(line(*o as VectorId));
+        for id in ids.iter().take(AHEAD) {
+            prefetch::line(line(*id));
         }
-        for (i, &o) in owners.iter().enumerate() {
-            if let Some(ahead) = owners.get(i + AHEAD) {
-                prefetch::line(line(*ahead as VectorId));
+        let cosine = |id: VectorId| {
+            self.embeddings[id as usize]
+                .as_ref()
+                .map_or(f32::NEG_INFINITY, |v| dot_lanes(query, v))
+        };
+        for (i, &id) in ids.iter().enumerate() {
+            if let Some(ahead) = ids.get(i + AHEAD) {
+                prefetch::line(line(*ahead));
             }
-            let (owner, first) = ((o >> 32) as u32, o as VectorId);
-            let mut best = f32::NEG_INFINITY;
-            let mut id = first;
-            loop {
-                let hamming: u32 = self.arena[id as usize]
-                    .0
-                    .iter()
-                    .zip(&tested.0)
-                    .map(|(a, b)| (a ^ b).count_ones())
-                    .sum();
-                if hamming <= max_hamming {
-                    if let Some(v) = &self.embeddings[id as usize] {
-                        best = best.max(dot_lanes(query, v));
+            let first = &self.arena[id as usize];
+            if !first.in_ring() {
+                if first.differing(&tested) <= max_hamming {
+                    let c = cosine(id);
+                    if c >= threshold {
+                        out.hits.push((self.meta(id).0, c));
                     }
                 }
-                id = (self.links[id as usize] >> 32) as VectorId;
-                if id == first {
+                continue;
+            }
+            // Every vector of its owner, once per lookup.
+            let owner = self.meta(id).0;
+            if !rings_met.insert(owner) {
+                continue;
+            }
+            let mut best = f32::NEG_INFINITY;
+            let mut v = id;
+            loop {
+                if self.arena[v as usize].differing(&tested) <= max_hamming {
+                    best = best.max(cosine(v));
+                }
+                v = self.meta(v).1;
+                if v == id {
                     break;
                 }
             }
@@ -261,6 +322,7 @@ impl NearIndex {
                 out.hits.push((owner, best));
             }
         }
+        self.rings_met = rings_met;
         self.scratch = ids;
         out
     }
@@ -407,14 +469,17 @@ mod tests {
                     index.remove(gone.0);
                 }
             }
-            // The Hamming test reads the first FIRST_BITS bits at most.
+            // The Hamming test reads the first TESTED_BITS bits at most.
             let total = bands * bits;
-            let tested = total.min(FIRST_BITS);
+            let tested = total.min(TESTED_BITS);
             let max_hamming = index.lsh().max_hamming_over(tested, 0.9);
             let first_bits = |sigs: &[u32]| {
                 let mut packed = vec![0u64; total.div_ceil(64)];
                 pack(sigs, bits, &mut packed);
                 packed.truncate(tested.div_ceil(64));
+                if tested % 64 != 0 {
+                    *packed.last_mut().unwrap() &= (1u64 << (tested % 64)) - 1;
+                }
                 packed
             };
             for (_, _, query, qsigs) in live.iter().step_by(5) {
