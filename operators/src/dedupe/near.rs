@@ -49,6 +49,15 @@ const LAST: usize = FIRST_WORDS - 1;
 const RING_FLAG: u64 = 1 << 63;
 
 impl FirstBits {
+    /// The first words of packed signatures, flag clear.
+    fn of(packed: &[u64]) -> FirstBits {
+        let mut line = FirstBits::default();
+        let n = packed.len().min(FIRST_WORDS);
+        line.0[..n].copy_from_slice(&packed[..n]);
+        line.0[LAST] &= !RING_FLAG;
+        line
+    }
+
     fn in_ring(&self) -> bool {
         self.0[LAST] & RING_FLAG != 0
     }
@@ -185,9 +194,7 @@ impl NearIndex {
             }
         };
         let packed = self.packed(signatures);
-        let mut line = FirstBits::default();
-        let first = self.words.min(FIRST_WORDS);
-        line.0[..first].copy_from_slice(&packed[..first]);
+        let mut line = FirstBits::of(&packed);
         line.set_ring(sibling.is_some());
         self.arena[id as usize] = line;
         if rest > 0 {
@@ -253,10 +260,7 @@ impl NearIndex {
     /// vectors: dot = cosine.
     pub fn matches(&mut self, query: &[f32], signatures: &[u32], threshold: f32) -> NearMatches {
         let p = self.lsh.params();
-        let mut tested = FirstBits::default();
-        let packed = self.packed(signatures);
-        let first = self.words.min(FIRST_WORDS);
-        tested.0[..first].copy_from_slice(&packed[..first]);
+        let tested = FirstBits::of(&self.packed(signatures));
         let max_hamming = self.lsh.max_hamming_over(self.tested_bits, threshold);
         // Gather, sort and dedup first, so that each vector is checked once
         // and the lines are read in address order.
@@ -292,9 +296,9 @@ impl NearIndex {
             if let Some(ahead) = ids.get(i + AHEAD) {
                 prefetch::line(line(*ahead));
             }
-            let first = &self.arena[id as usize];
-            if !first.in_ring() {
-                if first.differing(&tested) <= max_hamming {
+            let candidate = &self.arena[id as usize];
+            if !candidate.in_ring() {
+                if candidate.differing(&tested) <= max_hamming {
                     let c = cosine(id);
                     if c >= threshold {
                         out.hits.push((self.meta(id).0, c));

@@ -12,7 +12,6 @@ use foldhash::fast::FixedState;
 
 use crate::idea::{id_bits, id_text};
 
-#[derive(Default)]
 pub struct KnownIdeas {
     /// Idea → its first sighting.
     first_seen: HashMap<u128, i64, FixedState>,
@@ -29,7 +28,15 @@ pub struct KnownIdeasSize {
     pub aliases: usize,
 }
 
+impl Default for KnownIdeas {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl KnownIdeas {
+    /// Empty, with fixed-seed hashers (like the rest of the state: nothing
+    /// here may vary by process).
     pub fn new() -> Self {
         let hasher = || FixedState::with_seed(0x1dea);
         KnownIdeas {
