@@ -48,16 +48,16 @@ pub fn parse_line(line: &[u8]) -> Result<Event> {
             Rejection::new(R::MalformedJson, format!("not valid JSON: {msg}"))
         }
     })?;
-    let Value::Object(obj) = value else {
+    let Value::Object(mut obj) = value else {
         return Err(Rejection::new(
             R::NotAnObject,
             "a line must hold one JSON object (an event envelope or a Signal)",
         ));
     };
     if obj.contains_key("eventType") {
-        parse_envelope(&obj)
+        parse_envelope(&mut obj)
     } else {
-        let signal = parse_signal(&obj, "")?;
+        let signal = parse_signal(&mut obj, "")?;
         Ok(Event {
             time: signal.captured_at,
             payload: Payload::Signal(Box::new(signal)),
@@ -66,7 +66,7 @@ pub fn parse_line(line: &[u8]) -> Result<Event> {
     }
 }
 
-fn parse_envelope(obj: &Map<String, Value>) -> Result<Event> {
+fn parse_envelope(obj: &mut Map<String, Value>) -> Result<Event> {
     let type_name = req_str(obj, "eventType", "")?;
     let event_type = EventType::parse(type_name).ok_or_else(|| {
         Rejection::new(
@@ -84,7 +84,7 @@ fn parse_envelope(obj: &Map<String, Value>) -> Result<Event> {
         version: opt_str(obj, "version", "")?,
     };
     let timestamp = opt_time(obj, "timestamp", "")?;
-    let data = match obj.get("data") {
+    let data = match obj.get_mut("data") {
         Some(Value::Object(d)) => d,
         None | Some(Value::Null) => return Err(missing("data", "")),
         Some(other) => return Err(wrong_type("data", "", "an object", other)),
@@ -147,7 +147,10 @@ fn parse_envelope(obj: &Map<String, Value>) -> Result<Event> {
 }
 
 /// Validates a Signal object; `prefix` names where it sits, for messages.
-pub fn parse_signal(obj: &Map<String, Value>, prefix: &str) -> Result<Signal> {
+/// Its metadata is taken out of `obj`, not copied: it can be any size.
+pub fn parse_signal(obj: &mut Map<String, Value>, prefix: &str) -> Result<Signal> {
+    // Checked below, in field order, like the rest.
+    let metadata = obj.get_mut("metadata").map(Value::take);
     // Envelopes from the seed's ingestion service call it signalId.
     let id = if obj.contains_key("id") || !obj.contains_key("signalId") {
         req_str(obj, "id", prefix)?
@@ -186,10 +189,10 @@ pub fn parse_signal(obj: &Map<String, Value>, prefix: &str) -> Result<Signal> {
         }
         Some(other) => return Err(wrong_type("engagement", prefix, "an object", other)),
     };
-    let metadata = match obj.get("metadata") {
+    let metadata = match metadata {
         None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(other) => return Err(wrong_type("metadata", prefix, "an object", other)),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(wrong_type("metadata", prefix, "an object", &other)),
     };
     Ok(Signal {
         id: id.to_owned(),

@@ -147,6 +147,11 @@ pub struct DistinctCountRow {
 }
 
 /// The key of a row in one of the views, ordered view by view.
+///
+/// The keys of several fields are boxed, as the large rows are (see
+/// [`ViewRow`]): a key is as large as its largest variant, and every score
+/// row of a tick (one per live idea) carries one. Boxed, a [`Change`] is
+/// 160 bytes rather than 200.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ViewKey {
     Idea(IdeaId),
@@ -154,20 +159,21 @@ pub enum ViewKey {
     /// (source name, id): sources sort by name.
     Signal(&'static str, String),
     Centroid(CentroidKind, String),
-    TopicCount(String, String),
+    /// (category, topic).
+    TopicCount(Box<(String, String)>),
     DistinctCount(&'static str, i64),
     /// (kind, window start, idea, marketplace, variant).
-    Window(WindowKind, i64, String, String, String),
+    Window(Box<(WindowKind, i64, String, String, String)>),
     /// (idea, marketplace, window end, treatment variant).
-    AbResult(String, String, i64, String),
+    AbResult(Box<(String, String, i64, String)>),
     /// (day start, idea, marketplace, variant).
-    Allocation(i64, String, String, String),
+    Allocation(Box<(i64, String, String, String)>),
     /// Effective from (seconds).
     Weights(i64),
     /// Records refused inside the dataflow (e.g. feedback for unknown ideas), numbered.
     DeadLetter(u64),
     /// (published at, idea, marketplace, variant).
-    Publish(i64, String, String, String),
+    Publish(Box<(i64, String, String, String)>),
     /// At (seconds).
     SlaAlert(i64),
     /// (effective from, anchor name).
@@ -202,31 +208,33 @@ impl ViewRow {
             ViewRow::Score(r) => ViewKey::Score(r.idea_id.clone()),
             ViewRow::Signal(r) => ViewKey::Signal(r.source.as_str(), r.id.clone()),
             ViewRow::Centroid(r) => ViewKey::Centroid(r.kind, r.key.clone()),
-            ViewRow::TopicCount(r) => ViewKey::TopicCount(r.category.clone(), r.topic.clone()),
+            ViewRow::TopicCount(r) => {
+                ViewKey::TopicCount(Box::new((r.category.clone(), r.topic.clone())))
+            }
             ViewRow::DistinctCount(r) => {
                 ViewKey::DistinctCount(r.source.as_str(), r.window_start.timestamp())
             }
             ViewRow::Window(r) => crate::feedback::window_key(r),
-            ViewRow::AbResult(r) => ViewKey::AbResult(
+            ViewRow::AbResult(r) => ViewKey::AbResult(Box::new((
                 r.idea_id.clone(),
                 r.marketplace.clone(),
                 r.window_end.timestamp(),
                 r.treatment.clone(),
-            ),
-            ViewRow::Allocation(r) => ViewKey::Allocation(
+            ))),
+            ViewRow::Allocation(r) => ViewKey::Allocation(Box::new((
                 r.day_start.timestamp(),
                 r.idea_id.clone(),
                 r.marketplace.clone(),
                 r.variant.clone(),
-            ),
+            ))),
             ViewRow::Weights(r) => ViewKey::Weights(r.effective_from.timestamp()),
             ViewRow::DeadLetter(n, _) => ViewKey::DeadLetter(*n),
-            ViewRow::Publish(r) => ViewKey::Publish(
+            ViewRow::Publish(r) => ViewKey::Publish(Box::new((
                 r.published_at.timestamp(),
                 r.idea_id.clone(),
                 r.marketplace.clone(),
                 r.variant.clone(),
-            ),
+            ))),
             ViewRow::SlaAlert(r) => ViewKey::SlaAlert(r.at.timestamp()),
             ViewRow::Anchor(r) => ViewKey::Anchor(r.effective_from.timestamp(), r.anchor.clone()),
         }
@@ -239,6 +247,9 @@ pub struct Change {
     pub key: ViewKey,
     pub row: Option<ViewRow>,
 }
+
+// A tick's changelog holds one per live idea: keep it from growing unseen.
+const _: () = assert!(std::mem::size_of::<Change>() <= 160);
 
 impl Change {
     pub fn upsert(row: ViewRow) -> Change {

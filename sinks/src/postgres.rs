@@ -258,7 +258,8 @@ impl<'a> Batches<'a> {
                     b.centroid_deletes.0.push(kind.as_str().to_owned());
                     b.centroid_deletes.1.push(key.clone());
                 }
-                (ViewKey::TopicCount(c, t), None) => {
+                (ViewKey::TopicCount(key), None) => {
+                    let (c, t) = &**key;
                     b.topic_deletes.0.push(c.clone());
                     b.topic_deletes.1.push(t.clone());
                 }

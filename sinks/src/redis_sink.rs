@@ -207,7 +207,8 @@ impl RedisSink {
                         .insert(t.category.clone(), t.count);
                     topics_changed = true;
                 }
-                (ViewKey::TopicCount(cat, topic), None) => {
+                (ViewKey::TopicCount(key), None) => {
+                    let (cat, topic) = &**key;
                     if let Some(m) = topics.get_mut(topic) {
                         m.remove(cat);
                     }

@@ -192,11 +192,11 @@ pub struct SlaAlertRow {
 
 /// The keys of the feedback views.
 pub fn window_key(r: &WindowRow) -> ViewKey {
-    ViewKey::Window(
+    ViewKey::Window(Box::new((
         r.kind,
         r.window_start.timestamp(),
         r.idea_id.clone(),
         r.marketplace.clone(),
         r.variant.clone(),
-    )
+    )))
 }

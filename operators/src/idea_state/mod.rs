@@ -610,7 +610,7 @@ impl IdeaState {
             }
         }
         for (category, topic, count) in self.topics.take_changed() {
-            let key = ViewKey::TopicCount(category.clone(), topic.clone());
+            let key = ViewKey::TopicCount(Box::new((category.clone(), topic.clone())));
             let row = (count > 0).then_some(ViewRow::TopicCount(TopicCountRow {
                 category,
                 topic,

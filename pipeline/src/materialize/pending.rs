@@ -87,7 +87,7 @@ mod tests {
     fn change(topic: &str, count: Option<u64>) -> Change {
         use ideaflow_operators::views::{TopicCountRow, ViewRow};
         Change {
-            key: ViewKey::TopicCount("food".into(), topic.into()),
+            key: ViewKey::TopicCount(Box::new(("food".into(), topic.into()))),
             row: count.map(|count| {
                 ViewRow::TopicCount(TopicCountRow {
                     category: "food".into(),
