@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
+use ideaflow_operators::idea::IdeaId;
 use ideaflow_operators::score::Factors;
 use ideaflow_operators::top_k::TopK;
 use ideaflow_operators::views::{Change, IdeaRow, IdeaStatus, ScoreRow, ViewKey, ViewRow};
@@ -48,8 +49,8 @@ fn at(secs: i64) -> DateTime<Utc> {
         .expect("in range")
 }
 
-fn idea_id(i: usize) -> String {
-    uuid::Uuid::from_u128(0x1dea_0000_0000_0000_0000_0000_0000_0000 | i as u128).to_string()
+fn idea_id(i: usize) -> IdeaId {
+    IdeaId::from_bits(0x1dea_0000_0000_0000_0000_0000_0000_0000 | i as u128)
 }
 
 /// Random unit vectors: the worst case for HNSW (no cluster structure).
@@ -62,7 +63,7 @@ fn ideas(n: usize, rng: &mut ChaCha8Rng) -> Vec<IdeaRow> {
             let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
             v.iter_mut().for_each(|x| *x /= norm);
             IdeaRow {
-                id: idea_id(i).into(),
+                id: idea_id(i),
                 content_hash: format!("{i:032x}"),
                 content: format!("benchmark idea number {i} wearing a tiny hat"),
                 source: Source::Reddit,
@@ -98,7 +99,7 @@ fn scores(n: usize, round: u32, rng: &mut ChaCha8Rng) -> Vec<ScoreRow> {
                 seasonality: f(),
             };
             ScoreRow {
-                idea_id: idea_id(i).into(),
+                idea_id: idea_id(i),
                 category: Some(["animals", "food", "gaming", "humor"][i % 4].into()),
                 score: factors.freshness * 0.3 + factors.engagement * 0.7,
                 factors,
@@ -111,7 +112,7 @@ fn scores(n: usize, round: u32, rng: &mut ChaCha8Rng) -> Vec<ScoreRow> {
 fn idea_changes(rows: &[IdeaRow]) -> Vec<Change> {
     rows.iter()
         .map(|r| Change {
-            key: ViewKey::Idea(r.id.clone()),
+            key: ViewKey::Idea(r.id),
             row: Some(ViewRow::Idea(Box::new(r.clone()))),
         })
         .collect()
@@ -120,7 +121,7 @@ fn idea_changes(rows: &[IdeaRow]) -> Vec<Change> {
 fn score_changes(rows: &[ScoreRow]) -> Vec<Change> {
     rows.iter()
         .map(|r| Change {
-            key: ViewKey::Score(r.idea_id.clone()),
+            key: ViewKey::Score(r.idea_id),
             row: Some(ViewRow::Score(r.clone())),
         })
         .collect()
@@ -140,7 +141,7 @@ mod naive {
                  status, first_seen, last_seen, peak_at) VALUES ($1::uuid, $2, $3, $4, $5, $6, \
                  $7, $8, $9, $10, $11, $12, 0, 0, 0, 0, 0, $13, 'active', $14, $14, $14)",
             )
-            .bind(&*i.id)
+            .bind(i.id.to_string())
             .bind(&i.content_hash)
             .bind(&i.content)
             .bind(i.source.as_str())
@@ -172,7 +173,7 @@ mod naive {
                  novelty = EXCLUDED.novelty, community_fit = EXCLUDED.community_fit, \
                  seasonality = EXCLUDED.seasonality, scored_at = EXCLUDED.scored_at",
             )
-            .bind(&*s.idea_id)
+            .bind(s.idea_id.to_string())
             .bind(s.category.as_deref())
             .bind(s.score)
             .bind(f.freshness)

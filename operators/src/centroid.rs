@@ -18,13 +18,13 @@
 //! 2^43 for 2^23 ideas per key, far from overflow.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Semigroup};
 use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 
 use crate::embed::{dot2_lanes_f64, dot_lanes_f64};
+use crate::idea::IdeaId;
 use crate::shared_embedding::SharedEmbedding;
 use crate::EMBEDDING_DIM;
 
@@ -350,9 +350,9 @@ pub struct CentroidWindow {
     /// (time, key's slot, member id) → the member's embedding (shared with
     /// the idea state, not copied), for retraction. A member keeps its key's
     /// sum non-empty, so the slot cannot be freed or reused while it is here;
-    /// and the key is a slot, the member a shared id, so an entry allocates
+    /// and the key is a slot, the member an id, so an entry allocates
     /// nothing of its own (there is one per idea in the window, per window).
-    members: BTreeMap<(i64, u32, Arc<str>), SharedEmbedding>,
+    members: BTreeMap<(i64, u32, IdeaId), SharedEmbedding>,
     /// This epoch's change per key, not yet taken.
     pending: BTreeMap<String, VectorDelta>,
     /// The keys of the deltas last taken, sorted: their sums change at the
@@ -446,7 +446,7 @@ impl CentroidWindow {
     pub fn insert(
         &mut self,
         key: &str,
-        member: Arc<str>,
+        member: IdeaId,
         time: i64,
         embedding: SharedEmbedding,
     ) -> bool {

@@ -2,13 +2,85 @@
 //! into it as near-duplicates), named by a UUID v5 of its content hash so that
 //! every replay, worker count and machine names it the same.
 
-use std::sync::Arc;
+use std::fmt;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-/// An idea id as rows and keys carry it: shared, not copied, because every
-/// tick re-issues a score row (and its key and feedback fact) per live idea.
-pub type IdeaId = Arc<str>;
+/// An idea id: a UUID, written hyphenated and lowercase wherever it leaves
+/// the process (rows, keys, JSON, SQL, Redis keys). Kept as its 128 bits, so
+/// that the score row a tick re-issues per live idea copies 16 bytes instead
+/// of sharing a string (whose counter every copy and drop would touch), and
+/// ordered as its written form sorts (fixed-width lowercase hex).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IdeaId(Uuid);
+
+impl IdeaId {
+    /// The idea named by this content hash (see [`idea_id`]).
+    pub fn of_content_hash(content_hash: &str) -> IdeaId {
+        IdeaId(idea_id(content_hash))
+    }
+
+    /// The id written as `text` (`None` for anything but the written form:
+    /// see [`id_bits`]).
+    pub fn parse(text: &str) -> Option<IdeaId> {
+        id_bits(text).map(IdeaId::from_bits)
+    }
+
+    pub fn from_bits(bits: u128) -> IdeaId {
+        IdeaId(Uuid::from_u128(bits))
+    }
+
+    pub fn bits(self) -> u128 {
+        self.0.as_u128()
+    }
+
+    /// Its written form, in `buf` (no allocation).
+    pub fn write<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
+        self.0.hyphenated().encode_lower(buf)
+    }
+}
+
+/// Tests name ideas by short names: a name's bytes, left-aligned, so that
+/// ids sort as their names do.
+#[cfg(test)]
+impl From<&str> for IdeaId {
+    fn from(name: &str) -> IdeaId {
+        assert!(name.len() <= 16, "a test idea's name is at most 16 bytes");
+        let mut bytes = [0; 16];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        IdeaId(Uuid::from_bytes(bytes))
+    }
+}
+
+impl fmt::Display for IdeaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for IdeaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for IdeaId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0.hyphenated())
+    }
+}
+
+impl<'de> Deserialize<'de> for IdeaId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        IdeaId::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not an idea id (a hyphenated lowercase UUID)"
+            ))
+        })
+    }
+}
 
 /// Namespace for idea ids (a fixed random UUID; never change it: ids are stored).
 pub const IDEA_NAMESPACE: Uuid = Uuid::from_u128(0x6a1d_ea5f_10e4_4c6b_9d0f_3b7a_52e8_c0d1);

@@ -74,7 +74,7 @@ impl TopK {
             if let Some(set) = self.ranked.get_mut(&**cat) {
                 set.remove(&Ranked {
                     score: *score,
-                    id: id.clone(),
+                    id: *id,
                 });
             }
         }
@@ -84,7 +84,7 @@ impl TopK {
         if let Some((Some(cat), Some(score), true)) = self.ideas.get(id) {
             let ranked = Ranked {
                 score: *score,
-                id: id.clone(),
+                id: *id,
             };
             match self.ranked.get_mut(&**cat) {
                 Some(set) => {
@@ -103,11 +103,11 @@ impl TopK {
         let mut touched: BTreeSet<String> = BTreeSet::new();
         for c in changes {
             let id = match &c.key {
-                ViewKey::Idea(id) | ViewKey::Score(id) => id.clone(),
+                ViewKey::Idea(id) | ViewKey::Score(id) => *id,
                 _ => continue,
             };
             self.unrank(&id);
-            let entry = self.ideas.entry(id.clone()).or_insert((None, None, true));
+            let entry = self.ideas.entry(id).or_insert((None, None, true));
             match &c.row {
                 Some(ViewRow::Idea(i)) => {
                     entry.0 = i.category.clone();

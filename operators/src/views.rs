@@ -204,8 +204,8 @@ pub enum ViewRow {
 impl ViewRow {
     pub fn key(&self) -> ViewKey {
         match self {
-            ViewRow::Idea(r) => ViewKey::Idea(r.id.clone()),
-            ViewRow::Score(r) => ViewKey::Score(r.idea_id.clone()),
+            ViewRow::Idea(r) => ViewKey::Idea(r.id),
+            ViewRow::Score(r) => ViewKey::Score(r.idea_id),
             ViewRow::Signal(r) => ViewKey::Signal(r.source.as_str(), r.id.clone()),
             ViewRow::Centroid(r) => ViewKey::Centroid(r.kind, r.key.clone()),
             ViewRow::TopicCount(r) => {
@@ -314,8 +314,8 @@ impl ViewState {
         })
     }
 
-    pub fn score(&self, idea_id: &str) -> Option<&ScoreRow> {
-        match self.rows.get(&ViewKey::Score(idea_id.into())) {
+    pub fn score(&self, idea_id: IdeaId) -> Option<&ScoreRow> {
+        match self.rows.get(&ViewKey::Score(idea_id)) {
             Some(ViewRow::Score(s)) => Some(s),
             _ => None,
         }

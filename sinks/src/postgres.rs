@@ -607,7 +607,7 @@ async fn write_scores(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sq
            community_fit = EXCLUDED.community_fit, seasonality = EXCLUDED.seasonality, \
            scored_at = EXCLUDED.scored_at",
     )
-    .bind(r.iter().map(|s| &*s.idea_id).collect::<Vec<&str>>())
+    .bind(r.iter().map(|s| s.idea_id.to_string()).collect::<Vec<_>>())
     .bind(
         r.iter()
             .map(|s| s.category.as_deref())
@@ -659,7 +659,7 @@ async fn write_signals(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> s
     .bind(r.iter().map(|s| s.source.as_str().to_owned()).collect::<Vec<_>>())
     .bind(r.iter().map(|s| s.content.clone()).collect::<Vec<_>>())
     .bind(r.iter().map(|s| s.captured_at).collect::<Vec<_>>())
-    .bind(r.iter().map(|s| &*s.idea_id).collect::<Vec<&str>>())
+    .bind(r.iter().map(|s| s.idea_id.to_string()).collect::<Vec<_>>())
     .bind(dedupe)
     .bind(metadata)
     .execute(&mut **tx)

@@ -152,19 +152,23 @@ impl RedisSink {
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned))
                         .unwrap_or_default();
-                    tx.add(redis::cmd("HSET").arg(key(ns, &["idea", &i.id])).arg(&[
-                        ("content", i.content.as_str()),
-                        ("category", i.category.as_deref().unwrap_or_default()),
-                        (
-                            "anchor_class",
-                            i.anchor_class.as_deref().unwrap_or_default(),
-                        ),
-                        ("community", i.community.as_deref().unwrap_or_default()),
-                        ("status", status.as_str()),
-                        ("signal_count", i.signal_count.to_string().as_str()),
-                        ("first_seen", i.first_seen.to_rfc3339().as_str()),
-                        ("last_seen", i.last_seen.to_rfc3339().as_str()),
-                    ]))?;
+                    tx.add(
+                        redis::cmd("HSET")
+                            .arg(key(ns, &["idea", i.id.write(&mut [0; 36])]))
+                            .arg(&[
+                                ("content", i.content.as_str()),
+                                ("category", i.category.as_deref().unwrap_or_default()),
+                                (
+                                    "anchor_class",
+                                    i.anchor_class.as_deref().unwrap_or_default(),
+                                ),
+                                ("community", i.community.as_deref().unwrap_or_default()),
+                                ("status", status.as_str()),
+                                ("signal_count", i.signal_count.to_string().as_str()),
+                                ("first_seen", i.first_seen.to_rfc3339().as_str()),
+                                ("last_seen", i.last_seen.to_rfc3339().as_str()),
+                            ]),
+                    )?;
                 }
                 (_, Some(ViewRow::Score(s))) => {
                     // Ticks re-score every live idea: this is most of the
@@ -176,7 +180,7 @@ impl RedisSink {
                         scored_at = (Some(at), s.scored_at.to_rfc3339());
                     }
                     idea_key.truncate(idea_prefix);
-                    idea_key.push_str(&s.idea_id);
+                    idea_key.push_str(s.idea_id.write(&mut [0; 36]));
                     score_cmd.clear();
                     score_cmd
                         .arg("HSET")
@@ -198,7 +202,7 @@ impl RedisSink {
                     tx.add(&score_cmd)?;
                 }
                 (ViewKey::Idea(id), None) => {
-                    tx.add(redis::cmd("DEL").arg(key(ns, &["idea", id])))?;
+                    tx.add(redis::cmd("DEL").arg(key(ns, &["idea", id.write(&mut [0; 36])])))?;
                 }
                 (_, Some(ViewRow::TopicCount(t))) => {
                     topics

@@ -44,7 +44,7 @@ pub struct IdeaWithScore<'a> {
 
 impl<'a> IdeaWithScore<'a> {
     pub fn new(state: &'a ViewState, idea: &'a IdeaRow) -> Self {
-        let score = state.score(&idea.id);
+        let score = state.score(idea.id);
         IdeaWithScore {
             idea,
             factors: score.map(|s| &s.factors),

@@ -127,7 +127,7 @@ pub enum IdeaFact {
         factors: Factors,
     },
     Alias {
-        own: String,
+        own: IdeaId,
         idea: IdeaId,
     },
     /// The idea state forgot this archived idea (its id's bits:
@@ -143,18 +143,18 @@ impl IdeaFact {
     pub fn of(change: &Change) -> Option<IdeaFact> {
         match change.row.as_ref()? {
             ViewRow::Idea(i) => Some(IdeaFact::Seen {
-                id: i.id.clone(),
+                id: i.id,
                 first_seen: i.first_seen.timestamp(),
             }),
             ViewRow::Score(s) => Some(IdeaFact::Scored {
-                id: s.idea_id.clone(),
+                id: s.idea_id,
                 factors: s.factors,
             }),
             ViewRow::Signal(s) => {
-                let own = crate::idea::idea_id(&s.content_hash).to_string();
-                (*own != *s.idea_id).then(|| IdeaFact::Alias {
+                let own = IdeaId::of_content_hash(&s.content_hash);
+                (own != s.idea_id).then_some(IdeaFact::Alias {
                     own,
-                    idea: s.idea_id.clone(),
+                    idea: s.idea_id,
                 })
             }
             _ => None,
@@ -417,22 +417,17 @@ impl FeedbackState {
         for f in facts {
             match f {
                 IdeaFact::Seen { id, first_seen } => {
-                    if let Some(id) = id_bits(id) {
-                        self.known.see(id, *first_seen);
-                        // Started over (or never gone): not an orphan.
-                        self.orphans.remove(&id);
-                    }
+                    let id = id.bits();
+                    self.known.see(id, *first_seen);
+                    // Started over (or never gone): not an orphan.
+                    self.orphans.remove(&id);
                 }
                 IdeaFact::Scored { id, factors } => {
-                    if let Some(id) = id_bits(id).filter(|id| self.known.contains(*id)) {
-                        self.scored.insert(id, *factors);
+                    if self.known.contains(id.bits()) {
+                        self.scored.insert(id.bits(), *factors);
                     }
                 }
-                IdeaFact::Alias { own, idea } => {
-                    if let (Some(own), Some(idea)) = (id_bits(own), id_bits(idea)) {
-                        self.known.alias(own, idea);
-                    }
-                }
+                IdeaFact::Alias { own, idea } => self.known.alias(own.bits(), idea.bits()),
                 IdeaFact::Forgotten { id } => {
                     if !self.known.contains(*id) {
                         continue;

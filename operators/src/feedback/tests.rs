@@ -49,10 +49,9 @@ fn listing(secs: i64, idea: &str, variant: &str) -> Event {
 
 /// The idea state's changelog entries that make `id` known, first seen at `secs`.
 fn idea_seen(name: &str, secs: i64, factors: Factors) -> Vec<Change> {
-    let id = uid(name);
-    let id = id.as_str();
+    let id = crate::idea::IdeaId::of_content_hash(name);
     let row = IdeaRow {
-        id: id.into(),
+        id,
         content_hash: String::new(),
         content: String::new(),
         source: crate::Source::Reddit,
@@ -75,7 +74,7 @@ fn idea_seen(name: &str, secs: i64, factors: Factors) -> Vec<Change> {
     vec![
         Change::upsert(ViewRow::Idea(Box::new(row))),
         Change::upsert(ViewRow::Score(crate::views::ScoreRow {
-            idea_id: id.into(),
+            idea_id: id,
             category: None,
             factors,
             score: 0.5,
@@ -443,8 +442,8 @@ fn forgotten_ideas_are_let_go_unless_their_listings_still_receive_feedback() {
         .filter_map(|c| IdeaFact::of(&c))
         .collect();
     facts.push(IdeaFact::Alias {
-        own: uid("quiet, merged"),
-        idea: uid("quiet").into(),
+        own: crate::idea::IdeaId::of_content_hash("quiet, merged"),
+        idea: crate::idea::IdeaId::of_content_hash("quiet"),
     });
     let events = vec![
         listing(60, "quiet", "A"),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::rescore::in_window;
 use super::{row_key, sorted_topics, utc, IdeaState, LiveIdea, PreparedSignal};
-use crate::idea::{id_bits, idea_id, IdeaId};
+use crate::idea::IdeaId;
 use crate::score;
 use crate::views::{DedupeKind, IdeaRow, IdeaStatus, SignalRow, ViewKey, ViewRow};
 
@@ -51,7 +51,7 @@ impl IdeaState {
             self.merge(slot, &s, kind);
         }
         let idea = self.ideas[slot as usize].as_ref().expect("live slot");
-        let idea_id = idea.row.id.clone();
+        let idea_id = idea.row.id;
         let category = idea.row.category.clone();
         self.rates.record(s.signal.source, time, s.rate);
         if let Some(c) = &category {
@@ -63,7 +63,7 @@ impl IdeaState {
             s.signal.source,
             time,
             &s.signal.id,
-            &idea_id,
+            idea_id.write(&mut [0; 36]),
             s.signal.community.as_deref(),
         );
         let sig = s.signal;
@@ -87,7 +87,7 @@ impl IdeaState {
         changes.insert(row_key(&row), Some(ViewRow::Signal(Box::new(row))));
         let idea = self.ideas[slot as usize].as_ref().expect("live slot");
         changes.insert(
-            ViewKey::Idea(idea.row.id.clone()),
+            ViewKey::Idea(idea.row.id),
             Some(ViewRow::Idea(Box::new(idea.row.clone()))),
         );
         slot
@@ -104,7 +104,7 @@ impl IdeaState {
             .near
             .matches(&s.embedding, &s.signatures, self.dedupe.near_threshold);
         self.stats.lsh_candidates += found.candidates;
-        let mut best: Option<(u32, f32, i64, &str)> = None;
+        let mut best: Option<(u32, f32, i64, IdeaId)> = None;
         for (slot, sim) in found.hits {
             let Some(idea) = self.ideas[slot as usize].as_ref() else {
                 continue;
@@ -112,11 +112,11 @@ impl IdeaState {
             let better = match best {
                 None => true,
                 Some((_, b, first, id)) => {
-                    sim > b || (sim == b && (idea.first_seen, &*idea.row.id) < (first, id))
+                    sim > b || (sim == b && (idea.first_seen, idea.row.id) < (first, id))
                 }
             };
             if better {
-                best = Some((slot, sim, idea.first_seen, &*idea.row.id));
+                best = Some((slot, sim, idea.first_seen, idea.row.id));
             }
         }
         best.map(|(slot, sim, _, _)| (slot, sim))
@@ -134,12 +134,12 @@ impl IdeaState {
     fn create(&mut self, s: &PreparedSignal) -> u32 {
         let time = s.signal.captured_at.timestamp();
         let hash_hex = hex::encode(s.hash);
-        let id: IdeaId = idea_id(&hash_hex).to_string().into();
+        let id = IdeaId::of_content_hash(&hash_hex);
         let resumed = self.archived.remove(&s.hash);
         let sig = &s.signal;
         let first_seen = resumed.map_or(time, |a| a.first_seen.min(time));
         let row = IdeaRow {
-            id: id.clone(),
+            id,
             content_hash: hash_hex,
             content: sig.content.clone(),
             source: sig.source,
@@ -187,14 +187,14 @@ impl IdeaState {
         if let Some(c) = &idea.row.category {
             if in_window {
                 self.categories
-                    .insert(c, id.clone(), first_seen, s.embedding.clone());
+                    .insert(c, id, first_seen, s.embedding.clone());
             }
             idea.category_centroid = Some(self.categories.acquire(c));
         }
         if let Some(c) = &idea.row.community {
             if in_window {
                 self.communities
-                    .insert(c, id.clone(), first_seen, s.embedding.clone());
+                    .insert(c, id, first_seen, s.embedding.clone());
             }
             idea.community_centroid = Some(self.communities.acquire(c));
         }
@@ -209,9 +209,7 @@ impl IdeaState {
             }
         };
         self.by_hash.insert(s.hash, slot);
-        if let Some(bits) = id_bits(&id) {
-            self.archived_factors.remove(&bits);
-        }
+        self.archived_factors.remove(&id.bits());
         self.by_id.insert(id, slot);
         if s.legible {
             let v = self

@@ -54,7 +54,7 @@ use crate::centroid::{AccumulatedSums, CentroidSlot, CentroidWindow, VectorDelta
 use crate::dedupe::{NearIndex, RotatingBloom, VectorId};
 use crate::distinct::DistinctCounts;
 use crate::engagement_stats::EngagementStats;
-use crate::idea::{id_bits, IdeaId};
+use crate::idea::IdeaId;
 use crate::score::{Factors, ScoringParams, Weights};
 use crate::topic_counts::TopicCounts;
 use crate::views::{
@@ -455,7 +455,7 @@ impl IdeaState {
             if idea.row.anchor_class.as_deref() != Some(class.as_str()) {
                 idea.row.anchor_class = Some(class);
                 changes.insert(
-                    ViewKey::Idea(idea.row.id.clone()),
+                    ViewKey::Idea(idea.row.id),
                     Some(ViewRow::Idea(Box::new(idea.row.clone()))),
                 );
             }
@@ -468,8 +468,8 @@ impl IdeaState {
         };
         self.free.push(slot);
         self.by_id.remove(&idea.row.id);
-        if let (Some((factors, _)), Some(id)) = (idea.score, id_bits(&idea.row.id)) {
-            self.archived_factors.insert(id, factors);
+        if let Some((factors, _)) = idea.score {
+            self.archived_factors.insert(idea.row.id.bits(), factors);
         }
         self.archive_order.push_back((tick, idea.hashes[0]));
         if let Some(c) = idea.category_centroid.take() {
@@ -497,7 +497,7 @@ impl IdeaState {
         idea.row.status = IdeaStatus::Archived;
         self.stats.archived += 1;
         changes.insert(
-            ViewKey::Idea(idea.row.id.clone()),
+            ViewKey::Idea(idea.row.id),
             Some(ViewRow::Idea(Box::new(idea.row))),
         );
     }
@@ -649,9 +649,10 @@ fn sorted_topics(topics: &[String]) -> Vec<String> {
 /// The factors of the last score row emitted for an idea, live or archived.
 impl crate::feedback::LatestFactors for IdeaState {
     fn factors(&self, idea_id: &str) -> Option<Factors> {
-        match self.by_id.get(idea_id) {
+        let id = IdeaId::parse(idea_id)?;
+        match self.by_id.get(&id) {
             Some(slot) => self.ideas[*slot as usize].as_ref()?.score.map(|(f, _)| f),
-            None => self.archived_factors.get(&id_bits(idea_id)?).copied(),
+            None => self.archived_factors.get(&id.bits()).copied(),
         }
     }
 }

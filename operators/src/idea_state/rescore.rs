@@ -114,9 +114,9 @@ impl ScoringInputs<'_> {
             }
             idea.score = Some((e.factors, e.score));
             out.push(Change {
-                key: ViewKey::Score(idea.row.id.clone()),
+                key: ViewKey::Score(idea.row.id),
                 row: Some(ViewRow::Score(ScoreRow {
-                    idea_id: idea.row.id.clone(),
+                    idea_id: idea.row.id,
                     category: idea.row.category.clone(),
                     score: e.score,
                     factors: e.factors,
@@ -190,8 +190,8 @@ impl ScoringInputs<'_> {
 }
 
 /// Ideas ahead of the one being re-scored whose memory is asked for: each
-/// step of the chain (the idea's box, then its id's and vector's counters,
-/// then the vector) is fetched a few ideas before the next needs it, so the
+/// step of the chain (the idea's box, then its vector's header, then the
+/// vector) is fetched a few ideas before the next needs it, so the
 /// sweep waits on about one miss at a time instead of four in a row.
 const AHEAD_BOX: usize = 12;
 const AHEAD_HEADERS: usize = 6;
@@ -210,10 +210,6 @@ fn prefetch_ahead(ideas: &[Option<Box<LiveIdea>>], base: usize, slots: &[u32], i
         }
     }
     if let Some(ahead) = idea(AHEAD_HEADERS) {
-        let id = std::sync::Arc::as_ptr(&ahead.row.id) as *const u8;
-        // The counters sit just before the text, maybe on the line before.
-        crate::prefetch::line(id.wrapping_sub(16));
-        crate::prefetch::line(id);
         crate::prefetch::line(ahead.row.embedding.header());
     }
     if let Some(ahead) = idea(AHEAD_VECTOR) {

@@ -409,7 +409,7 @@ fn resumed_ideas_keep_their_first_sighting_and_stay_out_of_the_centroids() {
     }
     // Not in the centroid, so nothing of it to take out: its novelty is
     // against the dog alone.
-    let novelty = views.score(&idea.id).unwrap().factors.novelty;
+    let novelty = views.score(idea.id).unwrap().factors.novelty;
     let cos: f64 = cat
         .iter()
         .zip(&unit(5))
@@ -463,7 +463,7 @@ fn scores_follow_the_formulas() {
     let p = ScoringParams::default();
     let w = p.weights.normalized();
     for idea in views.ideas() {
-        let s = views.score(&idea.id).expect("every idea is scored");
+        let s = views.score(idea.id).expect("every idea is scored");
         let f = s.factors;
         for x in f.as_array() {
             assert!((0.0..=1.0).contains(&x), "{f:?}");

@@ -192,7 +192,7 @@ fn from_views(views: &ViewState) -> BTreeMap<String, Expected> {
                 Expected {
                     category: i.category.as_deref().map(str::to_owned),
                     active: i.status == IdeaStatus::Active,
-                    score: views.score(&i.id).map(|s| s.score),
+                    score: views.score(i.id).map(|s| s.score),
                 },
             )
         })
