@@ -197,11 +197,13 @@ mod tests {
             score("b", "x", 0.7),
             score("c", "x", 0.6),
         ]);
-        assert_eq!(d["x"].top, vec![("b".into(), 0.7), ("c".into(), 0.6)]);
-        assert_eq!(d["x"].entered, vec!["b".to_owned(), "c".to_owned()]);
+        // Ids as they are written.
+        let id = |name: &str| IdeaId::from(name).to_string();
+        assert_eq!(d["x"].top, vec![(id("b"), 0.7), (id("c"), 0.6)]);
+        assert_eq!(d["x"].entered, vec![id("b"), id("c")]);
         let d = t.apply(&[score("a", "x", 0.9)]);
-        assert_eq!(d["x"].entered, vec!["a".to_owned()]);
-        assert_eq!(d["x"].left, vec!["c".to_owned()]);
+        assert_eq!(d["x"].entered, vec![id("a")]);
+        assert_eq!(d["x"].left, vec![id("c")]);
         // No change in the top: nothing reported.
         assert!(t.apply(&[score("c", "x", 0.1)]).is_empty());
         assert_eq!(t.top("x").len(), 2);
