@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
+use ideaflow_operators::content_hash::ContentHash;
 use ideaflow_operators::idea::IdeaId;
 use ideaflow_operators::score::Factors;
 use ideaflow_operators::top_k::TopK;
@@ -64,7 +65,7 @@ fn ideas(n: usize, rng: &mut ChaCha8Rng) -> Vec<IdeaRow> {
             v.iter_mut().for_each(|x| *x /= norm);
             IdeaRow {
                 id: idea_id(i),
-                content_hash: format!("{i:032x}"),
+                content_hash: ContentHash((i as u128).to_be_bytes()),
                 content: format!("benchmark idea number {i} wearing a tiny hat"),
                 source: Source::Reddit,
                 category: Some(["animals", "food", "gaming", "humor"][i % 4].into()),
@@ -142,7 +143,7 @@ mod naive {
                  $7, $8, $9, $10, $11, $12, 0, 0, 0, 0, 0, $13, 'active', $14, $14, $14)",
             )
             .bind(i.id.to_string())
-            .bind(&i.content_hash)
+            .bind(i.content_hash.to_string())
             .bind(&i.content)
             .bind(i.source.as_str())
             .bind(i.category.as_deref())

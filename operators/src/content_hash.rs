@@ -1,8 +1,56 @@
 //! Content identity: the normalized text two signals must share to be exact
 //! duplicates, and its hash (the seed's `content_hash CHAR(32)`).
 
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
+
+/// A content hash as rows carry it: its 16 bytes, written as 32 lowercase
+/// hex digits wherever it leaves the process. Every live idea's row holds
+/// one; as text it would be a 32-byte allocation of its own.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContentHash(pub [u8; 16]);
+
+impl ContentHash {
+    /// Its written form, in `buf` (no allocation).
+    pub fn write<'b>(&self, buf: &'b mut [u8; 32]) -> &'b str {
+        hex::encode_to_slice(self.0, buf).expect("32 hex digits for 16 bytes");
+        std::str::from_utf8(buf).expect("hex digits are ASCII")
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.write(&mut [0; 32]))
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.write(&mut [0; 32]))
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        let mut bytes = [0; 16];
+        hex::decode_to_slice(text.as_bytes(), &mut bytes).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a content hash (32 hex digits): {e}"
+            ))
+        })?;
+        Ok(ContentHash(bytes))
+    }
+}
 
 /// NFKC, lowercase, punctuation/symbols/emoji removed, whitespace collapsed.
 /// "Cats   in HATS!! 🐱" and "cats in hats" normalize to the same text.
@@ -83,6 +131,17 @@ pub fn content_identity(text: &str) -> ([u8; 16], bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_content_hash_is_written_as_its_hex_text() {
+        let hash = ContentHash(content_hash_bytes("Cats in hats"));
+        assert_eq!(hash.to_string(), content_hash("Cats in hats"));
+        let json = serde_json::to_string(&hash).unwrap();
+        assert_eq!(json, format!("\"{}\"", content_hash("Cats in hats")));
+        assert_eq!(serde_json::from_str::<ContentHash>(&json).unwrap(), hash);
+        assert!(serde_json::from_str::<ContentHash>("\"not hex\"").is_err());
+        assert!(serde_json::from_str::<ContentHash>("\"abcd\"").is_err());
+    }
 
     #[test]
     fn case_punctuation_emoji_and_spacing_do_not_matter() {

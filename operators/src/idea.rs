@@ -7,6 +7,8 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
+use crate::content_hash::ContentHash;
+
 /// An idea id: a UUID, written hyphenated and lowercase wherever it leaves
 /// the process (rows, keys, JSON, SQL, Redis keys). Kept as its 128 bits, so
 /// that the score row a tick re-issues per live idea copies 16 bytes instead
@@ -23,6 +25,12 @@ impl IdeaId {
 
     /// The id written as `text` (`None` for anything but the written form:
     /// see [`id_bits`]).
+    /// The idea named by this content hash, as [`IdeaId::of_content_hash`]
+    /// of its written form.
+    pub fn of_hash(hash: ContentHash) -> IdeaId {
+        IdeaId::of_content_hash(hash.write(&mut [0; 32]))
+    }
+
     pub fn parse(text: &str) -> Option<IdeaId> {
         id_bits(text).map(IdeaId::from_bits)
     }
@@ -119,5 +127,33 @@ mod tests {
         assert_eq!(id_bits(&id.to_uppercase()), None);
         assert_eq!(id_bits(&id.replace('-', "")), None);
         assert_eq!(id_bits("not an id"), None);
+    }
+
+    #[test]
+    fn an_idea_id_is_written_and_ordered_as_its_hyphenated_text() {
+        let ids: Vec<IdeaId> = ["cats", "dogs", "", "0123456789abcdef0123456789abcdef"]
+            .into_iter()
+            .map(IdeaId::of_content_hash)
+            .chain([IdeaId::from_bits(0), IdeaId::from_bits(u128::MAX)])
+            .collect();
+        for id in &ids {
+            let text = id.to_string();
+            assert_eq!(text, Uuid::from_u128(id.bits()).hyphenated().to_string());
+            assert_eq!(id.write(&mut [0; 36]), text);
+            assert_eq!(IdeaId::parse(&text), Some(*id));
+            let json = serde_json::to_string(id).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<IdeaId>(&json).unwrap(), *id);
+            for other in &ids {
+                assert_eq!(id.cmp(other), text.cmp(&other.to_string()));
+            }
+        }
+        assert_eq!(
+            IdeaId::of_content_hash("0123456789abcdef0123456789abcdef").to_string(),
+            idea_id("0123456789abcdef0123456789abcdef").to_string()
+        );
+        assert!(serde_json::from_str::<IdeaId>("\"NOT-AN-ID\"").is_err());
+        let upper = ids[0].to_string().to_uppercase();
+        assert!(serde_json::from_str::<IdeaId>(&format!("\"{upper}\"")).is_err());
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::content_hash::ContentHash;
 pub use crate::feedback::{
     AbResultRow, AllocationRow, PublishRow, SlaAlertRow, WeightsRow, WindowKind, WindowRow,
 };
@@ -46,7 +47,7 @@ pub struct SignalRow {
     pub source: Source,
     pub id: String,
     pub idea_id: IdeaId,
-    pub content_hash: String,
+    pub content_hash: ContentHash,
     pub dedupe: DedupeKind,
     /// Cosine to the idea it was merged into (near-duplicates only).
     pub similarity: Option<f32>,
@@ -65,7 +66,7 @@ pub struct SignalRow {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IdeaRow {
     pub id: IdeaId,
-    pub content_hash: String,
+    pub content_hash: ContentHash,
     /// The text of its first signal.
     pub content: String,
     pub source: Source,

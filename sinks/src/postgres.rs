@@ -549,7 +549,7 @@ async fn write_ideas(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> sql
            last_seen = EXCLUDED.last_seen, peak_at = EXCLUDED.peak_at, updated_at = now()",
     )
     .bind(col(&|i| i.id.to_string()))
-    .bind(col(&|i| i.content_hash.clone()))
+    .bind(col(&|i| i.content_hash.to_string()))
     .bind(col(&|i| i.content.clone()))
     .bind(col(&|i| i.source.as_str().to_owned()))
     .bind(opt(&|i| i.category.as_deref().map(str::to_owned)))
@@ -654,7 +654,7 @@ async fn write_signals(tx: &mut Transaction<'_, Postgres>, b: &Batches<'_>) -> s
          ORDER BY u.content_hash, u.captured_at, u.n \
          ON CONFLICT (content_hash) DO NOTHING",
     )
-    .bind(r.iter().map(|s| s.content_hash.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|s| s.content_hash.to_string()).collect::<Vec<_>>())
     .bind(r.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
     .bind(r.iter().map(|s| s.source.as_str().to_owned()).collect::<Vec<_>>())
     .bind(r.iter().map(|s| s.content.clone()).collect::<Vec<_>>())

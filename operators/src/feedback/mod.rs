@@ -151,7 +151,7 @@ impl IdeaFact {
                 factors: s.factors,
             }),
             ViewRow::Signal(s) => {
-                let own = IdeaId::of_content_hash(&s.content_hash);
+                let own = IdeaId::of_hash(s.content_hash);
                 (own != s.idea_id).then_some(IdeaFact::Alias {
                     own,
                     idea: s.idea_id,

@@ -52,7 +52,7 @@ fn idea_seen(name: &str, secs: i64, factors: Factors) -> Vec<Change> {
     let id = crate::idea::IdeaId::of_content_hash(name);
     let row = IdeaRow {
         id,
-        content_hash: String::new(),
+        content_hash: Default::default(),
         content: String::new(),
         source: crate::Source::Reddit,
         category: None,

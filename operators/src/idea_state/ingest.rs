@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::rescore::in_window;
 use super::{row_key, sorted_topics, utc, IdeaState, LiveIdea, PreparedSignal};
+use crate::content_hash::ContentHash;
 use crate::idea::IdeaId;
 use crate::score;
 use crate::views::{DedupeKind, IdeaRow, IdeaStatus, SignalRow, ViewKey, ViewRow};
@@ -71,7 +72,7 @@ impl IdeaState {
             source: sig.source,
             id: sig.id,
             idea_id,
-            content_hash: hex::encode(s.hash),
+            content_hash: ContentHash(s.hash),
             dedupe: kind,
             similarity,
             captured_at: sig.captured_at,
@@ -133,14 +134,14 @@ impl IdeaState {
 
     fn create(&mut self, s: &PreparedSignal) -> u32 {
         let time = s.signal.captured_at.timestamp();
-        let hash_hex = hex::encode(s.hash);
-        let id = IdeaId::of_content_hash(&hash_hex);
+        let hash = ContentHash(s.hash);
+        let id = IdeaId::of_hash(hash);
         let resumed = self.archived.remove(&s.hash);
         let sig = &s.signal;
         let first_seen = resumed.map_or(time, |a| a.first_seen.min(time));
         let row = IdeaRow {
             id,
-            content_hash: hash_hex,
+            content_hash: hash,
             content: sig.content.clone(),
             source: sig.source,
             category: s.category.as_ref().map(|(c, _)| self.category_name(c)),
