@@ -310,9 +310,20 @@ pub fn norm2(v: &[f32]) -> f64 {
 
 /// A key's place in a [`CentroidWindow`], held by each live idea of the key
 /// so that scoring reaches the sum by index, not by hashing the key's text
-/// (twice per live idea on every tick).
+/// (twice per live idea on every tick). Held as index + 1, so that an
+/// `Option<CentroidSlot>` (two per live idea) is four bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CentroidSlot(u32);
+pub struct CentroidSlot(std::num::NonZeroU32);
+
+impl CentroidSlot {
+    fn new(index: u32) -> Self {
+        CentroidSlot(std::num::NonZeroU32::MIN.saturating_add(index))
+    }
+
+    fn index(self) -> usize {
+        self.0.get() as usize - 1
+    }
+}
 
 /// Adds (`sign` 1) or retracts (-1) `embedding` in `key`'s pending delta.
 fn record(pending: &mut BTreeMap<String, VectorDelta>, key: &str, embedding: &[f32], sign: i64) {
@@ -423,22 +434,22 @@ impl CentroidWindow {
     pub fn acquire(&mut self, key: &str) -> CentroidSlot {
         let id = self.slot_of(key);
         self.slots[id as usize].holders += 1;
-        CentroidSlot(id)
+        CentroidSlot::new(id)
     }
 
     pub fn release(&mut self, slot: CentroidSlot) {
-        let keyed = &mut self.slots[slot.0 as usize];
+        let keyed = &mut self.slots[slot.index()];
         debug_assert!(
             keyed.holders > 0,
             "a centroid slot released more often than held"
         );
         keyed.holders = keyed.holders.saturating_sub(1);
-        self.free_if_unused(slot.0);
+        self.free_if_unused(slot.index() as u32);
     }
 
     /// The centroid of a held slot's key: `None` while its window is empty.
     pub fn sum(&self, slot: CentroidSlot) -> Option<&VectorSum> {
-        let sum = &self.slots[slot.0 as usize].sum;
+        let sum = &self.slots[slot.index()].sum;
         (sum.n > 0).then_some(sum)
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::rescore::in_window;
-use super::{row_key, sorted_topics, utc, IdeaState, LiveIdea, PreparedSignal};
+use super::{row_key, sorted_topics, utc, IdeaState, KnownCohesion, LiveIdea, PreparedSignal};
 use crate::content_hash::ContentHash;
 use crate::idea::IdeaId;
 use crate::score;
@@ -167,15 +167,15 @@ impl IdeaState {
         };
         let mut idea = Box::new(LiveIdea {
             row,
-            hashes: vec![s.hash],
-            vectors: Vec::with_capacity(1),
+            hashes: Box::new([s.hash]),
+            vectors: Box::new([]),
             first_seen,
             last_seen: time,
             peak: sig.peak_time().timestamp(),
             earliest_published: sig.published_at.map(|p| p.timestamp()),
             seasonality: 0.0,
             norm2: crate::centroid::norm2(&s.embedding),
-            cohesion: None,
+            cohesion: KnownCohesion::NONE,
             score: None,
             category_centroid: None,
             community_centroid: None,
@@ -216,11 +216,8 @@ impl IdeaState {
             let v = self
                 .near
                 .insert(slot, s.embedding.clone(), &s.signatures, None);
-            self.ideas[slot as usize]
-                .as_mut()
-                .expect("live slot")
-                .vectors
-                .push(v);
+            let idea = self.ideas[slot as usize].as_mut().expect("live slot");
+            idea.vectors = Box::new([v]);
         }
         slot
     }
@@ -234,7 +231,7 @@ impl IdeaState {
         if kind == DedupeKind::Near {
             row.near_duplicates += 1;
             if !idea.hashes.contains(&s.hash) {
-                idea.hashes.push(s.hash);
+                push(&mut idea.hashes, s.hash);
                 self.by_hash.insert(s.hash, slot);
                 let v = self.near.insert(
                     slot,
@@ -242,7 +239,7 @@ impl IdeaState {
                     &s.signatures,
                     idea.vectors.first().copied(),
                 );
-                idea.vectors.push(v);
+                push(&mut idea.vectors, v);
             }
         }
         row.engagement = row.engagement.saturating_add(&sig.engagement);
@@ -262,7 +259,7 @@ impl IdeaState {
             let mut topics = row.topics.clone();
             topics.extend(sig.topics.iter().cloned());
             row.topics = sorted_topics(&topics);
-            idea.cohesion = None;
+            idea.cohesion = KnownCohesion::NONE;
         }
         self.refresh_derived(&mut idea);
         self.ideas[slot as usize] = Some(idea);
@@ -280,4 +277,12 @@ impl IdeaState {
             .days_to_nearest(idea.row.last_seen, idea.row.locale.as_deref());
         idea.seasonality = score::seasonality(days, &self.scoring);
     }
+}
+
+/// Appends to a boxed slice (a near-duplicate's hash or vector joining an
+/// idea: rare, so the copy costs less than a vector's spare capacity).
+fn push<T>(items: &mut Box<[T]>, item: T) {
+    let mut v = std::mem::take(items).into_vec();
+    v.push(item);
+    *items = v.into_boxed_slice();
 }

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use super::LiveIdea;
+use super::{KnownCohesion, LiveIdea};
 use crate::centroid::CentroidWindow;
 use crate::engagement_stats::EngagementStats;
 use crate::score::{self, Factors, ScoringParams, Weights};
@@ -74,10 +74,10 @@ impl ScoringInputs<'_> {
             .category
             .as_deref()
             .map_or((0, &[][..]), |c| self.topics.top_set_with_generation(c));
-        let cohesion = match idea.cohesion {
-            Some((g, cohesion)) if g == generation => cohesion,
-            _ => score::hashtag_cohesion_sorted(&row.topics, top),
-        };
+        let cohesion = idea
+            .cohesion
+            .at(generation)
+            .unwrap_or_else(|| score::hashtag_cohesion_sorted(&row.topics, top));
         let factors = Factors {
             freshness,
             engagement,
@@ -108,7 +108,10 @@ impl ScoringInputs<'_> {
                 continue;
             };
             let e = self.evaluate(idea);
-            idea.cohesion = Some((e.generation, e.cohesion));
+            idea.cohesion = KnownCohesion {
+                generation: e.generation,
+                value: e.cohesion,
+            };
             if idea.score == Some((e.factors, e.score)) {
                 continue;
             }
