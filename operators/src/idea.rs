@@ -23,14 +23,14 @@ impl IdeaId {
         IdeaId(idea_id(content_hash))
     }
 
-    /// The id written as `text` (`None` for anything but the written form:
-    /// see [`id_bits`]).
     /// The idea named by this content hash, as [`IdeaId::of_content_hash`]
     /// of its written form.
     pub fn of_hash(hash: ContentHash) -> IdeaId {
         IdeaId::of_content_hash(hash.write(&mut [0; 32]))
     }
 
+    /// The id written as `text` (`None` for anything but the written form:
+    /// see [`id_bits`]).
     pub fn parse(text: &str) -> Option<IdeaId> {
         id_bits(text).map(IdeaId::from_bits)
     }

@@ -149,7 +149,7 @@ pub struct DistinctCountRow {
 
 /// The key of a row in one of the views, ordered view by view.
 ///
-/// The keys of several fields are boxed, as the large rows are (see
+/// Keys of several fields are boxed, as the large rows are (see
 /// [`ViewRow`]): a key is as large as its largest variant, and every score
 /// row of a tick (one per live idea) carries one. Boxed, a [`Change`] is
 /// 160 bytes rather than 200.
