@@ -36,8 +36,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct NullSink(u64);
 
 impl EpochConsumer for NullSink {
-    fn epoch(&mut self, _epoch_end: i64, changes: Vec<Change>) -> Result<()> {
+    fn epoch(&mut self, _epoch_end: i64, changes: &mut Vec<Change>) -> Result<()> {
         self.0 += changes.len() as u64;
+        changes.clear();
         Ok(())
     }
 }

@@ -85,9 +85,6 @@ pub struct DedupeStats {
 /// costs about what a few hundred evaluations do.
 const PARALLEL_SCORING_MIN: usize = 4096;
 
-/// Ideas re-scored at a time when a tick re-scores them all.
-const RESCORE_PART: usize = 65_536;
-
 struct LiveIdea {
     row: IdeaRow,
     /// Its own content hash and those of the near-duplicates merged into it:
@@ -228,6 +225,11 @@ pub struct IdeaState {
     scoring_threads: usize,
     /// Fewer ideas to re-score than this are done on one thread.
     parallel_scoring_min: usize,
+    /// A delivered changelog's buffer, empty, for the next epoch's: a tick's
+    /// changelog holds a row per live idea (~80 MB at half a million), and
+    /// a fresh buffer of that size is fresh pages the kernel must fault in
+    /// and zero on every tick ([`IdeaState::recycle_changelog`]).
+    spare_changelog: Vec<Change>,
 }
 
 fn utc(secs: i64) -> DateTime<Utc> {
@@ -282,6 +284,18 @@ impl IdeaState {
             stats: DedupeStats::default(),
             scoring_threads: 1,
             parallel_scoring_min: PARALLEL_SCORING_MIN,
+            spare_changelog: Vec::new(),
+        }
+    }
+
+    /// Takes back a changelog this state emitted, once its consumer is done
+    /// with it, so that a later epoch writes into memory already mapped.
+    /// Keeps the larger of it and the spare it holds; any rows left in it are
+    /// dropped.
+    pub fn recycle_changelog(&mut self, mut changelog: Vec<Change>) {
+        if changelog.capacity() > self.spare_changelog.capacity() {
+            changelog.clear();
+            self.spare_changelog = changelog;
         }
     }
 
@@ -426,7 +440,8 @@ impl IdeaState {
         self.emit_aggregates(watermark, &mut keyed);
         // Sized once: on a tick this holds a row per live idea, and growing
         // it would copy them all again.
-        let mut out: Vec<Change> = Vec::with_capacity(keyed.len() + touched.len());
+        let mut out = std::mem::take(&mut self.spare_changelog);
+        out.reserve(keyed.len() + touched.len());
         out.extend(keyed.into_iter().map(|(key, row)| Change { key, row }));
         // Scores go straight to the changelog, in slot order (deterministic):
         // each idea is re-scored at most once per epoch, and on ticks these are
@@ -442,9 +457,11 @@ impl IdeaState {
     }
 
     fn active_slots(&self) -> Vec<u32> {
-        (0..self.ideas.len() as u32)
-            .filter(|s| self.ideas[*s as usize].is_some())
-            .collect()
+        // Sized up front: at half a million live ideas, growing it by
+        // doubling would copy it into fresh pages on every tick.
+        let mut slots = Vec::with_capacity(self.active_ideas());
+        slots.extend((0..self.ideas.len() as u32).filter(|s| self.ideas[*s as usize].is_some()));
+        slots
     }
 
     /// Windows slide to `tick`, statistics refresh, stale ideas are archived.
@@ -604,11 +621,7 @@ impl IdeaState {
         } else {
             self.scoring_threads
         };
-        // In parts: the rows of all but one thread wait in a buffer of their
-        // own until they are appended, and on a tick there is a row per live idea.
-        for part in slots.chunks(RESCORE_PART) {
-            inputs.rescore(&mut self.ideas, part, threads, out);
-        }
+        inputs.rescore(&mut self.ideas, slots, threads, out);
     }
 
     fn emit_aggregates(

@@ -3,10 +3,11 @@
 //!
 //! A tick re-scores every live idea, and the state has one owner; so the
 //! ideas are split into disjoint runs of slots, each re-scored (evaluated,
-//! written back, its rows built) on its own thread. The runs' rows are
-//! concatenated in slot order, so the changelog is the same for any thread
-//! count.
+//! written back, its rows built) on its own thread. Each run writes its rows
+//! into its own region of the changelog, and the regions stay in slot
+//! order, so the changelog is the same for any thread count.
 
+use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -94,14 +95,16 @@ impl ScoringInputs<'_> {
     }
 
     /// Re-scores the ideas in `slots` (ascending) of `ideas`, whose first
-    /// element is slot `base`; appends the rows of the scores that changed.
+    /// element is slot `base`; writes the rows of the scores that changed to
+    /// the front of `rows` (at least one place per slot) and returns how many.
     fn rescore_run(
         &self,
         ideas: &mut [Option<Box<LiveIdea>>],
         base: usize,
         slots: &[u32],
-        out: &mut Vec<Change>,
-    ) {
+        rows: &mut [MaybeUninit<Change>],
+    ) -> usize {
+        let mut written = 0;
         for (i, &slot) in slots.iter().enumerate() {
             prefetch_ahead(ideas, base, slots, i);
             let Some(idea) = ideas[slot as usize - base].as_deref_mut() else {
@@ -116,7 +119,7 @@ impl ScoringInputs<'_> {
                 continue;
             }
             idea.score = Some((e.factors, e.score));
-            out.push(Change {
+            rows[written].write(Change {
                 key: ViewKey::Score(idea.row.id),
                 row: Some(ViewRow::Score(ScoreRow {
                     idea_id: idea.row.id,
@@ -126,11 +129,19 @@ impl ScoringInputs<'_> {
                     scored_at: self.scored_at,
                 })),
             });
+            written += 1;
         }
+        written
     }
 
     /// [`ScoringInputs::rescore_run`] of `slots` (ascending, distinct), split
-    /// over up to `threads` threads, each re-scoring its own run of the ideas.
+    /// over up to `threads` threads, each re-scoring its own run of the ideas;
+    /// appends the rows to `out` in slot order.
+    ///
+    /// Every thread writes its rows straight into `out`'s spare capacity, in
+    /// a region of its own: on a tick there is a row per live idea, and rows
+    /// built apart and appended would be written twice, the second time
+    /// into pages the thread had just faulted in.
     pub fn rescore(
         &self,
         ideas: &mut [Option<Box<LiveIdea>>],
@@ -139,57 +150,108 @@ impl ScoringInputs<'_> {
         out: &mut Vec<Change>,
     ) {
         debug_assert!(slots.windows(2).all(|w| w[0] < w[1]), "slots ascending");
-        if threads <= 1 || slots.len() < 2 {
-            return self.rescore_run(ideas, 0, slots, out);
-        }
+        out.reserve(slots.len());
+        let spare = &mut out.spare_capacity_mut()[..slots.len()];
+        let written = if threads <= 1 || slots.len() < 2 {
+            self.rescore_run(ideas, 0, slots, spare)
+        } else {
+            self.rescore_split(ideas, slots, threads, spare)
+        };
+        // SAFETY: `rescore_run` and `rescore_split` initialize the first
+        // `written` places of the spare capacity (and `written <=
+        // slots.len()`, which was reserved).
+        unsafe { out.set_len(out.len() + written) };
+    }
+
+    /// The runs of [`ScoringInputs::rescore`] on their threads; returns how
+    /// many rows it wrote to the front of `rows`, in slot order.
+    fn rescore_split(
+        &self,
+        ideas: &mut [Option<Box<LiveIdea>>],
+        slots: &[u32],
+        threads: usize,
+        rows: &mut [MaybeUninit<Change>],
+    ) -> usize {
         // Disjoint runs: each part of the slots takes the ideas after the
-        // previous part's last slot, through its own last.
-        type Run<'i, 's> = (&'i mut [Option<Box<LiveIdea>>], usize, &'s [u32]);
+        // previous part's last slot, through its own last, and as many places
+        // of `rows` as it has slots.
+        type Run<'i, 's, 'r> = (
+            &'i mut [Option<Box<LiveIdea>>],
+            usize,
+            &'s [u32],
+            &'r mut [MaybeUninit<Change>],
+        );
         let mut runs: Vec<Mutex<Option<Run>>> = Vec::with_capacity(threads);
+        let mut offsets = Vec::with_capacity(threads);
         let mut rest = ideas;
+        let mut rest_rows = &mut *rows;
         let mut base = 0;
+        let mut offset = 0;
         for part in slots.chunks(slots.len().div_ceil(threads)) {
             let end = part[part.len() - 1] as usize + 1;
             let (run, tail) = std::mem::take(&mut rest).split_at_mut(end - base);
-            runs.push(Mutex::new(Some((run, base, part))));
+            let (places, rows_tail) = std::mem::take(&mut rest_rows).split_at_mut(part.len());
+            runs.push(Mutex::new(Some((run, base, part, places))));
+            offsets.push(offset);
             rest = tail;
+            rest_rows = rows_tail;
             base = end;
+            offset += part.len();
         }
+        let run_here = |run: &Mutex<Option<Run>>| {
+            take(run).map_or(0, |(ideas, base, slots, places)| {
+                self.rescore_run(ideas, base, slots, places)
+            })
+        };
+        let mut written = vec![0; runs.len()];
         std::thread::scope(|scope| {
             let others: Vec<_> = runs[1..]
                 .iter()
                 .map(|run| {
                     std::thread::Builder::new()
                         .name("ideaflow-scoring".into())
-                        .spawn_scoped(scope, move || {
-                            let mut rows = Vec::new();
-                            if let Some((ideas, base, slots)) = take(run) {
-                                rows.reserve(slots.len());
-                                self.rescore_run(ideas, base, slots, &mut rows);
-                            }
-                            rows
-                        })
+                        .spawn_scoped(scope, move || run_here(run))
                         .ok()
                 })
                 .collect();
-            if let Some((ideas, base, slots)) = take(&runs[0]) {
-                self.rescore_run(ideas, base, slots, out);
-            }
-            for (run, handle) in runs[1..].iter().zip(others) {
+            written[0] = run_here(&runs[0]);
+            for (k, handle) in others.into_iter().enumerate() {
                 if let Some(handle) = handle {
                     match handle.join() {
-                        Ok(mut rows) => out.append(&mut rows),
+                        Ok(n) => written[k + 1] = n,
                         Err(panic) => std::panic::resume_unwind(panic),
                     }
                 }
                 // A run whose thread could not be started (the OS refused
                 // one) is re-scored here instead: slower, same rows.
-                if let Some((ideas, base, slots)) = take(run) {
-                    self.rescore_run(ideas, base, slots, out);
-                }
+                written[k + 1] += run_here(&runs[k + 1]);
             }
         });
+        drop(runs);
+        close_gaps(rows, offsets.into_iter().zip(written))
     }
+}
+
+/// Moves the rows of runs that start at `offset` and hold `n` rows each (in
+/// ascending, non-overlapping order) down to the front of `rows`, closing the
+/// gaps left by runs that wrote fewer rows than they had places; returns how
+/// many rows there are. Swaps only: the places left behind hold what the
+/// gaps held, never a second copy of a row.
+fn close_gaps<T>(
+    rows: &mut [MaybeUninit<T>],
+    runs: impl IntoIterator<Item = (usize, usize)>,
+) -> usize {
+    let mut filled = 0;
+    for (offset, n) in runs {
+        debug_assert!(offset >= filled, "runs ascending and disjoint");
+        if offset != filled {
+            for i in 0..n {
+                rows.swap(filled + i, offset + i);
+            }
+        }
+        filled += n;
+    }
+    filled
 }
 
 /// Ideas ahead of the one being re-scored whose memory is asked for: each
@@ -224,4 +286,31 @@ fn prefetch_ahead(ideas: &[Option<Box<LiveIdea>>], base: usize, slots: &[u32], i
 /// Takes the run out of its cell: whoever takes it re-scores it.
 fn take<T>(cell: &Mutex<Option<T>>) -> Option<T> {
     cell.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_gaps_keeps_rows_in_order() {
+        // Runs of 4 places at 0, 4 and 8, writing 2, 4 and 3 rows.
+        let mut rows: Vec<MaybeUninit<String>> = (0..12).map(|_| MaybeUninit::uninit()).collect();
+        let mut expected = Vec::new();
+        for (offset, n) in [(0, 2), (4, 4), (8, 3)] {
+            for i in 0..n {
+                let row = format!("run at {offset}, row {i}");
+                rows[offset + i].write(row.clone());
+                expected.push(row);
+            }
+        }
+        let n = close_gaps(&mut rows, [(0, 2), (4, 4), (8, 3)]);
+        assert_eq!(n, 9);
+        // SAFETY: close_gaps moved the nine written rows to the front.
+        let got: Vec<String> = rows[..n]
+            .iter_mut()
+            .map(|r| unsafe { r.assume_init_read() })
+            .collect();
+        assert_eq!(got, expected);
+    }
 }

@@ -9,22 +9,29 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::Stream;
 
+use super::idea_state::SharedState;
+
 /// Where completed epochs go: the replay's in-memory views, the Postgres and
 /// Redis sinks, a null sink for benchmarks.
 pub trait EpochConsumer: Send {
     /// `epoch_end` is the epoch's watermark in seconds; `changes` holds at
     /// most one change per key, in an order that is deterministic but not
-    /// sorted (see `IdeaState::apply_epoch`).
-    fn epoch(&mut self, epoch_end: i64, changes: Vec<Change>) -> anyhow::Result<()>;
+    /// sorted (see `IdeaState::apply_epoch`). Drain it, or take it when the
+    /// rows must outlive the call: the buffer left behind goes back to the
+    /// idea state for a later epoch's changelog.
+    fn epoch(&mut self, epoch_end: i64, changes: &mut Vec<Change>) -> anyhow::Result<()>;
     /// Called once after the last epoch.
     fn finish(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
 }
 
+/// `state`, where each delivered changelog's buffer is recycled, is the
+/// idea state that emitted them (present on worker 0 only, with the consumer).
 pub fn deliver_epochs<'scope>(
     changes: Stream<'scope, u64, Vec<Change>>,
     mut consumer: Option<Box<dyn EpochConsumer>>,
+    state: SharedState,
     epoch_secs: u64,
     failed: std::sync::Arc<std::sync::Mutex<Option<anyhow::Error>>>,
 ) -> Stream<'scope, u64, Vec<()>> {
@@ -52,12 +59,15 @@ pub fn deliver_epochs<'scope>(
                     if frontier.less_equal(entry.key()) {
                         break;
                     }
-                    let (t, changes) = entry.remove_entry();
+                    let (t, mut changes) = entry.remove_entry();
                     let Some(c) = consumer.as_mut() else { continue };
-                    if let Err(e) = c.epoch((t + epoch_secs) as i64, changes) {
+                    if let Err(e) = c.epoch((t + epoch_secs) as i64, &mut changes) {
                         tracing::error!(error = %e, epoch = t, "a sink failed; stopping delivery");
                         failed.lock().expect("not poisoned").get_or_insert(e);
                         consumer = None;
+                    }
+                    if let Some(state) = state.borrow_mut().as_mut() {
+                        state.recycle_changelog(changes);
                     }
                 }
                 if frontier.is_empty() {

@@ -182,6 +182,7 @@ pub fn run_dataflow(
             deliver::deliver_epochs(
                 changes.concat(feedback_changes),
                 consumer,
+                state.clone(),
                 epoch_secs,
                 failed_in.clone(),
             )

@@ -172,18 +172,22 @@ impl Materializer {
 }
 
 impl EpochConsumer for Materializer {
-    fn epoch(&mut self, epoch_end: i64, changes: Vec<Change>) -> Result<()> {
+    fn epoch(&mut self, epoch_end: i64, changes: &mut Vec<Change>) -> Result<()> {
         let moves = match self.top.as_mut() {
             Some(top) => EpochMoves {
                 epoch_end,
-                moves: top.apply(&changes),
+                moves: top.apply(changes),
             },
             None => EpochMoves::default(),
         };
         match self.writer()? {
-            Some(writer) => writer.submit(epoch_end, changes, moves),
+            // The writer thread keeps them until they are written.
+            Some(writer) => writer.submit(epoch_end, std::mem::take(changes), moves),
             None => {
-                self.views.lock().expect("not poisoned").apply(changes);
+                self.views
+                    .lock()
+                    .expect("not poisoned")
+                    .apply(changes.drain(..));
                 Ok(())
             }
         }
