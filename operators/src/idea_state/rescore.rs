@@ -8,6 +8,7 @@
 //! order, so the changelog is the same for any thread count.
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -172,22 +173,26 @@ impl ScoringInputs<'_> {
         threads: usize,
         rows: &mut [MaybeUninit<Change>],
     ) -> usize {
-        // Disjoint runs: each part of the slots takes the ideas after the
-        // previous part's last slot, through its own last, and as many places
-        // of `rows` as it has slots.
+        // Disjoint runs of at most RUN_SLOTS slots: each takes the ideas
+        // after the previous run's last slot, through its own last, and as
+        // many places of `rows` as it has slots. Threads take runs in turn
+        // until none is left, so a thread slowed down (the other timely
+        // worker shares its core) does fewer, and worker 0 does not wait
+        // for it at the end.
         type Run<'i, 's, 'r> = (
             &'i mut [Option<Box<LiveIdea>>],
             usize,
             &'s [u32],
             &'r mut [MaybeUninit<Change>],
         );
-        let mut runs: Vec<Mutex<Option<Run>>> = Vec::with_capacity(threads);
-        let mut offsets = Vec::with_capacity(threads);
+        let run_slots = RUN_SLOTS.min(slots.len().div_ceil(threads));
+        let mut runs: Vec<Mutex<Option<Run>>> = Vec::new();
+        let mut offsets = Vec::new();
         let mut rest = ideas;
         let mut rest_rows = &mut *rows;
         let mut base = 0;
         let mut offset = 0;
-        for part in slots.chunks(slots.len().div_ceil(threads)) {
+        for part in slots.chunks(run_slots) {
             let end = part[part.len() - 1] as usize + 1;
             let (run, tail) = std::mem::take(&mut rest).split_at_mut(end - base);
             let (places, rows_tail) = std::mem::take(&mut rest_rows).split_at_mut(part.len());
@@ -198,37 +203,41 @@ impl ScoringInputs<'_> {
             base = end;
             offset += part.len();
         }
-        let run_here = |run: &Mutex<Option<Run>>| {
-            take(run).map_or(0, |(ideas, base, slots, places)| {
-                self.rescore_run(ideas, base, slots, places)
-            })
+        let written: Vec<AtomicUsize> = runs.iter().map(|_| AtomicUsize::new(0)).collect();
+        let next = AtomicUsize::new(0);
+        let work = || loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(run) = runs.get(k) else { break };
+            if let Some((ideas, base, slots, places)) = take(run) {
+                let n = self.rescore_run(ideas, base, slots, places);
+                written[k].store(n, Ordering::Relaxed);
+            }
         };
-        let mut written = vec![0; runs.len()];
         std::thread::scope(|scope| {
-            let others: Vec<_> = runs[1..]
-                .iter()
-                .map(|run| {
+            // A thread the OS refuses to start leaves its share to the
+            // others: slower, same rows.
+            let helpers: Vec<_> = (1..threads.min(runs.len()))
+                .filter_map(|_| {
                     std::thread::Builder::new()
                         .name("ideaflow-scoring".into())
-                        .spawn_scoped(scope, move || run_here(run))
+                        .spawn_scoped(scope, work)
                         .ok()
                 })
                 .collect();
-            written[0] = run_here(&runs[0]);
-            for (k, handle) in others.into_iter().enumerate() {
-                if let Some(handle) = handle {
-                    match handle.join() {
-                        Ok(n) => written[k + 1] = n,
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    }
+            work();
+            for helper in helpers {
+                if let Err(panic) = helper.join() {
+                    std::panic::resume_unwind(panic);
                 }
-                // A run whose thread could not be started (the OS refused
-                // one) is re-scored here instead: slower, same rows.
-                written[k + 1] += run_here(&runs[k + 1]);
             }
         });
         drop(runs);
-        close_gaps(rows, offsets.into_iter().zip(written))
+        close_gaps(
+            rows,
+            offsets
+                .into_iter()
+                .zip(written.into_iter().map(AtomicUsize::into_inner)),
+        )
     }
 }
 
@@ -253,6 +262,15 @@ fn close_gaps<T>(
     }
     filled
 }
+
+/// Slots in a run of a split re-scoring: small enough that the threads
+/// finish together, large enough that taking one is rare (a tick over half
+/// a million live ideas makes ~60). Tests use short runs, so that their
+/// few hundred ideas make many runs, some without rows.
+#[cfg(not(test))]
+const RUN_SLOTS: usize = 8192;
+#[cfg(test)]
+const RUN_SLOTS: usize = 7;
 
 /// Ideas ahead of the one being re-scored whose memory is asked for: each
 /// step of the chain (the idea's box, then its vector's header, then the
