@@ -20,7 +20,15 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ideaflow"
 
 "$BIN" validate --config config/ideaflow.toml
 echo "[demo] running the pipeline on the sample stream; then serving the API and dashboard"
-echo "[demo]   dashboard: http://127.0.0.1:8088/   API: http://127.0.0.1:8088/api/v1/openapi.json"
+# Where the API will listen: --listen ADDR if given, else the config's.
+LISTEN="$(sed -n 's/^listen *= *"\(.*\)"/\1/p' config/ideaflow.toml | head -n 1)"
+prev=""
+for a in "$@"; do
+  case "$a" in --listen=*) LISTEN="${a#--listen=}" ;; esac
+  [ "$prev" = "--listen" ] && LISTEN="$a"
+  prev="$a"
+done
+echo "[demo]   dashboard: http://$LISTEN/   API: http://$LISTEN/api/v1/openapi.json"
 echo "[demo]   views: psql \"$IDEAFLOW_POSTGRES_URL\" -c 'SELECT title, score FROM ideaflow.ideas ORDER BY score DESC LIMIT 5'"
 echo "[demo]   (pass --exit-at-end to stop when the input is done; Ctrl-C stops serving)"
 exec "$BIN" run --config config/ideaflow.toml "$@"

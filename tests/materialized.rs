@@ -112,6 +112,34 @@ fn a_materialized_replay_agrees_with_its_out_dir() {
 }
 
 #[test]
+fn run_refuses_a_taken_api_address_before_reading_input() {
+    // Someone else holds the address: run must say so and fail, not process
+    // the stream and then serve nothing with a success status.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = ideaflow()
+        .args(["run", "--exit-at-end", "--namespace", &namespace("taken")])
+        .args(["--listen", &addr])
+        .arg("--out")
+        .arg(dir.path().join("signals.jsonl"))
+        .arg("--dead-letter")
+        .arg(dir.path().join("dead.jsonl"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "run succeeded: {stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")) && stderr.contains("free address"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("events in"),
+        "the stream was processed first"
+    );
+}
+
+#[test]
 fn the_api_serves_the_views_and_refuses_bad_requests() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

@@ -76,15 +76,23 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves.
+/// Binds the API's address. Separate from [`serve`] so that `run` fails
+/// before it reads any input when the address is taken, not after.
+pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {listen}: {e}; set api.listen (or --listen) to a free address, or \"\" to serve nothing"
+        )
+    })
+}
+
+/// Serves on `listener` until `shutdown` resolves.
 pub async fn serve(
-    listen: &str,
+    listener: tokio::net::TcpListener,
     state: Shared,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {listen}: {e}; set api.listen to a free address")
-    })?;
+    let listen = listener.local_addr()?;
     tracing::info!(%listen, "HTTP API and dashboard at http://{listen}/");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)

@@ -98,9 +98,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             max_limit: config.api.max_limit,
             max_query_chars: config.api.max_query_chars,
         });
-        let listen = config.api.listen.clone();
+        let listener = api_runtime.block_on(api::bind(&config.api.listen))?;
         Some(api_runtime.spawn(async move {
-            api::serve(&listen, state, async {
+            api::serve(listener, state, async {
                 let _ = api_stopped.await;
             })
             .await
@@ -166,16 +166,19 @@ pub fn run(args: RunArgs) -> Result<()> {
                 "serving the API and dashboard at http://{}/ (Ctrl-C to stop)",
                 config.api.listen
             );
-            api_runtime.block_on(async {
+            let stopped = api_runtime.block_on(async {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    r = server => {
-                        if let Ok(Err(e)) = r {
-                            tracing::error!(error = %e, "API stopped");
-                        }
-                    }
+                    _ = tokio::signal::ctrl_c() => None,
+                    r = server => Some(r),
                 }
             });
+            // The server ends by itself only when it fails: say so, and exit
+            // with an error rather than as if stopped on purpose.
+            match stopped {
+                Some(Ok(Err(e))) => return Err(e.context("the HTTP API stopped")),
+                Some(Err(e)) => return Err(anyhow::anyhow!("the HTTP API task failed: {e}")),
+                Some(Ok(Ok(()))) | None => {}
+            }
         }
         let _ = stop_api.send(());
     }
