@@ -19,9 +19,9 @@
 //!   freshness moves with the watermark, novelty and community fit with the
 //!   centroids and engagement with the 7-day statistics (O(live ideas) per
 //!   tick, never per record: two 384-d dot products, a statistics lookup and
-//!   a score row per idea; the ideas are split into runs of slots, each
-//!   re-scored in place on a scoring thread, and the rows concatenated in
-//!   slot order);
+//!   a score row per idea; the ideas are split into runs of slots that the
+//!   scoring threads take in turn, each writing its rows into its own region
+//!   of the changelog, in slot order);
 //! - hashtag cohesion changes with the idea's topics (merges) and with its
 //!   category's top topics: it is kept with the generation of the top list it
 //!   was computed against and recomputed only when that list changed;
