@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,12 +33,12 @@ use ideaflow_sources::replay::{ReplaySource, Replayed, Speed};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Counts changes and drops them.
-struct NullSink(u64);
+/// Counts changes (the rows a sink would write) and drops them.
+struct NullSink(Arc<AtomicU64>);
 
 impl EpochConsumer for NullSink {
     fn epoch(&mut self, _epoch_end: i64, changes: &mut Vec<Change>) -> Result<()> {
-        self.0 += changes.len() as u64;
+        self.0.fetch_add(changes.len() as u64, Ordering::Relaxed);
         changes.clear();
         Ok(())
     }
@@ -93,7 +94,8 @@ fn config() -> Result<Config> {
 }
 
 /// One measured run, in this (child) process: prints `signals seconds rss
-/// cpu-seconds` (the CPU time of the run alone, not of loading the model).
+/// cpu-seconds changes` (the CPU time of the run alone, not of loading the
+/// model; the changes its null sink was handed).
 fn child(input: &Path, workers: usize) -> Result<()> {
     let mut config = config()?;
     config.pipeline.workers = workers;
@@ -102,6 +104,7 @@ fn child(input: &Path, workers: usize) -> Result<()> {
     drop(embedder);
     let source = ReplaySource::new(vec![input.to_owned()], Duration::hours(1), Speed::Max)?;
     let dead = DeadLetterSink::open(Path::new("/dev/null"), false)?;
+    let changes = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let cpu_before = cpu_secs();
     let summary = run_views_pipeline(
@@ -110,12 +113,17 @@ fn child(input: &Path, workers: usize) -> Result<()> {
         model,
         dead,
         core,
-        Box::new(NullSink(0)),
+        Box::new(NullSink(changes.clone())),
         None,
     )?;
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu_before;
-    println!("{} {secs} {} {cpu}", summary.signals_out, peak_rss_mib());
+    println!(
+        "{} {secs} {} {cpu} {}",
+        summary.signals_out,
+        peak_rss_mib(),
+        changes.load(Ordering::Relaxed)
+    );
     Ok(())
 }
 
@@ -188,15 +196,17 @@ fn main() -> Result<()> {
             .split_whitespace()
             .map(|x| x.parse().unwrap_or(0.0))
             .collect();
-        anyhow::ensure!(f.len() >= 4, "bench run printed {text:?}");
+        anyhow::ensure!(f.len() >= 5, "bench run printed {text:?}");
         let rate = f[0] / f[1];
         println!(
             "core, {workers} worker(s): {rate:>10.0} signals/s ({:.2}x baseline), peak RSS {:.0} MiB, \
-             CPU {:.0} s ({:.2} cores busy)",
+             CPU {:.0} s ({:.2} cores busy), {:.0} changes ({:.0} per signal)",
             rate / base_rate,
             f[2],
             f[3],
-            f[3] / f[1]
+            f[3] / f[1],
+            f[4],
+            f[4] / f[0]
         );
     }
     Ok(())
