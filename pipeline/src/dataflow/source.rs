@@ -81,6 +81,12 @@ const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// How long to wait for input between steps while the dataflow has work.
 const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// The longest the worker parks at a time while it waits for the dataflow
+/// (other workers' messages wake it sooner). Waiting by stepping alone would
+/// spin, and the core it spins on is one the other workers, the reading
+/// thread and the scoring threads need.
+const PARK_AT_MOST: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Items read ahead of the dataflow by the reading thread.
 const READ_AHEAD: usize = 1024;
 
@@ -208,12 +214,12 @@ pub fn drive(
             // Let completed epochs through (the feedback edge needs a round
             // of progress per epoch), within a bounded time.
             while probe.less_than(c.time()) && last_flush.elapsed() < FLUSH_EVERY {
-                worker.step();
+                worker.step_or_park(Some(PARK_AT_MOST));
             }
             // Back-pressure: let embedding and preparation (on any worker of
             // any process) catch up before reading further.
             while sent_signals.saturating_sub(arrived.load(Ordering::Relaxed)) > max_in_flight {
-                worker.step();
+                worker.step_or_park(Some(PARK_AT_MOST));
             }
             // ... and the rest of the dataflow: epochs wait in the idea state
             // until the watermark passes them, so a source that outruns it
@@ -221,7 +227,7 @@ pub fn drive(
             // the watermark can complete, so this wait always ends.
             if sent_signals - sent_at_catch_up > max_in_flight {
                 while probe.less_than(c.time()) {
-                    worker.step();
+                    worker.step_or_park(Some(PARK_AT_MOST));
                 }
                 sent_at_catch_up = sent_signals;
             }
