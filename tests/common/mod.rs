@@ -107,13 +107,21 @@ pub fn get(port: u16, path: &str) -> (u16, String) {
 
 /// One HTTP/1.1 request with no body: the status and the body.
 pub fn request(port: u16, method: &str, path: &str) -> (u16, String) {
+    raw_request(
+        port,
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+}
+
+/// Sends `bytes` as they are (a request, well formed or not): the status and
+/// the body of the answer.
+pub fn raw_request(port: u16, bytes: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(bytes).unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let status = raw[9..12].parse().unwrap();

@@ -49,14 +49,19 @@ impl ApiError {
     }
 }
 
+/// `{error_code, message, timestamp, details}`, stamped now.
+pub fn envelope(code: &str, message: &str, details: &Value) -> Value {
+    json!({
+        "error_code": code,
+        "message": message,
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "details": details,
+    })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error_code": self.code,
-            "message": self.message,
-            "timestamp": chrono::Utc::now().to_rfc3339(),
-            "details": self.details,
-        });
+        let body = envelope(self.code, &self.message, &self.details);
         (self.status, Json(body)).into_response()
     }
 }

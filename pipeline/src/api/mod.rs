@@ -4,6 +4,7 @@
 
 mod error;
 mod openapi;
+mod protocol_errors;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -94,7 +95,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
     tracing::info!(%listen, "HTTP API and dashboard at http://{listen}/");
-    axum::serve(listener, router(state))
+    axum::serve(protocol_errors::EnvelopeListener(listener), router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
