@@ -64,19 +64,23 @@ fn mutate(line: &str, rng: &mut Rng, kind: usize) -> Vec<u8> {
         }),
         16 => line.replacen("\"views\":", "\"views\":NaN,\"x\":", 1).into_bytes(),
         17 => with(&|w| w["engagement"]["likes"] = serde_json::json!(2.5)),
+        18 => with(&|w| w["embedding"] = serde_json::json!(vec![0.0; 384])),
+        19 => with(&|w| w["captured_at"] = serde_json::json!("2999-01-01T00:00:00Z")),
         _ => with(&|w| w["content"] = serde_json::json!("x".repeat(10_001))),
     }
 }
 
-#[test]
-fn garbage_is_dead_lettered_and_valid_records_all_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    let valid_path = dir.path().join("valid.jsonl");
+/// How many ways [`mutate`] has.
+const MUTATIONS: usize = 21;
+
+/// A generated stream (`signals` over 2 days, synthetic embeddings) with
+/// about 2.5 bad lines per valid one mixed in, of every kind: the valid
+/// lines, the mixed stream's lines, and the (1-based) numbers of its bad ones.
+fn mixed_stream(dir: &std::path::Path, signals: u32) -> (Vec<String>, Vec<Vec<u8>>, BTreeSet<u64>) {
+    let valid_path = dir.join("valid.jsonl");
     ok(ideaflow()
+        .args(["gen", "--signals", &signals.to_string()])
         .args([
-            "gen",
-            "--signals",
-            "1200",
             "--seed",
             "11",
             "--days",
@@ -95,25 +99,28 @@ fn garbage_is_dead_lettered_and_valid_records_all_pass() {
     let mut bad_lines: BTreeSet<u64> = BTreeSet::new();
     let mut bad_kinds = 0usize;
     for line in &valid {
-        // About 2.5 bad lines per valid one, of every kind.
         for _ in 0..rng.below(5) + (rng.below(2)) {
-            let kind = bad_kinds % 19;
+            let kind = bad_kinds % MUTATIONS;
             bad_kinds += 1;
             let source = &valid[rng.below(valid.len())];
-            let bad = mutate(
-                source,
-                &mut rng,
-                if kind == 11 && bad_kinds > 40 {
-                    0
-                } else {
-                    kind
-                },
-            );
-            mixed.push(bad);
+            // Lines over 1 MiB: a few are enough.
+            let kind = if kind == 11 && bad_kinds > 40 {
+                0
+            } else {
+                kind
+            };
+            mixed.push(mutate(source, &mut rng, kind));
             bad_lines.insert(mixed.len() as u64);
         }
         mixed.push(line.as_bytes().to_vec());
     }
+    (valid, mixed, bad_lines)
+}
+
+#[test]
+fn garbage_is_dead_lettered_and_valid_records_all_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let (valid, mixed, bad_lines) = mixed_stream(dir.path(), 1200);
     assert!(
         bad_lines.len() >= 2000,
         "only {} bad lines",
@@ -173,6 +180,7 @@ fn garbage_is_dead_lettered_and_valid_records_all_pass() {
         "not_an_object",
         "line_too_long",
         "wrong_type",
+        "future_time",
         "missing_field",
     ] {
         assert!(reasons.contains(r), "no {r} among {reasons:?}");
@@ -245,5 +253,72 @@ fn a_far_future_event_is_dead_lettered_and_later_ones_are_not_late() {
             .contains("max_future_secs"),
         "{}",
         dead[0]
+    );
+}
+
+/// `replay --out` of `input` into `dir/name` at `workers`: every file, by name.
+fn replay_out(
+    dir: &std::path::Path,
+    name: &str,
+    input: &std::path::Path,
+    workers: &str,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let out = dir.join(name);
+    ok(ideaflow()
+        .arg("replay")
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(&out)
+        .args(["-w", workers]));
+    std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Bad lines change nothing but the dead letters: every view of the mixed
+/// stream is byte for byte what the valid lines alone give, and the dead
+/// letters themselves are the same at 1 and 2 workers.
+#[test]
+fn bad_lines_leave_the_views_as_the_valid_lines_alone_give_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (valid, mixed, bad_lines) = mixed_stream(dir.path(), 400);
+    assert!(bad_lines.len() >= 600, "only {} bad lines", bad_lines.len());
+    let (valid_path, mixed_path) = (dir.path().join("v.jsonl"), dir.path().join("m.jsonl"));
+    std::fs::write(&valid_path, valid.join("\n")).unwrap();
+    std::fs::write(&mixed_path, mixed.join(&b'\n')).unwrap();
+    let alone = replay_out(dir.path(), "alone", &valid_path, "1");
+    let one = replay_out(dir.path(), "one", &mixed_path, "1");
+    let two = replay_out(dir.path(), "two", &mixed_path, "2");
+    for view in [
+        "ideas.jsonl",
+        "signals.jsonl",
+        "centroids.jsonl",
+        "topic_counts.jsonl",
+        "distinct_counts.jsonl",
+    ] {
+        assert!(!alone[view].is_empty(), "{view} is empty");
+        assert!(alone[view] == one[view], "bad lines changed {view}");
+    }
+    let dead = String::from_utf8_lossy(&one["dead_letters.jsonl"]);
+    assert_eq!(
+        dead.lines().count(),
+        bad_lines.len(),
+        "one dead letter per bad line"
+    );
+    assert!(
+        dead.contains("\"future_time\"") && dead.contains("all zeros"),
+        "{dead}"
+    );
+    assert_eq!(
+        one, two,
+        "the same views and dead letters at 1 and 2 workers"
     );
 }

@@ -263,18 +263,13 @@ fn embedding(obj: &Map<String, Value>, prefix: &str) -> Result<Option<Vec<f32>>>
                         item,
                     ));
                 };
-                let x = x as f32;
-                if !x.is_finite() {
-                    return Err(Rejection::new(
-                        R::NonFinite,
-                        format!("{prefix}embedding[{i}] is not a finite 32-bit float"),
-                    ));
-                }
-                out.push(x);
+                out.push(x as f32);
             }
-            Ok(Some(out))
+            checked_vector(out, prefix).map(Some)
         }
-        Some(Value::String(encoded)) => embedding_base64(encoded, prefix).map(Some),
+        Some(Value::String(encoded)) => {
+            checked_vector(embedding_base64(encoded, prefix)?, prefix).map(Some)
+        }
         Some(other) => Err(wrong_type(
             "embedding",
             prefix,
@@ -307,17 +302,46 @@ fn embedding_base64(encoded: &str, prefix: &str) -> Result<Vec<f32>> {
             ),
         ));
     }
-    let out: Vec<f32> = bytes
+    Ok(bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    if let Some(i) = out.iter().position(|x| !x.is_finite()) {
+        .collect())
+}
+
+/// How far from length 1 a vector may be and still be taken as it is: the
+/// model's own output (f32 rounding of a normalized vector) is well inside.
+const UNIT_TOLERANCE: f64 = 1e-4;
+
+/// Every component a finite f32, and a direction of length 1. Everything
+/// downstream compares vectors by their dot product (near-duplicates, anchors,
+/// centroids), which is their cosine only for unit vectors: a vector of
+/// another length is scaled to 1 (in f64, so the same input always gives the
+/// same vector), and the model's vectors pass bit for bit, so a replay of a
+/// live run's output sees the vectors the live run saw. An all-zero vector
+/// has no direction and is refused.
+fn checked_vector(mut v: Vec<f32>, prefix: &str) -> Result<Vec<f32>> {
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
         return Err(Rejection::new(
             R::NonFinite,
             format!("{prefix}embedding[{i}] is not a finite 32-bit float"),
         ));
     }
-    Ok(out)
+    let norm = v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+    if norm == 0.0 {
+        return Err(Rejection::new(
+            R::InvalidValue,
+            format!(
+                "{prefix}embedding is all zeros, which has no direction; send the model's vector, \
+                 or leave embedding out to have ideaflow embed the content"
+            ),
+        ));
+    }
+    if (norm - 1.0).abs() > UNIT_TOLERANCE {
+        for x in &mut v {
+            *x = (f64::from(*x) / norm) as f32;
+        }
+    }
+    Ok(v)
 }
 
 /// Encodes an embedding in the base64 form `embedding` accepts.
@@ -502,7 +526,8 @@ mod tests {
 
     #[test]
     fn embedding_in_base64_round_trips_and_is_checked() {
-        let v: Vec<f32> = (0..EMBEDDING_DIM).map(|i| i as f32 / 1000.0).collect();
+        let mut v: Vec<f32> = (0..EMBEDDING_DIM).map(|i| i as f32 / 1000.0).collect();
+        crate::embed::l2_normalize(&mut v);
         let line = GOOD.replace(
             "}}",
             &format!("}},\"embedding\":\"{}\"}}", encode_embedding_base64(&v)),
@@ -526,5 +551,57 @@ mod tests {
         v[3] = "1e39".into();
         let huge = GOOD.replace("}}", &format!("}},\"embedding\":[{}]}}", v.join(",")));
         assert_eq!(reason(&huge), R::NonFinite);
+        let zeros = GOOD.replace(
+            "}}",
+            &format!("}},\"embedding\":[{}]}}", ["0"; 384].join(",")),
+        );
+        assert_eq!(reason(&zeros), R::InvalidValue);
+        let zeros = GOOD.replace(
+            "}}",
+            &format!(
+                "}},\"embedding\":\"{}\"}}",
+                encode_embedding_base64(&[0.0; 384])
+            ),
+        );
+        assert_eq!(reason(&zeros), R::InvalidValue);
+    }
+
+    fn parsed_embedding(v: &[f32]) -> Vec<f32> {
+        let line = GOOD.replace(
+            "}}",
+            &format!("}},\"embedding\":\"{}\"}}", encode_embedding_base64(v)),
+        );
+        let Payload::Signal(s) = parse_line(line.as_bytes()).unwrap().payload else {
+            panic!("not a signal: {line}");
+        };
+        s.embedding.unwrap()
+    }
+
+    #[test]
+    fn embeddings_are_taken_as_unit_vectors() {
+        let unit = |v: &[f32]| {
+            let n = v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+            (n - 1.0).abs() < 1e-6
+        };
+        // A direction, however short or long, becomes its unit vector.
+        let mut tiny = vec![0.0; 384];
+        tiny[7] = -1e-30;
+        let v = parsed_embedding(&tiny);
+        assert_eq!((v[7], v.iter().filter(|&&x| x != 0.0).count()), (-1.0, 1));
+        for scale in [0.05f32, 3.0, 1e30] {
+            let v = parsed_embedding(&vec![scale; 384]);
+            assert!(unit(&v), "{scale}: {:?}", &v[..3]);
+            assert!(v.iter().all(|&x| x == v[0]));
+        }
+        // The model's vectors (unit up to f32 rounding) pass bit for bit.
+        let mut model: Vec<f32> = (0..384)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        crate::embed::l2_normalize(&mut model);
+        let passed = parsed_embedding(&model);
+        assert!(passed
+            .iter()
+            .zip(&model)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 }
