@@ -116,7 +116,10 @@ fn bad_speed_and_missing_input_fail_clearly() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/file.jsonl"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/file.jsonl"), "{stderr}");
+    // The cause once, not once per error that wraps it.
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
 }
 
 fn replay_to(
