@@ -25,7 +25,7 @@ use sqlx::{ConnectOptions, Connection, Executor, Postgres, Transaction};
 pub enum PostgresError {
     #[error("invalid postgres url: {0}; set postgres.url or IDEAFLOW_POSTGRES_URL (e.g. postgres://ideaflow@127.0.0.1:54329/ideaflow)")]
     Url(sqlx::Error),
-    #[error("cannot connect to Postgres: {0}; is it running? scripts/setup.sh starts it")]
+    #[error("cannot connect to Postgres: {0}; is it running, and do the URL's role and database exist? scripts/setup.sh starts it and creates them (or set IDEAFLOW_POSTGRES_URL)")]
     Connect(sqlx::Error),
     #[error("schema name {0:?} is invalid: use lowercase letters, digits and _ (it comes from the namespace)")]
     Schema(String),
@@ -85,16 +85,16 @@ pub async fn connect(url: &str, schema: &str) -> Result<PgPool, PostgresError> {
     }
     let base = PgConnectOptions::from_str(url).map_err(PostgresError::Url)?;
     {
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(base.clone())
+        // One plain connection, not a pool: a pool retries until its timeout
+        // and then says only that it timed out, where this says why (refused,
+        // no such database or role, a bad password) at once.
+        let mut admin = PgConnection::connect_with(&base)
             .await
             .map_err(PostgresError::Connect)?;
         admin
             .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
             .await?;
-        admin.close().await;
+        admin.close().await?;
     }
     // The application name says which pipeline a connection serves
     // (pg_stat_activity), for whoever administers the server.
