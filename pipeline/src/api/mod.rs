@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 use tokio::sync::broadcast;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
@@ -517,14 +518,23 @@ async fn ab_results(
 /// Server-sent events: one `epoch` event per committed epoch.
 async fn stream(State(s): State<Shared>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     count(&s, "stream", 200);
-    let events = BroadcastStream::new(s.feed.subscribe()).filter_map(|m| {
-        m.ok().map(|epoch| {
-            Ok(Event::default()
-                .event("epoch")
-                .data(serde_json::to_string(&epoch).unwrap_or_default()))
-        })
+    let events = BroadcastStream::new(s.feed.subscribe()).map(|m| {
+        let (name, data) = feed_event(m);
+        Ok(Event::default().event(name).data(data))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+}
+
+/// The SSE event (name, data) for what the feed gave a client. A client too
+/// slow for the feed is told how many epochs it missed (the views are whole
+/// either way: it reads them again), not left to guess.
+fn feed_event(m: Result<EpochCommitted, BroadcastStreamRecvError>) -> (&'static str, String) {
+    match m {
+        Ok(epoch) => ("epoch", serde_json::to_string(&epoch).unwrap_or_default()),
+        Err(BroadcastStreamRecvError::Lagged(missed)) => {
+            ("lagged", json!({ "missed": missed }).to_string())
+        }
+    }
 }
 
 async fn openapi() -> Json<Value> {
@@ -573,4 +583,39 @@ async fn metrics(State(s): State<Shared>) -> Response {
 
 async fn dashboard() -> Html<&'static str> {
     Html(include_str!("dashboard.html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(n: i64) -> EpochCommitted {
+        EpochCommitted {
+            epoch: n,
+            changes: 1,
+            ideas_changed: Vec::new(),
+            top_moves: Vec::new(),
+            signals: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_behind_the_feed_is_told_what_it_missed() {
+        let (feed, rx) = broadcast::channel(2);
+        for n in 0..5 {
+            feed.send(epoch(n)).unwrap();
+        }
+        drop(feed);
+        let got: Vec<(&str, Value)> = BroadcastStream::new(rx)
+            .map(|m| {
+                let (name, data) = feed_event(m);
+                (name, serde_json::from_str(&data).unwrap())
+            })
+            .collect()
+            .await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], ("lagged", json!({"missed": 3})));
+        assert_eq!((got[1].0, &got[1].1["epoch"]), ("epoch", &json!(3)));
+        assert_eq!((got[2].0, &got[2].1["epoch"]), ("epoch", &json!(4)));
+    }
 }

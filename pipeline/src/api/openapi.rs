@@ -46,7 +46,7 @@ pub fn document() -> Value {
             "/api/v1/search": get("Semantic search: the query embedded with the model, nearest ideas by cosine",
                 json!([{"name": "q", "in": "query", "required": true, "schema": {"type": "string"}}, limit]),
                 "{query, results: [idea + similarity]}"),
-            "/api/v1/stream": get("Server-sent events: `epoch` per committed epoch", json!([]), "text/event-stream"),
+            "/api/v1/stream": get("Server-sent events: `epoch` per committed epoch; `lagged` {missed} when a slow client skipped epochs (re-read the views)", json!([]), "text/event-stream"),
             "/api/v1/weights": get("Scoring weights: in force, configured, and their history learned from feedback", json!([]),
                 "{current, configured, history: [{effective_from, five weights, origin, ideas, impressions}]}"),
             "/api/v1/ab": get("Latest 7-day A/B result per idea, marketplace and treatment variant",
