@@ -264,23 +264,8 @@ fn replay_out(
     workers: &str,
 ) -> std::collections::BTreeMap<String, Vec<u8>> {
     let out = dir.join(name);
-    ok(ideaflow()
-        .arg("replay")
-        .arg("--input")
-        .arg(input)
-        .arg("--out")
-        .arg(&out)
-        .args(["-w", workers]));
-    std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
+    replay(input, &out, &["-w", workers]);
+    out_files(&out)
 }
 
 /// Bad lines change nothing but the dead letters: every view of the mixed

@@ -129,13 +129,7 @@ fn replay_to(
     extra: &[&str],
 ) -> (Vec<u8>, Vec<u8>) {
     let out = dir.join(name);
-    ok(ideaflow()
-        .arg("replay")
-        .arg("--input")
-        .arg(input)
-        .arg("--out")
-        .arg(&out)
-        .args(extra));
+    replay(input, &out, extra);
     // Every view, concatenated in a fixed order: all must agree.
     let mut views = Vec::new();
     for f in VIEWS {
@@ -383,20 +377,6 @@ fn a_source_held_back_by_back_pressure_gives_the_same_views() {
     let (free, _) = replay_to(dir.path(), "free", &input, &["-w", "2"]);
     let (held, _) = replay_to(dir.path(), "held", &input, &["-w", "2", "--config", tight]);
     assert_eq!(free, held, "a source waiting on back-pressure");
-}
-
-/// Every file of a `replay --out` folder, by name.
-fn out_files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// A hostfile for two processes on this machine.

@@ -157,3 +157,29 @@ pub fn generate_stream(out: &Path, signals: u32, seed: u64, days: u32, feedback:
     }
     ok(cmd.arg("--out").arg(out));
 }
+
+/// Every file of a `replay --out` folder, by name.
+pub fn out_files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `ideaflow replay --input input --out out` with `extra` arguments; fails the
+/// test if it fails.
+pub fn replay(input: &Path, out: &Path, extra: &[&str]) -> Output {
+    ok(ideaflow()
+        .arg("replay")
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(extra))
+}
