@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {cause}; pass --config with an existing file (see config/ideaflow.toml)")]
+    #[error("cannot read config {path}: {source}; pass --config with an existing file (see config/ideaflow.toml)")]
     Read {
         path: PathBuf,
-        cause: std::io::Error,
+        source: std::io::Error,
     },
     #[error("config {path} is not valid: {message}; every key is documented in config/README.md")]
     Parse { path: PathBuf, message: String },
@@ -244,9 +244,9 @@ impl Default for ClassifierConfig {
 impl Config {
     /// Reads `path`, then applies environment overrides, then checks values.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
-            cause,
+            source,
         })?;
         let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),

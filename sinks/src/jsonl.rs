@@ -9,11 +9,11 @@ use serde::Serialize;
 #[derive(Debug, thiserror::Error)]
 pub enum JsonlError {
     #[error(
-        "cannot open {path} for writing: {cause}; check that its folder exists and is writable"
+        "cannot open {path} for writing: {source}; check that its folder exists and is writable"
     )]
-    Open { path: PathBuf, cause: io::Error },
-    #[error("writing {path} failed: {cause}; check free disk space")]
-    Write { path: PathBuf, cause: io::Error },
+    Open { path: PathBuf, source: io::Error },
+    #[error("writing {path} failed: {source}; check free disk space")]
+    Write { path: PathBuf, source: io::Error },
     #[error("a record could not be encoded as JSON: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -41,9 +41,9 @@ impl JsonlWriter {
             Box::new(io::stdout())
         } else {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|cause| JsonlError::Open {
+                std::fs::create_dir_all(parent).map_err(|source| JsonlError::Open {
                     path: path.to_owned(),
-                    cause,
+                    source,
                 })?;
             }
             let file: File = if append {
@@ -51,9 +51,9 @@ impl JsonlWriter {
             } else {
                 File::create(path)
             }
-            .map_err(|cause| JsonlError::Open {
+            .map_err(|source| JsonlError::Open {
                 path: path.to_owned(),
-                cause,
+                source,
             })?;
             Box::new(file)
         };
@@ -73,9 +73,9 @@ impl JsonlWriter {
     pub fn write_line(&mut self, line: &str) -> Result<(), JsonlError> {
         self.out
             .write_all(line.as_bytes())
-            .map_err(|cause| JsonlError::Write {
+            .map_err(|source| JsonlError::Write {
                 path: self.path.clone(),
-                cause,
+                source,
             })?;
         self.write_raw_newline()
     }
@@ -84,16 +84,16 @@ impl JsonlWriter {
         self.written += 1;
         self.out
             .write_all(b"\n")
-            .map_err(|cause| JsonlError::Write {
+            .map_err(|source| JsonlError::Write {
                 path: self.path.clone(),
-                cause,
+                source,
             })
     }
 
     pub fn flush(&mut self) -> Result<(), JsonlError> {
-        self.out.flush().map_err(|cause| JsonlError::Write {
+        self.out.flush().map_err(|source| JsonlError::Write {
             path: self.path.clone(),
-            cause,
+            source,
         })
     }
 

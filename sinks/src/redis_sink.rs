@@ -32,10 +32,10 @@ pub const HOT_TOPICS_TTL_SECS: i64 = 48 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
-    #[error("cannot connect to Redis at {url}: {cause}; is it running? scripts/setup.sh starts it (or set IDEAFLOW_REDIS_URL)")]
+    #[error("cannot connect to Redis at {url}: {source}; is it running? scripts/setup.sh starts it (or set IDEAFLOW_REDIS_URL)")]
     Connect {
         url: String,
-        cause: redis::RedisError,
+        source: redis::RedisError,
     },
     #[error("Redis write failed: {0}; check that Redis is up and that nothing else writes keys under this namespace (or choose another with --namespace)")]
     Write(#[from] redis::RedisError),
@@ -47,7 +47,7 @@ impl RedisError {
     /// the namespace, say): that one would be answered again.
     pub fn is_transient(&self) -> bool {
         let e = match self {
-            RedisError::Connect { cause, .. } => cause,
+            RedisError::Connect { source, .. } => source,
             RedisError::Write(e) => e,
         };
         e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
@@ -80,9 +80,9 @@ pub const EVENTS_MAXLEN: usize = 100_000;
 
 impl RedisSink {
     pub fn connect(url: &str, namespace: &str, top_k: usize) -> Result<Self, RedisError> {
-        let connect = |cause| RedisError::Connect {
+        let connect = |source| RedisError::Connect {
             url: url.to_owned(),
-            cause,
+            source,
         };
         let client = redis::Client::open(url).map_err(connect)?;
         let conn = open_connection(&client).map_err(connect)?;

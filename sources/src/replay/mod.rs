@@ -23,15 +23,15 @@ pub use pacer::{Pacer, Speed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("cannot open input {path}: {cause}; check the path and its permissions")]
-    Open { path: PathBuf, cause: io::Error },
+    #[error("cannot open input {path}: {source}; check the path and its permissions")]
+    Open { path: PathBuf, source: io::Error },
     #[error(
-        "reading {path} failed at line {line}: {cause}; a gzip file may be truncated or corrupt"
+        "reading {path} failed at line {line}: {source}; a gzip file may be truncated or corrupt"
     )]
     Read {
         path: PathBuf,
         line: u64,
-        cause: io::Error,
+        source: io::Error,
     },
 }
 
@@ -102,9 +102,9 @@ impl ReplaySource {
     ) -> Result<Self, ReplayError> {
         let mut total = 0;
         for f in files.iter().filter(|f| !is_stdin(f)) {
-            let meta = std::fs::metadata(f).map_err(|cause| ReplayError::Open {
+            let meta = std::fs::metadata(f).map_err(|source| ReplayError::Open {
                 path: f.clone(),
-                cause,
+                source,
             })?;
             total += meta.len();
         }
@@ -145,9 +145,9 @@ impl ReplaySource {
         let file: Box<dyn Read + Send> = if is_stdin(path) {
             Box::new(io::stdin())
         } else {
-            Box::new(File::open(path).map_err(|cause| ReplayError::Open {
+            Box::new(File::open(path).map_err(|source| ReplayError::Open {
                 path: path.to_owned(),
-                cause,
+                source,
             })?)
         };
         let counted = CountingReader {
@@ -181,10 +181,10 @@ impl ReplaySource {
                 self.current = Some((path.display().to_string(), LineReader::new(reader)));
             }
             let (name, reader) = self.current.as_mut().expect("opened above");
-            let raw = reader.next_line().map_err(|cause| ReplayError::Read {
+            let raw = reader.next_line().map_err(|source| ReplayError::Read {
                 path: PathBuf::from(name.as_str()),
                 line: 0,
-                cause,
+                source,
             })?;
             let Some(raw) = raw else {
                 self.current = None;
