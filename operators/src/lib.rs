@@ -16,6 +16,7 @@ pub mod idea;
 pub mod idea_state;
 pub mod pii;
 pub mod prefetch;
+pub mod redelivery;
 pub mod rejection;
 pub mod score;
 pub mod shared_embedding;

@@ -87,6 +87,15 @@ impl Engagement {
             shares: self.shares.saturating_add(other.shares),
         }
     }
+
+    pub fn saturating_sub(&self, other: &Engagement) -> Engagement {
+        Engagement {
+            views: self.views.saturating_sub(other.views),
+            likes: self.likes.saturating_sub(other.likes),
+            comments: self.comments.saturating_sub(other.comments),
+            shares: self.shares.saturating_sub(other.shares),
+        }
+    }
 }
 
 /// A validated signal. Construct it through [`crate::validate`], which enforces

@@ -62,7 +62,8 @@ impl CoreSetup {
     /// A fresh feedback state, its prior the configured weights.
     pub fn feedback_state(&self) -> FeedbackState {
         let state = FeedbackState::new(self.feedback.clone(), self.scoring.weights)
-            .with_weights_delay(self.epoch_secs as i64);
+            .with_weights_delay(self.epoch_secs as i64)
+            .with_event_id_horizon(self.dedupe.event_id_horizon_secs);
         match &self.labels().classifier {
             Some(c) => state.with_anchors(c.anchors().to_vec()),
             None => state,

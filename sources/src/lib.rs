@@ -2,5 +2,7 @@
 //! adapters from platform payloads to Signals, and the stream generator.
 
 pub mod adapters;
+pub mod bus;
 pub mod generator;
+pub mod input;
 pub mod replay;

@@ -224,6 +224,9 @@ pub struct FeedbackState {
     recent_listings: std::collections::VecDeque<(i64, f64)>,
     last_alert: Option<i64>,
     anchors: Option<anchors::AnchorFeedback>,
+    /// Envelopes taken within `dedupe.event_id_horizon_secs`, by `eventId`:
+    /// a redelivered listing, feedback report or correction changes nothing.
+    event_ids: crate::redelivery::EventIdsSeen,
 }
 
 impl FeedbackState {
@@ -248,7 +251,50 @@ impl FeedbackState {
             recent_listings: std::collections::VecDeque::new(),
             last_alert: None,
             anchors: None,
+            event_ids: crate::redelivery::EventIdsSeen::new(
+                crate::redelivery::DEFAULT_HORIZON_SECS,
+            ),
         }
+    }
+
+    /// How long an envelope's `eventId` is remembered (0: not at all).
+    pub fn with_event_id_horizon(mut self, secs: i64) -> Self {
+        self.event_ids = crate::redelivery::EventIdsSeen::new(secs);
+        self
+    }
+
+    /// The epoch's envelopes less those whose `eventId` was taken within
+    /// the horizon (redeliveries), in a total order: events without an id
+    /// are all kept. Call once per epoch, before applying its events and
+    /// corrections; `watermark` is the epoch's end.
+    pub fn take_once(&mut self, watermark: i64, events: Vec<Event>) -> Vec<Event> {
+        let mut keyed: Vec<(i64, String, Event)> = events
+            .into_iter()
+            .map(|e| {
+                let key = serde_json::to_string(&e.payload).unwrap_or_default();
+                (e.time.timestamp(), key, e)
+            })
+            .collect();
+        // The first of two copies in this order is the one taken, whatever
+        // their arrival order.
+        keyed.sort_by(|a, b| {
+            (a.0, &a.2.meta.event_id, &a.1).cmp(&(b.0, &b.2.meta.event_id, &b.1))
+        });
+        let taken = keyed
+            .into_iter()
+            .filter(|(time, _, e)| match &e.meta.event_id {
+                Some(id) => self.event_ids.take(id, *time),
+                None => true,
+            })
+            .map(|(_, _, e)| e)
+            .collect();
+        self.event_ids.expire(watermark);
+        taken
+    }
+
+    /// Envelopes refused as redeliveries so far.
+    pub fn repeated_events(&self) -> u64 {
+        self.event_ids.repeats()
     }
 
     /// Classification feedback moves these anchors (the classifier's, as

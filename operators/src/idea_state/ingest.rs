@@ -9,16 +9,26 @@ use super::rescore::in_window;
 use super::{row_key, sorted_topics, utc, IdeaState, KnownCohesion, LiveIdea, PreparedSignal};
 use crate::content_hash::ContentHash;
 use crate::idea::IdeaId;
+use crate::redelivery::{signal_key, SeenSignal, SignalKey};
 use crate::score;
 use crate::views::{DedupeKind, IdeaRow, IdeaStatus, SignalRow, ViewKey, ViewRow};
 
 impl IdeaState {
-    /// Bloom → exact → near → new idea.
+    /// A signal taken before is a re-poll ([`IdeaState::take_again`]);
+    /// otherwise Bloom → exact → near → new idea. Returns the slot of the
+    /// idea it changed, if any.
     pub(super) fn apply_signal(
         &mut self,
         s: PreparedSignal,
         changes: &mut BTreeMap<ViewKey, Option<ViewRow>>,
-    ) -> u32 {
+    ) -> Option<u32> {
+        let key = self
+            .seen_signals
+            .enabled()
+            .then(|| signal_key(s.signal.source, &s.signal.id));
+        if let Some(prev) = key.and_then(|k| self.seen_signals.get(k).copied()) {
+            return self.take_again(key.expect("looked up"), prev, s, changes);
+        }
         self.stats.signals += 1;
         let time = s.signal.captured_at.timestamp();
         let maybe_seen = self.bloom.check_and_insert(&s.hash, time);
@@ -67,6 +77,19 @@ impl IdeaState {
             idea_id.write(&mut [0; 36]),
             s.signal.community.as_deref(),
         );
+        if let Some(key) = key {
+            self.seen_signals.insert(
+                key,
+                SeenSignal {
+                    idea: idea_id.bits(),
+                    captured_at: s.signal.captured_at.timestamp_micros(),
+                    engagement: s.signal.engagement,
+                    dedupe: kind,
+                    similarity,
+                    content_hash: s.hash,
+                },
+            );
+        }
         let sig = s.signal;
         let row = SignalRow {
             source: sig.source,
@@ -91,7 +114,69 @@ impl IdeaState {
             ViewKey::Idea(idea.row.id),
             Some(ViewRow::Idea(Box::new(idea.row.clone()))),
         );
-        slot
+        Some(slot)
+    }
+
+    /// A signal whose `(source, id)` was taken before: a redelivery or a
+    /// re-poll. Newer figures replace the earlier ones in its idea's
+    /// engagement and its row; anything else changes nothing. It is not a
+    /// second signal: counts, centroids, topics and statistics stay as the
+    /// first sighting left them.
+    fn take_again(
+        &mut self,
+        key: SignalKey,
+        prev: SeenSignal,
+        s: PreparedSignal,
+        changes: &mut BTreeMap<ViewKey, Option<ViewRow>>,
+    ) -> Option<u32> {
+        let captured_at = s.signal.captured_at.timestamp_micros();
+        let slot = self.by_id.get(&IdeaId::from_bits(prev.idea)).copied();
+        let (true, Some(slot)) = (prev.replaced_by(captured_at, &s.signal.engagement), slot) else {
+            // An identical or older copy; or its idea is archived, whose
+            // figures are frozen.
+            self.stats.repeats += 1;
+            return None;
+        };
+        self.stats.repolls += 1;
+        let mut idea = self.ideas[slot as usize].take().expect("live slot");
+        idea.row.engagement = idea
+            .row
+            .engagement
+            .saturating_sub(&prev.engagement)
+            .saturating_add(&s.signal.engagement);
+        self.refresh_derived(&mut idea);
+        let idea_row = ViewRow::Idea(Box::new(idea.row.clone()));
+        let idea_id = idea.row.id;
+        self.ideas[slot as usize] = Some(idea);
+        self.seen_signals.insert(
+            key,
+            SeenSignal {
+                captured_at,
+                engagement: s.signal.engagement,
+                ..prev
+            },
+        );
+        let sig = s.signal;
+        let row = SignalRow {
+            source: sig.source,
+            id: sig.id,
+            idea_id,
+            content_hash: ContentHash(prev.content_hash),
+            dedupe: prev.dedupe,
+            similarity: prev.similarity,
+            captured_at: sig.captured_at,
+            published_at: sig.published_at,
+            content: sig.content,
+            community: sig.community,
+            topics: sig.topics,
+            locale: sig.locale,
+            url: sig.url,
+            engagement: sig.engagement,
+            engagement_rate: s.rate,
+        };
+        changes.insert(row_key(&row), Some(ViewRow::Signal(Box::new(row))));
+        changes.insert(ViewKey::Idea(idea_id), Some(idea_row));
+        Some(slot)
     }
 
     /// The live idea most similar to `s` at or above the threshold, among the

@@ -54,6 +54,7 @@ use crate::centroid::{AccumulatedSums, CentroidSlot, CentroidWindow, VectorDelta
 use crate::dedupe::{NearIndex, RotatingBloom, VectorId};
 use crate::distinct::DistinctCounts;
 use crate::engagement_stats::EngagementStats;
+use crate::redelivery::SeenSignals;
 use crate::idea::IdeaId;
 use crate::score::{Factors, ScoringParams, Weights};
 use crate::topic_counts::TopicCounts;
@@ -79,6 +80,12 @@ pub struct DedupeStats {
     /// Archived ideas forgotten (`dedupe.forget_archived_secs` after they
     /// were archived).
     pub forgotten: u64,
+    /// Signals polled again with newer figures: their engagement replaced
+    /// the earlier figures.
+    pub repolls: u64,
+    /// Signals delivered again that changed nothing (an identical or older
+    /// copy, or one whose idea is archived).
+    pub repeats: u64,
 }
 
 /// Below this many ideas to re-score, one thread does it: a thread's start
@@ -225,6 +232,9 @@ pub struct IdeaState {
     scoring_threads: usize,
     /// Fewer ideas to re-score than this are done on one thread.
     parallel_scoring_min: usize,
+    /// The signals taken within `dedupe.event_id_horizon_secs`: a signal
+    /// delivered again is a re-poll, never a second signal.
+    seen_signals: SeenSignals,
     /// A delivered changelog's buffer, empty, for the next epoch's: a tick's
     /// changelog holds a row per live idea (~80 MB at half a million), and
     /// a fresh buffer of that size is fresh pages the kernel must fault in
@@ -266,6 +276,7 @@ impl IdeaState {
                 windows.distinct_error_rate,
             ),
             calendar,
+            seen_signals: SeenSignals::new(dedupe.event_id_horizon_secs),
             dedupe,
             windows,
             scoring,
@@ -307,6 +318,11 @@ impl IdeaState {
 
     pub fn stats(&self) -> DedupeStats {
         self.stats
+    }
+
+    /// Signals remembered to take redeliveries once.
+    pub fn seen_signals(&self) -> usize {
+        self.seen_signals.len()
     }
 
     /// The watermark of the last epoch applied.
@@ -379,8 +395,9 @@ impl IdeaState {
         signals.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         let mut touched: Vec<u32> = Vec::with_capacity(signals.len());
         for s in signals {
-            let slot = self.apply_signal(s, &mut changes);
-            touched.push(slot);
+            if let Some(slot) = self.apply_signal(s, &mut changes) {
+                touched.push(slot);
+            }
         }
         self.open = Some(OpenEpoch {
             watermark,
@@ -483,6 +500,7 @@ impl IdeaState {
             }
         }
         self.forget_archived(tick);
+        self.seen_signals.expire(tick);
         if std::mem::take(&mut self.reclassify) {
             self.reclassify_live(changes);
         }

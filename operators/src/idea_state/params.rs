@@ -25,6 +25,11 @@ pub struct DedupeParams {
     /// LSH bands and bits per band (see `dedupe::lsh` for the collision law).
     pub lsh_bands: usize,
     pub lsh_bits: usize,
+    /// How long (event time) a delivered record is remembered so that a
+    /// redelivery changes nothing: an envelope's `eventId`, and a signal's
+    /// `(source, id)` after its latest capture (a later poll of it replaces
+    /// its engagement instead of adding to it). 0: no redelivery protection.
+    pub event_id_horizon_secs: i64,
 }
 
 impl DedupeParams {
@@ -48,6 +53,7 @@ impl Default for DedupeParams {
             bloom_generations: 8,
             lsh_bands: LshParams::default().bands,
             lsh_bits: LshParams::default().bits,
+            event_id_horizon_secs: crate::redelivery::DEFAULT_HORIZON_SECS,
         }
     }
 }

@@ -45,12 +45,14 @@ impl PreparedSignal {
 
     /// The order signals of one epoch are applied in: by event time, then a
     /// total order on content, so arrival order never matters.
-    pub fn order_key(&self) -> (i64, crate::Source, &str, &str) {
+    pub fn order_key(&self) -> (i64, crate::Source, &str, &str, crate::Engagement) {
         (
             self.signal.captured_at.timestamp_micros(),
             self.signal.source,
             self.signal.id.as_str(),
             self.signal.content.as_str(),
+            // Two polls of one signal at one capture time differ in their figures.
+            self.signal.engagement,
         )
     }
 }

@@ -590,3 +590,86 @@ fn latest_factors_are_the_last_emitted_ones() {
         assert_eq!(state.factors(&id.to_uppercase()), None, "{id}");
     }
 }
+
+fn polled(id: &str, minute: i64, content: &str, embedding: Vec<f32>, views: u64) -> Signal {
+    let mut s = signal(id, minute, content, embedding);
+    s.engagement.views = views;
+    s
+}
+
+#[test]
+fn redelivered_signals_change_nothing() {
+    let base = unit(1);
+    let signals: Vec<Signal> = (0..120)
+        .map(|i| {
+            let e = if i % 4 == 0 {
+                nudged(&base, i)
+            } else {
+                unit(100 + i)
+            };
+            signal(&format!("s{i}"), i as i64 * 3, &format!("text {i}"), e)
+        })
+        .collect();
+    let (alone, stats_alone) = run(&signals, 60);
+    // Every third signal delivered again, some of them twice, in another order.
+    let mut repeated = signals.clone();
+    repeated.extend(signals.iter().step_by(3).cloned());
+    repeated.extend(signals.iter().step_by(9).cloned());
+    repeated.reverse();
+    let (again, stats_again) = run(&repeated, 60);
+    let rows_a: Vec<&ViewRow> = alone.rows().collect();
+    let rows_b: Vec<&ViewRow> = again.rows().collect();
+    assert_eq!(rows_a, rows_b);
+    assert_eq!(stats_again.repeats, 40 + 14);
+    assert_eq!(stats_again.signals, stats_alone.signals);
+    assert_eq!(stats_again.repolls, 0);
+}
+
+#[test]
+fn a_repoll_replaces_its_signals_figures() {
+    let a = unit(1);
+    let first = vec![
+        polled("1", 0, "Cat in a hat", a.clone(), 100),
+        polled("2", 5, "CAT in a hat!!", a.clone(), 10),
+    ];
+    let mut polls = first.clone();
+    polls.push(polled("1", 60, "Cat in a hat", a.clone(), 300));
+    polls.push(polled("1", 90, "Cat in a hat", a.clone(), 500));
+    // Same capture, smaller figures: changes nothing.
+    polls.push(polled("1", 90, "Cat in a hat", a.clone(), 400));
+    for order in [false, true] {
+        let mut polls = polls.clone();
+        if order {
+            polls.reverse();
+        }
+        let (views, stats) = run(&polls, 60);
+        let idea = views.ideas().next().expect("one idea");
+        assert_eq!(views.ideas().count(), 1);
+        assert_eq!(idea.signal_count, 2, "a re-poll is not a second signal");
+        assert_eq!(idea.engagement.views, 500 + 10);
+        assert_eq!(signal_row(&views, "1").engagement.views, 500);
+        assert_eq!(signal_row(&views, "1").dedupe, DedupeKind::New);
+        assert_eq!(signal_row(&views, "2").dedupe, DedupeKind::Exact);
+        assert_eq!((stats.repolls, stats.repeats, stats.signals), (3, 0, 2));
+    }
+}
+
+#[test]
+fn without_a_horizon_every_delivery_counts() {
+    let a = unit(1);
+    let signals = vec![
+        polled("1", 0, "Cat in a hat", a.clone(), 100),
+        polled("1", 0, "Cat in a hat", a.clone(), 100),
+    ];
+    let dedupe = DedupeParams {
+        event_id_horizon_secs: 0,
+        ..DedupeParams::default()
+    };
+    let (epochs, state) = replay_epochs(&signals, 60, 1, dedupe);
+    let mut views = ViewState::default();
+    for changes in epochs {
+        views.apply(changes);
+    }
+    assert_eq!(views.ideas().next().unwrap().engagement.views, 200);
+    assert_eq!(state.stats().repeats, 0);
+}

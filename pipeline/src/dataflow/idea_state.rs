@@ -379,6 +379,7 @@ pub fn apply_feedback<'scope>(
                         continue;
                     };
                     let watermark = (t + epoch_secs) as i64;
+                    let events = owner.state.take_once(watermark, events);
                     let (corrections, events): (Vec<Event>, Vec<Event>) = events
                         .into_iter()
                         .partition(|e| matches!(e.payload, Payload::Correction(_)));
