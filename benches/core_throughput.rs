@@ -109,7 +109,7 @@ fn child(input: &Path, workers: usize) -> Result<()> {
     let cpu_before = cpu_secs();
     let summary = run_views_pipeline(
         &config,
-        source,
+        ideaflow::dataflow::Inputs::files(source, Duration::hours(1)),
         model,
         dead,
         core,

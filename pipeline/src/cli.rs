@@ -28,14 +28,19 @@ pub struct Cli {
 pub enum Command {
     /// Run the pipeline: inputs -> validate -> embed -> dedupe, classify, score -> Postgres, Redis, HTTP API and dashboard.
     ///
-    /// The inputs (pipeline.inputs or --input) are read as one stream in event
-    /// time. Every completed epoch is materialized into Postgres/pgvector and
-    /// Redis in one transaction each; at start the views are rebuilt from the
-    /// inputs, since they are a deterministic function of them, so a restart
-    /// loses nothing. Embedded signals go to pipeline.output, refused lines to
-    /// the dead-letter file with a reason. The HTTP API, the dashboard,
-    /// /metrics and /health serve on api.listen until Ctrl-C, or, with
-    /// --exit-at-end, until bounded inputs end.
+    /// The inputs (pipeline.inputs or --input: files, standard input, Kafka
+    /// topics, Redis streams) are read as one stream in event time. Every
+    /// completed epoch is materialized into Postgres/pgvector and Redis in one
+    /// transaction each, and only then are its bus records acknowledged; at
+    /// start the views are rebuilt from the inputs (buses from their
+    /// beginning), since they are a deterministic function of them, so a
+    /// restart loses nothing, and a redelivered record changes nothing.
+    /// Embedded signals go to pipeline.output, refused records to the
+    /// dead-letter file with a reason and their position. The HTTP API, the
+    /// dashboard, /metrics and /health serve on api.listen. SIGTERM or SIGINT
+    /// stops reading, commits the complete epochs and exits 0 (a second one
+    /// exits at once); with --exit-at-end the run ends once bounded inputs
+    /// end and every bus source has been idle for pipeline.idle_source_secs.
     Run(RunArgs),
     /// Replay streams and write the final state of every view, sorted by key (for analysts and diffs).
     Replay(ReplayArgs),
@@ -119,10 +124,15 @@ pub struct RunArgs {
     /// Configuration file.
     #[arg(short, long, default_value = "config/ideaflow.toml")]
     pub config: PathBuf,
-    /// Input files (plain or .gz JSONL; `-` is standard input, a live stream read as
-    /// lines arrive); replaces pipeline.inputs.
+    /// Inputs; replaces pipeline.inputs. Files (plain or .gz JSONL) and `-`
+    /// (standard input, read as lines arrive) are read in order as one
+    /// stream; bus URLs are read beside them, each partition with its own
+    /// watermark: `kafka://HOST:PORT[,HOST:PORT…]/TOPIC[?group=G]`,
+    /// `redis://HOST:PORT[/DB]?stream=S[&group=G][&consumer=C]`,
+    /// `fluvio://HOST:PORT/TOPIC`. Bus records are acknowledged once every
+    /// sink committed their epoch.
     #[arg(short, long, num_args = 1..)]
-    pub input: Vec<PathBuf>,
+    pub input: Vec<String>,
     /// Output JSONL; replaces pipeline.output.
     #[arg(short, long)]
     pub out: Option<PathBuf>,
@@ -141,7 +151,9 @@ pub struct RunArgs {
     /// HTTP API and dashboard address; replaces api.listen ("" serves nothing).
     #[arg(long)]
     pub listen: Option<String>,
-    /// Exit when bounded inputs end instead of serving the API until Ctrl-C.
+    /// Exit when the inputs end instead of serving the API until SIGTERM or
+    /// Ctrl-C: files at their end, bus sources once every one has been idle
+    /// for pipeline.idle_source_secs (a catch-up job, a test).
     #[arg(long)]
     pub exit_at_end: bool,
     #[command(flatten)]

@@ -92,8 +92,10 @@ pub struct PipelineConfig {
     pub max_future_secs: u64,
     /// `max`, or a real-time multiplier such as `60`.
     pub speed: String,
-    /// Input JSONL files (plain or .gz), replayed in order.
-    pub inputs: Vec<PathBuf>,
+    /// Inputs: JSONL files (plain or .gz) and `-` (standard input), read in
+    /// order as one stream, and bus URLs (`kafka://…`, `redis://…?stream=…`,
+    /// `fluvio://…`), each read beside them with its own watermark.
+    pub inputs: Vec<String>,
     /// Where `run` writes embedded signals (JSON Lines).
     pub output: PathBuf,
     /// Dead-letter file (JSON Lines).
@@ -103,6 +105,13 @@ pub struct PipelineConfig {
     /// How long a failed write to Postgres or Redis is retried before the
     /// pipeline stops (0: stop at the first failure).
     pub sink_retry_secs: u64,
+    /// A bus partition with no record for this long stops holding the
+    /// watermark back; when every source is idle the watermark follows the
+    /// wall clock, and `run --exit-at-end` ends.
+    pub idle_source_secs: u64,
+    /// How long a stop (SIGTERM, SIGINT) may take to commit the epochs that
+    /// are complete before the process exits anyway.
+    pub shutdown_timeout_secs: u64,
 }
 
 impl PipelineConfig {
@@ -128,11 +137,13 @@ impl Default for PipelineConfig {
             allowed_lateness_secs: 3600,
             max_future_secs: 31_536_000,
             speed: "max".into(),
-            inputs: vec![PathBuf::from("config/sample/signals.jsonl")],
+            inputs: vec!["config/sample/signals.jsonl".into()],
             output: PathBuf::from("out/run/signals.jsonl"),
             dead_letter: PathBuf::from("out/run/dead_letter.jsonl"),
             max_in_flight: 50_000,
             sink_retry_secs: 300,
+            idle_source_secs: 30,
+            shutdown_timeout_secs: 30,
         }
     }
 }
@@ -272,6 +283,20 @@ impl Config {
         self.check()
     }
 
+    /// `pipeline.inputs`, parsed: files, `-`, and bus URLs.
+    pub fn input_specs(&self) -> Result<Vec<ideaflow_sources::input::InputSpec>, ConfigError> {
+        self.pipeline
+            .inputs
+            .iter()
+            .map(|i| {
+                ideaflow_sources::input::InputSpec::parse(i).map_err(|e| ConfigError::Invalid {
+                    key: "pipeline.inputs",
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
     /// `--namespace`: the Postgres schema and the Redis key prefix at once.
     pub fn set_namespace(&mut self, namespace: &str) -> Result<(), ConfigError> {
         if !ideaflow_sinks::postgres::valid_schema(namespace) {
@@ -328,6 +353,7 @@ impl Config {
         if self.pipeline.epoch_secs == 0 {
             return invalid("pipeline.epoch_secs", "must be at least 1 second");
         }
+        self.input_specs()?;
         if let Err(e) = self
             .pipeline
             .speed

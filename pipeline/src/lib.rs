@@ -15,3 +15,4 @@ pub mod materialize;
 pub mod metrics;
 pub mod model_files;
 pub mod progress;
+pub mod source_status;

@@ -197,6 +197,8 @@ fn is_deadlock(e: &sqlx::Error) -> bool {
 pub struct PostgresSink {
     pool: PgPool,
     name: String,
+    /// The sources' positions to record with the next write.
+    positions: Option<serde_json::Value>,
 }
 
 /// A vector as pgvector's binary form (big-endian f32s), bound as `vector`
@@ -289,7 +291,14 @@ impl PostgresSink {
         PostgresSink {
             pool,
             name: name.to_owned(),
+            positions: None,
         }
+    }
+
+    /// The sources' committed positions to record in the progress row with
+    /// the next write (kept as they were when `None`).
+    pub fn set_positions(&mut self, positions: Option<serde_json::Value>) {
+        self.positions = positions;
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -324,14 +333,16 @@ impl PostgresSink {
         write_signals(&mut tx, &b).await?;
         write_aggregates(&mut tx, &b).await?;
         sqlx::query(
-            "INSERT INTO pipeline_progress (sink, epoch, frontier, committed_at) \
-             VALUES ($1, $2, $3, now()) \
+            "INSERT INTO pipeline_progress (sink, epoch, frontier, committed_at, source_positions) \
+             VALUES ($1, $2, $3, now(), $4) \
              ON CONFLICT (sink) DO UPDATE SET epoch = EXCLUDED.epoch, \
-             frontier = EXCLUDED.frontier, committed_at = now()",
+             frontier = EXCLUDED.frontier, committed_at = now(), \
+             source_positions = COALESCE(EXCLUDED.source_positions, pipeline_progress.source_positions)",
         )
         .bind(&self.name)
         .bind(epoch_end)
         .bind(utc(epoch_end))
+        .bind(&self.positions)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -6,7 +6,8 @@
 //! | `{ns}:top:{category}` | sorted set | the top K active ideas of the category by score (only K members) |
 //! | `{ns}:topics:hot` | sorted set | topic → signals in the window, all categories (TTL 48 h) |
 //! | `{ns}:distinct:{source}:{window_start}` | hash | HyperLogLog estimates: signals, ideas, communities |
-//! | `{ns}:progress` | string | the last committed epoch (seconds) |
+//! | `{ns}:progress` | string | the last committed epoch (seconds); never moves backwards |
+//! | `{ns}:positions` | string | JSON: each source's committed position per partition, as of `{ns}:progress` |
 //! | `{ns}:epochs` | pub/sub channel | one JSON message per committed epoch |
 //! | `{ns}:events` | stream | an `idea.scored` envelope (seed 004 §2.3.2) whenever an epoch moves an idea into or out of its category's top K (capped at about 100,000 entries) |
 //! | `{ns}:ab:{idea}` | hash | `{marketplace}:{treatment}` → the latest 7-day A/B result (JSON) |
@@ -26,6 +27,14 @@ use ideaflow_operators::views::{Change, ViewKey, ViewRow};
 use redis::Commands;
 
 use crate::redis_transaction::StreamedTransaction;
+
+/// Sets `KEYS[1]` (progress) to `ARGV[1]` and `KEYS[2]` (positions) to
+/// `ARGV[2]` unless the progress already stands later.
+const SET_PROGRESS: &str = "local cur = tonumber(redis.call('GET', KEYS[1])) \
+if cur == nil or cur <= tonumber(ARGV[1]) then \
+redis.call('SET', KEYS[1], ARGV[1]) \
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end \
+return 1 end return 0";
 
 /// The hot-topics set expires this long after its last update (seed: ≤ 48 h).
 pub const HOT_TOPICS_TTL_SECS: i64 = 48 * 3600;
@@ -63,6 +72,8 @@ pub struct RedisSink {
     top_k: usize,
     /// topic → count per category, to sum a topic over categories.
     topics: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The sources' positions to record with the next write.
+    positions: Option<String>,
     /// The newest window written per hash field: a revised older window
     /// (late feedback) must not replace a newer one.
     newest: HashMap<String, i64>,
@@ -93,7 +104,13 @@ impl RedisSink {
             top_k,
             topics: BTreeMap::new(),
             newest: HashMap::new(),
+            positions: None,
         })
+    }
+
+    /// The sources' committed positions (JSON) to record with the next write.
+    pub fn set_positions(&mut self, positions: Option<String>) {
+        self.positions = positions;
     }
 
     /// The namespace every key starts with.
@@ -137,6 +154,7 @@ impl RedisSink {
             top_k,
             topics,
             newest,
+            positions,
         } = self;
         let mut tx = StreamedTransaction::begin(conn)?;
         let mut topics_changed = false;
@@ -282,7 +300,17 @@ impl RedisSink {
                 tx.add(redis::cmd("EXPIRE").arg(&key).arg(HOT_TOPICS_TTL_SECS))?;
             }
         }
-        tx.add(redis::cmd("SET").arg(key(ns, &["progress"])).arg(epoch_end))?;
+        // Guarded: a write from a process that fell behind (or a refill)
+        // never moves the progress marker, or the positions, backwards.
+        tx.add(
+            redis::cmd("EVAL")
+                .arg(SET_PROGRESS)
+                .arg(2)
+                .arg(key(ns, &["progress"]))
+                .arg(key(ns, &["positions"]))
+                .arg(epoch_end)
+                .arg(positions.as_deref().unwrap_or("")),
+        )?;
         tx.commit()?;
         Ok(())
     }

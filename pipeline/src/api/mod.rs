@@ -45,6 +45,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub max_limit: usize,
     pub max_query_chars: usize,
+    /// The live sources: readiness is false while one is unreachable.
+    pub sources: Option<Arc<crate::source_status::SourceStatus>>,
 }
 
 type Shared = Arc<AppState>;
@@ -555,8 +557,12 @@ async fn ready(State(s): State<Shared>) -> Response {
         Err(_) => false,
     };
     let model = s.embedder.lock().is_ok();
-    let body = json!({"postgres": pg, "redis": redis, "model": model});
-    if pg && redis && model {
+    let (sources, detail) = match &s.sources {
+        Some(status) => status.ready(),
+        None => (true, json!({})),
+    };
+    let body = json!({"postgres": pg, "redis": redis, "model": model, "sources": detail});
+    if pg && redis && model && sources {
         (
             StatusCode::OK,
             Json(json!({"status": "ready", "checks": body})),

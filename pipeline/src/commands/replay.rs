@@ -64,7 +64,10 @@ pub fn replay_into(
         consumer = consumer.with_dead_letters(dead_tap);
     }
     let lead = Lead {
-        source,
+        source: crate::dataflow::Inputs::files(
+            source,
+            Duration::seconds(config.pipeline.allowed_lateness_secs as i64),
+        ),
         dead,
         consumer: Box::new(consumer),
         signals_out: None,

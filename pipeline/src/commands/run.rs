@@ -5,12 +5,15 @@
 //! dashboard serve the views live. When bounded inputs end, the API keeps
 //! serving until Ctrl-C (or exit at once with `--exit-at-end`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use chrono::Duration;
 use ideaflow_operators::views::ViewState;
 use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
+use ideaflow_sources::bus::in_flight::InFlight;
+use ideaflow_sources::input::InputSpec;
 use ideaflow_sources::replay::{ReplaySource, Speed};
 use tokio::sync::{broadcast, oneshot};
 
@@ -23,7 +26,9 @@ use crate::core_setup::CoreSetup;
 use crate::dataflow::{run_dataflow, Lead};
 use crate::materialize::{self, Materializer};
 use crate::metrics::Metrics;
+use crate::dataflow::{Inputs, LiveSettings};
 use crate::model_files::ModelSource;
+use crate::source_status::{SourceStatus, StatusCollector};
 
 pub fn run(args: RunArgs) -> Result<()> {
     let mut config = Config::load(&args.config)?;
@@ -48,13 +53,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         return super::follow(&config, c, true, "run");
     }
     set_model_threads(config.model.threads);
-    let speed: Speed = config.pipeline.speed.parse().map_err(anyhow::Error::msg)?;
-    let source = ReplaySource::new(
-        config.pipeline.inputs.clone(),
-        Duration::seconds(config.pipeline.allowed_lateness_secs as i64),
-        speed,
-    )?
-    .with_max_future(config.pipeline.max_future());
+    // SIGTERM or SIGINT asks for a clean stop; a second one exits at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let lateness = Duration::seconds(config.pipeline.allowed_lateness_secs as i64);
+    let in_flight = InFlight::default();
+    let status = SourceStatus::new(in_flight.clone());
+    let inputs = open_inputs(&config, lateness, status.clone(), stop.clone(), args.exit_at_end)?;
     // Fail before starting workers if the model is missing or broken.
     let (model, mut embedder) = ModelSource::open(&config.model)?;
     let core = Arc::new(CoreSetup::build(&config, &mut embedder)?);
@@ -70,6 +78,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     );
     let sinks = materialize::connect_waiting(&config, &sink_runtime, true)?;
     let metrics = Metrics::new();
+    metrics
+        .registry
+        .register(Box::new(StatusCollector(status.clone())))
+        .map_err(|e| anyhow::anyhow!("registering the source metrics: {e}"))?;
     let (feed, _) = broadcast::channel(1024);
     let views = Arc::new(Mutex::new(ViewState::default()));
 
@@ -97,6 +109,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             metrics: metrics.clone(),
             max_limit: config.api.max_limit,
             max_query_chars: config.api.max_query_chars,
+            sources: Some(status.clone()),
         });
         let listener = api_runtime.block_on(api::bind(&config.api.listen))?;
         Some(api_runtime.spawn(async move {
@@ -123,9 +136,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(feed),
         Some(metrics),
     )
-    .with_dead_letters(dead_tap);
+    .with_dead_letters(dead_tap)
+    .with_sources(in_flight);
     let lead = Lead {
-        source,
+        source: inputs,
         dead,
         consumer: Box::new(consumer),
         signals_out: Some(output),
@@ -161,14 +175,19 @@ pub fn run(args: RunArgs) -> Result<()> {
         println!("  dead-letter {reason}: {n}");
     }
     if let Some(server) = server {
-        if !args.exit_at_end {
+        if !args.exit_at_end && !stop.load(Ordering::SeqCst) {
             println!(
                 "serving the API and dashboard at http://{}/ (Ctrl-C to stop)",
                 config.api.listen
             );
             let stopped = api_runtime.block_on(async {
+                let asked = async {
+                    while !stop.load(Ordering::SeqCst) {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                };
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => None,
+                    _ = asked => None,
                     r = server => Some(r),
                 }
             });
@@ -183,4 +202,45 @@ pub fn run(args: RunArgs) -> Result<()> {
         let _ = stop_api.send(());
     }
     Ok(())
+}
+
+/// The file chain (files and `-`, in order) and a source per bus URL.
+fn open_inputs(
+    config: &Config,
+    lateness: Duration,
+    status: Arc<SourceStatus>,
+    stop: Arc<AtomicBool>,
+    exit_when_idle: bool,
+) -> Result<Inputs> {
+    let speed: Speed = config.pipeline.speed.parse().map_err(anyhow::Error::msg)?;
+    let specs = config.input_specs()?;
+    let files: Vec<std::path::PathBuf> = specs
+        .iter()
+        .filter_map(|s| match s {
+            InputSpec::File(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    let buses = specs
+        .iter()
+        .filter_map(ideaflow_sources::bus::open)
+        .collect::<Result<Vec<_>, _>>()?;
+    let files = if files.is_empty() {
+        None
+    } else {
+        Some(ReplaySource::new(files, lateness, speed)?.with_max_future(config.pipeline.max_future()))
+    };
+    Ok(Inputs {
+        files,
+        buses,
+        live: LiveSettings {
+            idle_after: std::time::Duration::from_secs(config.pipeline.idle_source_secs),
+            exit_when_idle,
+            shutdown_timeout: std::time::Duration::from_secs(config.pipeline.shutdown_timeout_secs),
+            stop,
+            allowed_lateness: lateness,
+            max_future: config.pipeline.max_future(),
+            status,
+        },
+    })
 }

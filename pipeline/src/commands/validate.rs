@@ -14,12 +14,14 @@ pub fn run(args: ValidateArgs) -> Result<()> {
             config.model.dir.display()
         ));
     }
-    for input in &config.pipeline.inputs {
-        if !input.exists() {
-            warnings.push(format!(
-                "pipeline.inputs: {} does not exist",
-                input.display()
-            ));
+    for input in config.input_specs()? {
+        if let ideaflow_sources::input::InputSpec::File(path) = &input {
+            if !ideaflow_sources::replay::is_stdin(path) && !path.exists() {
+                warnings.push(format!(
+                    "pipeline.inputs: {} does not exist",
+                    path.display()
+                ));
+            }
         }
     }
     if config.classifier.anchors.is_empty() {

@@ -41,7 +41,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         Some(dir) => from_out_dir(dir)?,
         None => {
             let inputs = if inputs.is_empty() {
-                config.pipeline.inputs.clone()
+                file_inputs(&config)?
             } else {
                 inputs
             };
@@ -263,4 +263,19 @@ fn top_k(expected: &BTreeMap<String, Expected>, k: usize) -> BTreeMap<String, Ve
         v.truncate(k);
     }
     by
+}
+
+/// `pipeline.inputs` as files to replay in memory; a bus cannot be read
+/// again here, so it is refused with what to do instead.
+fn file_inputs(config: &Config) -> Result<Vec<std::path::PathBuf>> {
+    config
+        .input_specs()?
+        .into_iter()
+        .map(|spec| match spec {
+            ideaflow_sources::input::InputSpec::File(p) => Ok(p),
+            bus => Err(anyhow::anyhow!(
+                "pipeline.inputs names the bus {bus}, which verify cannot read again: pass --out DIR of a replay of the same records, or --input FILE"
+            )),
+        })
+        .collect()
 }

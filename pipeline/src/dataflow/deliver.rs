@@ -9,7 +9,10 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::Stream;
 
+use std::sync::atomic::Ordering;
+
 use super::idea_state::SharedState;
+use crate::source_status::RepeatCounters;
 
 /// Where completed epochs go: the replay's in-memory views, the Postgres and
 /// Redis sinks, a null sink for benchmarks.
@@ -20,6 +23,12 @@ pub trait EpochConsumer: Send {
     /// rows must outlive the call: the buffer left behind goes back to the
     /// idea state for a later epoch's changelog.
     fn epoch(&mut self, epoch_end: i64, changes: &mut Vec<Change>) -> anyhow::Result<()>;
+    /// Every epoch starting before `complete_before` (seconds) is complete
+    /// and was handed over (those with changes): records read into them may
+    /// be acknowledged once what was handed over is committed.
+    fn frontier(&mut self, _complete_before: i64) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Called once after the last epoch.
     fn finish(&mut self) -> anyhow::Result<()> {
         Ok(())
@@ -28,12 +37,16 @@ pub trait EpochConsumer: Send {
 
 /// `state`, where each delivered changelog's buffer is recycled, is the
 /// idea state that emitted them (present on worker 0 only, with the consumer).
+/// Epochs starting at or after `cutoff` are not handed over: a stop set it
+/// at the first epoch that was not complete when reading stopped.
 pub fn deliver_epochs<'scope>(
     changes: Stream<'scope, u64, Vec<Change>>,
     mut consumer: Option<Box<dyn EpochConsumer>>,
     state: SharedState,
     epoch_secs: u64,
     failed: std::sync::Arc<std::sync::Mutex<Option<anyhow::Error>>>,
+    cutoff: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    repeats: Option<std::sync::Arc<RepeatCounters>>,
 ) -> Stream<'scope, u64, Vec<()>> {
     changes.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         // The idea state emits on worker 0, where the consumer lives.
@@ -41,6 +54,7 @@ pub fn deliver_epochs<'scope>(
         "DeliverEpochs",
         move |_cap, _info| {
             let mut pending: BTreeMap<u64, Vec<Change>> = BTreeMap::new();
+            let mut complete_before = 0u64;
             move |(input, frontier), _output| {
                 input.for_each_stamp(|cap, data| {
                     let t = *cap.least().expect("a totally ordered time");
@@ -60,7 +74,10 @@ pub fn deliver_epochs<'scope>(
                         break;
                     }
                     let (t, mut changes) = entry.remove_entry();
-                    let Some(c) = consumer.as_mut() else { continue };
+                    let beyond = t >= cutoff.load(std::sync::atomic::Ordering::SeqCst);
+                    let Some(c) = consumer.as_mut().filter(|_| !beyond) else {
+                        continue;
+                    };
                     if let Err(e) = c.epoch((t + epoch_secs) as i64, &mut changes) {
                         tracing::error!(error = %e, epoch = t, "a sink failed; stopping delivery");
                         failed.lock().expect("not poisoned").get_or_insert(e);
@@ -68,6 +85,22 @@ pub fn deliver_epochs<'scope>(
                     }
                     if let Some(state) = state.borrow_mut().as_mut() {
                         state.recycle_changelog(changes);
+                        if let Some(r) = &repeats {
+                            let stats = state.stats();
+                            r.signal_repeats.store(stats.repeats, Ordering::Relaxed);
+                            r.signal_repolls.store(stats.repolls, Ordering::Relaxed);
+                        }
+                    }
+                }
+                let done = frontier.frontier().first().copied().unwrap_or(u64::MAX);
+                let done = done.min(cutoff.load(std::sync::atomic::Ordering::SeqCst));
+                if done > complete_before && done != u64::MAX {
+                    complete_before = done;
+                    if let Some(c) = consumer.as_mut() {
+                        if let Err(e) = c.frontier(done as i64) {
+                            failed.lock().expect("not poisoned").get_or_insert(e);
+                            consumer = None;
+                        }
                     }
                 }
                 if frontier.is_empty() {

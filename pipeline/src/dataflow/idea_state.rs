@@ -337,6 +337,7 @@ pub fn apply_feedback<'scope>(
     owner: Option<FeedbackOwner>,
     state: SharedState,
     epoch_secs: u64,
+    repeats: Option<Arc<crate::source_status::RepeatCounters>>,
 ) -> Stream<'scope, u64, Vec<FeedbackOut>> {
     events.binary_frontier::<_, CapacityContainerBuilder<Vec<FeedbackOut>>, _, _, _, _>(
         idea_changes,
@@ -380,6 +381,10 @@ pub fn apply_feedback<'scope>(
                     };
                     let watermark = (t + epoch_secs) as i64;
                     let events = owner.state.take_once(watermark, events);
+                    if let Some(r) = &repeats {
+                        r.envelope_repeats
+                            .store(owner.state.repeated_events(), Ordering::Relaxed);
+                    }
                     let (corrections, events): (Vec<Event>, Vec<Event>) = events
                         .into_iter()
                         .partition(|e| matches!(e.payload, Payload::Correction(_)));

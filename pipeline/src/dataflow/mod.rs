@@ -14,7 +14,7 @@ use anyhow::{anyhow, Result};
 use idea_state::{FeedbackOut, FeedbackOwner, Learned};
 use ideaflow_operators::Signal;
 use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
-use ideaflow_sources::replay::ReplaySource;
+pub use source::{Inputs, LiveSettings};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, ConnectLoop, Feedback, Probe};
 use timely::dataflow::ProbeHandle;
@@ -39,7 +39,7 @@ pub struct RunSummary {
 /// the dead-letter sink, the consumer of completed epochs, and the writer of
 /// the embedded signals when they are asked for.
 pub struct Lead {
-    pub source: ReplaySource,
+    pub source: Inputs,
     pub dead: DeadLetterSink,
     pub consumer: Box<dyn EpochConsumer>,
     pub signals_out: Option<JsonlWriter>,
@@ -52,7 +52,7 @@ pub struct Lead {
 #[allow(clippy::too_many_arguments)]
 pub fn run_views_pipeline(
     config: &Config,
-    source: ReplaySource,
+    source: Inputs,
     model: ModelSource,
     dead: DeadLetterSink,
     core: Arc<CoreSetup>,
@@ -107,12 +107,17 @@ pub fn run_dataflow(
     let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let failed: Arc<Mutex<Option<anyhow::Error>>> = Arc::new(Mutex::new(None));
     let failed_in = failed.clone();
+    // A stop hands over only the epochs complete when reading stopped.
+    let cutoff = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let buses: Arc<Mutex<Vec<ideaflow_sources::bus::runner::BusHandle>>> = Arc::default();
+    let buses_out = buses.clone();
     let guards = timely::execute(timely_config, move |worker| -> Result<Option<RunSummary>> {
         let mine = if worker.index() == 0 {
             owned.lock().expect("not poisoned").take()
         } else {
             None
         };
+        let repeats = mine.as_ref().map(|l| l.source.live.status.repeats.clone());
         let (source, consumer, writer) = match mine {
             Some(l) => (Some((l.source, l.dead)), Some(l.consumer), l.signals_out),
             None => (None, None, None),
@@ -167,6 +172,7 @@ pub fn run_dataflow(
                 feedback_owner.take(),
                 state.clone(),
                 epoch_secs,
+                repeats.clone(),
             );
             feedback
                 .clone()
@@ -185,6 +191,8 @@ pub fn run_dataflow(
                 state.clone(),
                 epoch_secs,
                 failed_in.clone(),
+                cutoff.clone(),
+                repeats.clone(),
             )
             .probe_with(&probe);
             (input, cap)
@@ -198,9 +206,11 @@ pub fn run_dataflow(
             }
             Some((source, mut dead)) => {
                 let done = std::sync::atomic::AtomicU64::new(0);
-                let mut s = source::drive(
+                let (mut s, handles) = source::drive(
                     worker, source, &mut input, cap, &probe, &mut dead, settings, &arrived, &done,
+                    &cutoff,
                 )?;
+                buses_out.lock().expect("not poisoned").extend(handles);
                 s.signals_out = arrived.load(std::sync::atomic::Ordering::Relaxed);
                 Ok(Some(s))
             }
@@ -208,11 +218,23 @@ pub fn run_dataflow(
     })
     .map_err(|e| anyhow!("could not start timely workers: {e}"))?;
     let mut summary = None;
+    let mut worker_failed = None;
     for result in guards.join() {
-        let s = result.map_err(|e| anyhow!("a worker failed: {e}"))??;
-        if s.is_some() {
-            summary = s;
+        match result.map_err(|e| anyhow!("a worker failed: {e}")) {
+            Ok(Ok(Some(s))) => summary = Some(s),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) | Err(e) => {
+                worker_failed.get_or_insert(e);
+            }
         }
+    }
+    // The sinks committed (or failed): the bus sources acknowledge what was
+    // committed, then stop.
+    for handle in std::mem::take(&mut *buses.lock().expect("not poisoned")) {
+        handle.finish();
+    }
+    if let Some(e) = worker_failed {
+        return Err(e);
     }
     if let Some(e) = failed.lock().expect("not poisoned").take() {
         return Err(e.context("the pipeline stopped because a sink failed"));

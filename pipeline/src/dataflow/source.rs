@@ -7,16 +7,22 @@
 //! operators see an epoch complete exactly when no admissible event can still
 //! arrive for it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
-use ideaflow_operators::watermark::epoch_of;
-use ideaflow_operators::{Event, Signal};
+use ideaflow_operators::watermark::{epoch_of, SourceWatermarks};
+use ideaflow_operators::{DeadLetter, Event, Position, Signal};
 use ideaflow_sinks::DeadLetterSink;
-use ideaflow_sources::replay::{ReplayError, ReplaySource, Replayed};
+use ideaflow_sources::bus::in_flight::{InFlight, ReadRecord};
+use ideaflow_sources::bus::runner::{self, BusEvent, BusHandle, ParsedRecord, RunnerSettings};
+use ideaflow_sources::bus::{Bus, BusPosition};
+use ideaflow_sources::replay::{
+    ahead_of_the_clock, late_rejection, ReplayError, ReplaySource, Replayed,
+};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
 use timely::dataflow::operators::core::OkErr;
@@ -27,6 +33,7 @@ use timely::worker::Worker;
 
 use super::RunSummary;
 use crate::progress::Progress;
+use crate::source_status::SourceStatus;
 
 pub type EventInput = UnorderedHandle<u64, CapacityContainerBuilder<Vec<Event>>>;
 
@@ -76,51 +83,202 @@ impl DriveSettings {
 }
 
 /// The longest a read event waits before it enters the dataflow.
-const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// How long to wait for input between steps while the dataflow has work.
-const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+const BUSY_WAIT: Duration = Duration::from_millis(1);
 
 /// The longest the worker parks at a time while it waits for the dataflow
 /// (other workers' messages wake it sooner). Waiting by stepping alone would
 /// spin, and the core it spins on is one the other workers, the reading
 /// thread and the scoring threads need.
-const PARK_AT_MOST: std::time::Duration = std::time::Duration::from_millis(1);
+const PARK_AT_MOST: Duration = Duration::from_millis(1);
 
-/// Items read ahead of the dataflow by the reading thread.
+/// Items read ahead of the dataflow by the reading threads.
 const READ_AHEAD: usize = 1024;
 
-/// An item and the watermark once it was read.
+/// An item of the file chain and its watermark once it was read.
 type ReadItem = Result<(Replayed, Option<DateTime<Utc>>), ReplayError>;
 
-/// Reads `source` on a thread of its own, so that the worker keeps stepping
-/// the dataflow (and epochs keep committing) while a live input (standard
-/// input) has nothing new; reading and validating also leave the worker's
-/// core. The channel closes at the end of the inputs.
-fn read_ahead(mut source: ReplaySource) -> (Receiver<ReadItem>, std::thread::JoinHandle<()>) {
-    let (tx, rx) = sync_channel::<ReadItem>(READ_AHEAD);
-    let reader = std::thread::Builder::new()
+/// What the reading threads hand the worker.
+enum Arrival {
+    File(ReadItem),
+    /// The file chain ended.
+    FilesEnded,
+    Bus(BusEvent),
+}
+
+impl From<BusEvent> for Arrival {
+    fn from(e: BusEvent) -> Self {
+        Arrival::Bus(e)
+    }
+}
+
+/// The file chain's key among the watermarks; bus source `i` is `i + 1`.
+const FILES: usize = 0;
+
+/// Everything `drive` reads: the file chain (files and standard input, one
+/// stream in order) and bus sources, each with its own watermark.
+pub struct Inputs {
+    pub files: Option<ReplaySource>,
+    pub buses: Vec<Box<dyn Bus>>,
+    pub live: LiveSettings,
+}
+
+/// How live sources are read, stopped and reported.
+#[derive(Clone)]
+pub struct LiveSettings {
+    /// A bus partition whose reads came back empty this long stops holding
+    /// the watermark back (`pipeline.idle_source_secs`).
+    pub idle_after: Duration,
+    /// Stop once every source has ended or been idle that long (`--exit-at-end`).
+    pub exit_when_idle: bool,
+    /// How long a stop may take to commit the complete epochs.
+    pub shutdown_timeout: Duration,
+    /// Set by SIGTERM/SIGINT: stop reading, commit what is complete, exit.
+    pub stop: Arc<AtomicBool>,
+    pub allowed_lateness: chrono::Duration,
+    pub max_future: Option<chrono::Duration>,
+    pub status: Arc<SourceStatus>,
+}
+
+impl Inputs {
+    /// Files only, read to their end (replays, benchmarks).
+    pub fn files(source: ReplaySource, allowed_lateness: chrono::Duration) -> Inputs {
+        Inputs {
+            files: Some(source),
+            buses: Vec::new(),
+            live: LiveSettings {
+                idle_after: Duration::from_secs(30),
+                exit_when_idle: true,
+                shutdown_timeout: Duration::from_secs(30),
+                stop: Arc::default(),
+                allowed_lateness,
+                max_future: None,
+                status: SourceStatus::new(InFlight::default()),
+            },
+        }
+    }
+}
+
+/// Reads the file chain on a thread of its own, so that the worker keeps
+/// stepping the dataflow (and epochs keep committing) while a live input
+/// (standard input) has nothing new; reading and validating also leave the
+/// worker's core.
+fn read_files(mut source: ReplaySource, tx: SyncSender<Arrival>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
         .name("ideaflow-source".into())
         .spawn(move || loop {
             let item = match source.next_item() {
                 Ok(Some(item)) => Ok((item, source.watermark())),
-                Ok(None) => return,
+                Ok(None) => {
+                    let _ = tx.send(Arrival::FilesEnded);
+                    return;
+                }
                 Err(e) => Err(e),
             };
             let failed = item.is_err();
-            if tx.send(item).is_err() || failed {
+            if tx.send(Arrival::File(item)).is_err() || failed {
                 return;
             }
         })
-        .expect("the source thread starts");
-    (rx, reader)
+        .expect("the source thread starts")
 }
 
-/// Reads the whole source into the dataflow on this worker, then closes the input.
+/// A dead letter for a bus record.
+fn bus_dead_letter(
+    location: &str,
+    position: BusPosition,
+    raw: &[u8],
+    rejection: ideaflow_operators::Rejection,
+) -> DeadLetter {
+    DeadLetter {
+        reason: rejection.reason,
+        message: rejection.message,
+        position: Position {
+            file: location.to_owned(),
+            line: 0,
+            offset: match position {
+                BusPosition::Offset(o) => o.max(0) as u64,
+                BusPosition::Entry(e) => e.ms,
+            },
+        },
+        raw: String::from_utf8_lossy(raw).into_owned(),
+    }
+}
+
+/// What `drive` keeps while it runs.
+struct Reading {
+    watermarks: SourceWatermarks,
+    /// Events read and not yet handed to the dataflow, with their epochs.
+    buffer: Vec<(u64, Event)>,
+    /// Bus records read, with the epochs they went into, not yet noted.
+    read: Vec<ReadRecord>,
+    events: u64,
+    signals: u64,
+}
+
+impl Reading {
+    /// An event read: into the buffer at its epoch (returned), or given back
+    /// if that epoch is already complete (a source behind the others: late).
+    fn admit(&mut self, event: Event, epoch_secs: u64, open: u64) -> Result<u64, Box<Event>> {
+        let t = epoch_of(event.time, epoch_secs);
+        if t < open {
+            return Err(Box::new(event));
+        }
+        self.events += 1;
+        if matches!(event.payload, ideaflow_operators::Payload::Signal(_)) {
+            self.signals += 1;
+        }
+        self.buffer.push((t, event));
+        Ok(t)
+    }
+
+    /// The rejection of an event whose epoch was complete when it came.
+    fn late(&self, event: &Event) -> ideaflow_operators::Rejection {
+        let wm = self.watermarks.current().unwrap_or(event.time);
+        late_rejection(
+            event,
+            &ideaflow_operators::watermark::Late {
+                watermark: wm,
+                behind: wm - event.time,
+            },
+        )
+    }
+}
+
+/// Starts a thread for each bus source.
+fn start_buses(
+    buses: Vec<Box<dyn Bus>>,
+    tx: &SyncSender<Arrival>,
+    in_flight: &InFlight,
+    status: &SourceStatus,
+) -> Vec<BusHandle> {
+    buses
+        .into_iter()
+        .enumerate()
+        .map(|(i, bus)| {
+            let name = bus.name().to_owned();
+            let handle = runner::spawn(i, bus, tx.clone(), RunnerSettings::default());
+            let index = in_flight.add_source(name.clone(), handle.acks.clone());
+            debug_assert_eq!(index, i);
+            status.add_bus(name);
+            handle
+        })
+        .collect()
+}
+
+/// Reads every input into the dataflow on this worker until the inputs end
+/// (files), every source is idle (`--exit-at-end`) or a stop is asked for
+/// (SIGTERM/SIGINT), then closes the input. On a stop, only the epochs that
+/// were complete are handed on (`cutoff`): the rest of what was read is
+/// read again at the next start, since it is not acknowledged. Returns the
+/// bus sources' threads, which still acknowledge what the sinks commit
+/// until they are finished.
 #[allow(clippy::too_many_arguments)]
 pub fn drive(
     worker: &mut Worker,
-    source: ReplaySource,
+    inputs: Inputs,
     input: &mut EventInput,
     cap: ActivateCapability<u64>,
     probe: &ProbeHandle<u64>,
@@ -128,20 +286,19 @@ pub fn drive(
     settings: DriveSettings,
     arrived: &AtomicU64,
     sunk: &AtomicU64,
-) -> Result<RunSummary> {
+    cutoff: &AtomicU64,
+) -> Result<(RunSummary, Vec<BusHandle>)> {
     let DriveSettings {
         epoch_secs,
         max_in_flight,
     } = settings;
+    let Inputs { files, buses, live } = inputs;
     let started = Instant::now();
-    let progress_bytes = source.progress();
+    let progress_bytes = files.as_ref().map(ReplaySource::progress).unwrap_or_default();
     let mut progress = Progress::new("replay", progress_bytes.total());
     let mut cap = Some(cap);
-    let mut events = 0u64;
-    let mut sent_signals = 0u64;
     // Signals read when the dataflow last caught up with the watermark.
     let mut sent_at_catch_up = 0u64;
-    let mut buffer: Vec<(u64, Event)> = Vec::with_capacity(1024);
     let mut last_flush = Instant::now();
     let flush =
         |buffer: &mut Vec<(u64, Event)>, cap: &ActivateCapability<u64>, input: &mut EventInput| {
@@ -162,9 +319,25 @@ pub fn drive(
             }
             debug_assert!(buffer.is_empty());
         };
-    let (items, reader) = read_ahead(source);
-    let mut watermark = None;
+    let (tx, items) = sync_channel::<Arrival>(READ_AHEAD);
+    let in_flight = live.status.in_flight.clone();
+    let reader = files.map(|f| read_files(f, tx.clone()));
+    let handles = start_buses(buses, &tx, &in_flight, &live.status);
+    drop(tx);
+    let mut reading = Reading {
+        watermarks: SourceWatermarks::new(live.allowed_lateness, live.idle_after),
+        buffer: Vec::with_capacity(1024),
+        read: Vec::new(),
+        events: 0,
+        signals: 0,
+    };
+    if reader.is_some() {
+        reading.watermarks.add((FILES, 0));
+    }
+    let mut files_done = reader.is_none();
+    let mut stopped = false;
     loop {
+        let open = *cap.as_ref().expect("held until the end").time();
         let received = match items.try_recv() {
             Ok(item) => Ok(item),
             Err(TryRecvError::Empty) => {
@@ -179,32 +352,63 @@ pub fn drive(
             Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
         };
         match received {
-            Ok(Ok((item, wm))) => {
-                watermark = wm;
+            Ok(Arrival::File(Ok((item, wm)))) => {
+                reading.watermarks.set_own((FILES, 0), wm);
                 match item {
                     Replayed::Dead(dl) => dead.write(&dl)?,
                     Replayed::Event(event) => {
-                        events += 1;
-                        if matches!(event.payload, ideaflow_operators::Payload::Signal(_)) {
-                            sent_signals += 1;
+                        if let Err(event) = reading.admit(event, epoch_secs, open) {
+                            let rej = reading.late(&event);
+                            dead.write(&DeadLetter {
+                                reason: rej.reason,
+                                message: rej.message,
+                                position: Position {
+                                    file: "input".into(),
+                                    line: 0,
+                                    offset: 0,
+                                },
+                                raw: serde_json::to_string(&event).unwrap_or_default(),
+                            })?;
                         }
-                        let t = epoch_of(event.time, epoch_secs);
-                        buffer.push((t, event));
                     }
                 }
             }
-            Ok(Err(e)) => return Err(e.into()),
+            Ok(Arrival::File(Err(e))) => return Err(e.into()),
+            Ok(Arrival::FilesEnded) => {
+                reading.watermarks.end((FILES, 0));
+                files_done = true;
+            }
+            Ok(Arrival::Bus(event)) => {
+                on_bus_event(event, &mut reading, &live, epoch_secs, open, dead)?;
+            }
             // A live input with nothing new: hand over what is buffered.
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        let now = Instant::now();
+        if files_done && handles.is_empty() {
+            break;
+        }
+        if live.exit_when_idle && files_done && reading.watermarks.all_quiet(now) {
+            tracing::info!("every source is idle: ending as if the inputs had ended");
+            break;
+        }
+        if live.stop.load(Ordering::SeqCst) {
+            stopped = true;
+            break;
+        }
         // Paced replays (and live sources) trickle: hand over what arrived at
         // least every FLUSH_EVERY, so that epochs commit as time passes.
-        if buffer.len() >= 1024 || last_flush.elapsed() >= FLUSH_EVERY {
+        if reading.buffer.len() >= 1024 || last_flush.elapsed() >= FLUSH_EVERY {
             last_flush = Instant::now();
             let c = cap.as_mut().expect("held until the end");
-            flush(&mut buffer, c, input);
-            if let Some(wm) = watermark {
+            flush(&mut reading.buffer, c, input);
+            if !reading.read.is_empty() {
+                in_flight.read(&reading.read);
+                reading.read.clear();
+            }
+            if let Some(wm) = reading.watermarks.advance(now, Utc::now()) {
+                live.status.set_pipeline_watermark(wm.timestamp());
                 let t = epoch_of(wm, epoch_secs);
                 if t > *c.time() {
                     c.downgrade(&t);
@@ -218,29 +422,64 @@ pub fn drive(
             }
             // Back-pressure: let embedding and preparation (on any worker of
             // any process) catch up before reading further.
-            while sent_signals.saturating_sub(arrived.load(Ordering::Relaxed)) > max_in_flight {
+            while reading.signals.saturating_sub(arrived.load(Ordering::Relaxed)) > max_in_flight {
                 worker.step_or_park(Some(PARK_AT_MOST));
             }
             // ... and the rest of the dataflow: epochs wait in the idea state
             // until the watermark passes them, so a source that outruns it
             // would pile up prepared signals without bound. Everything before
             // the watermark can complete, so this wait always ends.
-            if sent_signals - sent_at_catch_up > max_in_flight {
+            if reading.signals - sent_at_catch_up > max_in_flight {
                 while probe.less_than(c.time()) {
                     worker.step_or_park(Some(PARK_AT_MOST));
                 }
-                sent_at_catch_up = sent_signals;
+                sent_at_catch_up = reading.signals;
             }
-            progress.update(progress_bytes.read(), events);
+            progress.update(progress_bytes.read(), reading.events);
         }
     }
-    if let Some(c) = cap.as_ref() {
-        flush(&mut buffer, c, input);
+    for h in &handles {
+        h.stop_reading();
     }
-    if reader.join().is_err() {
-        return Err(anyhow::anyhow!(
-            "the source thread stopped unexpectedly; its panic message is above"
-        ));
+    if stopped {
+        // Commit what is complete; what was read past it waits for the next start.
+        let c = cap.as_ref().expect("held until the end");
+        let open = *c.time();
+        tracing::info!(complete_before = open, "stopping: committing the complete epochs");
+        let deadline = Instant::now() + live.shutdown_timeout;
+        while probe.less_than(&open) && Instant::now() < deadline {
+            worker.step_or_park(Some(PARK_AT_MOST));
+        }
+        let mut complete = open;
+        probe.with_frontier(|f| {
+            if let Some(first) = f.first() {
+                complete = complete.min(*first);
+            }
+        });
+        if complete < open {
+            tracing::warn!(
+                complete_before = complete,
+                "pipeline.shutdown_timeout_secs passed before every complete epoch was committed; the rest is read again at the next start"
+            );
+        }
+        cutoff.store(complete, Ordering::SeqCst);
+        reading.buffer.clear();
+    } else {
+        if let Some(c) = cap.as_ref() {
+            flush(&mut reading.buffer, c, input);
+        }
+        if !reading.read.is_empty() {
+            in_flight.read(&reading.read);
+        }
+    }
+    // The file chain's thread may be blocked reading standard input: it is
+    // left behind on a stop, and ends with the process.
+    if let Some(reader) = reader {
+        if !stopped && reader.join().is_err() {
+            return Err(anyhow!(
+                "the source thread stopped unexpectedly; its panic message is above"
+            ));
+        }
     }
     drop(cap.take());
     while worker.step_or_park(None) {
@@ -248,15 +487,94 @@ pub fn drive(
     }
     dead.flush()?;
     let (_, seconds) = progress.finish();
-    Ok(RunSummary {
-        events,
-        signals_out: sunk.load(Ordering::Relaxed),
-        dead_letters: dead.total(),
-        dead_by_reason: dead
-            .counts()
-            .iter()
-            .map(|(r, n)| (r.to_string(), *n))
-            .collect(),
-        seconds: seconds.max(started.elapsed().as_secs_f64()),
-    })
+    Ok((
+        RunSummary {
+            events: reading.events,
+            signals_out: sunk.load(Ordering::Relaxed),
+            dead_letters: dead.total(),
+            dead_by_reason: dead
+                .counts()
+                .iter()
+                .map(|(r, n)| (r.to_string(), *n))
+                .collect(),
+            seconds: seconds.max(started.elapsed().as_secs_f64()),
+        },
+        handles,
+    ))
+}
+
+/// One report of a bus source's thread.
+fn on_bus_event(
+    event: BusEvent,
+    reading: &mut Reading,
+    live: &LiveSettings,
+    epoch_secs: u64,
+    open: u64,
+    dead: &mut DeadLetterSink,
+) -> Result<()> {
+    match event {
+        BusEvent::Connected { source, partitions } => {
+            for p in &partitions {
+                reading.watermarks.add((source + 1, *p));
+            }
+            live.status.connected(source, &partitions);
+        }
+        BusEvent::Records { source, records } => {
+            for r in records {
+                let key = (source + 1, r.partition);
+                reading.watermarks.records(key);
+                let ParsedRecord {
+                    partition,
+                    position,
+                    location,
+                    parsed,
+                    raw,
+                    redelivered,
+                } = r;
+                let judged = parsed
+                    .and_then(|e| ahead_of_the_clock(e, live.max_future))
+                    .and_then(|e| match reading.watermarks.observe(key, e.time) {
+                        Ok(()) => Ok(e),
+                        Err(late) => Err(late_rejection(&e, &late)),
+                    });
+                let judged = match judged {
+                    Ok(event) => reading
+                        .admit(event, epoch_secs, open)
+                        .map_err(|event| reading.late(&event)),
+                    Err(rej) => Err(rej),
+                };
+                let epoch = match judged {
+                    Ok(epoch) => epoch,
+                    Err(rej) => {
+                        dead.write(&bus_dead_letter(&location, position, &raw, rej))?;
+                        open
+                    }
+                };
+                live.status.set_watermark(
+                    source,
+                    partition,
+                    reading.watermarks.own(key).map(|w| w.timestamp()),
+                );
+                reading.read.push(ReadRecord {
+                    source,
+                    partition,
+                    position,
+                    epoch,
+                    redelivered,
+                });
+            }
+        }
+        BusEvent::Empty { source, partitions } => {
+            let now = Instant::now();
+            for p in partitions {
+                reading.watermarks.empty((source + 1, p), now);
+            }
+        }
+        BusEvent::Unreachable { source, message } => live.status.unreachable(source, message),
+        BusEvent::Lag { source, lag } => live.status.set_lag(source, &lag),
+        BusEvent::Failed { message, .. } => {
+            return Err(anyhow!("{message}"));
+        }
+    }
+    Ok(())
 }

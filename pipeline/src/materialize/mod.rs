@@ -18,6 +18,7 @@ use ideaflow_operators::views::{Change, ViewState};
 use ideaflow_sinks::postgres::{self, PostgresSink};
 use ideaflow_sinks::redis_sink::{EpochMoves, RedisSink};
 use ideaflow_sinks::DeadLetterTap;
+use ideaflow_sources::bus::in_flight::InFlight;
 use ideaflow_sources::replay::Speed;
 use tokio::runtime::Runtime;
 use tokio::sync::broadcast;
@@ -53,6 +54,8 @@ pub struct Materializer {
     /// The sinks until the first epoch starts the writer with them.
     targets: Option<Targets>,
     writer: Option<SinkWriter>,
+    /// Bus records waiting for their epochs' commit.
+    in_flight: Option<InFlight>,
 }
 
 /// Where epochs are materialized.
@@ -145,13 +148,25 @@ impl Materializer {
             retry_for: s.retry_for,
             redis_committed: None,
             views_epoch: None,
+            in_flight: None,
         });
         Materializer {
             views,
             top,
             targets,
             writer: None,
+            in_flight: None,
         }
+    }
+
+    /// Acknowledges bus records once their epochs are committed, and records
+    /// the sources' positions with each write.
+    pub fn with_sources(mut self, in_flight: InFlight) -> Self {
+        if let Some(t) = self.targets.as_mut() {
+            t.in_flight = Some(in_flight.clone());
+        }
+        self.in_flight = Some(in_flight);
+        self
     }
 
     /// Writes the dead letters `tap` collects into Postgres with each batch.
@@ -180,14 +195,34 @@ impl EpochConsumer for Materializer {
             },
             None => EpochMoves::default(),
         };
+        let positions = self
+            .in_flight
+            .as_ref()
+            .filter(|f| !f.is_empty())
+            .and_then(|f| serde_json::to_value(f.positions_through(epoch_end)).ok());
         match self.writer()? {
             // The writer thread keeps them until they are written.
-            Some(writer) => writer.submit(epoch_end, std::mem::take(changes), moves),
+            Some(writer) => writer.submit(epoch_end, std::mem::take(changes), moves, positions),
             None => {
                 self.views
                     .lock()
                     .expect("not poisoned")
                     .apply(changes.drain(..));
+                if let Some(f) = &self.in_flight {
+                    f.committed(epoch_end);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn frontier(&mut self, complete_before: i64) -> Result<()> {
+        match self.writer()? {
+            Some(writer) => writer.frontier(complete_before),
+            None => {
+                if let Some(f) = &self.in_flight {
+                    f.committed(complete_before);
+                }
                 Ok(())
             }
         }

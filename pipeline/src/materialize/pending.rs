@@ -26,6 +26,8 @@ pub struct PendingEpochs {
     /// Each folded epoch's top-K moves, in epoch order (the `idea.scored`
     /// events are per epoch, whatever the batching).
     pub moves: Vec<EpochMoves>,
+    /// The sources' positions committed with the last folded epoch (JSON).
+    pub positions: Option<serde_json::Value>,
 }
 
 impl PendingEpochs {

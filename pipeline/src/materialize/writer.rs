@@ -27,6 +27,8 @@ use ideaflow_sinks::DeadLetterTap;
 use tokio::runtime::Runtime;
 use tokio::sync::broadcast;
 
+use ideaflow_sources::bus::in_flight::InFlight;
+
 use super::pending::PendingEpochs;
 use super::retry::{is_transient, Backoff};
 use super::{EpochCommitted, FeedSignal};
@@ -60,6 +62,8 @@ pub struct Targets {
     pub redis_committed: Option<i64>,
     /// The last epoch both sinks committed, which `views` holds.
     pub views_epoch: Option<i64>,
+    /// Bus records waiting for their epochs' commit: acknowledged after it.
+    pub in_flight: Option<InFlight>,
 }
 
 /// A batch on its way to the sinks, and which of them have committed it.
@@ -78,6 +82,9 @@ struct Attempt {
 #[derive(Default)]
 struct Queue {
     pending: PendingEpochs,
+    /// Every epoch starting before it was handed over: once what is queued
+    /// is committed, their records are acknowledged.
+    frontier: Option<i64>,
     /// No more epochs: write what is left, finish, and stop.
     closed: bool,
     failed: Option<anyhow::Error>,
@@ -130,7 +137,13 @@ impl SinkWriter {
 
     /// Queues one completed epoch; waits while too much is queued. Fails if
     /// a write failed (the pipeline stops there).
-    pub fn submit(&self, epoch_end: i64, changes: Vec<Change>, moves: EpochMoves) -> Result<()> {
+    pub fn submit(
+        &self,
+        epoch_end: i64,
+        changes: Vec<Change>,
+        moves: EpochMoves,
+        positions: Option<serde_json::Value>,
+    ) -> Result<()> {
         let mut queue = self.shared.lock();
         loop {
             if let Some(e) = &queue.failed {
@@ -142,9 +155,24 @@ impl SinkWriter {
             queue = self.shared.wait(queue);
         }
         queue.pending.push(epoch_end, changes, moves);
+        if positions.is_some() {
+            queue.pending.positions = positions;
+        }
         if let Some(g) = &self.pending_gauge {
             g.set(queue.pending.len() as i64);
         }
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Every epoch starting before `complete_before` was handed over: their
+    /// records are acknowledged once what is queued is committed.
+    pub fn frontier(&self, complete_before: i64) -> Result<()> {
+        let mut queue = self.shared.lock();
+        if let Some(e) = &queue.failed {
+            return Err(anyhow!("{e:#}"));
+        }
+        queue.frontier = Some(queue.frontier.map_or(complete_before, |f| f.max(complete_before)));
         self.shared.changed.notify_all();
         Ok(())
     }
@@ -177,33 +205,45 @@ impl Drop for SinkWriter {
 
 fn write_until_closed(shared: &Shared, mut targets: Targets) {
     loop {
-        let batch = {
+        let (batch, frontier) = {
             let mut queue = shared.lock();
-            while queue.pending.is_empty() && !queue.closed {
+            while queue.pending.is_empty() && queue.frontier.is_none() && !queue.closed {
                 queue = shared.wait(queue);
             }
-            if queue.pending.is_empty() {
+            if queue.pending.is_empty() && queue.frontier.is_none() {
                 break;
             }
             let batch = std::mem::take(&mut queue.pending);
+            let frontier = queue.frontier.take();
             if let Some(m) = &targets.metrics {
                 m.sink_pending_changes.set(0);
             }
             shared.changed.notify_all();
-            batch
+            (batch, frontier)
         };
-        let mut attempt = Attempt {
-            batch,
-            dead: targets.take_dead_letters(),
-            postgres: false,
-            redis: false,
-            announced: false,
-            failures: 0,
+        let committed = frontier.max((!batch.is_empty()).then_some(batch.last_epoch));
+        let written = if batch.is_empty() {
+            // Nothing to write but the dead letters refused meanwhile: they
+            // are in Postgres before their records are acknowledged.
+            targets.write_dead_letters_alone()
+        } else {
+            let mut attempt = Attempt {
+                batch,
+                dead: targets.take_dead_letters(),
+                postgres: false,
+                redis: false,
+                announced: false,
+                failures: 0,
+            };
+            targets.write_with_retries(&mut attempt)
         };
-        if let Err(e) = targets.write_with_retries(&mut attempt) {
+        if let Err(e) = written {
             shared.lock().failed = Some(e);
             shared.changed.notify_all();
             return;
+        }
+        if let (Some(flight), Some(through)) = (&targets.in_flight, committed) {
+            flight.committed(through);
         }
     }
     if let Err(e) = targets.finish() {
@@ -212,6 +252,30 @@ fn write_until_closed(shared: &Shared, mut targets: Targets) {
 }
 
 impl Targets {
+    /// The dead letters refused since the last batch, written on their own,
+    /// with retries like a batch.
+    fn write_dead_letters_alone(&mut self) -> Result<()> {
+        let dead = self.take_dead_letters();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut backoff = Backoff::new();
+        loop {
+            match self
+                .runtime
+                .block_on(self.postgres.write_dead_letters(&dead))
+                .context("writing dead letters to Postgres")
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if is_transient(&e) && started.elapsed() < self.retry_for => {
+                    backoff.wait_after("writing dead letters failed", &e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn take_dead_letters(&self) -> Vec<ideaflow_operators::DeadLetter> {
         self.dead_letters
             .as_ref()
@@ -263,6 +327,9 @@ impl Targets {
         }
         let batch = &attempt.batch;
         let epoch_end = batch.last_epoch;
+        self.postgres.set_positions(batch.positions.clone());
+        self.redis
+            .set_positions(batch.positions.as_ref().map(|p| p.to_string()));
         let (written_pg, written_redis) = std::thread::scope(|scope| {
             let redis = &mut self.redis;
             let (changes, moves) = (batch.changes(), &batch.moves);

@@ -24,9 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::input::InputSpec;
 
 /// A Redis stream entry id, `MS-SEQ`, ordered as Redis orders them.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntryId {
     pub ms: u64,
     pub seq: u64,
@@ -35,6 +33,20 @@ pub struct EntryId {
 impl fmt::Display for EntryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// As Redis writes it: `"MS-SEQ"`.
+impl Serialize for EntryId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -182,5 +194,9 @@ mod tests {
             serde_json::to_string(&BusPosition::Offset(7)).unwrap(),
             "7"
         );
+        let entry = BusPosition::Entry(a);
+        let text = serde_json::to_string(&entry).unwrap();
+        assert_eq!(text, "\"1700000000000-5\"");
+        assert_eq!(serde_json::from_str::<BusPosition>(&text).unwrap(), entry);
     }
 }

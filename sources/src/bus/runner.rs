@@ -107,10 +107,10 @@ fn parse(payload: Option<&[u8]>) -> Result<Event, Rejection> {
 }
 
 /// Starts the thread for source `index`.
-pub fn spawn(
+pub fn spawn<T: From<BusEvent> + Send + 'static>(
     index: usize,
     mut bus: Box<dyn Bus>,
-    out: SyncSender<BusEvent>,
+    out: SyncSender<T>,
     settings: RunnerSettings,
 ) -> BusHandle {
     let (acks, ack_rx) = channel::<AckMsg>();
@@ -128,7 +128,8 @@ pub fn spawn(
 }
 
 /// Sends unless told to stop meanwhile (the pipeline no longer reads).
-fn send(out: &SyncSender<BusEvent>, stop: &AtomicBool, mut event: BusEvent) -> bool {
+fn send<T: From<BusEvent>>(out: &SyncSender<T>, stop: &AtomicBool, event: BusEvent) -> bool {
+    let mut event = T::from(event);
     loop {
         match out.try_send(event) {
             Ok(()) => return true,
@@ -144,10 +145,10 @@ fn send(out: &SyncSender<BusEvent>, stop: &AtomicBool, mut event: BusEvent) -> b
     }
 }
 
-fn run(
+fn run<T: From<BusEvent>>(
     index: usize,
     bus: &mut dyn Bus,
-    out: &SyncSender<BusEvent>,
+    out: &SyncSender<T>,
     acks: &Receiver<AckMsg>,
     stop: &AtomicBool,
     settings: RunnerSettings,

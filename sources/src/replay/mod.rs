@@ -15,7 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use flate2::read::MultiGzDecoder;
 use ideaflow_operators::validate::parse_line;
-use ideaflow_operators::watermark::Watermark;
+use ideaflow_operators::watermark::{Late, Watermark};
 use ideaflow_operators::{DeadLetter, Event, Position, RejectReason, Rejection};
 
 pub use line_reader::{LineReader, RawLine, KEPT_PREFIX_BYTES};
@@ -215,18 +215,10 @@ impl ReplaySource {
             None if raw.line == 1 => parse_line(raw.bytes.strip_prefix(BOM).unwrap_or(&raw.bytes)),
             None => parse_line(&raw.bytes),
         };
-        let result = result.and_then(|event| self.ahead_of_the_clock(event));
+        let result = result.and_then(|event| ahead_of_the_clock(event, self.max_future));
         let result = result.and_then(|event| match self.watermark.observe(event.time) {
             Ok(()) => Ok(event),
-            Err(late) => Err(Rejection::new(
-                RejectReason::Late,
-                format!(
-                    "event time {} is {}s behind the watermark {}; raise pipeline.allowed_lateness_secs to admit it",
-                    event.time.to_rfc3339(),
-                    late.behind.num_seconds(),
-                    late.watermark.to_rfc3339()
-                ),
-            )),
+            Err(late) => Err(late_rejection(&event, &late)),
         });
         match result {
             Ok(event) => {
@@ -243,30 +235,42 @@ impl ReplaySource {
     }
 }
 
-impl ReplaySource {
-    fn ahead_of_the_clock(&self, event: Event) -> Result<Event, Rejection> {
-        let Some(limit) = self.max_future else {
-            return Ok(event);
-        };
-        let now = Utc::now();
-        if now
-            .checked_add_signed(limit)
-            .is_none_or(|horizon| event.time <= horizon)
-        {
-            return Ok(event);
-        }
-        // The message names no clock reading: two replays of the same stream
-        // write the same dead letters (the horizon only moves the decision
-        // for records within seconds of it).
-        Err(Rejection::new(
-            RejectReason::FutureTime,
-            format!(
-                "event time {} is more than pipeline.max_future_secs = {} ahead of the wall clock; fix the producer's timestamps or raise the limit",
-                event.time.to_rfc3339(),
-                limit.num_seconds()
-            ),
-        ))
+/// The dead-letter reason of an event behind the watermark.
+pub fn late_rejection(event: &Event, late: &Late) -> Rejection {
+    Rejection::new(
+        RejectReason::Late,
+        format!(
+            "event time {} is {}s behind the watermark {}; raise pipeline.allowed_lateness_secs to admit it",
+            event.time.to_rfc3339(),
+            late.behind.num_seconds(),
+            late.watermark.to_rfc3339()
+        ),
+    )
+}
+
+/// Refuses an event more than `limit` ahead of the wall clock (`None`: any).
+pub fn ahead_of_the_clock(event: Event, limit: Option<Duration>) -> Result<Event, Rejection> {
+    let Some(limit) = limit else {
+        return Ok(event);
+    };
+    let now = Utc::now();
+    if now
+        .checked_add_signed(limit)
+        .is_none_or(|horizon| event.time <= horizon)
+    {
+        return Ok(event);
     }
+    // The message names no clock reading: two replays of the same stream
+    // write the same dead letters (the horizon only moves the decision
+    // for records within seconds of it).
+    Err(Rejection::new(
+        RejectReason::FutureTime,
+        format!(
+            "event time {} is more than pipeline.max_future_secs = {} ahead of the wall clock; fix the producer's timestamps or raise the limit",
+            event.time.to_rfc3339(),
+            limit.num_seconds()
+        ),
+    ))
 }
 
 impl Iterator for ReplaySource {
