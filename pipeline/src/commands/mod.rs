@@ -5,8 +5,10 @@ pub mod embed;
 pub mod gen;
 pub mod migrate;
 pub mod normalize;
+pub mod produce;
 pub mod replay;
 pub mod run;
+pub mod top;
 pub mod validate;
 pub mod verify;
 
