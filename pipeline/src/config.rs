@@ -51,6 +51,19 @@ pub struct ApiConfig {
     pub max_limit: usize,
     /// Longest search query, in characters (longer: 413).
     pub max_query_chars: usize,
+    /// Bearer tokens allowed to post to the webhook (`POST /api/v1/signals`);
+    /// none turns it off. Env: IDEAFLOW_WEBHOOK_TOKENS (comma-separated).
+    pub webhook_tokens: Vec<String>,
+    /// The bus input accepted records are appended to ("": the first bus input).
+    pub webhook_bus: String,
+    /// Records a token may post per second on average.
+    pub webhook_rate: f64,
+    /// Records a token may post in one burst.
+    pub webhook_burst: u64,
+    /// Largest webhook request body, in bytes.
+    pub webhook_max_body_bytes: usize,
+    /// Bus records read and not committed past which the webhook answers 503.
+    pub webhook_max_lag: u64,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +72,12 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:8088".into(),
             max_limit: 500,
             max_query_chars: 2000,
+            webhook_tokens: Vec::new(),
+            webhook_bus: String::new(),
+            webhook_rate: 1000.0,
+            webhook_burst: 5000,
+            webhook_max_body_bytes: 10 << 20,
+            webhook_max_lag: 100_000,
         }
     }
 }
@@ -255,14 +274,14 @@ impl Default for ClassifierConfig {
 impl Config {
     /// Reads `path`, then applies environment overrides, then checks values.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let table = read_table(path, 0)?;
+        let mut config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
         config.apply_env()?;
         config.check()?;
         Ok(config)
@@ -322,6 +341,14 @@ impl Config {
         if let Ok(v) = std::env::var("IDEAFLOW_REDIS_URL") {
             self.redis.url = v;
         }
+        if let Ok(v) = std::env::var("IDEAFLOW_WEBHOOK_TOKENS") {
+            self.api.webhook_tokens = v
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
         // Seed 004 §7 names these two.
         if let Ok(v) = std::env::var("SLA_THRESHOLD_HOURS") {
             self.feedback.sla_threshold_hours =
@@ -354,6 +381,18 @@ impl Config {
             return invalid("pipeline.epoch_secs", "must be at least 1 second");
         }
         self.input_specs()?;
+        if self.api.webhook_tokens.iter().any(|t| t.len() < 16) {
+            return invalid(
+                "api.webhook_tokens",
+                "a token shorter than 16 characters is too easy to guess; use e.g. `openssl rand -hex 32`",
+            );
+        }
+        if !(self.api.webhook_rate > 0.0) || self.api.webhook_burst == 0 {
+            return invalid(
+                "api.webhook_rate",
+                "webhook_rate and webhook_burst must be positive",
+            );
+        }
         if let Err(e) = self
             .pipeline
             .speed
@@ -444,6 +483,51 @@ impl Config {
 
 /// A PostgreSQL memory setting: a positive integer, then optionally kB, MB,
 /// GB or TB.
+/// The file's table, on top of the file its `extends` key names (relative
+/// to the file's folder), merged table by table: a profile such as
+/// `config/live.toml` sets only what differs from `config/ideaflow.toml`.
+fn read_table(path: &Path, depth: usize) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let Some(base) = table.remove("extends") else {
+        return Ok(table);
+    };
+    let Some(base) = base.as_str() else {
+        return Err(ConfigError::Parse {
+            path: path.to_owned(),
+            message: "`extends` must be a file name, such as \"ideaflow.toml\"".into(),
+        });
+    };
+    if depth >= 8 {
+        return Err(ConfigError::Parse {
+            path: path.to_owned(),
+            message: "`extends` goes more than 8 files deep: is there a loop?".into(),
+        });
+    }
+    let base_path = path.parent().unwrap_or(Path::new(".")).join(base);
+    let mut merged = read_table(&base_path, depth + 1)?;
+    merge(&mut merged, table);
+    Ok(merged)
+}
+
+/// `over` on top of `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 fn is_memory_size(value: &str) -> bool {
     let digits = value.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = value.split_at(digits);
