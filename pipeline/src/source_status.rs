@@ -166,6 +166,18 @@ impl SourceStatus {
             .store(secs.max(0) as u64, Ordering::Relaxed);
     }
 
+    /// Records behind: read and not yet committed, plus those the buses
+    /// say are not read yet.
+    pub fn backlog(&self) -> u64 {
+        let unread: u64 = self
+            .lock()
+            .iter()
+            .flat_map(|b| b.partitions.values())
+            .filter_map(|p| p.lag)
+            .sum();
+        self.in_flight.in_flight() + unread
+    }
+
     /// Whether every bus source is reachable, and what each says.
     pub fn ready(&self) -> (bool, serde_json::Value) {
         let buses = self.lock();

@@ -5,6 +5,7 @@
 mod error;
 mod openapi;
 mod protocol_errors;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub max_query_chars: usize,
     /// The live sources: readiness is false while one is unreachable.
     pub sources: Option<Arc<crate::source_status::SourceStatus>>,
+    /// Webhook ingest, when tokens are set.
+    pub webhook: Option<Arc<webhook::Webhook>>,
 }
 
 type Shared = Arc<AppState>;
@@ -62,6 +65,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/heatmap", get(heatmap))
         .route("/api/v1/search", get(search))
         .route("/api/v1/stream", get(stream))
+        .route("/api/v1/signals", axum::routing::post(webhook::ingest))
         .route("/api/v1/weights", get(weights))
         .route("/api/v1/ab", get(ab_results))
         .route("/api/v1/anchors", get(anchors))
@@ -74,7 +78,7 @@ pub fn router(state: Shared) -> Router {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                "this route only answers GET; see /api/v1/openapi.json",
+                "this route does not answer this method; see /api/v1/openapi.json",
             )
         })
         .with_state(state)

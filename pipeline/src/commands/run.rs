@@ -110,6 +110,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             max_limit: config.api.max_limit,
             max_query_chars: config.api.max_query_chars,
             sources: Some(status.clone()),
+            webhook: webhook(&config, &status)?.map(Arc::new),
         });
         let listener = api_runtime.block_on(api::bind(&config.api.listen))?;
         Some(api_runtime.spawn(async move {
@@ -243,4 +244,43 @@ fn open_inputs(
             status,
         },
     })
+}
+
+/// The webhook endpoint, when tokens are set, with the bus it appends to:
+/// `api.webhook_bus`, or the first Redis stream or Kafka topic among the inputs.
+fn webhook(
+    config: &Config,
+    status: &Arc<SourceStatus>,
+) -> Result<Option<crate::api::webhook::Webhook>> {
+    let specs = config.input_specs()?;
+    let bus = if config.api.webhook_bus.is_empty() {
+        specs
+            .iter()
+            .find(|s| matches!(s, InputSpec::Kafka(_) | InputSpec::RedisStream(_)))
+            .cloned()
+    } else {
+        let wanted = InputSpec::parse(&config.api.webhook_bus)?;
+        if !specs.contains(&wanted) {
+            anyhow::bail!(
+                "api.webhook_bus = {:?} is not one of pipeline.inputs: the pipeline would never read what the webhook appends; name one of them",
+                config.api.webhook_bus
+            );
+        }
+        Some(wanted)
+    };
+    let appender = bus
+        .as_ref()
+        .and_then(ideaflow_sources::bus::open_append)
+        .transpose()?;
+    Ok(crate::api::webhook::Webhook::new(
+        crate::api::webhook::WebhookSettings {
+            tokens: config.api.webhook_tokens.clone(),
+            rate: config.api.webhook_rate,
+            burst: config.api.webhook_burst,
+            max_body: config.api.webhook_max_body_bytes,
+            max_lag: config.api.webhook_max_lag,
+        },
+        appender,
+        Some(status.clone()),
+    ))
 }
