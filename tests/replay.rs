@@ -556,3 +556,94 @@ fn standard_input_is_processed_as_it_arrives() {
     assert!(status.success());
     assert_eq!(std::fs::read(&out).unwrap(), from_file);
 }
+
+/// `lines` with some repeated: every 5th line again right after it, every
+/// 7th a few lines later (still within the allowed lateness), every 11th twice.
+fn with_repeats(lines: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut later: Vec<(usize, String)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        out.push((*line).to_owned());
+        if i % 5 == 0 {
+            out.push((*line).to_owned());
+        }
+        if i % 11 == 0 {
+            out.push((*line).to_owned());
+            out.push((*line).to_owned());
+        }
+        if i % 7 == 0 {
+            later.push((i + 4, (*line).to_owned()));
+        }
+        while later.first().is_some_and(|(due, _)| *due <= i) {
+            out.push(later.remove(0).1);
+        }
+    }
+    out.extend(later.into_iter().map(|(_, l)| l));
+    out
+}
+
+#[test]
+fn repeated_records_change_nothing_at_one_and_two_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("s.jsonl");
+    ok(ideaflow()
+        .args(["gen", "--signals", "900", "--seed", "4711", "--days", "2"])
+        .args(["--feedback", "--corrections", "--synthetic-embeddings", "--out"])
+        .arg(&input));
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let repeated = dir.path().join("repeated.jsonl");
+    std::fs::write(&repeated, with_repeats(&lines).join("\n") + "\n").unwrap();
+    let once = dir.path().join("once");
+    replay(&input, &once, &["-w", "1"]);
+    let expected = out_files(&once);
+    assert!(read_view(&once, "ideas.jsonl").len() > 100);
+    for workers in ["1", "2"] {
+        let again = dir.path().join(format!("again-{workers}"));
+        replay(&repeated, &again, &["-w", workers]);
+        let got = out_files(&again);
+        for (name, bytes) in &expected {
+            assert!(
+                got.get(name) == Some(bytes),
+                "{name} differs with repeated records at -w {workers}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_repoll_replaces_a_signals_engagement() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedding: Vec<f32> = (0..384).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect();
+    let signal = |captured: &str, views: u64| {
+        serde_json::json!({
+            "id": "p1", "source": "reddit", "captured_at": captured,
+            "content": "A cat wearing a tiny hat", "embedding": embedding,
+            "engagement": {"views": views}
+        })
+        .to_string()
+    };
+    let input = dir.path().join("polls.jsonl");
+    std::fs::write(
+        &input,
+        [
+            signal("2024-10-01T00:00:00Z", 100),
+            signal("2024-10-01T00:30:00Z", 250),
+            // A redelivery of the first poll, and an older poll arriving late.
+            signal("2024-10-01T00:00:00Z", 100),
+            signal("2024-10-01T00:10:00Z", 900),
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    replay(&input, &out, &[]);
+    let ideas = read_view(&out, "ideas.jsonl");
+    assert_eq!(ideas.len(), 1);
+    assert_eq!(ideas[0]["signal_count"], 1, "{:?}", ideas[0]);
+    assert_eq!(ideas[0]["engagement"]["views"], 250, "{:?}", ideas[0]);
+    let signals = read_view(&out, "signals.jsonl");
+    assert_eq!(signals.len(), 1);
+    assert_eq!(signals[0]["engagement"]["views"], 250);
+}

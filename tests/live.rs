@@ -1,0 +1,359 @@
+//! Live operation against real servers: records produced into a Redis
+//! stream and a Kafka topic (by `ideaflow produce`, a real client), read by
+//! `ideaflow run` with redeliveries, stops (SIGTERM, kill -9) and restarts;
+//! the materialized views must equal a replay of the same records. Also the
+//! webhook endpoint. Redis and the Kafka broker are started by
+//! scripts/setup.sh (scripts/test.sh runs it).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A name of its own per test process and test, for streams, topics and namespaces.
+fn unique(test: &str) -> String {
+    format!("t_live_{}_{}", std::process::id(), test)
+}
+
+fn redis_port() -> u16 {
+    let url = std::env::var("IDEAFLOW_REDIS_URL").expect("IDEAFLOW_REDIS_URL unset: run scripts/test.sh");
+    url.trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port in IDEAFLOW_REDIS_URL")
+}
+
+fn kafka() -> String {
+    std::env::var("IDEAFLOW_KAFKA_BOOTSTRAP")
+        .expect("IDEAFLOW_KAFKA_BOOTSTRAP unset: run scripts/test.sh (scripts/setup.sh starts the broker)")
+}
+
+fn stream_url(stream: &str) -> String {
+    format!("redis://127.0.0.1:{}/0?stream={stream}", redis_port())
+}
+
+/// A config for live tests: the repository's, with quick idleness.
+fn live_config(dir: &Path) -> PathBuf {
+    let path = dir.join("live-test.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "extends = {:?}\n[pipeline]\nidle_source_secs = 2\nshutdown_timeout_secs = 20\n",
+            repo_root().join("config/ideaflow.toml")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn redis() -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{}/", redis_port()))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn produce(to: &str, input: &Path) {
+    ok(ideaflow().args(["produce", to, "--input"]).arg(input));
+}
+
+/// `ideaflow run` on `input` into namespace `ns`, not yet started.
+fn run_cmd(config: &Path, input: &str, ns: &str, dir: &Path) -> Command {
+    run_listening(config, input, ns, dir, "")
+}
+
+/// [`run_cmd`] serving the API on `listen`.
+fn run_listening(config: &Path, input: &str, ns: &str, dir: &Path, listen: &str) -> Command {
+    let mut cmd = ideaflow();
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(["--input", input, "--namespace", ns, "--listen", listen])
+        .arg("--out")
+        .arg(dir.join(format!("{ns}.signals.jsonl")))
+        .arg("--dead-letter")
+        .arg(dir.join(format!("{ns}.dead.jsonl")));
+    cmd
+}
+
+fn verify(config: &Path, ns: &str, out: &Path) {
+    let o = ok(ideaflow()
+        .arg("verify")
+        .arg("--config")
+        .arg(config)
+        .args(["--namespace", ns, "--out"])
+        .arg(out));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("OK"), "{text}");
+}
+
+/// A generated stream with feedback and synthetic vectors (no model time),
+/// and every seventh line delivered twice.
+fn stream_with_repeats(dir: &Path, signals: u32, seed: u64) -> (PathBuf, PathBuf) {
+    let input = dir.join("s.jsonl");
+    ok(ideaflow()
+        .args(["gen", "--signals", &signals.to_string(), "--seed", &seed.to_string()])
+        .args(["--days", "2", "--feedback", "--synthetic-embeddings", "--out"])
+        .arg(&input));
+    let text = std::fs::read_to_string(&input).unwrap();
+    let mut repeated = String::new();
+    for (i, line) in text.lines().enumerate() {
+        repeated.push_str(line);
+        repeated.push('\n');
+        if i % 7 == 0 {
+            repeated.push_str(line);
+            repeated.push('\n');
+        }
+    }
+    let with = dir.join("repeated.jsonl");
+    std::fs::write(&with, repeated).unwrap();
+    (input, with)
+}
+
+fn pending(stream: &str) -> i64 {
+    let reply: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg("ideaflow")
+        .query(&mut redis())
+        .unwrap();
+    match reply {
+        redis::Value::Array(v) => match &v[0] {
+            redis::Value::Int(n) => *n,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_redis_stream_with_redeliveries_gives_what_a_replay_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = live_config(dir.path());
+    let (input, repeated) = stream_with_repeats(dir.path(), 600, 61);
+    let expected = dir.path().join("expected");
+    replay(&input, &expected, &[]);
+    let name = unique("stream");
+    produce(&stream_url(&name), &repeated);
+    ok(run_cmd(&config, &stream_url(&name), &name, dir.path()).arg("--exit-at-end"));
+    verify(&config, &name, &expected);
+    assert_eq!(pending(&name), 0, "every committed entry is acknowledged");
+    let positions: String = redis::cmd("GET")
+        .arg(format!("{name}:positions"))
+        .query(&mut redis())
+        .unwrap();
+    assert!(positions.contains(&name), "{positions}");
+    // A second run reads the stream again from its beginning (no
+    // checkpoints yet) and still takes every redelivery once.
+    ok(run_cmd(&config, &stream_url(&name), &name, dir.path()).arg("--exit-at-end"));
+    verify(&config, &name, &expected);
+}
+
+#[test]
+fn a_kafka_topic_with_redeliveries_gives_what_a_replay_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = live_config(dir.path());
+    let (input, repeated) = stream_with_repeats(dir.path(), 500, 62);
+    let expected = dir.path().join("expected");
+    replay(&input, &expected, &[]);
+    let name = unique("topic");
+    let url = format!("kafka://{}/{name}", kafka());
+    produce(&url, &repeated);
+    let o = ok(run_cmd(&config, &url, &name, dir.path()).arg("--exit-at-end"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ideas in Postgres"));
+    verify(&config, &name, &expected);
+}
+
+#[test]
+fn bad_bus_records_are_dead_lettered_with_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = live_config(dir.path());
+    let name = unique("bad");
+    let good = serde_json::json!({
+        "id": "g1", "source": "reddit", "captured_at": "2024-10-01T00:00:00Z",
+        "content": "A cat wearing a tiny hat",
+        "embedding": (0..384).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect::<Vec<f32>>()
+    })
+    .to_string();
+    let mut r = redis();
+    let _: String = redis::cmd("XADD").arg(&name).arg("*").arg("data").arg("not json").query(&mut r).unwrap();
+    let _: String = redis::cmd("XADD").arg(&name).arg("*").arg("other").arg("x").query(&mut r).unwrap();
+    let _: String = redis::cmd("XADD").arg(&name).arg("*").arg("data").arg(&good).query(&mut r).unwrap();
+    ok(run_cmd(&config, &stream_url(&name), &name, dir.path()).arg("--exit-at-end"));
+    let dead = read_jsonl(&dir.path().join(format!("{name}.dead.jsonl")));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0]["reason"], "malformed_json");
+    assert_eq!(dead[1]["reason"], "missing_field");
+    for d in &dead {
+        assert!(d["position"]["file"].as_str().unwrap().starts_with(&format!("{name}/")), "{d}");
+    }
+    let signals = read_jsonl(&dir.path().join(format!("{name}.signals.jsonl")));
+    assert_eq!(signals.len(), 1, "the good record around them is unaffected");
+    assert_eq!(pending(&name), 0, "bad records are acknowledged too");
+}
+
+fn wait_for_progress(ns: &str, child: &mut Server) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let p: Option<i64> = redis::cmd("GET").arg(format!("{ns}:progress")).query(&mut redis()).unwrap();
+        if p.is_some() {
+            return;
+        }
+        assert!(child.0.try_wait().unwrap().is_none(), "run ended early");
+        assert!(Instant::now() < deadline, "no epoch committed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_and_kill_9_lose_and_double_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = live_config(dir.path());
+    let (input, repeated) = stream_with_repeats(dir.path(), 1500, 63);
+    let expected = dir.path().join("expected");
+    replay(&input, &expected, &[]);
+    let name = unique("stops");
+    produce(&stream_url(&name), &repeated);
+    // SIGTERM once an epoch is committed: a clean exit, 0, in time.
+    let mut child = Server(
+        run_cmd(&config, &stream_url(&name), &name, dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_progress(&name, &mut child);
+    let asked = Instant::now();
+    ok(Command::new("kill").args(["-TERM", &child.0.id().to_string()]));
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+    assert!(asked.elapsed() < Duration::from_secs(25), "stopped within the shutdown timeout");
+    // kill -9 in the middle of the next run.
+    let mut child = Server(
+        run_cmd(&config, &stream_url(&name), &name, dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    ok(Command::new("kill").args(["-KILL", &child.0.id().to_string()]));
+    let _ = child.0.wait();
+    // Run to the end: the views are a replay's, none lost, none doubled.
+    ok(run_cmd(&config, &stream_url(&name), &name, dir.path()).arg("--exit-at-end"));
+    verify(&config, &name, &expected);
+    assert_eq!(pending(&name), 0);
+}
+
+fn post(port: u16, token: Option<&str>, content_type: &str, body: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "POST /api/v1/signals HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw[9..12].parse().unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+#[test]
+fn the_webhook_appends_to_the_bus_before_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "extends = {:?}\n[pipeline]\nidle_source_secs = 2\n[api]\nwebhook_rate = 0.1\nwebhook_burst = 4\nwebhook_max_body_bytes = 1024\n",
+            repo_root().join("config/ideaflow.toml")
+        ),
+    )
+    .unwrap();
+    let name = unique("hook");
+    let port = free_port();
+    let token = "0123456789abcdef-test-token";
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = run_listening(&config, &stream_url(&name), &name, dir.path(), &listen);
+    cmd.env("IDEAFLOW_WEBHOOK_TOKENS", token)
+        .stdout(Stdio::null());
+    let mut server = Server(cmd.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the API did not come up");
+        assert!(server.0.try_wait().unwrap().is_none(), "run ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let signal = |id: &str| {
+        serde_json::json!({"id": id, "source": "webhook", "captured_at": "2024-10-01T00:00:00Z",
+            "content": format!("Webhook idea {id}"),
+            "embedding": (0..384).map(|i| if i == 1 { 1.0 } else { 0.0 }).collect::<Vec<f32>>()})
+        .to_string()
+    };
+    let small = |id: &str| {
+        serde_json::json!({"id": id, "source": "webhook", "captured_at": "2024-10-01T00:00:00Z",
+            "content": format!("Webhook idea {id}")})
+        .to_string()
+    };
+    // No token, a wrong token: 401 in the envelope.
+    let (status, head, body) = post(port, None, "application/json", &small("a"));
+    assert_eq!(status, 401, "{body}");
+    assert!(head.to_ascii_lowercase().contains("www-authenticate"));
+    assert!(body.contains("\"error_code\":\"unauthorized\""), "{body}");
+    assert_eq!(post(port, Some("wrong-token-wrong-token"), "application/json", &small("a")).0, 401);
+    // Malformed JSON: 400. Oversized: 413.
+    let (status, _, body) = post(port, Some(token), "application/json", "{nope");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(post(port, Some(token), "application/json", &signal("big")).0, 413);
+    // NDJSON, one good and one bad record: 202 with both accounted for.
+    let ndjson = format!("{}\n{{\"id\":\"x\"}}\n", small("n1"));
+    let (status, _, body) = post(port, Some(token), "application/x-ndjson", &ndjson);
+    assert_eq!(status, 202, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["accepted"], serde_json::json!(["webhook:n1"]));
+    assert_eq!(answer["rejected"][0]["index"], 1);
+    assert_eq!(answer["rejected"][0]["reason"], "missing_field");
+    // The burst is 4 records: two more pass, the next is over the rate.
+    let (status, _, body) = post(port, Some(token), "application/json", &format!("[{},{}]", small("n2"), small("n3")));
+    assert_eq!(status, 202, "{body}");
+    let (status, head, _) = post(port, Some(token), "application/json", &small("n4"));
+    assert_eq!(status, 429);
+    assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+    // Accepted records are in the stream before the answer: kill -9 now loses none.
+    ok(Command::new("kill").args(["-KILL", &server.0.id().to_string()]));
+    let _ = server.0.wait();
+    let len: i64 = redis::cmd("XLEN").arg(&name).query(&mut redis()).unwrap();
+    assert_eq!(len, 3);
+}
+
+#[test]
+fn a_webhook_without_a_bus_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = live_config(dir.path());
+    let port = free_port();
+    let name = unique("nobus");
+    let input = dir.path().join("empty.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = run_listening(&config, input.to_str().unwrap(), &name, dir.path(), &listen);
+    cmd.env("IDEAFLOW_WEBHOOK_TOKENS", "0123456789abcdef-test-token")
+        .stdout(Stdio::null());
+    let mut server = Server(cmd.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline);
+        assert!(server.0.try_wait().unwrap().is_none(), "run ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, head, body) = post(port, Some("0123456789abcdef-test-token"), "application/json", "{}");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no_bus"), "{body}");
+    assert!(head.to_ascii_lowercase().contains("retry-after"));
+}
