@@ -20,7 +20,8 @@ fn unique(test: &str) -> String {
 }
 
 fn redis_port() -> u16 {
-    let url = std::env::var("IDEAFLOW_REDIS_URL").expect("IDEAFLOW_REDIS_URL unset: run scripts/test.sh");
+    let url =
+        std::env::var("IDEAFLOW_REDIS_URL").expect("IDEAFLOW_REDIS_URL unset: run scripts/test.sh");
     url.trim_end_matches('/')
         .rsplit(':')
         .next()
@@ -29,8 +30,9 @@ fn redis_port() -> u16 {
 }
 
 fn kafka() -> String {
-    std::env::var("IDEAFLOW_KAFKA_BOOTSTRAP")
-        .expect("IDEAFLOW_KAFKA_BOOTSTRAP unset: run scripts/test.sh (scripts/setup.sh starts the broker)")
+    std::env::var("IDEAFLOW_KAFKA_BOOTSTRAP").expect(
+        "IDEAFLOW_KAFKA_BOOTSTRAP unset: run scripts/test.sh (scripts/setup.sh starts the broker)",
+    )
 }
 
 fn stream_url(stream: &str) -> String {
@@ -97,8 +99,20 @@ fn verify(config: &Path, ns: &str, out: &Path) {
 fn stream_with_repeats(dir: &Path, signals: u32, seed: u64) -> (PathBuf, PathBuf) {
     let input = dir.join("s.jsonl");
     ok(ideaflow()
-        .args(["gen", "--signals", &signals.to_string(), "--seed", &seed.to_string()])
-        .args(["--days", "2", "--feedback", "--synthetic-embeddings", "--out"])
+        .args([
+            "gen",
+            "--signals",
+            &signals.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .args([
+            "--days",
+            "2",
+            "--feedback",
+            "--synthetic-embeddings",
+            "--out",
+        ])
         .arg(&input));
     let text = std::fs::read_to_string(&input).unwrap();
     let mut repeated = String::new();
@@ -180,26 +194,57 @@ fn bad_bus_records_are_dead_lettered_with_their_position() {
     })
     .to_string();
     let mut r = redis();
-    let _: String = redis::cmd("XADD").arg(&name).arg("*").arg("data").arg("not json").query(&mut r).unwrap();
-    let _: String = redis::cmd("XADD").arg(&name).arg("*").arg("other").arg("x").query(&mut r).unwrap();
-    let _: String = redis::cmd("XADD").arg(&name).arg("*").arg("data").arg(&good).query(&mut r).unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&name)
+        .arg("*")
+        .arg("data")
+        .arg("not json")
+        .query(&mut r)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&name)
+        .arg("*")
+        .arg("other")
+        .arg("x")
+        .query(&mut r)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&name)
+        .arg("*")
+        .arg("data")
+        .arg(&good)
+        .query(&mut r)
+        .unwrap();
     ok(run_cmd(&config, &stream_url(&name), &name, dir.path()).arg("--exit-at-end"));
     let dead = read_jsonl(&dir.path().join(format!("{name}.dead.jsonl")));
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert_eq!(dead[0]["reason"], "malformed_json");
     assert_eq!(dead[1]["reason"], "missing_field");
     for d in &dead {
-        assert!(d["position"]["file"].as_str().unwrap().starts_with(&format!("{name}/")), "{d}");
+        assert!(
+            d["position"]["file"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{name}/")),
+            "{d}"
+        );
     }
     let signals = read_jsonl(&dir.path().join(format!("{name}.signals.jsonl")));
-    assert_eq!(signals.len(), 1, "the good record around them is unaffected");
+    assert_eq!(
+        signals.len(),
+        1,
+        "the good record around them is unaffected"
+    );
     assert_eq!(pending(&name), 0, "bad records are acknowledged too");
 }
 
 fn wait_for_progress(ns: &str, child: &mut Server) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let p: Option<i64> = redis::cmd("GET").arg(format!("{ns}:progress")).query(&mut redis()).unwrap();
+        let p: Option<i64> = redis::cmd("GET")
+            .arg(format!("{ns}:progress"))
+            .query(&mut redis())
+            .unwrap();
         if p.is_some() {
             return;
         }
@@ -230,7 +275,10 @@ fn sigterm_and_kill_9_lose_and_double_nothing() {
     ok(Command::new("kill").args(["-TERM", &child.0.id().to_string()]));
     let status = child.0.wait().unwrap();
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
-    assert!(asked.elapsed() < Duration::from_secs(25), "stopped within the shutdown timeout");
+    assert!(
+        asked.elapsed() < Duration::from_secs(25),
+        "stopped within the shutdown timeout"
+    );
     // kill -9 in the middle of the next run.
     let mut child = Server(
         run_cmd(&config, &stream_url(&name), &name, dir.path())
@@ -307,11 +355,23 @@ fn the_webhook_appends_to_the_bus_before_it_answers() {
     assert_eq!(status, 401, "{body}");
     assert!(head.to_ascii_lowercase().contains("www-authenticate"));
     assert!(body.contains("\"error_code\":\"unauthorized\""), "{body}");
-    assert_eq!(post(port, Some("wrong-token-wrong-token"), "application/json", &small("a")).0, 401);
+    assert_eq!(
+        post(
+            port,
+            Some("wrong-token-wrong-token"),
+            "application/json",
+            &small("a")
+        )
+        .0,
+        401
+    );
     // Malformed JSON: 400. Oversized: 413.
     let (status, _, body) = post(port, Some(token), "application/json", "{nope");
     assert_eq!(status, 400, "{body}");
-    assert_eq!(post(port, Some(token), "application/json", &signal("big")).0, 413);
+    assert_eq!(
+        post(port, Some(token), "application/json", &signal("big")).0,
+        413
+    );
     // NDJSON, one good and one bad record: 202 with both accounted for.
     let ndjson = format!("{}\n{{\"id\":\"x\"}}\n", small("n1"));
     let (status, _, body) = post(port, Some(token), "application/x-ndjson", &ndjson);
@@ -321,7 +381,12 @@ fn the_webhook_appends_to_the_bus_before_it_answers() {
     assert_eq!(answer["rejected"][0]["index"], 1);
     assert_eq!(answer["rejected"][0]["reason"], "missing_field");
     // The burst is 4 records: two more pass, the next is over the rate.
-    let (status, _, body) = post(port, Some(token), "application/json", &format!("[{},{}]", small("n2"), small("n3")));
+    let (status, _, body) = post(
+        port,
+        Some(token),
+        "application/json",
+        &format!("[{},{}]", small("n2"), small("n3")),
+    );
     assert_eq!(status, 202, "{body}");
     let (status, head, _) = post(port, Some(token), "application/json", &small("n4"));
     assert_eq!(status, 429);
@@ -352,7 +417,12 @@ fn a_webhook_without_a_bus_says_so() {
         assert!(server.0.try_wait().unwrap().is_none(), "run ended early");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (status, head, body) = post(port, Some("0123456789abcdef-test-token"), "application/json", "{}");
+    let (status, head, body) = post(
+        port,
+        Some("0123456789abcdef-test-token"),
+        "application/json",
+        "{}",
+    );
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("no_bus"), "{body}");
     assert!(head.to_ascii_lowercase().contains("retry-after"));

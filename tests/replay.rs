@@ -588,7 +588,12 @@ fn repeated_records_change_nothing_at_one_and_two_workers() {
     let input = dir.path().join("s.jsonl");
     ok(ideaflow()
         .args(["gen", "--signals", "900", "--seed", "4711", "--days", "2"])
-        .args(["--feedback", "--corrections", "--synthetic-embeddings", "--out"])
+        .args([
+            "--feedback",
+            "--corrections",
+            "--synthetic-embeddings",
+            "--out",
+        ])
         .arg(&input));
     let text = std::fs::read_to_string(&input).unwrap();
     let lines: Vec<&str> = text.lines().collect();

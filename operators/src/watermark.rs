@@ -106,7 +106,11 @@ impl SourceWatermarks {
 
     /// A read of the partition came back empty at `now`.
     pub fn empty(&mut self, key: PartKey, now: std::time::Instant) {
-        self.parts.entry(key).or_default().empty_since.get_or_insert(now);
+        self.parts
+            .entry(key)
+            .or_default()
+            .empty_since
+            .get_or_insert(now);
     }
 
     /// Sets the partition's own watermark where its reader judges lateness
@@ -231,22 +235,35 @@ mod tests {
         assert!(wms.observe((0, 1), t(430)).is_err());
         // Partition 1 reads empty for 5 s: it stops holding the watermark.
         wms.empty((0, 1), start);
-        assert_eq!(wms.advance(start + Std::from_secs(4), t(5000)), Some(t(440)));
-        assert_eq!(wms.advance(start + Std::from_secs(5), t(5000)), Some(t(940)));
+        assert_eq!(
+            wms.advance(start + Std::from_secs(4), t(5000)),
+            Some(t(440))
+        );
+        assert_eq!(
+            wms.advance(start + Std::from_secs(5), t(5000)),
+            Some(t(940))
+        );
         assert!(!wms.all_quiet(start + Std::from_secs(5)));
         // Every partition idle: the wall clock less the lateness.
         wms.empty((0, 0), start + Std::from_secs(5));
         assert!(wms.all_quiet(start + Std::from_secs(10)));
-        assert_eq!(wms.advance(start + Std::from_secs(10), t(5000)), Some(t(4940)));
+        assert_eq!(
+            wms.advance(start + Std::from_secs(10), t(5000)),
+            Some(t(4940))
+        );
         // Records again: the watermark does not move back.
         wms.records((0, 1));
-        assert_eq!(wms.advance(start + Std::from_secs(11), t(5001)), Some(t(4940)));
+        assert_eq!(
+            wms.advance(start + Std::from_secs(11), t(5001)),
+            Some(t(4940))
+        );
         assert!(wms.observe((0, 1), t(4000)).is_err());
     }
 
     #[test]
     fn ended_partitions_hold_nothing() {
-        let mut wms = SourceWatermarks::new(Duration::seconds(60), std::time::Duration::from_secs(5));
+        let mut wms =
+            SourceWatermarks::new(Duration::seconds(60), std::time::Duration::from_secs(5));
         let now = std::time::Instant::now();
         wms.set_own((0, 0), Some(t(100)));
         wms.add((1, 0));

@@ -150,9 +150,9 @@ impl InputSpec {
                 return Err(err(input, format!("database {:?} is not a number", p.path)));
             }
             let q = options(input, p.query, &["stream", "group", "consumer"])?;
-            let stream = option(&q, "stream").filter(|s| !s.is_empty()).ok_or_else(|| {
-                err(input, "names no stream: redis://HOST:PORT[/DB]?stream=S")
-            })?;
+            let stream = option(&q, "stream")
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| err(input, "names no stream: redis://HOST:PORT[/DB]?stream=S"))?;
             return Ok(InputSpec::RedisStream(RedisStreamSpec {
                 server: format!("redis://{}/{}", p.authority, p.path),
                 stream,
@@ -200,7 +200,12 @@ impl fmt::Display for InputSpec {
             InputSpec::RedisStream(r) => {
                 let server = r.server.trim_start_matches("redis://");
                 let server = server.rsplit_once('@').map_or(server, |(_, h)| h);
-                write!(f, "redis://{}?stream={}", server.trim_end_matches('/'), r.stream)
+                write!(
+                    f,
+                    "redis://{}?stream={}",
+                    server.trim_end_matches('/'),
+                    r.stream
+                )
             }
             InputSpec::Fluvio(x) => write!(f, "fluvio://{}/{}", x.endpoint, x.topic),
         }

@@ -277,9 +277,7 @@ impl FeedbackState {
             .collect();
         // The first of two copies in this order is the one taken, whatever
         // their arrival order.
-        keyed.sort_by(|a, b| {
-            (a.0, &a.2.meta.event_id, &a.1).cmp(&(b.0, &b.2.meta.event_id, &b.1))
-        });
+        keyed.sort_by(|a, b| (a.0, &a.2.meta.event_id, &a.1).cmp(&(b.0, &b.2.meta.event_id, &b.1)));
         let taken = keyed
             .into_iter()
             .filter(|(time, _, e)| match &e.meta.event_id {

@@ -54,8 +54,8 @@ use crate::centroid::{AccumulatedSums, CentroidSlot, CentroidWindow, VectorDelta
 use crate::dedupe::{NearIndex, RotatingBloom, VectorId};
 use crate::distinct::DistinctCounts;
 use crate::engagement_stats::EngagementStats;
-use crate::redelivery::SeenSignals;
 use crate::idea::IdeaId;
+use crate::redelivery::SeenSignals;
 use crate::score::{Factors, ScoringParams, Weights};
 use crate::topic_counts::TopicCounts;
 use crate::views::{

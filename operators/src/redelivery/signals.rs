@@ -145,7 +145,10 @@ mod tests {
         };
         assert!(s.replaced_by(11, &e(0)));
         assert!(s.replaced_by(10, &e(6)));
-        assert!(!s.replaced_by(10, &e(5)), "an identical copy changes nothing");
+        assert!(
+            !s.replaced_by(10, &e(5)),
+            "an identical copy changes nothing"
+        );
         assert!(!s.replaced_by(9, &e(100)), "an older poll changes nothing");
     }
 

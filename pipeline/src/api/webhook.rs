@@ -62,7 +62,11 @@ impl Webhook {
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(NonZeroU32::new(burst).expect("at least 1"));
         Some(Webhook {
-            tokens: settings.tokens.into_iter().map(String::into_bytes).collect(),
+            tokens: settings
+                .tokens
+                .into_iter()
+                .map(String::into_bytes)
+                .collect(),
             bus: bus.map(Mutex::new),
             limiter: RateLimiter::dashmap(quota),
             burst,
@@ -97,10 +101,9 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
 }
 
 fn with_retry_after(mut response: Response, seconds: u64) -> Response {
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(seconds.max(1)),
-    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     response
 }
 
@@ -200,7 +203,12 @@ pub async fn ingest(State(s): State<Shared>, headers: HeaderMap, body: Body) -> 
         Err(e) => return e.into_response(),
     };
     if lines.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "empty_body", "the body holds no record").into_response();
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "the body holds no record",
+        )
+        .into_response();
     }
     // The whole request counts against the token's rate, valid or not.
     let n = NonZeroU32::new(lines.len().min(u32::MAX as usize) as u32).expect("not empty");
@@ -209,7 +217,12 @@ pub async fn ingest(State(s): State<Shared>, headers: HeaderMap, body: Body) -> 
         Ok(Err(not_until)) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             return with_retry_after(
-                error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "this token is over api.webhook_rate; retry after the time Retry-After says").into_response(),
+                error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "this token is over api.webhook_rate; retry after the time Retry-After says",
+                )
+                .into_response(),
                 wait.as_secs_f64().ceil() as u64,
             );
         }
@@ -217,7 +230,11 @@ pub async fn ingest(State(s): State<Shared>, headers: HeaderMap, body: Body) -> 
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_many_records",
-                format!("{} records in one request is over the token's burst of {}; split the request", lines.len(), hook.burst),
+                format!(
+                    "{} records in one request is over the token's burst of {}; split the request",
+                    lines.len(),
+                    hook.burst
+                ),
             )
             .into_response();
         }
@@ -231,11 +248,17 @@ pub async fn ingest(State(s): State<Shared>, headers: HeaderMap, body: Body) -> 
                 ids.push(record_id(&event));
                 accepted.push(line);
             }
-            Err(r) => rejected.push(json!({"index": index, "reason": r.reason, "message": r.message})),
+            Err(r) => {
+                rejected.push(json!({"index": index, "reason": r.reason, "message": r.message}))
+            }
         }
     }
     if accepted.is_empty() {
-        let mut e = error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_records", "no record is valid; see details.rejected");
+        let mut e = error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_records",
+            "no record is valid; see details.rejected",
+        );
         e.details = json!({"rejected": rejected});
         return e.into_response();
     }
@@ -253,13 +276,12 @@ pub async fn ingest(State(s): State<Shared>, headers: HeaderMap, body: Body) -> 
     match appended {
         Ok(Ok((name, positions))) => (
             StatusCode::ACCEPTED,
-            Json(json!({"accepted": ids, "rejected": rejected, "bus": name, "positions": positions})),
+            Json(
+                json!({"accepted": ids, "rejected": rejected, "bus": name, "positions": positions}),
+            ),
         )
             .into_response(),
-        Ok(Err(e)) => with_retry_after(
-            ApiError::unavailable("the bus", e).into_response(),
-            5,
-        ),
+        Ok(Err(e)) => with_retry_after(ApiError::unavailable("the bus", e).into_response(), 5),
         Err(e) => ApiError::unavailable("the bus writer", e).into_response(),
     }
 }

@@ -12,8 +12,12 @@ use crate::cli::ProduceArgs;
 
 pub fn run(args: ProduceArgs) -> Result<()> {
     let spec = InputSpec::parse(&args.to)?;
-    let mut bus = ideaflow_sources::bus::open_append(&spec)
-        .ok_or_else(|| anyhow!("{} is not a bus: produce takes kafka:// or redis:// URLs", args.to))??;
+    let mut bus = ideaflow_sources::bus::open_append(&spec).ok_or_else(|| {
+        anyhow!(
+            "{} is not a bus: produce takes kafka:// or redis:// URLs",
+            args.to
+        )
+    })??;
     let reader = open(args.input.as_deref())?;
     let batch_size = args.batch.max(1);
     let started = Instant::now();
@@ -21,7 +25,10 @@ pub fn run(args: ProduceArgs) -> Result<()> {
     let mut sent = 0u64;
     let mut lines = reader.split(b'\n');
     loop {
-        let line = lines.next().transpose().context("reading the input failed")?;
+        let line = lines
+            .next()
+            .transpose()
+            .context("reading the input failed")?;
         let end = line.is_none();
         if let Some(mut line) = line {
             if line.last() == Some(&b'\r') {
@@ -70,7 +77,11 @@ fn append_with_retries(
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
-            Err(e) => return Err(anyhow!("{e}; nothing after the records already acknowledged was appended")),
+            Err(e) => {
+                return Err(anyhow!(
+                    "{e}; nothing after the records already acknowledged was appended"
+                ))
+            }
         }
     }
 }

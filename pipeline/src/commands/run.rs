@@ -24,9 +24,9 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::core_setup::CoreSetup;
 use crate::dataflow::{run_dataflow, Lead};
+use crate::dataflow::{Inputs, LiveSettings};
 use crate::materialize::{self, Materializer};
 use crate::metrics::Metrics;
-use crate::dataflow::{Inputs, LiveSettings};
 use crate::model_files::ModelSource;
 use crate::source_status::{SourceStatus, StatusCollector};
 
@@ -62,7 +62,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     let lateness = Duration::seconds(config.pipeline.allowed_lateness_secs as i64);
     let in_flight = InFlight::default();
     let status = SourceStatus::new(in_flight.clone());
-    let inputs = open_inputs(&config, lateness, status.clone(), stop.clone(), args.exit_at_end)?;
+    let inputs = open_inputs(
+        &config,
+        lateness,
+        status.clone(),
+        stop.clone(),
+        args.exit_at_end,
+    )?;
     // Fail before starting workers if the model is missing or broken.
     let (model, mut embedder) = ModelSource::open(&config.model)?;
     let core = Arc::new(CoreSetup::build(&config, &mut embedder)?);
@@ -229,7 +235,10 @@ fn open_inputs(
     let files = if files.is_empty() {
         None
     } else {
-        Some(ReplaySource::new(files, lateness, speed)?.with_max_future(config.pipeline.max_future()))
+        Some(
+            ReplaySource::new(files, lateness, speed)?
+                .with_max_future(config.pipeline.max_future()),
+        )
     };
     Ok(Inputs {
         files,

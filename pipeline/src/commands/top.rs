@@ -21,7 +21,11 @@ pub fn run(args: TopArgs) -> Result<()> {
         let text = fetch(&args.url)?;
         let sample = parse(&text);
         let now = std::time::Instant::now();
-        let screen = render(&args.url, &sample, previous.as_ref().map(|(s, t)| (s, now.duration_since(*t))));
+        let screen = render(
+            &args.url,
+            &sample,
+            previous.as_ref().map(|(s, t)| (s, now.duration_since(*t))),
+        );
         if args.once {
             print!("{screen}");
             return Ok(());
@@ -37,9 +41,9 @@ pub fn run(args: TopArgs) -> Result<()> {
 /// `GET {url}/metrics` over HTTP/1.1 (plain http: the pipeline serves on
 /// loopback or behind a proxy that terminates TLS).
 fn fetch(url: &str) -> Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("--url {url:?}: give http://HOST:PORT (the pipeline's api.listen)"))?;
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        anyhow!("--url {url:?}: give http://HOST:PORT (the pipeline's api.listen)")
+    })?;
     let host = rest.trim_end_matches('/');
     let mut stream = TcpStream::connect(host)
         .with_context(|| format!("cannot connect to {host}: is `ideaflow run` serving there?"))?;
@@ -55,7 +59,10 @@ fn fetch(url: &str) -> Result<String> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow!("{host} answered something that is not HTTP"))?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("{host}/metrics answered {}", head.lines().next().unwrap_or(""));
+        bail!(
+            "{host}/metrics answered {}",
+            head.lines().next().unwrap_or("")
+        );
     }
     Ok(body.to_owned())
 }
@@ -63,7 +70,10 @@ fn fetch(url: &str) -> Result<String> {
 /// The Prometheus text format, reduced to name → labels → value.
 fn parse(text: &str) -> Sample {
     let mut out: Sample = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
@@ -110,8 +120,7 @@ fn render(url: &str, s: &Sample, before: Option<(&Sample, Duration)>) -> String 
         }
     };
     let watermark = get(s, "ideaflow_watermark_seconds", "").unwrap_or(0.0) as i64;
-    let wm = chrono::DateTime::from_timestamp(watermark, 0)
-        .map_or("-".into(), |t| t.to_rfc3339());
+    let wm = chrono::DateTime::from_timestamp(watermark, 0).map_or("-".into(), |t| t.to_rfc3339());
     let mut out = format!(
         "ideaflow top — {url}\n\nwatermark {wm}   epochs committed {}   in flight {}   sink pending {}   write failures {}\n\
          repeats ignored: signal {}  repoll {}  envelope {}\n\n",

@@ -294,7 +294,10 @@ pub fn drive(
     } = settings;
     let Inputs { files, buses, live } = inputs;
     let started = Instant::now();
-    let progress_bytes = files.as_ref().map(ReplaySource::progress).unwrap_or_default();
+    let progress_bytes = files
+        .as_ref()
+        .map(ReplaySource::progress)
+        .unwrap_or_default();
     let mut progress = Progress::new("replay", progress_bytes.total());
     let mut cap = Some(cap);
     // Signals read when the dataflow last caught up with the watermark.
@@ -422,7 +425,11 @@ pub fn drive(
             }
             // Back-pressure: let embedding and preparation (on any worker of
             // any process) catch up before reading further.
-            while reading.signals.saturating_sub(arrived.load(Ordering::Relaxed)) > max_in_flight {
+            while reading
+                .signals
+                .saturating_sub(arrived.load(Ordering::Relaxed))
+                > max_in_flight
+            {
                 worker.step_or_park(Some(PARK_AT_MOST));
             }
             // ... and the rest of the dataflow: epochs wait in the idea state
@@ -445,7 +452,10 @@ pub fn drive(
         // Commit what is complete; what was read past it waits for the next start.
         let c = cap.as_ref().expect("held until the end");
         let open = *c.time();
-        tracing::info!(complete_before = open, "stopping: committing the complete epochs");
+        tracing::info!(
+            complete_before = open,
+            "stopping: committing the complete epochs"
+        );
         let deadline = Instant::now() + live.shutdown_timeout;
         while probe.less_than(&open) && Instant::now() < deadline {
             worker.step_or_park(Some(PARK_AT_MOST));

@@ -172,7 +172,11 @@ impl SinkWriter {
         if let Some(e) = &queue.failed {
             return Err(anyhow!("{e:#}"));
         }
-        queue.frontier = Some(queue.frontier.map_or(complete_before, |f| f.max(complete_before)));
+        queue.frontier = Some(
+            queue
+                .frontier
+                .map_or(complete_before, |f| f.max(complete_before)),
+        );
         self.shared.changed.notify_all();
         Ok(())
     }

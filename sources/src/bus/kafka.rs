@@ -177,8 +177,7 @@ impl super::Bus for KafkaSource {
             let fetched = block(
                 rt,
                 &name,
-                part.client
-                    .fetch_records(next, 1..FETCH_MAX_BYTES, wait_ms),
+                part.client.fetch_records(next, 1..FETCH_MAX_BYTES, wait_ms),
             )?;
             let (records, high) = match fetched {
                 Ok(r) => r,

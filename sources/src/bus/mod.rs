@@ -190,10 +190,7 @@ mod tests {
         assert!(a < b);
         assert_eq!(a.to_string(), "1700000000000-5");
         assert!("x-1".parse::<EntryId>().is_err());
-        assert_eq!(
-            serde_json::to_string(&BusPosition::Offset(7)).unwrap(),
-            "7"
-        );
+        assert_eq!(serde_json::to_string(&BusPosition::Offset(7)).unwrap(), "7");
         let entry = BusPosition::Entry(a);
         let text = serde_json::to_string(&entry).unwrap();
         assert_eq!(text, "\"1700000000000-5\"");

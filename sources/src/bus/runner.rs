@@ -209,18 +209,39 @@ fn run<T: From<BusEvent>>(
                 Ok(partitions) => {
                     connected = true;
                     backoff = Duration::from_millis(100);
-                    if !send(out, stop, BusEvent::Connected { source: index, partitions }) {
+                    if !send(
+                        out,
+                        stop,
+                        BusEvent::Connected {
+                            source: index,
+                            partitions,
+                        },
+                    ) {
                         continue;
                     }
                 }
                 Err(e) if e.is_fatal() => {
-                    send(out, stop, BusEvent::Failed { source: index, message: e.to_string() });
+                    send(
+                        out,
+                        stop,
+                        BusEvent::Failed {
+                            source: index,
+                            message: e.to_string(),
+                        },
+                    );
                     return;
                 }
                 Err(e) => {
                     tracing::warn!(source = bus.name(), error = %e, retry_in_ms = backoff.as_millis() as u64,
                         "the bus is unreachable; retrying");
-                    send(out, stop, BusEvent::Unreachable { source: index, message: e.to_string() });
+                    send(
+                        out,
+                        stop,
+                        BusEvent::Unreachable {
+                            source: index,
+                            message: e.to_string(),
+                        },
+                    );
                     sleep_unless_stopped(backoff, stop);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
@@ -242,20 +263,48 @@ fn run<T: From<BusEvent>>(
                             redelivered: r.redelivered,
                         })
                         .collect();
-                    send(out, stop, BusEvent::Records { source: index, records });
+                    send(
+                        out,
+                        stop,
+                        BusEvent::Records {
+                            source: index,
+                            records,
+                        },
+                    );
                 }
                 if !polled.empty.is_empty() {
-                    send(out, stop, BusEvent::Empty { source: index, partitions: polled.empty });
+                    send(
+                        out,
+                        stop,
+                        BusEvent::Empty {
+                            source: index,
+                            partitions: polled.empty,
+                        },
+                    );
                 }
             }
             Err(e) if e.is_fatal() => {
-                send(out, stop, BusEvent::Failed { source: index, message: e.to_string() });
+                send(
+                    out,
+                    stop,
+                    BusEvent::Failed {
+                        source: index,
+                        message: e.to_string(),
+                    },
+                );
                 return;
             }
             Err(e) => {
                 tracing::warn!(source = bus.name(), error = %e, "reading failed; reconnecting");
                 connected = false;
-                send(out, stop, BusEvent::Unreachable { source: index, message: e.to_string() });
+                send(
+                    out,
+                    stop,
+                    BusEvent::Unreachable {
+                        source: index,
+                        message: e.to_string(),
+                    },
+                );
                 sleep_unless_stopped(backoff, stop);
                 continue;
             }
