@@ -387,7 +387,10 @@ impl Config {
                 "a token shorter than 16 characters is too easy to guess; use e.g. `openssl rand -hex 32`",
             );
         }
-        if !(self.api.webhook_rate > 0.0) || self.api.webhook_burst == 0 {
+        if !self.api.webhook_rate.is_finite()
+            || self.api.webhook_rate <= 0.0
+            || self.api.webhook_burst == 0
+        {
             return invalid(
                 "api.webhook_rate",
                 "webhook_rate and webhook_burst must be positive",

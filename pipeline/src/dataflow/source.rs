@@ -100,7 +100,10 @@ const READ_AHEAD: usize = 1024;
 /// An item of the file chain and its watermark once it was read.
 type ReadItem = Result<(Replayed, Option<DateTime<Utc>>), ReplayError>;
 
-/// What the reading threads hand the worker.
+/// What the reading threads hand the worker. Not boxed: the file chain's
+/// items are the hot path, and a channel slot per item is cheaper than an
+/// allocation per item.
+#[allow(clippy::large_enum_variant)]
 enum Arrival {
     File(ReadItem),
     /// The file chain ended.
