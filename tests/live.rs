@@ -180,6 +180,17 @@ fn a_kafka_topic_with_redeliveries_gives_what_a_replay_gives() {
     let o = ok(run_cmd(&config, &url, &name, dir.path()).arg("--exit-at-end"));
     assert!(String::from_utf8_lossy(&o.stdout).contains("ideas in Postgres"));
     verify(&config, &name, &expected);
+    // The group's offsets on the broker moved past every record, after commit.
+    let records = std::fs::read_to_string(&repeated).unwrap().lines().count() as i64;
+    let mut group =
+        ideaflow_sources::bus::kafka_group::GroupOffsets::new(vec![kafka()], "ideaflow".into());
+    let committed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(group.fetch(&name, &[0]))
+        .unwrap();
+    assert_eq!(committed.get(&0), Some(&records), "{committed:?}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! A Kafka topic, every partition, read by partition and offset with
-//! `rskafka` (a pure-Rust client: no librdkafka to build or ship).
+//! `rskafka` (a pure-Rust client: no librdkafka to build or ship); the
+//! consumer group's offsets are committed after commit ([`GroupOffsets`]).
 //!
 //! Positions are ours: each partition is read from the position the sinks
 //! committed (the log start until checkpoints exist), never from where a
@@ -19,6 +20,7 @@ use rskafka::record::Record;
 use rskafka::BackoffConfig;
 use tokio::runtime::Runtime;
 
+use super::kafka_group::GroupOffsets;
 use super::{Append, BusError, BusPosition, BusRecord, Polled};
 use crate::input::KafkaSpec;
 
@@ -45,6 +47,13 @@ pub struct KafkaSource {
     next: BTreeMap<i32, i64>,
     /// Set from a checkpoint: the offset after the last record committed.
     start: BTreeMap<i32, i64>,
+    /// The consumer group's offsets on the broker (monitoring only).
+    group: GroupOffsets,
+    /// The group's committed offsets when this process started: records
+    /// below them were delivered (and committed) before.
+    delivered_before: Option<BTreeMap<i32, i64>>,
+    /// Whether the last group commit failed (warned once until it works).
+    group_failing: bool,
 }
 
 fn unreachable(name: &str, e: impl std::fmt::Display) -> BusError {
@@ -74,6 +83,7 @@ async fn connect_client(brokers: Vec<String>) -> Result<Client, KafkaError> {
 impl KafkaSource {
     pub fn new(spec: KafkaSpec, name: String) -> Self {
         KafkaSource {
+            group: GroupOffsets::new(spec.brokers.clone(), spec.group.clone()),
             spec,
             name,
             runtime: None,
@@ -81,6 +91,8 @@ impl KafkaSource {
             partitions: BTreeMap::new(),
             next: BTreeMap::new(),
             start: BTreeMap::new(),
+            delivered_before: None,
+            group_failing: false,
         }
     }
 
@@ -153,7 +165,18 @@ impl super::Bus for KafkaSource {
             );
         }
         self.client = Some(client);
+        if self.delivered_before.is_none() {
+            let ids: Vec<i32> = self.partitions.keys().copied().collect();
+            let topic = self.spec.topic.clone();
+            let rt = self.runtime.as_ref().expect("made by block_on");
+            let fetched = block(rt, &name, self.group.fetch(&topic, &ids))?;
+            self.delivered_before = Some(fetched.unwrap_or_else(|e| {
+                tracing::warn!(source = %name, error = %e, "cannot read the consumer group's offsets; redeliveries are not counted");
+                BTreeMap::new()
+            }));
+        }
         tracing::info!(source = %name, partitions = self.partitions.len(), from = ?self.next,
+            group = %self.spec.group, committed_before = ?self.delivered_before,
             "reading the topic by partition and offset");
         Ok(self.partitions.keys().map(|p| *p as u32).collect())
     }
@@ -206,11 +229,16 @@ impl super::Bus for KafkaSource {
                     continue; // a batch fetched from inside starts earlier
                 }
                 part.next = r.offset + 1;
+                let redelivered = self
+                    .delivered_before
+                    .as_ref()
+                    .and_then(|d| d.get(&p))
+                    .is_some_and(|committed| r.offset < *committed);
                 polled.records.push(BusRecord {
                     partition: p as u32,
                     position: BusPosition::Offset(r.offset),
                     payload: r.record.value,
-                    redelivered: false,
+                    redelivered,
                 });
             }
             self.next.insert(p, part.next);
@@ -218,8 +246,36 @@ impl super::Bus for KafkaSource {
         Ok(polled)
     }
 
-    fn ack(&mut self, _done: &[(u32, BusPosition)]) -> Result<(), BusError> {
-        // Our positions, in the sinks' progress rows, are what restarts use.
+    /// Commits the group's offsets past the acknowledged records: for
+    /// monitoring (the usual Kafka tools show the group's lag); our
+    /// positions, in the sinks' progress rows, are what restarts use, so a
+    /// failure here is logged and reading goes on.
+    fn ack(&mut self, done: &[(u32, BusPosition)]) -> Result<(), BusError> {
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for (p, pos) in done {
+            if let BusPosition::Offset(o) = pos {
+                let e = next.entry(*p as i32).or_insert(o + 1);
+                *e = (*e).max(o + 1);
+            }
+        }
+        if next.is_empty() {
+            return Ok(());
+        }
+        if self.runtime.is_none() {
+            self.runtime = Some(runtime().map_err(|e| unreachable(&self.name, e))?);
+        }
+        let topic = self.spec.topic.clone();
+        let rt = self.runtime.as_ref().expect("made above");
+        match block(rt, &self.name, self.group.commit(&topic, &next))? {
+            Ok(()) => self.group_failing = false,
+            Err(e) => {
+                if !self.group_failing {
+                    tracing::warn!(source = %self.name, group = %self.spec.group, error = %e,
+                        "committing the consumer group's offsets failed (monitoring only; reading goes on)");
+                }
+                self.group_failing = true;
+            }
+        }
         Ok(())
     }
 

@@ -12,6 +12,7 @@
 
 pub mod in_flight;
 pub mod kafka;
+pub mod kafka_group;
 pub mod redis_streams;
 pub mod runner;
 
