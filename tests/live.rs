@@ -249,6 +249,66 @@ fn bad_bus_records_are_dead_lettered_with_their_position() {
     assert_eq!(pending(&name), 0, "bad records are acknowledged too");
 }
 
+#[test]
+fn pending_entries_trimmed_away_are_skipped_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = live_config(dir.path());
+    let name = unique("trimmed");
+    let signal = |id: &str, axis: usize| {
+        serde_json::json!({
+            "id": id, "source": "reddit", "captured_at": "2024-10-01T00:00:00Z",
+            "content": format!("Idea number {id}"),
+            "embedding": (0..384).map(|i| if i == axis { 1.0 } else { 0.0 }).collect::<Vec<f32>>()
+        })
+        .to_string()
+    };
+    let mut r = redis();
+    let mut ids = Vec::new();
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        let entry: String = redis::cmd("XADD")
+            .arg(&name)
+            .arg("*")
+            .arg("data")
+            .arg(signal(id, i))
+            .query(&mut r)
+            .unwrap();
+        ids.push(entry);
+    }
+    // An earlier run took all three and acknowledged none; then the first
+    // two were deleted (trimmed) while still pending.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&name)
+        .arg("ideaflow")
+        .arg("0")
+        .query(&mut r)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("ideaflow")
+        .arg("ideaflow")
+        .arg("STREAMS")
+        .arg(&name)
+        .arg(">")
+        .query(&mut r)
+        .unwrap();
+    let _: i64 = redis::cmd("XDEL")
+        .arg(&name)
+        .arg(&ids[0])
+        .arg(&ids[1])
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(pending(&name), 3);
+    ok(run_cmd(&config, &stream_url(&name), &name, dir.path()).arg("--exit-at-end"));
+    let signals = read_jsonl(&dir.path().join(format!("{name}.signals.jsonl")));
+    assert_eq!(signals.len(), 1, "only the entry still there is read");
+    assert_eq!(
+        pending(&name),
+        0,
+        "the vanished entries are acknowledged and skipped"
+    );
+}
+
 fn wait_for_progress(ns: &str, child: &mut Server) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -177,6 +177,14 @@ impl Materializer {
         self
     }
 
+    /// The bus sources' positions once the epochs ending by `epoch_end` are committed.
+    fn positions_through(&self, epoch_end: i64) -> Option<serde_json::Value> {
+        self.in_flight
+            .as_ref()
+            .filter(|f| !f.is_empty())
+            .and_then(|f| serde_json::to_value(f.positions_through(epoch_end)).ok())
+    }
+
     /// The writer, started with the sinks on first use.
     fn writer(&mut self) -> Result<Option<&mut SinkWriter>> {
         if let Some(targets) = self.targets.take() {
@@ -195,11 +203,7 @@ impl EpochConsumer for Materializer {
             },
             None => EpochMoves::default(),
         };
-        let positions = self
-            .in_flight
-            .as_ref()
-            .filter(|f| !f.is_empty())
-            .and_then(|f| serde_json::to_value(f.positions_through(epoch_end)).ok());
+        let positions = self.positions_through(epoch_end);
         match self.writer()? {
             // The writer thread keeps them until they are written.
             Some(writer) => writer.submit(epoch_end, std::mem::take(changes), moves, positions),
@@ -217,8 +221,9 @@ impl EpochConsumer for Materializer {
     }
 
     fn frontier(&mut self, complete_before: i64) -> Result<()> {
+        let positions = self.positions_through(complete_before);
         match self.writer()? {
-            Some(writer) => writer.frontier(complete_before),
+            Some(writer) => writer.frontier(complete_before, positions),
             None => {
                 if let Some(f) = &self.in_flight {
                     f.committed(complete_before);

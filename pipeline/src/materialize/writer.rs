@@ -85,6 +85,8 @@ struct Queue {
     /// Every epoch starting before it was handed over: once what is queued
     /// is committed, their records are acknowledged.
     frontier: Option<i64>,
+    /// The sources' positions as of `frontier`.
+    frontier_positions: Option<serde_json::Value>,
     /// No more epochs: write what is left, finish, and stop.
     closed: bool,
     failed: Option<anyhow::Error>,
@@ -167,16 +169,19 @@ impl SinkWriter {
 
     /// Every epoch starting before `complete_before` was handed over: their
     /// records are acknowledged once what is queued is committed.
-    pub fn frontier(&self, complete_before: i64) -> Result<()> {
+    pub fn frontier(
+        &self,
+        complete_before: i64,
+        positions: Option<serde_json::Value>,
+    ) -> Result<()> {
         let mut queue = self.shared.lock();
         if let Some(e) = &queue.failed {
             return Err(anyhow!("{e:#}"));
         }
-        queue.frontier = Some(
-            queue
-                .frontier
-                .map_or(complete_before, |f| f.max(complete_before)),
-        );
+        if queue.frontier.is_none_or(|f| complete_before >= f) {
+            queue.frontier = Some(complete_before);
+            queue.frontier_positions = positions;
+        }
         self.shared.changed.notify_all();
         Ok(())
     }
@@ -209,7 +214,7 @@ impl Drop for SinkWriter {
 
 fn write_until_closed(shared: &Shared, mut targets: Targets) {
     loop {
-        let (batch, frontier) = {
+        let (batch, frontier, frontier_positions) = {
             let mut queue = shared.lock();
             while queue.pending.is_empty() && queue.frontier.is_none() && !queue.closed {
                 queue = shared.wait(queue);
@@ -219,17 +224,26 @@ fn write_until_closed(shared: &Shared, mut targets: Targets) {
             }
             let batch = std::mem::take(&mut queue.pending);
             let frontier = queue.frontier.take();
+            let frontier_positions = queue.frontier_positions.take();
             if let Some(m) = &targets.metrics {
                 m.sink_pending_changes.set(0);
             }
             shared.changed.notify_all();
-            (batch, frontier)
+            (batch, frontier, frontier_positions)
         };
-        let committed = frontier.max((!batch.is_empty()).then_some(batch.last_epoch));
+        let mut committed = frontier.max((!batch.is_empty()).then_some(batch.last_epoch));
         let written = if batch.is_empty() {
             // Nothing to write but the dead letters refused meanwhile: they
             // are in Postgres before their records are acknowledged.
-            targets.write_dead_letters_alone()
+            let through = frontier.expect("a frontier when no batch");
+            match targets.write_dead_letters_at(through, frontier_positions) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    committed = None;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
         } else {
             let mut attempt = Attempt {
                 batch,
@@ -256,28 +270,52 @@ fn write_until_closed(shared: &Shared, mut targets: Targets) {
 }
 
 impl Targets {
-    /// The dead letters refused since the last batch, written on their own,
-    /// with retries like a batch.
-    fn write_dead_letters_alone(&mut self) -> Result<()> {
+    /// The dead letters refused since the last batch, written on their own
+    /// as the epochs up to `through` (a later progress mark than any before,
+    /// so that one epoch still means one state to a reader), with retries
+    /// like a batch. Returns whether everything before `through` is now
+    /// committed: false when the letters must wait for the next batch
+    /// (`through` is no later than the last epoch written).
+    fn write_dead_letters_at(
+        &mut self,
+        through: i64,
+        positions: Option<serde_json::Value>,
+    ) -> Result<bool> {
         let dead = self.take_dead_letters();
         if dead.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
+        if self.views_epoch.is_some_and(|e| e >= through) {
+            if let Some(tap) = &self.dead_letters {
+                let mut waiting = tap.lock().expect("not poisoned");
+                let later = std::mem::replace(&mut *waiting, dead);
+                waiting.extend(later);
+            }
+            return Ok(false);
+        }
+        self.postgres.set_positions(positions);
         let started = Instant::now();
         let mut backoff = Backoff::new();
         loop {
-            match self
+            let written = self
                 .runtime
-                .block_on(self.postgres.write_dead_letters(&dead))
-                .context("writing dead letters to Postgres")
-            {
-                Ok(()) => return Ok(()),
+                .block_on(self.postgres.write_epoch(through, &[], &dead))
+                .context("writing dead letters to Postgres");
+            match written {
+                Ok(()) => break,
                 Err(e) if is_transient(&e) && started.elapsed() < self.retry_for => {
                     backoff.wait_after("writing dead letters failed", &e);
+                    // The reply may have been lost after the commit.
+                    let committed = self.runtime.block_on(self.postgres.committed_epoch());
+                    if committed.ok().flatten().is_some_and(|c| c >= through) {
+                        break;
+                    }
                 }
                 Err(e) => return Err(e),
             }
         }
+        self.views_epoch = Some(through);
+        Ok(true)
     }
 
     fn take_dead_letters(&self) -> Vec<ideaflow_operators::DeadLetter> {
