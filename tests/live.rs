@@ -193,6 +193,29 @@ fn a_kafka_topic_with_redeliveries_gives_what_a_replay_gives() {
     assert_eq!(committed.get(&0), Some(&records), "{committed:?}");
 }
 
+/// Fluvio: no cluster can be installed on our machines, so this runs only
+/// when `IDEAFLOW_TEST_FLUVIO` names one (`HOST:PORT` of its SC).
+#[test]
+fn a_fluvio_topic_with_redeliveries_gives_what_a_replay_gives() {
+    let Ok(endpoint) = std::env::var("IDEAFLOW_TEST_FLUVIO") else {
+        eprintln!(
+            "skipped: IDEAFLOW_TEST_FLUVIO names no Fluvio endpoint (no Fluvio cluster can be installed here; \
+             set it to HOST:PORT of a cluster's SC to run this test)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = live_config(dir.path());
+    let (input, repeated) = stream_with_repeats(dir.path(), 300, 64);
+    let expected = dir.path().join("expected");
+    replay(&input, &expected, &[]);
+    let name = unique("fluvio").replace('_', "-");
+    let url = format!("fluvio://{endpoint}/{name}");
+    produce(&url, &repeated);
+    ok(run_cmd(&config, &url, &name.replace('-', "_"), dir.path()).arg("--exit-at-end"));
+    verify(&config, &name.replace('-', "_"), &expected);
+}
+
 #[test]
 fn bad_bus_records_are_dead_lettered_with_their_position() {
     let dir = tempfile::tempdir().unwrap();
@@ -467,6 +490,57 @@ fn the_webhook_appends_to_the_bus_before_it_answers() {
     let _ = server.0.wait();
     let len: i64 = redis::cmd("XLEN").arg(&name).query(&mut redis()).unwrap();
     assert_eq!(len, 3);
+}
+
+#[test]
+fn an_unreachable_bus_is_retried_and_reported_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = live_config(dir.path());
+    let port = free_port();
+    let dead_port = free_port();
+    let name = unique("unreachable");
+    let url = format!("redis://127.0.0.1:{dead_port}/0?stream={name}");
+    // Even with --exit-at-end: a bus never reached is down, not idle.
+    let mut cmd = run_listening(
+        &config,
+        &url,
+        &name,
+        dir.path(),
+        &format!("127.0.0.1:{port}"),
+    );
+    cmd.arg("--exit-at-end");
+    let mut server = Server(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (status, body) = loop {
+        assert!(Instant::now() < deadline, "the API did not come up");
+        assert!(
+            server.0.try_wait().unwrap().is_none(),
+            "run crashed on an unreachable bus"
+        );
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break get(port, "/health/ready");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(&name),
+        "the unreachable source is named: {body}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "still retrying, not crashed"
+    );
+    let (_, metrics) = get(port, "/metrics");
+    assert!(metrics.contains("ideaflow_source_up"), "{metrics}");
+    ok(Command::new("kill").args(["-TERM", &server.0.id().to_string()]));
+    assert!(server.0.wait().unwrap().success());
 }
 
 #[test]

@@ -219,6 +219,8 @@ struct Reading {
     read: Vec<ReadRecord>,
     events: u64,
     signals: u64,
+    /// Which bus sources have connected at least once.
+    connected: Vec<bool>,
 }
 
 impl Reading {
@@ -336,6 +338,7 @@ pub fn drive(
         read: Vec::new(),
         events: 0,
         signals: 0,
+        connected: vec![false; handles.len()],
     };
     if reader.is_some() {
         reading.watermarks.add((FILES, 0));
@@ -395,7 +398,9 @@ pub fn drive(
         if files_done && handles.is_empty() {
             break;
         }
-        if live.exit_when_idle && files_done && reading.watermarks.all_quiet(now) {
+        // Every bus must have connected: one never reached is not idle, it is down.
+        let all_connected = reading.connected.iter().all(|c| *c);
+        if live.exit_when_idle && files_done && all_connected && reading.watermarks.all_quiet(now) {
             tracing::info!("every source is idle: ending as if the inputs had ended");
             break;
         }
@@ -527,6 +532,9 @@ fn on_bus_event(
 ) -> Result<()> {
     match event {
         BusEvent::Connected { source, partitions } => {
+            if let Some(c) = reading.connected.get_mut(source) {
+                *c = true;
+            }
             for p in &partitions {
                 reading.watermarks.add((source + 1, *p));
             }

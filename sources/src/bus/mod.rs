@@ -10,6 +10,7 @@
 //! pending entries are acknowledged after commit for monitoring and for the
 //! bus's own bookkeeping, never trusted to resume from.
 
+pub mod fluvio;
 pub mod in_flight;
 pub mod kafka;
 pub mod kafka_group;
@@ -160,12 +161,7 @@ pub fn open(spec: &InputSpec) -> Option<Result<Box<dyn Bus>, BusError>> {
         InputSpec::RedisStream(r) => {
             redis_streams::StreamSource::new(r.clone(), name).map(|s| Box::new(s) as Box<dyn Bus>)
         }
-        InputSpec::Fluvio(_) => Err(BusError::Fatal {
-            source_name: name,
-            message: "this build has no Fluvio client (see the README's Fluvio section); \
-                      feed the topic through Kafka or a Redis stream"
-                .into(),
-        }),
+        InputSpec::Fluvio(f) => Ok(Box::new(fluvio::FluvioSource::new(f.clone(), name))),
     })
 }
 
@@ -173,7 +169,8 @@ pub fn open(spec: &InputSpec) -> Option<Result<Box<dyn Bus>, BusError>> {
 pub fn open_append(spec: &InputSpec) -> Option<Result<Box<dyn Append>, BusError>> {
     let name = spec.to_string();
     Some(match spec {
-        InputSpec::File(_) | InputSpec::Fluvio(_) => return None,
+        InputSpec::File(_) => return None,
+        InputSpec::Fluvio(f) => Ok(Box::new(fluvio::FluvioAppender::new(f.clone(), name))),
         InputSpec::Kafka(k) => Ok(Box::new(kafka::KafkaAppender::new(k.clone(), name))),
         InputSpec::RedisStream(r) => redis_streams::StreamAppender::new(r.clone(), name)
             .map(|s| Box::new(s) as Box<dyn Append>),
