@@ -12,7 +12,7 @@
 //! every idea (and every near-duplicate's vector) live to the end, so its
 //! memory grows with the whole stream instead (README, Performance).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,41 +20,19 @@ use std::time::Instant;
 
 use anyhow::Result;
 use chrono::{Duration, TimeZone, Utc};
-use ideaflow::config::Config;
 use ideaflow::core_setup::CoreSetup;
-use ideaflow::dataflow::deliver::EpochConsumer;
 use ideaflow::dataflow::run_views_pipeline;
 use ideaflow::model_files::ModelSource;
-use ideaflow_operators::views::Change;
 use ideaflow_sinks::DeadLetterSink;
 use ideaflow_sources::generator::{GenOptions, Generator};
 use ideaflow_sources::replay::{ReplaySource, Replayed, Speed};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{arg, config, repo, NullSink};
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Counts changes (the rows a sink would write) and drops them.
-struct NullSink(Arc<AtomicU64>);
-
-impl EpochConsumer for NullSink {
-    fn epoch(&mut self, _epoch_end: i64, changes: &mut Vec<Change>) -> Result<()> {
-        self.0.fetch_add(changes.len() as u64, Ordering::Relaxed);
-        changes.clear();
-        Ok(())
-    }
-}
-
-fn arg(name: &str, default: &str) -> String {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(|i| argv.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -83,21 +61,11 @@ fn cpu_secs() -> f64 {
     }
 }
 
-fn config() -> Result<Config> {
-    let mut c = Config::load(&repo().join("config/ideaflow.toml"))?;
-    c.model.dir = std::env::var_os("IDEAFLOW_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("models/all-MiniLM-L6-v2"));
-    c.calendar.path = repo().join("config/calendar.csv");
-    c.model.mkl_lib = repo().join(&c.model.mkl_lib);
-    Ok(c)
-}
-
 /// One measured run, in this (child) process: prints `signals seconds rss
 /// cpu-seconds changes` (the CPU time of the run alone, not of loading the
 /// model; the changes its null sink was handed).
 fn child(input: &Path, workers: usize) -> Result<()> {
-    let mut config = config()?;
+    let mut config = config("config/ideaflow.toml")?;
     config.pipeline.workers = workers;
     let (model, mut embedder) = ModelSource::open(&config.model)?;
     let core = Arc::new(CoreSetup::build(&config, &mut embedder)?);

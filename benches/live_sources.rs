@@ -11,26 +11,27 @@
 //! Needs Redis, Postgres and the Kafka broker that scripts/setup.sh starts.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use chrono::{TimeZone, Utc};
-use ideaflow::config::Config;
 use ideaflow::core_setup::CoreSetup;
-use ideaflow::dataflow::deliver::EpochConsumer;
 use ideaflow::dataflow::{run_views_pipeline, Inputs, LiveSettings};
 use ideaflow::model_files::ModelSource;
 use ideaflow::source_status::SourceStatus;
-use ideaflow_operators::views::Change;
 use ideaflow_sinks::DeadLetterSink;
 use ideaflow_sources::bus::in_flight::InFlight;
 use ideaflow_sources::generator::{GenOptions, Generator};
 use ideaflow_sources::input::InputSpec;
 use ideaflow_sources::replay::{ReplaySource, Speed};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::{arg, config, repo, NullSink};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -38,38 +39,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// How long a bus must read empty before the run counts it idle and ends;
 /// taken off the measured time (it is end detection, not work).
 const IDLE: Duration = Duration::from_secs(1);
-
-struct NullSink(Arc<AtomicU64>);
-
-impl EpochConsumer for NullSink {
-    fn epoch(&mut self, _epoch_end: i64, changes: &mut Vec<Change>) -> Result<()> {
-        self.0.fetch_add(changes.len() as u64, Ordering::Relaxed);
-        changes.clear();
-        Ok(())
-    }
-}
-
-fn arg(name: &str, default: &str) -> String {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(|i| argv.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn config(path: &str) -> Result<Config> {
-    let mut c = Config::load(&repo().join(path))?;
-    c.model.dir = std::env::var_os("IDEAFLOW_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("models/all-MiniLM-L6-v2"));
-    c.calendar.path = repo().join("config/calendar.csv");
-    c.model.mkl_lib = repo().join(&c.model.mkl_lib);
-    Ok(c)
-}
 
 fn env(name: &str) -> Result<String> {
     std::env::var(name).with_context(|| {

@@ -90,24 +90,8 @@ impl IdeaState {
                 },
             );
         }
-        let sig = s.signal;
-        let row = SignalRow {
-            source: sig.source,
-            id: sig.id,
-            idea_id,
-            content_hash: ContentHash(s.hash),
-            dedupe: kind,
-            similarity,
-            captured_at: sig.captured_at,
-            published_at: sig.published_at,
-            content: sig.content,
-            community: sig.community,
-            topics: sig.topics,
-            locale: sig.locale,
-            url: sig.url,
-            engagement: sig.engagement,
-            engagement_rate: s.rate,
-        };
+        let hash = ContentHash(s.hash);
+        let row = signal_row(s, idea_id, hash, kind, similarity);
         changes.insert(row_key(&row), Some(ViewRow::Signal(Box::new(row))));
         let idea = self.ideas[slot as usize].as_ref().expect("live slot");
         changes.insert(
@@ -156,24 +140,8 @@ impl IdeaState {
                 ..prev
             },
         );
-        let sig = s.signal;
-        let row = SignalRow {
-            source: sig.source,
-            id: sig.id,
-            idea_id,
-            content_hash: ContentHash(prev.content_hash),
-            dedupe: prev.dedupe,
-            similarity: prev.similarity,
-            captured_at: sig.captured_at,
-            published_at: sig.published_at,
-            content: sig.content,
-            community: sig.community,
-            topics: sig.topics,
-            locale: sig.locale,
-            url: sig.url,
-            engagement: sig.engagement,
-            engagement_rate: s.rate,
-        };
+        let hash = ContentHash(prev.content_hash);
+        let row = signal_row(s, idea_id, hash, prev.dedupe, prev.similarity);
         changes.insert(row_key(&row), Some(ViewRow::Signal(Box::new(row))));
         changes.insert(ViewKey::Idea(idea_id), Some(idea_row));
         Some(slot)
@@ -361,6 +329,34 @@ impl IdeaState {
             .calendar
             .days_to_nearest(idea.row.last_seen, idea.row.locale.as_deref());
         idea.seasonality = score::seasonality(days, &self.scoring);
+    }
+}
+
+/// A signal's row: the signal as taken, and how it was deduplicated.
+fn signal_row(
+    s: PreparedSignal,
+    idea_id: IdeaId,
+    content_hash: ContentHash,
+    dedupe: DedupeKind,
+    similarity: Option<f32>,
+) -> SignalRow {
+    let sig = s.signal;
+    SignalRow {
+        source: sig.source,
+        id: sig.id,
+        idea_id,
+        content_hash,
+        dedupe,
+        similarity,
+        captured_at: sig.captured_at,
+        published_at: sig.published_at,
+        content: sig.content,
+        community: sig.community,
+        topics: sig.topics,
+        locale: sig.locale,
+        url: sig.url,
+        engagement: sig.engagement,
+        engagement_rate: s.rate,
     }
 }
 

@@ -46,12 +46,16 @@ fn unreachable(name: &str, e: impl std::fmt::Display) -> BusError {
     }
 }
 
+fn client(spec: &RedisStreamSpec, name: &str) -> Result<redis::Client, BusError> {
+    redis::Client::open(spec.server.as_str()).map_err(|e| BusError::Fatal {
+        source_name: name.to_owned(),
+        message: format!("invalid Redis URL: {e}; see the input's form in config/README.md"),
+    })
+}
+
 impl StreamSource {
     pub fn new(spec: RedisStreamSpec, name: String) -> Result<Self, BusError> {
-        let client = redis::Client::open(spec.server.as_str()).map_err(|e| BusError::Fatal {
-            source_name: name.clone(),
-            message: format!("invalid Redis URL: {e}"),
-        })?;
+        let client = client(&spec, &name)?;
         Ok(StreamSource {
             spec,
             name,
@@ -363,10 +367,7 @@ pub struct StreamAppender {
 
 impl StreamAppender {
     pub fn new(spec: RedisStreamSpec, name: String) -> Result<Self, BusError> {
-        let client = redis::Client::open(spec.server.as_str()).map_err(|e| BusError::Fatal {
-            source_name: name.clone(),
-            message: format!("invalid Redis URL: {e}"),
-        })?;
+        let client = client(&spec, &name)?;
         Ok(StreamAppender {
             spec,
             name,

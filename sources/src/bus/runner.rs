@@ -14,7 +14,7 @@ use ideaflow_operators::validate::parse_line;
 use ideaflow_operators::{Event, RejectReason, Rejection};
 
 use super::in_flight::AckMsg;
-use super::{Bus, BusPosition};
+use super::{Bus, BusError, BusPosition};
 
 /// A bus record, parsed on the reading thread.
 #[derive(Debug)]
@@ -220,17 +220,7 @@ fn run<T: From<BusEvent>>(
                         continue;
                     }
                 }
-                Err(e) if e.is_fatal() => {
-                    send(
-                        out,
-                        stop,
-                        BusEvent::Failed {
-                            source: index,
-                            message: e.to_string(),
-                        },
-                    );
-                    return;
-                }
+                Err(e) if e.is_fatal() => return fail(out, stop, index, &e),
                 Err(e) => {
                     tracing::warn!(source = bus.name(), error = %e, retry_in_ms = backoff.as_millis() as u64,
                         "the bus is unreachable; retrying");
@@ -283,17 +273,7 @@ fn run<T: From<BusEvent>>(
                     );
                 }
             }
-            Err(e) if e.is_fatal() => {
-                send(
-                    out,
-                    stop,
-                    BusEvent::Failed {
-                        source: index,
-                        message: e.to_string(),
-                    },
-                );
-                return;
-            }
+            Err(e) if e.is_fatal() => return fail(out, stop, index, &e),
             Err(e) => {
                 tracing::warn!(source = bus.name(), error = %e, "reading failed; reconnecting");
                 connected = false;
@@ -315,6 +295,19 @@ fn run<T: From<BusEvent>>(
             send(out, stop, BusEvent::Lag { source: index, lag });
         }
     }
+}
+
+/// Reports an error retrying cannot help: the pipeline stops with it.
+fn fail<T: From<BusEvent>>(out: &SyncSender<T>, stop: &AtomicBool, index: usize, e: &BusError) {
+    let message = e.to_string();
+    send(
+        out,
+        stop,
+        BusEvent::Failed {
+            source: index,
+            message,
+        },
+    );
 }
 
 fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
