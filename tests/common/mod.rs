@@ -92,12 +92,22 @@ pub fn ideaflow_run() -> Command {
     cmd
 }
 
+/// A port nothing listens on, below Linux's ephemeral range (32768 and up):
+/// a port the kernel handed out for `:0` can be taken again as the local
+/// port of any outgoing connection (a test's Postgres or Redis client)
+/// before the server that was to listen on it binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = 12_000u16;
+    let base = 20_000 + (std::process::id() % span as u32) as u16;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = 20_000 + (base - 20_000 + offset) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A minimal HTTP/1.1 GET: (status, body).
