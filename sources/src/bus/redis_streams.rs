@@ -53,6 +53,17 @@ fn client(spec: &RedisStreamSpec, name: &str) -> Result<redis::Client, BusError>
     })
 }
 
+/// A connection whose reads time out (a blocking read waits at most a
+/// poll's wait, well under this).
+fn connection(client: &redis::Client, name: &str) -> Result<redis::Connection, BusError> {
+    let conn = client
+        .get_connection_with_timeout(CONNECT_TIMEOUT)
+        .map_err(|e| unreachable(name, e))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| unreachable(name, e))?;
+    Ok(conn)
+}
+
 impl StreamSource {
     pub fn new(spec: RedisStreamSpec, name: String) -> Result<Self, BusError> {
         let client = client(&spec, &name)?;
@@ -244,13 +255,7 @@ impl super::Bus for StreamSource {
 
     fn connect(&mut self) -> Result<Vec<u32>, BusError> {
         let name = self.name.clone();
-        let conn = self
-            .client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(|e| unreachable(&name, e))?;
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| unreachable(&name, e))?;
-        self.conn = Some(conn);
+        self.conn = Some(connection(&self.client, &name)?);
         let (stream, group) = (self.spec.stream.clone(), self.spec.group.clone());
         let created: redis::RedisResult<()> =
             self.conn()?.xgroup_create_mkstream(&stream, &group, "0");
@@ -385,13 +390,7 @@ impl Append for StreamAppender {
     fn append(&mut self, payloads: &[Vec<u8>]) -> Result<Vec<String>, BusError> {
         let name = self.name.clone();
         if self.conn.is_none() {
-            let conn = self
-                .client
-                .get_connection_with_timeout(CONNECT_TIMEOUT)
-                .map_err(|e| unreachable(&name, e))?;
-            conn.set_read_timeout(Some(Duration::from_secs(10)))
-                .map_err(|e| unreachable(&name, e))?;
-            self.conn = Some(conn);
+            self.conn = Some(connection(&self.client, &name)?);
         }
         let mut pipe = redis::pipe();
         pipe.atomic();

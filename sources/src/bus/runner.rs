@@ -224,15 +224,7 @@ fn run<T: From<BusEvent>>(
                 Err(e) => {
                     tracing::warn!(source = bus.name(), error = %e, retry_in_ms = backoff.as_millis() as u64,
                         "the bus is unreachable; retrying");
-                    send(
-                        out,
-                        stop,
-                        BusEvent::Unreachable {
-                            source: index,
-                            message: e.to_string(),
-                        },
-                    );
-                    sleep_unless_stopped(backoff, stop);
+                    wait_unreachable(out, stop, index, &e, backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
@@ -277,15 +269,7 @@ fn run<T: From<BusEvent>>(
             Err(e) => {
                 tracing::warn!(source = bus.name(), error = %e, "reading failed; reconnecting");
                 connected = false;
-                send(
-                    out,
-                    stop,
-                    BusEvent::Unreachable {
-                        source: index,
-                        message: e.to_string(),
-                    },
-                );
-                sleep_unless_stopped(backoff, stop);
+                wait_unreachable(out, stop, index, &e, backoff);
                 continue;
             }
         }
@@ -308,6 +292,26 @@ fn fail<T: From<BusEvent>>(out: &SyncSender<T>, stop: &AtomicBool, index: usize,
             message,
         },
     );
+}
+
+/// Reports the bus unreachable, then waits `backoff` (unless told to stop).
+fn wait_unreachable<T: From<BusEvent>>(
+    out: &SyncSender<T>,
+    stop: &AtomicBool,
+    index: usize,
+    e: &BusError,
+    backoff: Duration,
+) {
+    let message = e.to_string();
+    send(
+        out,
+        stop,
+        BusEvent::Unreachable {
+            source: index,
+            message,
+        },
+    );
+    sleep_unless_stopped(backoff, stop);
 }
 
 fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
