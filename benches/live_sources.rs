@@ -184,19 +184,32 @@ fn throughput(signals: u64) -> Result<()> {
     Ok(())
 }
 
-/// A signal stamped now, as a line: pre-embedded (from a generated line) or raw text.
-fn stamped(template: &serde_json::Value, i: u64, raw: bool) -> Vec<u8> {
-    let mut v = template.clone();
+/// Generated signals (with their duplicates and near-duplicates, as a real
+/// stream has them) to stamp and send in turn.
+fn templates(n: u64) -> Result<Vec<serde_json::Value>> {
+    Generator::new(GenOptions {
+        signals: n,
+        seed: 11,
+        synthetic_embeddings: true,
+        base64_embeddings: true,
+        ..GenOptions::default()
+    })
+    .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+    .filter(|v| v.get("content").is_some())
+    .map(Ok)
+    .collect()
+}
+
+/// The `i`th template stamped now, as a line: pre-embedded, or raw text
+/// (without its vector: the model embeds it).
+fn stamped(templates: &[serde_json::Value], i: u64, raw: bool) -> Vec<u8> {
+    let mut v = templates[i as usize % templates.len()].clone();
     let now = Utc::now().to_rfc3339();
     v["id"] = serde_json::json!(format!("lat-{}-{i}", std::process::id()));
     v["captured_at"] = serde_json::json!(now);
     v["published_at"] = serde_json::json!(now);
     if raw {
         v.as_object_mut().expect("object").remove("embedding");
-        v["content"] = serde_json::json!(format!(
-            "{} #{i}",
-            v["content"].as_str().unwrap_or("signal")
-        ));
     }
     v.to_string().into_bytes()
 }
@@ -268,16 +281,7 @@ fn latency(label: &str, rate: f64, secs: u64, raw: bool) -> Result<()> {
         .stdout(Stdio::null())
         .spawn()?;
     std::thread::sleep(Duration::from_secs(8)); // model and sinks up
-    let template: serde_json::Value = serde_json::from_str(
-        &Generator::new(GenOptions {
-            signals: 1,
-            synthetic_embeddings: true,
-            base64_embeddings: true,
-            ..GenOptions::default()
-        })
-        .next()
-        .expect("a line"),
-    )?;
+    let templates = templates((rate * secs as f64) as u64 + 1)?;
     let mut bus =
         ideaflow_sources::bus::open_append(&InputSpec::parse(&stream)?).expect("a bus")?;
     let started = Instant::now();
@@ -285,7 +289,7 @@ fn latency(label: &str, rate: f64, secs: u64, raw: bool) -> Result<()> {
     let mut i = 0u64;
     while started.elapsed() < Duration::from_secs(secs) {
         let due = (started.elapsed().as_secs_f64() * rate) as u64;
-        let batch: Vec<Vec<u8>> = (i..due).map(|k| stamped(&template, k, raw)).collect();
+        let batch: Vec<Vec<u8>> = (i..due).map(|k| stamped(&templates, k, raw)).collect();
         if !batch.is_empty() {
             let at = Utc::now().timestamp();
             bus.append(&batch)?;
