@@ -485,6 +485,17 @@ fn the_webhook_appends_to_the_bus_before_it_answers() {
     let (status, head, _) = post(port, Some(token), "application/json", &small("n4"));
     assert_eq!(status, 429);
     assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+    // The contract documents every status the endpoint answered with.
+    let (status, doc) = get(port, "/api/v1/openapi.json");
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let responses = &doc["paths"]["/api/v1/signals"]["post"]["responses"];
+    for code in ["202", "400", "401", "413", "429", "503"] {
+        assert!(
+            responses.get(code).is_some(),
+            "{code} undocumented: {responses}"
+        );
+    }
     // Accepted records are in the stream before the answer: kill -9 now loses none.
     ok(Command::new("kill").args(["-KILL", &server.0.id().to_string()]));
     let _ = server.0.wait();

@@ -16,6 +16,37 @@ fn get(summary: &str, params: Value, ok: &str) -> Value {
     }})
 }
 
+/// `POST /api/v1/signals`: webhook ingest (README, Live operation).
+fn webhook() -> Value {
+    let error = json!({"$ref": "#/components/responses/Error"});
+    let retry = json!({"description": "The error envelope; Retry-After says when to try again",
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let record = json!({"type": "object", "description": "A Signal or an event envelope (README, Signals and events)"});
+    json!({"post": {
+        "summary": "Webhook ingest: one Signal or envelope, a JSON array of them, or NDJSON; valid records are appended to the bus the pipeline reads (api.webhook_bus) before the answer",
+        "security": [{"bearer": []}],
+        "requestBody": {"required": true, "content": {
+            "application/json": {"schema": {"oneOf": [record, {"type": "array", "items": record}]}},
+            "application/x-ndjson": {"schema": {"type": "string", "description": "one record per line"}}
+        }},
+        "responses": {
+            "202": {"description": "Accepted: every valid record is on the bus",
+                "content": {"application/json": {"schema": {"type": "object",
+                    "required": ["accepted", "rejected", "bus", "positions"],
+                    "properties": {
+                        "accepted": {"type": "array", "items": {"type": "string"}, "description": "eventId, or source:id"},
+                        "rejected": {"type": "array", "items": {"type": "object", "required": ["index", "reason", "message"],
+                            "properties": {"index": {"type": "integer"}, "reason": {"type": "string"}, "message": {"type": "string"}}}},
+                        "bus": {"type": "string"},
+                        "positions": {"type": "array", "items": {"type": "string"}}}}}}},
+            "400": error, "401": {"description": "No or wrong bearer token (WWW-Authenticate: Bearer)",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            "404": error, "413": error, "422": error, "429": retry, "503": retry
+        }
+    }})
+}
+
 fn query(name: &str, description: &str, schema: Value) -> Value {
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
@@ -56,13 +87,16 @@ pub fn document() -> Value {
                 "{history: [{effective_from, anchor, corrections, rating_sum, shift}]}"),
             "/api/v1/openapi.json": get("This document", json!([]), "OpenAPI 3.1"),
             "/health/live": get("The process is up", json!([]), "{status: live}"),
-            "/health/ready": get("Postgres, Redis and the model are usable (503 otherwise)", json!([]), "{status: ready, checks}"),
+            "/health/ready": get("Postgres, Redis, the model and every bus source are usable (503 otherwise, naming the source)", json!([]), "{status: ready, checks: {postgres, redis, model, sources}}"),
+            "/api/v1/signals": webhook(),
             "/metrics": get("Prometheus text format", json!([]), "metrics")
         },
         "components": {
             "schemas": {"Error": {"type": "object", "required": ["error_code", "message", "timestamp", "details"],
                 "properties": {"error_code": {"type": "string"}, "message": {"type": "string"},
                                "timestamp": {"type": "string", "format": "date-time"}, "details": {}}}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "api.webhook_tokens / IDEAFLOW_WEBHOOK_TOKENS"}},
             "responses": {"Error": {"description": "The error envelope",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}
         }
