@@ -23,9 +23,10 @@ pub trait EpochConsumer: Send {
     /// rows must outlive the call: the buffer left behind goes back to the
     /// idea state for a later epoch's changelog.
     fn epoch(&mut self, epoch_end: i64, changes: &mut Vec<Change>) -> anyhow::Result<()>;
-    /// Every epoch starting before `complete_before` (seconds) is complete
-    /// and was handed over (those with changes): records read into them may
-    /// be acknowledged once what was handed over is committed.
+    /// Every epoch starting before `complete_before` (seconds; `i64::MAX`
+    /// once the inputs ended) is complete and was handed over (those with
+    /// changes): records read into them may be acknowledged once what was
+    /// handed over is committed.
     fn frontier(&mut self, _complete_before: i64) -> anyhow::Result<()> {
         Ok(())
     }
@@ -92,12 +93,14 @@ pub fn deliver_epochs<'scope>(
                         }
                     }
                 }
+                // An empty frontier: every epoch is complete (`i64::MAX`),
+                // unless a stop cut them off.
                 let done = frontier.frontier().first().copied().unwrap_or(u64::MAX);
                 let done = done.min(cutoff.load(std::sync::atomic::Ordering::SeqCst));
-                if done > complete_before && done != u64::MAX {
+                if done > complete_before {
                     complete_before = done;
                     if let Some(c) = consumer.as_mut() {
-                        if let Err(e) = c.frontier(done as i64) {
+                        if let Err(e) = c.frontier(i64::try_from(done).unwrap_or(i64::MAX)) {
                             failed.lock().expect("not poisoned").get_or_insert(e);
                             consumer = None;
                         }

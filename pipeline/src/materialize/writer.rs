@@ -213,6 +213,7 @@ impl Drop for SinkWriter {
 }
 
 fn write_until_closed(shared: &Shared, mut targets: Targets) {
+    let mut ack_all = false;
     loop {
         let (batch, frontier, frontier_positions) = {
             let mut queue = shared.lock();
@@ -231,8 +232,15 @@ fn write_until_closed(shared: &Shared, mut targets: Targets) {
             shared.changed.notify_all();
             (batch, frontier, frontier_positions)
         };
+        // The inputs ended: everything is acknowledged once the last dead
+        // letters are written too (`finish`), never marked as an epoch.
+        let ended = frontier == Some(i64::MAX);
+        ack_all |= ended;
+        let frontier = frontier.filter(|_| !ended);
         let mut committed = frontier.max((!batch.is_empty()).then_some(batch.last_epoch));
-        let written = if batch.is_empty() {
+        let written = if batch.is_empty() && frontier.is_none() {
+            Ok(())
+        } else if batch.is_empty() {
             // Nothing to write but the dead letters refused meanwhile: they
             // are in Postgres before their records are acknowledged.
             let through = frontier.expect("a frontier when no batch");
@@ -264,8 +272,13 @@ fn write_until_closed(shared: &Shared, mut targets: Targets) {
             flight.committed(through);
         }
     }
-    if let Err(e) = targets.finish() {
-        shared.lock().failed = Some(e);
+    match targets.finish() {
+        Ok(()) => {
+            if let (Some(flight), true) = (&targets.in_flight, ack_all) {
+                flight.committed(i64::MAX);
+            }
+        }
+        Err(e) => shared.lock().failed = Some(e),
     }
 }
 
