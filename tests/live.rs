@@ -554,6 +554,73 @@ fn an_unreachable_bus_is_retried_and_reported_not_ready() {
     assert!(server.0.wait().unwrap().success());
 }
 
+/// The value of the metric line `name{labels}` (labels as rendered).
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+#[test]
+fn repeats_are_counted_by_the_partition_they_were_read_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = live_config(dir.path());
+    let (_, repeated) = stream_with_repeats(dir.path(), 400, 64);
+    let lines = std::fs::read_to_string(&repeated).unwrap().lines().count() as f64;
+    let name = unique("counted");
+    produce(&stream_url(&name), &repeated);
+    let port = free_port();
+    let mut server = Server(
+        run_listening(
+            &config,
+            &stream_url(&name),
+            &name,
+            dir.path(),
+            &format!("127.0.0.1:{port}"),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let labels = format!("{{partition=\"0\",source=\"{}\"}}", stream_url(&name));
+    // Every record acknowledged: every epoch applied and committed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let text = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the records were not all acknowledged"
+        );
+        assert!(server.0.try_wait().unwrap().is_none(), "run stopped");
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let (_, text) = get(port, "/metrics");
+            let acked = format!("ideaflow_source_records_acked_total{labels}");
+            if metric(&text, &acked) == Some(lines) {
+                break text;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let by_partition = metric(
+        &text,
+        &format!("ideaflow_source_repeats_ignored_total{labels}"),
+    )
+    .unwrap_or_else(|| panic!("no per-partition repeat count: {text}"));
+    let total: f64 = ["signal", "envelope"]
+        .iter()
+        .filter_map(|k| {
+            metric(
+                &text,
+                &format!("ideaflow_repeats_ignored_total{{kind=\"{k}\"}}"),
+            )
+        })
+        .sum();
+    // Every seventh line was delivered twice: each second copy is ignored
+    // (envelopes without an eventId excepted), and counted where it was read.
+    assert!(by_partition > 0.0, "{text}");
+    assert_eq!(by_partition, total, "{text}");
+    ok(Command::new("kill").args(["-TERM", &server.0.id().to_string()]));
+    assert!(server.0.wait().unwrap().success());
+}
+
 #[test]
 fn a_webhook_without_a_bus_says_so() {
     let dir = tempfile::tempdir().unwrap();

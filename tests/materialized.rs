@@ -37,7 +37,7 @@ fn a_materialized_replay_agrees_with_its_out_dir() {
         .arg(&out));
     // The bulk load dropped the HNSW index and built it again at the end.
     let hnsw = format!(
-        "pg_indexes WHERE schemaname = '{ns}' AND indexname = 'ideas_embedding' \
+        "pg_indexes WHERE schemaname = '{ns}' AND indexname = 'idea_vectors_embedding' \
          AND indexdef LIKE '%USING hnsw (embedding vector_cosine_ops)%'"
     );
     assert_eq!(
@@ -50,6 +50,7 @@ fn a_materialized_replay_agrees_with_its_out_dir() {
         .arg(&out));
     let text = String::from_utf8_lossy(&verified.stdout);
     assert!(text.contains("verify: OK"), "{text}");
+    vectors_a_run_left_unindexed_are_indexed_at_the_next_start(&ns, &out);
     // The feedback views: as many rows in Postgres as lines in --out, and
     // the idea.scored events in the Redis stream.
     for (table, file) in [
@@ -304,6 +305,60 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
 }
 
 /// `SELECT count(*) FROM {ns}.{table_and_condition}` in the test database.
+/// As after a kill -9 between an epoch's commit and its vectors' indexing:
+/// vectors missing from the index's table, and one whose idea is gone.
+/// `verify` says so; a sink's start repairs both.
+fn vectors_a_run_left_unindexed_are_indexed_at_the_next_start(ns: &str, out: &std::path::Path) {
+    psql_exec(&format!(
+        "DELETE FROM {ns}.idea_vectors WHERE idea_id IN \
+           (SELECT idea_id FROM {ns}.idea_vectors ORDER BY idea_id LIMIT 5); \
+         INSERT INTO {ns}.idea_vectors SELECT gen_random_uuid(), embedding \
+           FROM {ns}.idea_rows LIMIT 1"
+    ));
+    let o = ideaflow()
+        .args(["verify", "--namespace", ns, "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "verify passed with vectors missing");
+    assert!(
+        said.contains("6 ideas' vectors are missing from idea_vectors"),
+        "{said}"
+    );
+    let url = std::env::var("IDEAFLOW_TEST_POSTGRES_URL").expect("run scripts/test.sh");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let pool = ideaflow_sinks::postgres::connect(&url, ns).await.unwrap();
+            let mut sink = ideaflow_sinks::postgres::PostgresSink::new(pool, "views").unwrap();
+            sink.finish_indexing().unwrap();
+        });
+    let verified = ok(ideaflow()
+        .args(["verify", "--namespace", ns, "--out"])
+        .arg(out));
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(text.contains("verify: OK"), "{text}");
+}
+
+fn psql_exec(sql: &str) {
+    let psql =
+        std::path::Path::new(&std::env::var_os("IDEAFLOW_PG_BIN").expect("run scripts/test.sh"))
+            .join("psql");
+    let url = std::env::var("IDEAFLOW_TEST_POSTGRES_URL").expect("run scripts/test.sh");
+    let out = std::process::Command::new(psql)
+        .args([url.as_str(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn psql_count(ns: &str, table_and_condition: &str) -> usize {
     let psql =
         std::path::Path::new(&std::env::var_os("IDEAFLOW_PG_BIN").expect("run scripts/test.sh"))

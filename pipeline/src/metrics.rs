@@ -1,7 +1,12 @@
 //! Prometheus metrics (served at `/metrics`). Names follow seed 004 where it
 //! names them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use ideaflow_operators::views::{Change, ViewRow};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
@@ -172,6 +177,38 @@ impl Metrics {
         encoder
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()
+    }
+}
+
+impl Metrics {
+    /// Exposes `value`, owned and updated elsewhere, as the gauge `name`,
+    /// read when scraped.
+    pub fn register_gauge_of(&self, name: &str, help: &str, value: Arc<AtomicU64>) {
+        let collector = match IntGauge::new(name, help) {
+            Ok(gauge) => AtomicGauge { gauge, value },
+            Err(e) => return tracing::warn!(error = %e, name, "metric not registered"),
+        };
+        if let Err(e) = self.registry.register(Box::new(collector)) {
+            tracing::debug!(error = %e, name, "metric already registered");
+        }
+    }
+}
+
+/// A gauge whose value is an atomic someone else keeps.
+struct AtomicGauge {
+    gauge: IntGauge,
+    value: Arc<AtomicU64>,
+}
+
+impl Collector for AtomicGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let v = self.value.load(Ordering::Relaxed);
+        self.gauge.set(i64::try_from(v).unwrap_or(i64::MAX));
+        self.gauge.collect()
     }
 }
 

@@ -3,10 +3,12 @@
 //! each bus is reachable (`/health/ready`); redeliveries the state ignored.
 //! Exposed on `/metrics` by a collector that reads the figures when scraped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use foldhash::fast::FixedState;
+use ideaflow_operators::redelivery::RecordDigest;
 use ideaflow_sources::bus::in_flight::InFlight;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -36,6 +38,67 @@ pub struct RepeatCounters {
     pub signal_repolls: AtomicU64,
     /// Envelopes whose `eventId` was taken before.
     pub envelope_repeats: AtomicU64,
+    /// Where the records of the epochs not yet applied were read, to count
+    /// the repeats by bus partition.
+    origins: Mutex<RepeatOrigins>,
+}
+
+/// A bus source (its index) and partition.
+type Origin = (usize, u32);
+
+#[derive(Debug, Default)]
+struct RepeatOrigins {
+    /// Digest of a record read from a bus → its epoch and where it was read
+    /// (the latest read, when read twice: most likely the repeat).
+    read: HashMap<RecordDigest, (u64, Origin), FixedState>,
+    ignored: BTreeMap<Origin, u64>,
+}
+
+impl RepeatCounters {
+    fn origins(&self) -> MutexGuard<'_, RepeatOrigins> {
+        self.origins.lock().expect("holders do not panic")
+    }
+
+    /// Bus records handed to the dataflow: (digest, epoch, source, partition).
+    pub fn note_read(&self, records: &[(RecordDigest, u64, usize, u32)]) {
+        if records.is_empty() {
+            return;
+        }
+        let mut o = self.origins();
+        for &(digest, epoch, source, partition) in records {
+            o.read.insert(digest, (epoch, (source, partition)));
+        }
+    }
+
+    /// Records the state refused as repeats: counted where they were read
+    /// (records from files have no entry and count in the totals only).
+    pub fn refused(&self, digests: &[RecordDigest]) {
+        if digests.is_empty() {
+            return;
+        }
+        let mut o = self.origins();
+        for d in digests {
+            if let Some((_, origin)) = o.read.remove(d) {
+                *o.ignored.entry(origin).or_default() += 1;
+            }
+        }
+    }
+
+    /// Every epoch through `epoch` is applied: its records' entries go.
+    pub fn applied_through(&self, epoch: u64) {
+        let mut o = self.origins();
+        if !o.read.is_empty() {
+            o.read.retain(|_, (e, _)| *e > epoch);
+        }
+    }
+
+    fn ignored_by_origin(&self) -> Vec<(Origin, u64)> {
+        self.origins()
+            .ignored
+            .iter()
+            .map(|(o, n)| (*o, *n))
+            .collect()
+    }
 }
 
 pub struct SourceStatus {
@@ -47,6 +110,7 @@ pub struct SourceStatus {
     acked: IntCounterVec,
     redelivered: IntCounterVec,
     ignored: IntCounterVec,
+    ignored_by_source: IntCounterVec,
     lag: IntGaugeVec,
     watermark: IntGaugeVec,
     up: IntGaugeVec,
@@ -87,6 +151,11 @@ impl SourceStatus {
                 "ideaflow_repeats_ignored_total",
                 "Redelivered records the state took once: kind=signal (identical or older copy), repoll (newer figures replaced the earlier), envelope (eventId seen)",
                 &["kind"],
+            ),
+            ignored_by_source: counter(
+                "ideaflow_source_repeats_ignored_total",
+                "Records read from a bus that the state ignored as repeats (an identical or older copy of a signal, an envelope whose eventId was taken), by source and partition",
+                labels,
             ),
             lag: gauge(
                 "ideaflow_source_lag_records",
@@ -218,7 +287,16 @@ impl SourceStatus {
             let c = self.ignored.with_label_values(&[kind]);
             c.inc_by(value.load(Ordering::Relaxed).saturating_sub(c.get()));
         }
-        for b in self.lock().iter() {
+        let buses = self.lock();
+        for ((source, partition), n) in self.repeats.ignored_by_origin() {
+            let Some(b) = buses.get(source) else { continue };
+            let p = partition.to_string();
+            let c = self
+                .ignored_by_source
+                .with_label_values(&[b.name.as_str(), p.as_str()]);
+            c.inc_by(n.saturating_sub(c.get()));
+        }
+        for b in buses.iter() {
             self.up
                 .with_label_values(&[b.name.as_str()])
                 .set(i64::from(b.reachable));
@@ -246,7 +324,13 @@ impl Collector for StatusCollector {
     fn desc(&self) -> Vec<&Desc> {
         let s = &self.0;
         let mut d = Vec::new();
-        for c in [&s.read, &s.acked, &s.redelivered, &s.ignored] {
+        for c in [
+            &s.read,
+            &s.acked,
+            &s.redelivered,
+            &s.ignored,
+            &s.ignored_by_source,
+        ] {
             d.extend(c.desc());
         }
         for g in [&s.lag, &s.watermark, &s.up] {
@@ -261,7 +345,13 @@ impl Collector for StatusCollector {
         let s = &self.0;
         s.refresh();
         let mut m = Vec::new();
-        for c in [&s.read, &s.acked, &s.redelivered, &s.ignored] {
+        for c in [
+            &s.read,
+            &s.acked,
+            &s.redelivered,
+            &s.ignored,
+            &s.ignored_by_source,
+        ] {
             m.extend(c.collect());
         }
         for g in [&s.lag, &s.watermark, &s.up] {

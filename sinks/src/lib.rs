@@ -5,6 +5,7 @@ pub mod jsonl;
 pub mod postgres;
 pub mod redis_sink;
 pub mod redis_transaction;
+pub mod vector_index;
 pub mod view_files;
 
 pub use dead_letter::{DeadLetterSink, DeadLetterTap};

@@ -21,6 +21,8 @@ use ideaflow_operators::DeadLetter;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, Postgres, Transaction};
 
+use crate::vector_index::VectorIndexer;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
     #[error("invalid postgres url: {0}; set postgres.url or IDEAFLOW_POSTGRES_URL (e.g. postgres://ideaflow@127.0.0.1:54329/ideaflow)")]
@@ -115,9 +117,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), PostgresError> {
     Ok(())
 }
 
-/// The HNSW index over ideas' embeddings, as migration 0001 creates it.
-const VECTOR_INDEX: &str =
-    "CREATE INDEX IF NOT EXISTS ideas_embedding ON idea_rows USING hnsw (embedding vector_cosine_ops)";
+/// The HNSW index over ideas' embeddings, as migration 0007 creates it.
+const VECTOR_INDEX: &str = "CREATE INDEX IF NOT EXISTS idea_vectors_embedding ON idea_vectors \
+     USING hnsw (embedding vector_cosine_ops)";
 
 /// Drops the vector index of `schema` before a bulk load. Each insert into a
 /// live HNSW index walks the graph (~3–5 ms a new idea here); building the
@@ -127,7 +129,7 @@ pub async fn drop_vector_index(pool: &PgPool, schema: &str) -> Result<(), Postgr
     if !valid_schema(schema) {
         return Err(PostgresError::Schema(schema.to_owned()));
     }
-    pool.execute(format!("DROP INDEX IF EXISTS {schema}.ideas_embedding").as_str())
+    pool.execute(format!("DROP INDEX IF EXISTS {schema}.idea_vectors_embedding").as_str())
         .await?;
     Ok(())
 }
@@ -166,7 +168,7 @@ pub async fn truncate(pool: &PgPool) -> Result<(), PostgresError> {
     loop {
         let result = pool
             .execute(
-                "TRUNCATE signals, idea_rows, idea_scores, centroids, topic_counts, distinct_counts, \
+                "TRUNCATE signals, idea_rows, idea_vectors, idea_scores, centroids, topic_counts, distinct_counts, \
                  dead_letters, pipeline_progress, feedback_windows, ab_results, allocations, \
                  weights_history, publish_latencies, sla_alerts, anchors_history",
             )
@@ -199,6 +201,8 @@ pub struct PostgresSink {
     name: String,
     /// The sources' positions to record with the next write.
     positions: Option<serde_json::Value>,
+    /// Indexes the vectors of what each write committed, behind it.
+    vectors: VectorIndexer,
 }
 
 /// A vector as pgvector's binary form (big-endian f32s), bound as `vector`
@@ -287,12 +291,32 @@ impl<'a> Batches<'a> {
 }
 
 impl PostgresSink {
-    pub fn new(pool: PgPool, name: &str) -> Self {
-        PostgresSink {
+    /// A sink writing to `pool` under the progress row `name`; it starts
+    /// the writer that indexes its ideas' vectors (see [`VectorIndexer`]).
+    pub fn new(pool: PgPool, name: &str) -> Result<Self, PostgresError> {
+        let vectors = VectorIndexer::start(&pool)?;
+        Ok(PostgresSink {
             pool,
             name: name.to_owned(),
             positions: None,
-        }
+            vectors,
+        })
+    }
+
+    /// Ideas committed whose vectors are not searchable yet (a gauge).
+    pub fn vectors_pending(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.vectors.pending()
+    }
+
+    /// Waits until the vectors of every idea committed so far are indexed.
+    pub fn wait_indexed(&self) {
+        self.vectors.wait_indexed();
+    }
+
+    /// Waits until every committed idea's vector is in the index's table,
+    /// and stops the writer that puts them there.
+    pub fn finish_indexing(&mut self) -> Result<(), PostgresError> {
+        self.vectors.finish()
     }
 
     /// The sources' committed positions to record in the progress row with
@@ -346,6 +370,9 @@ impl PostgresSink {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        let touched = b.ideas.iter().map(|i| i.id.to_string());
+        self.vectors
+            .committed(touched.chain(b.idea_deletes.iter().cloned()).collect());
         Ok(())
     }
 

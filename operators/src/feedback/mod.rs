@@ -295,6 +295,16 @@ impl FeedbackState {
         self.event_ids.repeats()
     }
 
+    /// Keeps the digests of refused envelopes for [`Self::take_refused`].
+    pub fn log_refused(&mut self) {
+        self.event_ids.log_refused();
+    }
+
+    /// The envelopes refused as redeliveries since the last call.
+    pub fn take_refused(&mut self) -> Vec<crate::redelivery::RecordDigest> {
+        self.event_ids.take_refused()
+    }
+
     /// Classification feedback moves these anchors (the classifier's, as
     /// embedded at start).
     pub fn with_anchors(mut self, base: Vec<crate::classify::Anchor>) -> Self {

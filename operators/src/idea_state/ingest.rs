@@ -119,6 +119,8 @@ impl IdeaState {
             // An identical or older copy; or its idea is archived, whose
             // figures are frozen.
             self.stats.repeats += 1;
+            self.refused
+                .refused(crate::redelivery::RecordDigest::Signal(key));
             return None;
         };
         self.stats.repolls += 1;

@@ -235,6 +235,8 @@ pub struct IdeaState {
     /// The signals taken within `dedupe.event_id_horizon_secs`: a signal
     /// delivered again is a re-poll, never a second signal.
     seen_signals: SeenSignals,
+    /// The signals refused as repeats, for the sources' counts (when asked).
+    refused: crate::redelivery::RepeatLog,
     /// A delivered changelog's buffer, empty, for the next epoch's: a tick's
     /// changelog holds a row per live idea (~80 MB at half a million), and
     /// a fresh buffer of that size is fresh pages the kernel must fault in
@@ -277,6 +279,7 @@ impl IdeaState {
             ),
             calendar,
             seen_signals: SeenSignals::new(dedupe.event_id_horizon_secs),
+            refused: crate::redelivery::RepeatLog::default(),
             dedupe,
             windows,
             scoring,
@@ -318,6 +321,17 @@ impl IdeaState {
 
     pub fn stats(&self) -> DedupeStats {
         self.stats
+    }
+
+    /// Keeps the digests of the signals refused as repeats for
+    /// [`Self::take_refused`].
+    pub fn log_refused(&mut self) {
+        self.refused.switch_on();
+    }
+
+    /// The signals refused as repeats since the last call.
+    pub fn take_refused(&mut self) -> Vec<crate::redelivery::RecordDigest> {
+        self.refused.take()
     }
 
     /// Signals remembered to take redeliveries once.

@@ -5,6 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use foldhash::fast::FixedState;
 use sha2::{Digest, Sha256};
 
+use super::{RecordDigest, RepeatLog};
+
 /// The `eventId`s taken within the horizon, by a 128-bit digest (an id is
 /// any string a producer chose; the digest keeps every entry the same size).
 #[derive(Clone, Debug)]
@@ -15,9 +17,10 @@ pub struct EventIdsSeen {
     /// (event time, digest) in the order taken, to age entries out.
     order: VecDeque<(i64, u128)>,
     repeats: u64,
+    log: RepeatLog,
 }
 
-fn digest(event_id: &str) -> u128 {
+pub(super) fn digest(event_id: &str) -> u128 {
     let d = Sha256::digest(event_id.as_bytes());
     u128::from_le_bytes(d[..16].try_into().expect("32 bytes"))
 }
@@ -30,6 +33,7 @@ impl EventIdsSeen {
             seen: HashMap::with_hasher(FixedState::with_seed(0x5ee1)),
             order: VecDeque::new(),
             repeats: 0,
+            log: RepeatLog::default(),
         }
     }
 
@@ -44,6 +48,7 @@ impl EventIdsSeen {
         if let Some(&at) = self.seen.get(&key) {
             if time - at < self.horizon_secs {
                 self.repeats += 1;
+                self.log.refused(RecordDigest::Envelope(key));
                 return false;
             }
         }
@@ -64,6 +69,16 @@ impl EventIdsSeen {
                 self.seen.remove(&key);
             }
         }
+    }
+
+    /// Logs the digests of refused envelopes for [`Self::take_refused`].
+    pub fn log_refused(&mut self) {
+        self.log.switch_on();
+    }
+
+    /// The envelopes refused since the last call (when logging).
+    pub fn take_refused(&mut self) -> Vec<RecordDigest> {
+        self.log.take()
     }
 
     /// Envelopes refused as repeats so far.

@@ -9,9 +9,11 @@
 //! records in a total order and epochs in time order.
 
 mod event_ids;
+mod repeat_log;
 mod signals;
 
 pub use event_ids::EventIdsSeen;
+pub use repeat_log::{RecordDigest, RepeatLog};
 pub use signals::{signal_key, SeenSignal, SeenSignals, SignalKey};
 
 /// Default horizon of both seen-sets (`dedupe.event_id_horizon_secs`): 7 days.

@@ -417,9 +417,13 @@ async fn search(
     .map_err(|e| ApiError::unavailable("the model", e))?
     .map_err(|e| ApiError::unavailable("the model", e))?;
     let query_vector = ideaflow_sinks::postgres::vector_param(&vector[0]);
+    // The nearest vectors through the HNSW index on idea_vectors, then their
+    // ideas (a vector whose idea was just deleted has none: left out).
     let sql = format!(
-        "SELECT {IDEA_COLUMNS}, 1 - (embedding <=> $1::vector) AS similarity \
-         FROM ideas ORDER BY embedding <=> $1::vector LIMIT $2"
+        "SELECT {IDEA_COLUMNS}, n.similarity FROM \
+           (SELECT idea_id, 1 - (embedding <=> $1::vector) AS similarity FROM idea_vectors \
+            ORDER BY embedding <=> $1::vector LIMIT $2) n \
+         JOIN ideas ON ideas.id = n.idea_id ORDER BY n.similarity DESC, ideas.id"
     );
     let rows = sqlx::query(&sql)
         .bind(query_vector)

@@ -133,8 +133,8 @@ fn render(url: &str, s: &Sample, before: Option<(&Sample, Duration)>) -> String 
         get(s, "ideaflow_repeats_ignored_total", "kind=\"envelope\"").unwrap_or(0.0),
     );
     out.push_str(&format!(
-        "{:<48} {:>4} {:>3} {:>10} {:>9} {:>10} {:>10} {:>9} {:>20}\n",
-        "SOURCE", "PART", "UP", "READ", "READ/S", "ACKED", "REDELIV", "LAG", "WATERMARK"
+        "{:<48} {:>4} {:>3} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>20}\n",
+        "SOURCE", "PART", "UP", "READ", "READ/S", "ACKED", "REDELIV", "IGNORED", "LAG", "WATERMARK"
     ));
     let up = s.get("ideaflow_source_up").cloned().unwrap_or_default();
     if let Some(read) = s.get("ideaflow_source_records_read_total") {
@@ -149,7 +149,7 @@ fn render(url: &str, s: &Sample, before: Option<(&Sample, Duration)>) -> String 
                 .and_then(|w| chrono::DateTime::from_timestamp(w as i64, 0))
                 .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
             out.push_str(&format!(
-                "{:<48} {:>4} {:>3} {:>10} {:>9} {:>10} {:>10} {:>9} {:>20}\n",
+                "{:<48} {:>4} {:>3} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>20}\n",
                 source,
                 partition,
                 is_up,
@@ -157,6 +157,7 @@ fn render(url: &str, s: &Sample, before: Option<(&Sample, Duration)>) -> String 
                 rate("ideaflow_source_records_read_total", labels),
                 get(s, "ideaflow_source_records_acked_total", labels).unwrap_or(0.0),
                 get(s, "ideaflow_source_records_redelivered_total", labels).unwrap_or(0.0),
+                get(s, "ideaflow_source_repeats_ignored_total", labels).unwrap_or(0.0),
                 get(s, "ideaflow_source_lag_records", labels)
                     .map_or("-".into(), |l| format!("{l}")),
                 wm
@@ -178,6 +179,7 @@ mod tests {
                     ideaflow_source_records_acked_total{partition=\"0\",source=\"redis://h:1?stream=s\"} 10\n\
                     ideaflow_source_up{source=\"redis://h:1?stream=s\"} 1\n\
                     ideaflow_source_lag_records{partition=\"0\",source=\"redis://h:1?stream=s\"} 3\n\
+                    ideaflow_source_repeats_ignored_total{partition=\"0\",source=\"redis://h:1?stream=s\"} 2\n\
                     ideaflow_epochs_committed_total 7\n";
         let s = parse(text);
         let screen = render("http://x", &s, None);
@@ -185,6 +187,6 @@ mod tests {
         assert!(screen.contains("epochs committed 7"), "{screen}");
         let row = screen.lines().find(|l| l.starts_with("redis://")).unwrap();
         let cols: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(&cols[1..8], &["0", "yes", "12", "-", "10", "0", "3"]);
+        assert_eq!(&cols[1..9], &["0", "yes", "12", "-", "10", "0", "2", "3"]);
     }
 }

@@ -90,6 +90,8 @@ pub fn deliver_epochs<'scope>(
                             let stats = state.stats();
                             r.signal_repeats.store(stats.repeats, Ordering::Relaxed);
                             r.signal_repolls.store(stats.repolls, Ordering::Relaxed);
+                            r.refused(&state.take_refused());
+                            r.applied_through(t);
                         }
                     }
                 }

@@ -384,6 +384,7 @@ pub fn apply_feedback<'scope>(
                     if let Some(r) = &repeats {
                         r.envelope_repeats
                             .store(owner.state.repeated_events(), Ordering::Relaxed);
+                        r.refused(&owner.state.take_refused());
                     }
                     let (corrections, events): (Vec<Event>, Vec<Event>) = events
                         .into_iter()

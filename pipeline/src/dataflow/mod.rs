@@ -118,6 +118,8 @@ pub fn run_dataflow(
             None
         };
         let repeats = mine.as_ref().map(|l| l.source.live.status.repeats.clone());
+        // Repeats are counted by bus partition: the states log what they refuse.
+        let from_buses = mine.as_ref().is_some_and(|l| !l.source.buses.is_empty());
         let (source, consumer, writer) = match mine {
             Some(l) => (Some((l.source, l.dead)), Some(l.consumer), l.signals_out),
             None => (None, None, None),
@@ -128,11 +130,20 @@ pub fn run_dataflow(
         let state = consumer.as_ref().map(|_| {
             let mut state = core.state();
             state.set_scoring_threads(workers);
+            if from_buses {
+                state.log_refused();
+            }
             state
         });
         let state: idea_state::SharedState = std::rc::Rc::new(std::cell::RefCell::new(state));
         let mut feedback_owner = consumer.as_ref().map(|_| FeedbackOwner {
-            state: core.feedback_state(),
+            state: {
+                let mut state = core.feedback_state();
+                if from_buses {
+                    state.log_refused();
+                }
+                state
+            },
             embedder: LazyEmbedder::new(model.clone()),
             classifier: core
                 .labels()

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
+use ideaflow_operators::redelivery::RecordDigest;
 use ideaflow_operators::watermark::{epoch_of, SourceWatermarks};
 use ideaflow_operators::{DeadLetter, Event, Position, Signal};
 use ideaflow_sinks::DeadLetterSink;
@@ -217,6 +218,9 @@ struct Reading {
     buffer: Vec<(u64, Event)>,
     /// Bus records read, with the epochs they went into, not yet noted.
     read: Vec<ReadRecord>,
+    /// Where the bus records handed over were read, by digest, not yet
+    /// noted: the state's repeats are counted by partition.
+    origins: Vec<(RecordDigest, u64, usize, u32)>,
     events: u64,
     signals: u64,
     /// Which bus sources have connected at least once.
@@ -336,6 +340,7 @@ pub fn drive(
         watermarks: SourceWatermarks::new(live.allowed_lateness, live.idle_after),
         buffer: Vec::with_capacity(1024),
         read: Vec::new(),
+        origins: Vec::new(),
         events: 0,
         signals: 0,
         connected: vec![false; handles.len()],
@@ -418,6 +423,8 @@ pub fn drive(
                 in_flight.read(&reading.read);
                 reading.read.clear();
             }
+            live.status.repeats.note_read(&reading.origins);
+            reading.origins.clear();
             if let Some(wm) = reading.watermarks.advance(now, Utc::now()) {
                 live.status.set_pipeline_watermark(wm.timestamp());
                 let t = epoch_of(wm, epoch_secs);
@@ -489,6 +496,7 @@ pub fn drive(
         if !reading.read.is_empty() {
             in_flight.read(&reading.read);
         }
+        live.status.repeats.note_read(&reading.origins);
     }
     // The file chain's thread may be blocked reading standard input: it is
     // left behind on a stop, and ends with the process.
@@ -551,6 +559,7 @@ fn on_bus_event(
                     parsed,
                     raw,
                     redelivered,
+                    digest,
                 } = r;
                 let judged = parsed
                     .and_then(|e| ahead_of_the_clock(e, live.max_future))
@@ -565,7 +574,12 @@ fn on_bus_event(
                     Err(rej) => Err(rej),
                 };
                 let epoch = match judged {
-                    Ok(epoch) => epoch,
+                    Ok(epoch) => {
+                        if let Some(d) = digest {
+                            reading.origins.push((d, epoch, source, partition));
+                        }
+                        epoch
+                    }
                     Err(rej) => {
                         dead.write(&bus_dead_letter(&location, position, &raw, rej))?;
                         open

@@ -120,7 +120,7 @@ pub fn connect(config: &Config, runtime: &Runtime, fresh: bool) -> Result<Sinks>
             .context("clearing the Redis namespace failed")?;
     }
     Ok(Sinks {
-        postgres: PostgresSink::new(pool, "views"),
+        postgres: PostgresSink::new(pool, "views")?,
         redis,
         index_after_load: bulk.then(|| config.postgres.index_build_memory.clone()),
         retry_for: config.pipeline.sink_retry(),

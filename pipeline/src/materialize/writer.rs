@@ -14,6 +14,7 @@
 //! Only then does the pipeline stop with the error.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -126,6 +127,13 @@ impl SinkWriter {
             .metrics
             .as_ref()
             .map(|m| m.sink_pending_changes.clone());
+        if let Some(m) = &targets.metrics {
+            m.register_gauge_of(
+                "ideaflow_vector_index_pending",
+                "Ideas committed whose vectors are not in the HNSW index yet (searchable soon)",
+                targets.postgres.vectors_pending(),
+            );
+        }
         let thread = std::thread::Builder::new()
             .name("sink-writer".into())
             .spawn(move || write_until_closed(&theirs, targets))
@@ -541,7 +549,8 @@ impl Targets {
     }
 
     /// After the last epoch: the dead letters refused since the last batch,
-    /// and the vector index a bulk load deferred.
+    /// the vectors still to index, and the vector index a bulk load
+    /// deferred.
     fn finish(&mut self) -> Result<()> {
         let dead = self.take_dead_letters();
         if !dead.is_empty() {
@@ -549,11 +558,21 @@ impl Targets {
                 .block_on(self.postgres.write_dead_letters(&dead))
                 .context("writing the last dead letters to Postgres")?;
         }
+        let waiting = self.postgres.vectors_pending().load(Ordering::Relaxed);
+        if waiting > 0 {
+            tracing::info!(
+                ideas = waiting,
+                "waiting for the last vectors to be indexed"
+            );
+        }
+        self.postgres
+            .finish_indexing()
+            .context("indexing the last ideas' vectors failed (the next start indexes them)")?;
         if let Some(memory) = self.index_after_load.take() {
             let started = Instant::now();
             tracing::info!(
                 maintenance_work_mem = %memory,
-                "inputs ended: building the HNSW index on idea_rows.embedding"
+                "inputs ended: building the HNSW index on idea_vectors.embedding"
             );
             self.runtime
                 .block_on(postgres::build_vector_index(self.postgres.pool(), &memory))

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ideaflow_operators::redelivery::RecordDigest;
 use ideaflow_operators::validate::parse_line;
 use ideaflow_operators::{Event, RejectReason, Rejection};
 
@@ -27,6 +28,9 @@ pub struct ParsedRecord {
     /// The payload as read (for a dead letter, should it be refused later).
     pub raw: Vec<u8>,
     pub redelivered: bool,
+    /// What the seen-sets know the record by (to count it by partition
+    /// should the state refuse it as a repeat), hashed on this thread.
+    pub digest: Option<RecordDigest>,
 }
 
 /// What a bus source's thread reports.
@@ -236,13 +240,17 @@ fn run<T: From<BusEvent>>(
                     let records = polled
                         .records
                         .into_iter()
-                        .map(|r| ParsedRecord {
-                            location: bus.describe_position(r.partition, r.position),
-                            parsed: parse(r.payload.as_deref()),
-                            raw: r.payload.unwrap_or_default(),
-                            partition: r.partition,
-                            position: r.position,
-                            redelivered: r.redelivered,
+                        .map(|r| {
+                            let parsed = parse(r.payload.as_deref());
+                            ParsedRecord {
+                                location: bus.describe_position(r.partition, r.position),
+                                digest: parsed.as_ref().ok().and_then(RecordDigest::of),
+                                parsed,
+                                raw: r.payload.unwrap_or_default(),
+                                partition: r.partition,
+                                position: r.position,
+                                redelivered: r.redelivered,
+                            }
                         })
                         .collect();
                     send(
