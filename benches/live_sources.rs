@@ -317,6 +317,11 @@ fn latency(label: &str, rate: f64, secs: u64, raw: bool) -> Result<()> {
         })
         .collect();
     lat.sort_by(|a, b| a.total_cmp(b));
+    // The vectors the run left to index, and what is left behind.
+    let unindexed = drop_namespace(&tag, &client)?;
+    println!(
+        "latency {label}: {unindexed} ideas' vectors were not indexed yet at the stop (the next start indexes them)"
+    );
     println!(
         "latency {label}: {} of {} records committed; append -> commit p50 {:.1}s, p99 {:.1}s (goal p99 <= lateness {lateness}s + epoch {epoch}s + 2s = {}s)",
         lat.len(),
@@ -326,6 +331,34 @@ fn latency(label: &str, rate: f64, secs: u64, raw: bool) -> Result<()> {
         lateness + epoch + 2
     );
     Ok(())
+}
+
+/// Drops the run's schema, stream and keys; returns how many of its ideas'
+/// vectors were not indexed yet.
+fn drop_namespace(tag: &str, client: &redis::Client) -> Result<i64> {
+    let url = env("IDEAFLOW_POSTGRES_URL")?;
+    let unindexed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let pool = ideaflow_sinks::postgres::connect(&url, tag).await?;
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM idea_rows r \
+                 WHERE NOT EXISTS (SELECT 1 FROM idea_vectors v WHERE v.idea_id = r.id)",
+            )
+            .fetch_one(&pool)
+            .await?;
+            sqlx::query(&format!("DROP SCHEMA {tag} CASCADE"))
+                .execute(&pool)
+                .await?;
+            anyhow::Ok(n)
+        })?;
+    let mut conn = client.get_connection()?;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{tag}*")).query(&mut conn)?;
+    if !keys.is_empty() {
+        redis::cmd("DEL").arg(keys).query::<()>(&mut conn)?;
+    }
+    Ok(unindexed)
 }
 
 fn embedder_rate() -> Result<f64> {

@@ -145,14 +145,20 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let ns = namespace("api");
+    let config = dir.path().join("api.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "extends = {:?}\n[api]\nheader_read_timeout_secs = 2\ncors_origins = [\"https://dash.example.com\"]\n",
+            repo_root().join("config/ideaflow.toml")
+        ),
+    )
+    .unwrap();
     let child = ideaflow()
-        .args([
-            "run",
-            "--namespace",
-            &ns,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .args(["--namespace", &ns, "--listen", &format!("127.0.0.1:{port}")])
         .arg("--out")
         .arg(dir.path().join("signals.jsonl"))
         .arg("--dead-letter")
@@ -302,9 +308,123 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
     let (status, body) = get(port, "/");
     assert_eq!(status, 200);
     assert!(body.contains("EventSource"));
+    the_server_answers_every_client_and_drops_stuck_ones(port);
+    browsers_from_allowed_origins_may_call(port);
+    metrics_count_every_answer_with_its_status(port);
 }
 
-/// `SELECT count(*) FROM {ns}.{table_and_condition}` in the test database.
+/// Everything the server writes on one connection after sending `bytes`,
+/// half-closing after them when `half_close`, until the server closes it.
+fn exchange(port: u16, bytes: &[u8], half_close: bool) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(bytes).unwrap();
+    if half_close {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+fn the_server_answers_every_client_and_drops_stuck_ones(port: u16) {
+    // A client that half-closes after sending (`nc -N`), ten times.
+    for _ in 0..10 {
+        let answer = exchange(
+            port,
+            b"GET /api/v1/topics/hot?limit=1 HTTP/1.0\r\n\r\n",
+            true,
+        );
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "{answer}"
+        );
+    }
+    // Three pipelined requests, half-closed after: three answers.
+    let one = "GET /api/v1/topics/hot?limit=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answer = exchange(port, one.repeat(3).as_bytes(), true);
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 3, "{answer}");
+    // Headers that never end, and an idle keep-alive connection: closed
+    // after api.header_read_timeout_secs (2 s here), not held open.
+    for bytes in [
+        &b"GET /health/live HTTP/1.1\r\nHost: x\r\n"[..],
+        b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let started = Instant::now();
+        let answer = exchange(port, bytes, false);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1500) && waited < Duration::from_secs(10),
+            "closed after {waited:?}: {answer}"
+        );
+    }
+}
+
+fn browsers_from_allowed_origins_may_call(port: u16) {
+    let preflight = |origin: &str| {
+        exchange(
+            port,
+            format!(
+                "OPTIONS /api/v1/ideas/top HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\
+                 Access-Control-Request-Method: GET\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+            false,
+        )
+        .to_ascii_lowercase()
+    };
+    let allowed = preflight("https://dash.example.com");
+    assert!(allowed.starts_with("http/1.1 200"), "{allowed}");
+    assert!(
+        allowed.contains("access-control-allow-origin: https://dash.example.com"),
+        "{allowed}"
+    );
+    assert!(
+        allowed.contains("access-control-allow-methods"),
+        "{allowed}"
+    );
+    let refused = preflight("https://elsewhere.example.com");
+    assert!(
+        !refused.contains("access-control-allow-origin"),
+        "{refused}"
+    );
+    let answer = exchange(
+        port,
+        b"GET /api/v1/topics/hot?limit=1 HTTP/1.1\r\nHost: x\r\nOrigin: https://dash.example.com\r\nConnection: close\r\n\r\n",
+        false,
+    )
+    .to_ascii_lowercase();
+    assert!(
+        answer.contains("access-control-allow-origin: https://dash.example.com"),
+        "{answer}"
+    );
+}
+
+fn metrics_count_every_answer_with_its_status(port: u16) {
+    let unknown = "/api/v1/ideas/00000000-0000-0000-0000-000000000000";
+    assert_eq!(get(port, unknown).0, 404);
+    assert_eq!(get(port, "/no/such/route").0, 404);
+    assert_eq!(get(port, "/api/v1/ideas/top?limit=0").0, 422);
+    let (_, text) = get(port, "/metrics");
+    let count = |labels: &str| -> f64 {
+        let line = format!("ideaflow_http_requests_total{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line}in {text}"))
+    };
+    assert!(count("route=\"/api/v1/ideas/{id}\",status=\"404\"") >= 1.0);
+    assert!(count("route=\"unmatched\",status=\"404\"") >= 1.0);
+    assert!(count("route=\"/api/v1/ideas/top\",status=\"422\"") >= 1.0);
+    assert!(count("route=\"unparsed\",status=\"400\"") >= 1.0);
+    assert!(!text.contains("/no/such/route"), "never the raw path");
+    assert!(
+        text.contains("ideaflow_http_request_duration_seconds_bucket{route=\"/api/v1/ideas/top\"")
+    );
+    assert!(!text.contains("_hours"), "base units only");
+}
+
 /// As after a kill -9 between an epoch's commit and its vectors' indexing:
 /// vectors missing from the index's table, and one whose idea is gone.
 /// `verify` says so; a sink's start repairs both.
@@ -359,6 +479,7 @@ fn psql_exec(sql: &str) {
     );
 }
 
+/// `SELECT count(*) FROM {ns}.{table_and_condition}` in the test database.
 fn psql_count(ns: &str, table_and_condition: &str) -> usize {
     let psql =
         std::path::Path::new(&std::env::var_os("IDEAFLOW_PG_BIN").expect("run scripts/test.sh"))

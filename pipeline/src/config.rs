@@ -64,6 +64,13 @@ pub struct ApiConfig {
     pub webhook_max_body_bytes: usize,
     /// Bus records read and not committed past which the webhook answers 503.
     pub webhook_max_lag: u64,
+    /// A request's headers not read within this many seconds: the
+    /// connection is closed (also the longest an idle keep-alive
+    /// connection stays open).
+    pub header_read_timeout_secs: u64,
+    /// Origins whose pages may call the API from a browser (CORS), e.g.
+    /// `https://dash.example.com`; `*` for any; none by default.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -78,6 +85,8 @@ impl Default for ApiConfig {
             webhook_burst: 5000,
             webhook_max_body_bytes: 10 << 20,
             webhook_max_lag: 100_000,
+            header_read_timeout_secs: 10,
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -8,7 +8,8 @@ use ideaflow_operators::views::{Change, ViewRow};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 #[derive(Clone)]
@@ -24,10 +25,12 @@ pub struct Metrics {
     /// Failed tries to write a batch to Postgres or Redis (each is retried).
     pub sink_write_failures: IntCounter,
     pub http_requests: IntCounterVec,
+    pub http_request_seconds: HistogramVec,
     /// Seed 004 §7: first signal's captured_at to listing.published.
     pub signal_to_publish: Histogram,
     pub sla_alerts: IntCounter,
-    pub sla_average_hours: Gauge,
+    /// Prometheus wants base units: seconds, not hours.
+    pub sla_average_seconds: Gauge,
 }
 
 impl Metrics {
@@ -72,9 +75,20 @@ impl Metrics {
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "ideaflow_http_requests_total",
-                "API requests by route and status",
+                "HTTP answers by route (the route's pattern; unmatched for unknown paths) and status",
             ),
             &["route", "status"],
+        )
+        .expect("valid metric");
+        let http_request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "ideaflow_http_request_duration_seconds",
+                "Time to answer an HTTP request (to its response head; a stream's lifetime is not counted), by route",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["route"],
         )
         .expect("valid metric");
         let signal_to_publish = Histogram::with_opts(
@@ -95,9 +109,9 @@ impl Metrics {
             "Time-to-publish SLA alerts raised (SLA_THRESHOLD_HOURS breached)",
         )
         .expect("valid metric");
-        let sla_average_hours = Gauge::new(
-            "ideaflow_sla_average_hours",
-            "Average time to publish over the SLA window at the last alert",
+        let sla_average_seconds = Gauge::new(
+            "ideaflow_sla_average_seconds",
+            "Average time from first signal to listing over the SLA window at the last alert",
         )
         .expect("valid metric");
         for c in [
@@ -108,9 +122,10 @@ impl Metrics {
             Box::new(sink_pending_changes.clone()),
             Box::new(sink_write_failures.clone()),
             Box::new(http_requests.clone()),
+            Box::new(http_request_seconds.clone()),
             Box::new(signal_to_publish.clone()),
             Box::new(sla_alerts.clone()),
-            Box::new(sla_average_hours.clone()),
+            Box::new(sla_average_seconds.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -123,9 +138,10 @@ impl Metrics {
             sink_pending_changes,
             sink_write_failures,
             http_requests,
+            http_request_seconds,
             signal_to_publish,
             sla_alerts,
-            sla_average_hours,
+            sla_average_seconds,
         }
     }
 
@@ -155,7 +171,7 @@ impl Metrics {
                 Some(ViewRow::Anchor(_)) => "anchors_history",
                 Some(ViewRow::SlaAlert(a)) => {
                     self.sla_alerts.inc();
-                    self.sla_average_hours.set(a.average_hours);
+                    self.sla_average_seconds.set(a.average_hours * 3600.0);
                     tracing::warn!(
                         average_hours = format!("{:.2}", a.average_hours),
                         threshold_hours = a.threshold_hours,

@@ -313,6 +313,12 @@ impl PostgresSink {
         self.vectors.wait_indexed();
     }
 
+    /// Stops indexing after the batch being written (a service asked to
+    /// stop); the next start indexes the rest.
+    pub fn abandon_indexing(&mut self) -> Result<(), PostgresError> {
+        self.vectors.abandon()
+    }
+
     /// Waits until every committed idea's vector is in the index's table,
     /// and stops the writer that puts them there.
     pub fn finish_indexing(&mut self) -> Result<(), PostgresError> {

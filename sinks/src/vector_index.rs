@@ -18,12 +18,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::ConnectOptions;
 
 use crate::postgres::PostgresError;
 
 /// At most this many ideas in one transaction: a backlog drains in steps
-/// that each commit (and show) their progress.
-const MAX_BATCH: usize = 20_000;
+/// that each commit (and show) their progress, and a stop waits for one
+/// step at most (~3 s at 1.5 ms an idea).
+const MAX_BATCH: usize = 2_000;
 
 /// How often a failing write is tried again while the run goes on, and how
 /// many times once the run is finishing.
@@ -35,6 +37,8 @@ pub struct VectorIndexer {
     queue: Option<Sender<Vec<String>>>,
     pending: Arc<AtomicU64>,
     finishing: Arc<AtomicBool>,
+    /// Set by a stop: what is still queued is left to the next start.
+    abandoned: Arc<AtomicBool>,
     worker: Option<JoinHandle<Result<(), PostgresError>>>,
 }
 
@@ -44,12 +48,17 @@ impl VectorIndexer {
     /// indexes whatever earlier runs committed without indexing, and drops
     /// the vectors of ideas deleted meanwhile.
     pub fn start(pool: &PgPool) -> Result<Self, PostgresError> {
-        let options = (*pool.connect_options()).clone();
+        // A batch taking seconds is expected here, not a slow statement to log.
+        let options = (*pool.connect_options())
+            .clone()
+            .disable_statement_logging();
         let (queue, jobs) = mpsc::channel();
         let pending = Arc::new(AtomicU64::new(0));
         let counter = pending.clone();
         let finishing = Arc::new(AtomicBool::new(false));
         let finishing_in = finishing.clone();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let abandoned_in = abandoned.clone();
         let worker = std::thread::Builder::new()
             .name("vector-index".into())
             .spawn(move || {
@@ -63,7 +72,11 @@ impl VectorIndexer {
                         .max_connections(1)
                         .acquire_timeout(Duration::from_secs(5))
                         .connect_lazy_with(options);
-                    index_until_closed(&pool, jobs, &counter, &finishing_in).await
+                    let flags = Flags {
+                        finishing: &finishing_in,
+                        abandoned: &abandoned_in,
+                    };
+                    index_until_closed(&pool, jobs, &counter, flags).await
                 });
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "the vector index writer stopped: ideas committed \
@@ -76,6 +89,7 @@ impl VectorIndexer {
             queue: Some(queue),
             pending,
             finishing,
+            abandoned,
             worker: Some(worker),
         })
     }
@@ -124,6 +138,23 @@ impl VectorIndexer {
     }
 }
 
+impl VectorIndexer {
+    /// Stops after the batch being written (a service asked to stop): the
+    /// ideas still queued are committed already, and the next start
+    /// indexes them.
+    pub fn abandon(&mut self) -> Result<(), PostgresError> {
+        self.abandoned.store(true, Ordering::Relaxed);
+        let left = self.pending.load(Ordering::Relaxed);
+        if left > 0 {
+            tracing::info!(
+                ideas = left,
+                "stopping: vectors not indexed yet are indexed at the next start"
+            );
+        }
+        self.finish()
+    }
+}
+
 impl Drop for VectorIndexer {
     fn drop(&mut self) {
         if let Err(e) = self.finish() {
@@ -132,14 +163,26 @@ impl Drop for VectorIndexer {
     }
 }
 
+/// How the writer is told to end: once the queue is drained (finishing),
+/// or at once (abandoned).
+#[derive(Clone, Copy)]
+struct Flags<'a> {
+    finishing: &'a AtomicBool,
+    abandoned: &'a AtomicBool,
+}
+
 async fn index_until_closed(
     pool: &PgPool,
     jobs: Receiver<Vec<String>>,
     pending: &AtomicU64,
-    finishing: &AtomicBool,
+    flags: Flags<'_>,
 ) -> Result<(), PostgresError> {
+    let finishing = flags.finishing;
     with_retries(finishing, || catch_up(pool)).await?;
     loop {
+        if flags.abandoned.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         // Blocking the thread is fine: this runtime serves this loop alone.
         let mut batch = match jobs.recv() {
             Ok(ids) => ids,

@@ -2,9 +2,11 @@
 //! the materialized views (Postgres, Redis) and the live feed of committed
 //! epochs; every error uses the envelope in [`error`].
 
+pub mod cors;
 mod error;
 mod openapi;
 mod protocol_errors;
+pub mod server;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -81,6 +83,7 @@ pub fn router(state: Shared) -> Router {
                 "this route does not answer this method; see /api/v1/openapi.json",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
@@ -92,20 +95,6 @@ pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
             "cannot listen on {listen}: {e}; set api.listen (or --listen) to a free address, or \"\" to serve nothing"
         )
     })
-}
-
-/// Serves on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Shared,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let listen = listener.local_addr()?;
-    tracing::info!(%listen, "HTTP API and dashboard at http://{listen}/");
-    axum::serve(protocol_errors::EnvelopeListener(listener), router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
 }
 
 fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> ApiResult<usize> {
@@ -121,12 +110,28 @@ fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> ApiResult<u
     }
 }
 
-fn count(state: &AppState, route: &str, status: u16) {
-    state
-        .metrics
-        .http_requests
-        .with_label_values(&[route, &status.to_string()])
+/// Counts every answer with its real status, and times it, by the route's
+/// pattern (`unmatched` for unknown paths: never the raw path, which a
+/// client could make up without end).
+async fn observe(
+    State(s): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let m = &s.metrics;
+    m.http_requests
+        .with_label_values(&[route.as_str(), response.status().as_str()])
         .inc();
+    m.http_request_seconds
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 const IDEA_COLUMNS: &str = "id::text AS id, title, category, anchor_class, community, status, \
@@ -263,7 +268,6 @@ async fn ideas_top(
         .bind(limit as i64)
         .fetch_all(&s.pool)
         .await?;
-    count(&s, "ideas_top", 200);
     let in_force = WeightsInForce::load(&s).await?;
     let ideas: Vec<Value> = rows.iter().map(|r| idea_json(r, &in_force)).collect();
     Ok(Json(json!({"category": category, "ideas": ideas})))
@@ -283,7 +287,6 @@ async fn idea(
     }
     let sql = format!("SELECT {IDEA_COLUMNS} FROM ideas WHERE id = $1::uuid");
     let row = sqlx::query(&sql).bind(&id).fetch_optional(&s.pool).await?;
-    count(&s, "idea", 200);
     match row {
         Some(r) => Ok(Json(idea_json(&r, &WeightsInForce::load(&s).await?))),
         None => Err(ApiError::not_found(format!("no idea {id}"))),
@@ -304,7 +307,6 @@ async fn topics_hot(
         .arg("WITHSCORES")
         .query_async(&mut conn)
         .await?;
-    count(&s, "topics_hot", 200);
     let topics: Vec<Value> = top
         .into_iter()
         .map(|(t, n)| json!({"topic": t, "count": n as u64}))
@@ -342,7 +344,6 @@ async fn centroids(
     .bind(kind)
     .fetch_all(&s.pool)
     .await?;
-    count(&s, "centroids", 200);
     let out: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -371,7 +372,6 @@ async fn heatmap(State(s): State<Shared>) -> ApiResult<Json<Value>> {
     )
     .fetch_all(&s.pool)
     .await?;
-    count(&s, "heatmap", 200);
     let cells: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -430,7 +430,6 @@ async fn search(
         .bind(limit as i64)
         .fetch_all(&s.pool)
         .await?;
-    count(&s, "search", 200);
     let in_force = WeightsInForce::load(&s).await?;
     let results: Vec<Value> = rows
         .iter()
@@ -451,7 +450,6 @@ async fn weights(State(s): State<Shared>) -> ApiResult<Json<Value>> {
     )
     .fetch_all(&s.pool)
     .await?;
-    count(&s, "weights", 200);
     let history: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -483,7 +481,6 @@ async fn anchors(State(s): State<Shared>) -> ApiResult<Json<Value>> {
     )
     .fetch_all(&s.pool)
     .await?;
-    count(&s, "anchors", 200);
     let history: Vec<Value> = rows
         .iter()
         .filter_map(|r| r.try_get::<String, _>("row").ok())
@@ -516,7 +513,6 @@ async fn ab_results(
     .bind(limit as i64)
     .fetch_all(&s.pool)
     .await?;
-    count(&s, "ab", 200);
     let results: Vec<Value> = rows
         .iter()
         .filter_map(|r| r.try_get::<String, _>("row").ok())
@@ -527,7 +523,6 @@ async fn ab_results(
 
 /// Server-sent events: one `epoch` event per committed epoch.
 async fn stream(State(s): State<Shared>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    count(&s, "stream", 200);
     let events = BroadcastStream::new(s.feed.subscribe()).map(|m| {
         let (name, data) = feed_event(m);
         Ok(Event::default().event(name).data(data))

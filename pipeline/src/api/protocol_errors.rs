@@ -16,28 +16,10 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use axum::http::StatusCode;
+use prometheus::IntCounterVec;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 
 use super::error::envelope;
-
-/// A TCP listener whose connections answer hyper's parse errors in the
-/// envelope.
-pub struct EnvelopeListener(pub TcpListener);
-
-impl axum::serve::Listener for EnvelopeListener {
-    type Io = EnvelopeOnParseErrors<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        (EnvelopeOnParseErrors::new(io), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
 
 /// A connection whose automatic error responses are rewritten.
 pub struct EnvelopeOnParseErrors<S> {
@@ -46,13 +28,16 @@ pub struct EnvelopeOnParseErrors<S> {
     /// told its whole head was written, so this goes out before anything
     /// else (flush and shutdown wait for it).
     replacement: Option<(Vec<u8>, usize)>,
+    /// `ideaflow_http_requests_total`, to count these answers too.
+    answers: Option<IntCounterVec>,
 }
 
 impl<S> EnvelopeOnParseErrors<S> {
-    pub fn new(inner: S) -> Self {
+    pub fn new(inner: S, answers: Option<IntCounterVec>) -> Self {
         EnvelopeOnParseErrors {
             inner,
             replacement: None,
+            answers,
         }
     }
 }
@@ -93,7 +78,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for EnvelopeOnParseErrors<S> {
         let this = self.get_mut();
         ready!(this.poll_replacement(cx))?;
         match enveloped(buf) {
-            Some(response) => {
+            Some((status, response)) => {
+                if let Some(answers) = &this.answers {
+                    answers
+                        .with_label_values(&["unparsed", status.as_str()])
+                        .inc();
+                }
                 this.replacement = Some((response, 0));
                 // Pending is fine: flush (which hyper always calls) finishes it.
                 if let Poll::Ready(Err(e)) = this.poll_replacement(cx) {
@@ -118,9 +108,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for EnvelopeOnParseErrors<S> {
     }
 }
 
-/// The enveloped response for `written` if it is one of hyper's automatic
-/// error responses, whole.
-fn enveloped(written: &[u8]) -> Option<Vec<u8>> {
+/// The enveloped response (and its status) for `written` if it is one of
+/// hyper's automatic error responses, whole.
+fn enveloped(written: &[u8]) -> Option<(StatusCode, Vec<u8>)> {
     let head = written.strip_suffix(b"\r\n\r\n")?;
     let head = std::str::from_utf8(head).ok()?;
     let mut lines = head.split("\r\n");
@@ -154,15 +144,14 @@ fn enveloped(written: &[u8]) -> Option<Vec<u8>> {
         _ => return None,
     };
     let body = envelope(code, message, &serde_json::Value::Null).to_string();
-    Some(
-        format!(
+    let response = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n{date}\r\n\r\n{body}",
             status.as_str(),
             status.canonical_reason().unwrap_or_default(),
             body.len(),
         )
-        .into_bytes(),
-    )
+        .into_bytes();
+    Some((status, response))
 }
 
 #[cfg(test)]
@@ -187,7 +176,7 @@ mod tests {
 
     #[test]
     fn hypers_automatic_responses_get_the_envelope() {
-        let (head, body) = split(&enveloped(AUTOMATIC_414).unwrap());
+        let (head, body) = split(&enveloped(AUTOMATIC_414).unwrap().1);
         assert!(
             head.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
             "{head}"
@@ -201,7 +190,7 @@ mod tests {
             assert!(body.get(k).is_some(), "{body}");
         }
         let bad = b"HTTP/1.1 400 Bad Request\r\ndate: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-        let (head, body) = split(&enveloped(bad).unwrap());
+        let (head, body) = split(&enveloped(bad).unwrap().1);
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
         assert_eq!(body["error_code"], "bad_request");
     }
@@ -228,7 +217,9 @@ mod tests {
     #[tokio::test]
     async fn the_replacement_reaches_the_peer_whole() {
         let (client, mut server) = tokio::io::duplex(16);
-        let mut conn = EnvelopeOnParseErrors::new(client);
+        let answers =
+            IntCounterVec::new(prometheus::Opts::new("a", "a"), &["route", "status"]).unwrap();
+        let mut conn = EnvelopeOnParseErrors::new(client, Some(answers.clone()));
         let writer = tokio::spawn(async move {
             // A small pipe: the replacement goes out over many polls.
             conn.write_all(AUTOMATIC_414).await.unwrap();
@@ -243,5 +234,6 @@ mod tests {
         let (head, body) = split(&received);
         assert!(head.starts_with("HTTP/1.1 413 "), "{head}");
         assert_eq!(body["error_code"], "request_too_large");
+        assert_eq!(answers.with_label_values(&["unparsed", "413"]).get(), 1);
     }
 }

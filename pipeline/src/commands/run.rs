@@ -119,8 +119,18 @@ pub fn run(args: RunArgs) -> Result<()> {
             webhook: webhook(&config, &status)?.map(Arc::new),
         });
         let listener = api_runtime.block_on(api::bind(&config.api.listen))?;
+        let mut app = api::router(state);
+        if let Some(cors) = api::cors::layer(&config.api.cors_origins)? {
+            app = app.layer(cors);
+        }
+        let settings = api::server::ServeSettings {
+            header_read_timeout: std::time::Duration::from_secs(
+                config.api.header_read_timeout_secs.max(1),
+            ),
+            unparsed: Some(metrics.http_requests.clone()),
+        };
         Some(api_runtime.spawn(async move {
-            api::serve(listener, state, async {
+            api::server::serve(listener, app, settings, async {
                 let _ = api_stopped.await;
             })
             .await
@@ -144,7 +154,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(metrics),
     )
     .with_dead_letters(dead_tap)
-    .with_sources(in_flight);
+    .with_sources(in_flight)
+    .with_stop(stop.clone());
     let lead = Lead {
         source: inputs,
         dead,

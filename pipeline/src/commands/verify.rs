@@ -20,6 +20,9 @@ struct Expected {
     score: Option<f64>,
 }
 
+/// An idea as Postgres holds it: id, category, status, score.
+type IdeaRead = (String, Option<String>, String, Option<f64>);
+
 pub fn run(args: VerifyArgs) -> Result<()> {
     let mut config = Config::load(&args.config)?;
     if let Some(ns) = &args.namespace {
@@ -57,24 +60,22 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         .build()?;
     // Postgres: the ideas and their scores; and the vector index's table,
     // which must hold each idea's vector once the run has ended.
-    let (rows, unindexed): (Vec<(String, Option<String>, String, Option<f64>)>, i64) = runtime
-        .block_on(async {
-            let pool =
-                ideaflow_sinks::postgres::connect(&config.postgres.url, &config.postgres.schema)
-                    .await?;
-            let rows = sqlx::query_as("SELECT id::text, category, status, score FROM ideas")
-                .fetch_all(&pool)
-                .await
-                .context("reading ideas: run `ideaflow replay --materialize` first")?;
-            let (unindexed,): (i64,) = sqlx::query_as(
-                "SELECT count(*) FROM idea_rows r FULL JOIN idea_vectors v ON v.idea_id = r.id \
-                 WHERE r.id IS NULL OR v.idea_id IS NULL OR r.embedding <> v.embedding",
-            )
-            .fetch_one(&pool)
+    let (rows, unindexed): (Vec<IdeaRead>, i64) = runtime.block_on(async {
+        let pool = ideaflow_sinks::postgres::connect(&config.postgres.url, &config.postgres.schema)
+            .await?;
+        let rows = sqlx::query_as("SELECT id::text, category, status, score FROM ideas")
+            .fetch_all(&pool)
             .await
-            .context("reading the vector index's table")?;
-            anyhow::Ok((rows, unindexed))
-        })?;
+            .context("reading ideas: run `ideaflow replay --materialize` first")?;
+        let (unindexed,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM idea_rows r FULL JOIN idea_vectors v ON v.idea_id = r.id \
+                 WHERE r.id IS NULL OR v.idea_id IS NULL OR r.embedding <> v.embedding",
+        )
+        .fetch_one(&pool)
+        .await
+        .context("reading the vector index's table")?;
+        anyhow::Ok((rows, unindexed))
+    })?;
     if unindexed > 0 {
         problems.push(format!(
             "Postgres: {unindexed} ideas' vectors are missing from idea_vectors, extra or different \

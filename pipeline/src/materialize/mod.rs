@@ -149,6 +149,7 @@ impl Materializer {
             redis_committed: None,
             views_epoch: None,
             in_flight: None,
+            stop: None,
         });
         Materializer {
             views,
@@ -166,6 +167,15 @@ impl Materializer {
             t.in_flight = Some(in_flight.clone());
         }
         self.in_flight = Some(in_flight);
+        self
+    }
+
+    /// A stop asked by `stop` (SIGTERM) ends without waiting for the
+    /// vector index.
+    pub fn with_stop(mut self, stop: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        if let Some(t) = self.targets.as_mut() {
+            t.stop = Some(stop);
+        }
         self
     }
 

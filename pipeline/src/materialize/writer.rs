@@ -65,6 +65,9 @@ pub struct Targets {
     pub views_epoch: Option<i64>,
     /// Bus records waiting for their epochs' commit: acknowledged after it.
     pub in_flight: Option<InFlight>,
+    /// Set when the service was asked to stop (SIGTERM): the end does not
+    /// wait for the vector index.
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A batch on its way to the sinks, and which of them have committed it.
@@ -558,16 +561,22 @@ impl Targets {
                 .block_on(self.postgres.write_dead_letters(&dead))
                 .context("writing the last dead letters to Postgres")?;
         }
+        let stopping = self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
         let waiting = self.postgres.vectors_pending().load(Ordering::Relaxed);
-        if waiting > 0 {
-            tracing::info!(
-                ideas = waiting,
-                "waiting for the last vectors to be indexed"
-            );
+        if stopping {
+            // A stop must end within pipeline.shutdown_timeout_secs: the
+            // rows are committed, their vectors wait for the next start.
+            self.postgres.abandon_indexing()
+        } else {
+            if waiting > 0 {
+                tracing::info!(
+                    ideas = waiting,
+                    "waiting for the last vectors to be indexed"
+                );
+            }
+            self.postgres.finish_indexing()
         }
-        self.postgres
-            .finish_indexing()
-            .context("indexing the last ideas' vectors failed (the next start indexes them)")?;
+        .context("indexing the last ideas' vectors failed (the next start indexes them)")?;
         if let Some(memory) = self.index_after_load.take() {
             let started = Instant::now();
             tracing::info!(
