@@ -8,16 +8,22 @@
 # A second run reinstalls nothing and only starts what is not running.
 # Everything it writes lives under state/ and models/ (both gitignored).
 # It writes state/env, which scripts/demo.sh and scripts/test.sh source.
-# With --with-browser (scripts/test.sh passes it), it also installs what the
-# dashboard's end-to-end test drives: Debian's chromium, Node.js, and
-# playwright-core from npm into tests/e2e/node_modules (lockfile pinned).
+# With --with-browser, it also installs what the dashboard's end-to-end test
+# drives: Debian's chromium, Node.js, and playwright-core from npm into
+# tests/e2e/node_modules (lockfile pinned).
+# With --with-test-tools (scripts/test.sh passes it): the browser, and what
+# checks the API's contract: schemathesis (PyPI, pinned) in a venv under
+# state/api-tools, and promtool (Debian package prometheus).
 set -euo pipefail
 
 WITH_BROWSER=0
+WITH_API_TOOLS=0
+SCHEMATHESIS_VERSION="4.32.5"
 for arg in "$@"; do
   case "$arg" in
     --with-browser) WITH_BROWSER=1 ;;
-    *) echo "[setup] ERROR: unknown option $arg (the only option is --with-browser)" >&2; exit 2 ;;
+    --with-test-tools) WITH_BROWSER=1; WITH_API_TOOLS=1 ;;
+    *) echo "[setup] ERROR: unknown option $arg (options: --with-browser, --with-test-tools)" >&2; exit 2 ;;
   esac
 done
 
@@ -192,6 +198,23 @@ if [ "$WITH_BROWSER" -eq 1 ]; then
   say "browser ready: $(chromium --version 2>/dev/null | head -1)"
 fi
 
+# ---------------------------------------------------------------- API contract tools (tests only)
+API_TOOLS_ENV=""
+if [ "$WITH_API_TOOLS" -eq 1 ]; then
+  need_cmd promtool || apt_install prometheus
+  ST_VENV="$STATE/api-tools"
+  if [ "$("$ST_VENV/bin/schemathesis" --version 2>/dev/null | grep -o '[0-9][0-9.]*$')" != "$SCHEMATHESIS_VERSION" ]; then
+    python3 -m venv "$ST_VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$ST_VENV"; } \
+      || die "python3 -m venv failed: apt-get install python3-venv, then re-run."
+    say "pip install schemathesis==$SCHEMATHESIS_VERSION into $ST_VENV"
+    "$ST_VENV/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION" \
+      || die "pip install schemathesis failed: check that PyPI is reachable, then re-run."
+  fi
+  API_TOOLS_ENV="export IDEAFLOW_SCHEMATHESIS=\"$ST_VENV/bin/schemathesis\"
+export IDEAFLOW_PROMTOOL=\"$(command -v promtool)\""
+  say "API contract tools ready: schemathesis $SCHEMATHESIS_VERSION, $(promtool --version 2>&1 | head -1)"
+fi
+
 cat >"$STATE/env" <<ENV
 export IDEAFLOW_POSTGRES_URL="postgres://ideaflow@127.0.0.1:$PG_PORT/ideaflow"
 export IDEAFLOW_TEST_POSTGRES_URL="postgres://ideaflow@127.0.0.1:$PG_PORT/ideaflow_test"
@@ -200,5 +223,6 @@ export IDEAFLOW_MODEL_DIR="$MODEL_DIR"
 export IDEAFLOW_PG_BIN="$PG_BIN"
 export IDEAFLOW_MKL_LIB="$MKL_DIR/lib/libmkl_rt.so.2"
 export IDEAFLOW_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP"
+$API_TOOLS_ENV
 ENV
 say "ready: postgres :$PG_PORT, redis :$REDIS_PORT, kafka $KAFKA_BOOTSTRAP, model $MODEL_DIR (environment in $STATE/env)"

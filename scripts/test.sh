@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, command 2: installs/starts what the tests need (Redis,
-# PostgreSQL+pgvector, the model, Chromium for the dashboard test) and runs the whole test suite.
+# PostgreSQL+pgvector, the model, Chromium for the dashboard test, schemathesis and
+# promtool for the API contract test) and runs the whole test suite.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -9,7 +10,7 @@ command -v cargo >/dev/null 2>&1 || {
   echo "[test] ERROR: cargo is not installed: install a Rust toolchain, then re-run." >&2
   exit 1
 }
-scripts/setup.sh --with-browser
+scripts/setup.sh --with-test-tools
 # shellcheck disable=SC1091
 source state/env
 

@@ -245,7 +245,7 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
                 "GET /api/v1/search?q={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
                 "a".repeat(3000)
             ),
-            413,
+            422,
             "query_too_long",
         ),
         (
@@ -303,8 +303,18 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
     let (status, body) = get(port, "/api/v1/anchors");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("history"), "{body}");
-    let (status, _) = get(port, "/api/v1/ab?idea_id=nope");
-    assert_eq!(status, 422);
+    for path in [
+        "/api/v1/ab?idea_id=nope",
+        "/api/v1/ab?idea_id=",
+        "/api/v1/search?q=%20%20",
+        "/api/v1/search?q=%EF%BB%BF",
+    ] {
+        assert_eq!(get(port, path).0, 422, "{path}");
+    }
+    // No webhook token configured: the endpoint is off, and says so.
+    let (status, body) = request(port, "POST", "/api/v1/signals");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("webhook_off"), "{body}");
     let (status, body) = get(port, "/");
     assert_eq!(status, 200);
     assert!(body.contains("EventSource"));

@@ -49,7 +49,7 @@ pub struct ApiConfig {
     pub listen: String,
     /// Largest `limit` a list endpoint accepts.
     pub max_limit: usize,
-    /// Longest search query, in characters (longer: 413).
+    /// Longest search query, in characters (longer: 422).
     pub max_query_chars: usize,
     /// Bearer tokens allowed to post to the webhook (`POST /api/v1/signals`);
     /// none turns it off. Env: IDEAFLOW_WEBHOOK_TOKENS (comma-separated).

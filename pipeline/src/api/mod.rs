@@ -392,13 +392,23 @@ async fn search(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let limit = limit(&q, 20, s.max_limit)?;
-    let text = q.get("q").map(|t| t.trim().to_owned()).unwrap_or_default();
+    let raw = q.get("q").map(String::as_str).unwrap_or_default();
+    // Blank as the document's pattern says (JSON Schema's ECMA-262 `\s`,
+    // which has U+FEFF and lacks U+0085; Rust's whitespace the reverse).
+    let text = raw
+        .trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+        .to_owned();
     if text.is_empty() {
-        return Err(ApiError::invalid("q", "q (the search text) is required"));
+        return Err(ApiError::invalid(
+            "q",
+            "q (the search text) is required and must not be blank",
+        ));
     }
-    if text.chars().count() > s.max_query_chars {
+    // The limit is on what was sent (as documented), spaces included; a
+    // parameter out of its bounds, so 422 like any other.
+    if raw.chars().count() > s.max_query_chars {
         let mut e = ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "query_too_long",
             format!("q is longer than {} characters", s.max_query_chars),
         );
@@ -495,7 +505,8 @@ async fn ab_results(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let limit = limit(&q, 50, s.max_limit)?;
-    let idea = q.get("idea_id").filter(|v| !v.is_empty());
+    // Present means a UUID: an empty one is refused like any other non-UUID.
+    let idea = q.get("idea_id");
     if let Some(id) = idea {
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(ApiError::invalid("idea_id", "idea_id must be an idea UUID"));
@@ -542,8 +553,11 @@ fn feed_event(m: Result<EpochCommitted, BroadcastStreamRecvError>) -> (&'static 
     }
 }
 
-async fn openapi() -> Json<Value> {
-    Json(openapi::document())
+async fn openapi(State(s): State<Shared>) -> Json<Value> {
+    Json(openapi::document(openapi::Bounds {
+        max_limit: s.max_limit,
+        max_query_chars: s.max_query_chars,
+    }))
 }
 
 async fn live() -> Json<Value> {

@@ -144,25 +144,30 @@ fn record_id(event: &ideaflow_operators::Event) -> String {
     }
 }
 
+/// 401 with the bearer challenge.
+fn unauthorized(code: &'static str, message: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, code, message.to_owned()).into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"ideaflow\""),
+    );
+    r
+}
+
 pub async fn ingest(State(s): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    // Off (no token configured): no token is valid, so every request is
+    // unauthorized; the message says how to turn it on.
     let Some(hook) = s.webhook.clone() else {
-        return ApiError::not_found(
+        return unauthorized(
+            "webhook_off",
             "webhook ingest is off: set api.webhook_tokens (or IDEAFLOW_WEBHOOK_TOKENS) to turn it on",
-        )
-        .into_response();
+        );
     };
     let Some(token) = hook.authorize(&headers) else {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
+        return unauthorized(
             "unauthorized",
             "send a valid token as `Authorization: Bearer TOKEN` (api.webhook_tokens)",
-        )
-        .into_response();
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"ideaflow\""),
         );
-        return r;
     };
     let Some(bus) = hook.bus.as_ref() else {
         return with_retry_after(
