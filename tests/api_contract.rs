@@ -95,7 +95,10 @@ fn the_api_keeps_its_documented_contract() {
     // Schemathesis, every check, bounded in time; the endless event stream
     // is left to the SSE tests (each case would wait for its timeout).
     let run = Command::new(tool("IDEAFLOW_SCHEMATHESIS"))
-        .args(["run", &format!("http://127.0.0.1:{port}/api/v1/openapi.json")])
+        .args([
+            "run",
+            &format!("http://127.0.0.1:{port}/api/v1/openapi.json"),
+        ])
         .args(["--checks", "all", "--exclude-path", "/api/v1/stream"])
         .args(["--max-examples", "40", "--max-time", "180", "--seed", "1"])
         .args(["--request-timeout", "20", "--workers", "2"])

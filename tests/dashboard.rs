@@ -2,8 +2,9 @@
 //! playwright-core (tests/e2e/dashboard.mjs; `scripts/setup.sh --with-browser`
 //! installs both): live data appears and changes while `ideaflow run` is
 //! still processing, the search box answers, and after the input ends the page
-//! shows exactly the top ideas the API serves. The screenshot is saved to
-//! target/e2e/dashboard.png.
+//! shows exactly the top ideas the API serves, with its epoch, legend,
+//! charts, headings and readable heatmap. Screenshots (1400×1000) are saved
+//! to target/e2e/dashboard.png (live) and dashboard-final.png.
 
 mod common;
 
@@ -96,7 +97,7 @@ fn the_dashboard_shows_live_data_in_a_real_browser() {
         }
     }
     eprintln!("run finished after {:?}", started.elapsed());
-    let page = browser("final", &url, None);
+    let page = browser("final", &url, Some(&shots.join("dashboard-final.png")));
     let (status, body) = get(port, "/api/v1/ab?limit=10");
     assert_eq!(status, 200, "{body}");
     let api: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -4,7 +4,7 @@
 //   node dashboard.mjs live  URL SCREENSHOT  while the pipeline is still running:
 //       live data appears, then changes as epochs commit; a search answers;
 //       saves a screenshot.
-//   node dashboard.mjs final URL             after the input ends: prints the
+//   node dashboard.mjs final URL [SCREENSHOT] after the input ends: prints the
 //       top ideas per category, the A/B results and the number of weight
 //       changes the page shows, as JSON, for comparison with the API.
 //
@@ -25,7 +25,7 @@ const fail = async (message) => {
   process.exit(1);
 };
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(url);
@@ -44,17 +44,34 @@ try {
         && document.getElementById('signals').innerText !== b.signals
         && document.getElementById('top').innerText !== b.top,
       before, { timeout: 120000 }).catch(() => fail('the page did not change as epochs committed'));
-    await page.fill('#q', 'cat wearing a tiny hat');
-    await page.click('#searchform button');
-    await page.waitForFunction(() => document.querySelectorAll('#results tr').length > 0,
+    // The factor colours have a legend; the header names the views' epoch;
+    // the two charts are drawn.
+    if (await count('#legend span') !== 5) await fail('the factor legend is not there');
+    await page.waitForFunction(() => document.getElementById('epoch').textContent.startsWith('views through')
+        && document.querySelectorAll('#volume polyline.series').length > 0
+        && document.querySelectorAll('#scores rect.bin').length > 0,
+      null, { timeout: 30000 }).catch(() => fail('no epoch in the header, or the charts are missing'));
+    // A search the API refuses: its message is shown, earlier results gone.
+    const search = async (q) => { await page.fill('#q', q); await page.click('#searchform button'); };
+    await search('cat wearing a tiny hat');
+    await page.waitForFunction(() => document.querySelectorAll('#results tr.hit').length > 0,
+      null, { timeout: 30000 }).catch(() => fail('the search box gave no results'));
+    for (const [q, says] of [['   ', 'must not be blank'], ['x'.repeat(2001), 'longer than']]) {
+      await search(q);
+      await page.waitForFunction((w) => document.getElementById('searchmsg').textContent.includes(w)
+          && document.querySelectorAll('#results tr').length === 0,
+        says, { timeout: 30000 }).catch(() => fail(`a refused search (${says}) did not show the API's message`));
+    }
+    await search('cat wearing a tiny hat');
+    await page.waitForFunction(() => document.querySelectorAll('#results tr.hit').length > 0,
       null, { timeout: 30000 }).catch(() => fail('the search box gave no results'));
     await page.screenshot({ path: screenshot, fullPage: true });
     if (errors.length) await fail(`script errors on the page: ${errors.join('; ')}`);
     console.log(JSON.stringify({
       signals: await count('#signals li'),
       top_rows: await count('#top tr.idea'),
-      results: await count('#results tr'),
-      first_result: (await text('#results tr')).split('\t'),
+      results: await count('#results tr.hit'),
+      first_result: (await text('#results tr.hit')).split('\t'),
     }));
   } else if (mode === 'final') {
     await page.waitForFunction(() => document.querySelectorAll('#top tr.idea').length > 0,
@@ -70,8 +87,19 @@ try {
     const ab = await page.evaluate(() => [...document.querySelectorAll('#ab tr.ab')]
       .map((tr) => ({ title: tr.cells[0].textContent, winner: tr.cells[5].textContent })));
     const weights = await count('#weights tr.weights');
+    // Every table has a heading row; the heatmap's day columns stay readable.
+    const bare = await page.evaluate(() => [...document.querySelectorAll('table')]
+      .filter((t) => t.rows.length && !t.querySelector('th')).map((t) => t.id || t.parentElement.id));
+    if (bare.length) await fail(`tables without headings: ${bare.join(', ')}`);
+    const narrow = await page.evaluate(() => [...document.querySelectorAll('#heatmap th.cell')]
+      .filter((th) => th.getBoundingClientRect().width < 20).length);
+    if (narrow) await fail(`${narrow} heatmap columns are squeezed under 20 px`);
+    const epoch = await text('#epoch');
+    if (!epoch.startsWith('views through')) await fail(`the header shows no epoch: "${epoch}"`);
+    if (/\b1 (signals|ideas|changes|impressions)\b/.test(await text('main'))) await fail('"1 signals": plurals are wrong');
+    if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
     if (errors.length) await fail(`script errors on the page: ${errors.join('; ')}`);
-    console.log(JSON.stringify({ top, ab, weights }));
+    console.log(JSON.stringify({ top, ab, weights, epoch }));
   } else {
     await fail(`unknown mode ${mode}: use live or final`);
   }

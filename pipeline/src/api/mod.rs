@@ -65,6 +65,9 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/topics/hot", get(topics_hot))
         .route("/api/v1/centroids", get(centroids))
         .route("/api/v1/heatmap", get(heatmap))
+        .route("/api/v1/volume", get(volume))
+        .route("/api/v1/scores/histogram", get(score_histogram))
+        .route("/api/v1/progress", get(progress))
         .route("/api/v1/search", get(search))
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/signals", axum::routing::post(webhook::ingest))
@@ -383,6 +386,95 @@ async fn heatmap(State(s): State<Shared>) -> ApiResult<Json<Value>> {
         })
         .collect();
     Ok(Json(json!({ "cells": cells })))
+}
+
+/// Distinct signals per category per day (each signal counted under its
+/// idea's category): the dashboard's volume chart.
+async fn volume(State(s): State<Shared>) -> ApiResult<Json<Value>> {
+    let rows = sqlx::query(
+        "SELECT i.category, to_char(date_trunc('day', g.captured_at), 'YYYY-MM-DD') AS day, \
+         count(*) AS n FROM signals g JOIN idea_rows i ON i.id = g.idea_id \
+         WHERE i.category IS NOT NULL GROUP BY 1, 2 ORDER BY 2, 1",
+    )
+    .fetch_all(&s.pool)
+    .await?;
+    let points: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "category": r.try_get::<String, _>("category").unwrap_or_default(),
+                "day": r.try_get::<String, _>("day").unwrap_or_default(),
+                "signals": r.try_get::<i64, _>("n").unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "points": points })))
+}
+
+/// How many bins a score histogram has unless asked.
+const SCORE_BINS: usize = 10;
+
+/// Active ideas per score bin and category (scores lie in [0, 1]): the
+/// dashboard's score distributions.
+async fn score_histogram(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let bins = match q.get("bins") {
+        None => SCORE_BINS,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    "bins",
+                    "bins must be an integer from 1 to 100",
+                ))
+            }
+        },
+    };
+    let rows = sqlx::query(
+        "SELECT category, LEAST(GREATEST(width_bucket(score, 0, 1, $1), 1), $1) AS bin, \
+         count(*) AS n FROM ideas WHERE status = 'active' AND score IS NOT NULL \
+         AND category IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .bind(bins as i32)
+    .fetch_all(&s.pool)
+    .await?;
+    let mut by_category: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for r in &rows {
+        let category: String = r.try_get("category").unwrap_or_default();
+        let bin: i32 = r.try_get("bin").unwrap_or(1);
+        let n: i64 = r.try_get("n").unwrap_or_default();
+        by_category.entry(category).or_insert_with(|| vec![0; bins])
+            [(bin.max(1) as usize - 1).min(bins - 1)] += n;
+    }
+    let categories: Vec<Value> = by_category
+        .into_iter()
+        .map(|(category, counts)| json!({"category": category, "counts": counts}))
+        .collect();
+    Ok(Json(json!({"bins": bins, "categories": categories})))
+}
+
+/// The last epoch every sink committed (what the views hold), if any.
+async fn progress(State(s): State<Shared>) -> ApiResult<Json<Value>> {
+    let row = sqlx::query(
+        "SELECT epoch, frontier, committed_at FROM pipeline_progress WHERE sink = 'views'",
+    )
+    .fetch_optional(&s.pool)
+    .await?;
+    let time = |r: &sqlx::postgres::PgRow, k: &str| {
+        r.try_get::<chrono::DateTime<chrono::Utc>, _>(k)
+            .ok()
+            .map(|t| t.to_rfc3339())
+    };
+    Ok(Json(match row {
+        Some(r) => json!({
+            "epoch": r.try_get::<i64, _>("epoch").ok(),
+            "through": time(&r, "frontier"),
+            "committed_at": time(&r, "committed_at"),
+        }),
+        None => json!({"epoch": null, "through": null, "committed_at": null}),
+    }))
 }
 
 /// Seed 003's semantic search: the query embedded with the same model, the

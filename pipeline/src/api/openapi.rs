@@ -37,14 +37,7 @@ fn schema(name: &str) -> Value {
 
 /// A GET operation: its id, tag, summary, parameters, 200 answer, and the
 /// error statuses it can give besides the protocol's.
-fn get(
-    id: &str,
-    tag: &str,
-    summary: &str,
-    params: Value,
-    ok: Value,
-    errors: &[&str],
-) -> Value {
+fn get(id: &str, tag: &str, summary: &str, params: Value, ok: Value, errors: &[&str]) -> Value {
     let mut responses = Map::new();
     responses.insert("200".into(), ok);
     protocol_errors(&mut responses);
@@ -144,12 +137,8 @@ pub fn document(bounds: Bounds) -> Value {
         &format!("How many (1 to {}, api.max_limit)", bounds.max_limit),
         json!({"type": "integer", "minimum": 1, "maximum": bounds.max_limit, "default": 20}),
     );
-    let obj = |required: &[&str], properties: Value| {
-        json!({"type": "object", "required": required, "properties": properties})
-    };
-    let text = |description: &str, media: &str| {
-        json!({"description": description, "content": {media: {"schema": {"type": "string"}}}})
-    };
+    let obj = |required: &[&str], properties: Value| json!({"type": "object", "required": required, "properties": properties});
+    let text = |description: &str, media: &str| json!({"description": description, "content": {media: {"schema": {"type": "string"}}}});
     let nullable = |t: &str| json!({"type": [t, "null"]});
     let time = json!({"type": "string", "format": "date-time"});
     json!({
@@ -192,6 +181,25 @@ pub fn document(bounds: Bounds) -> Value {
                 ok_json("One cell per category and day", obj(&["cells"], json!({"cells": {"type": "array",
                     "items": obj(&["category", "day", "ideas"], json!({"category": {"type": "string"},
                         "day": {"type": "string", "format": "date"}, "ideas": {"type": "integer"}}))}}))),
+                &["503"]),
+            "/api/v1/volume": get("volume", "views", "Distinct signals per category per day (each under its idea's category)", json!([]),
+                ok_json("One point per category and day", obj(&["points"], json!({"points": {"type": "array",
+                    "items": obj(&["category", "day", "signals"], json!({"category": {"type": "string"},
+                        "day": {"type": "string", "format": "date"}, "signals": {"type": "integer", "minimum": 0}}))}}))),
+                &["503"]),
+            "/api/v1/scores/histogram": get("scoreHistogram", "ideas", "Active ideas per score bin ([0, 1] in equal bins) and category",
+                json!([query("bins", "How many bins (1 to 100)", json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 10}))]),
+                ok_json("Counts per bin, lowest scores first", obj(&["bins", "categories"], json!({
+                    "bins": {"type": "integer"},
+                    "categories": {"type": "array", "items": obj(&["category", "counts"], json!({
+                        "category": {"type": "string"},
+                        "counts": {"type": "array", "items": {"type": "integer", "minimum": 0}}}))}}))),
+                &["422", "503"]),
+            "/api/v1/progress": get("progress", "live", "The last epoch every sink committed: what the views hold", json!([]),
+                ok_json("The epoch (its end, Unix seconds) and when it was committed; nulls before the first",
+                    obj(&["epoch", "through", "committed_at"], json!({"epoch": nullable("integer"),
+                        "through": {"type": ["string", "null"], "format": "date-time"},
+                        "committed_at": {"type": ["string", "null"], "format": "date-time"}}))),
                 &["503"]),
             "/api/v1/search": get("search", "ideas", "Semantic search: the query embedded with the model, nearest ideas by cosine",
                 json!([{"name": "q", "in": "query", "required": true,
@@ -259,7 +267,9 @@ mod tests {
         let mut ids = std::collections::BTreeSet::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
-                let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path}"));
+                let id = op["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path}"));
                 assert!(ids.insert(id.to_owned()), "{id} twice");
                 assert!(op["tags"].as_array().is_some_and(|t| !t.is_empty()), "{id}");
                 for (status, answer) in op["responses"].as_object().unwrap() {
