@@ -142,3 +142,78 @@ fn classify_answers_every_line_and_bad_ones_with_an_error() {
         assert_eq!(g["routed_content"], serde_json::json!({}));
     }
 }
+
+/// The calibrated mode against the seed's on the held-out labeled sentences
+/// (every 4th line of config/labeled/anchor_examples.jsonl, never used to
+/// build or calibrate the classes): the seed routes nearly everything to
+/// Hunch, the calibrated classes get most right, in every class.
+#[test]
+fn calibrated_classes_beat_the_seed_on_held_out_sentences() {
+    let o = ok(ideaflow().args([
+        "classify",
+        "--evaluate",
+        "config/labeled/anchor_examples.jsonl",
+        "--held-out",
+        "--json",
+    ]));
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(report["sentences"], 68, "{report}");
+    let accuracy = |mode: &str| report[mode]["accuracy"].as_f64().unwrap();
+    assert!(accuracy("seed") < 0.4, "{report}");
+    assert!(accuracy("calibrated") >= 0.7, "{report}");
+    for class in report["calibrated"]["per_class"].as_array().unwrap() {
+        let recall = class["recall"].as_f64().unwrap();
+        assert!(recall >= 0.5, "{class}");
+    }
+    // The same sentences as tables, both modes.
+    let o = ok(ideaflow().args([
+        "classify",
+        "--evaluate",
+        "config/labeled/anchor_examples.jsonl",
+        "--held-out",
+    ]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for part in [
+        "== seed ==",
+        "== calibrated ==",
+        "confusion (rows: true, columns: predicted)",
+        "precision",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+}
+
+#[test]
+fn calibrated_mode_keeps_the_seed_shape_and_explains_margins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    std::fs::write(
+        &input,
+        r#"{"id": 1, "text": "Three years of survey data show that shoppers return to stores with free parking. We should test free parking on weekends."}"#,
+    )
+    .unwrap();
+    ok(ideaflow()
+        .args(["classify", "--mode", "calibrated", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out));
+    let got = read_jsonl(&out);
+    assert_eq!(got[0]["analytics"]["total_sentences"], 2, "{}", got[0]);
+    let routed = got[0]["routed_content"].as_object().unwrap();
+    assert!(
+        routed.contains_key("Wisdom") && routed.contains_key("Nudge"),
+        "{routed:?}"
+    );
+    let o = ok(ideaflow().args([
+        "explain",
+        "--mode",
+        "calibrated",
+        "--json",
+        "We should test free parking on weekends",
+    ]));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["category"], "Nudge", "{e}");
+    assert!(e["margin"].as_f64().unwrap() > 0.0, "{e}");
+    assert!(e["classes"]["Wisdom"]["bias"].is_number(), "{e}");
+}

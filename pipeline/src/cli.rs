@@ -109,6 +109,31 @@ pub struct ClassifyArgs {
     /// Configuration file (anchors, threshold, model).
     #[arg(short, long, default_value = "config/ideaflow.toml")]
     pub config: PathBuf,
+    /// `seed`: seed 000's exact algorithm (anchor texts alone, Hunch below
+    /// the confidence threshold). `calibrated`: classes built from the
+    /// anchors and `classifier.examples`, calibrated, Hunch only between
+    /// classes.
+    #[arg(long, value_enum, default_value_t = ClassifyMode::Seed)]
+    pub mode: ClassifyMode,
+    /// Instead of classifying: measure both modes on this labeled JSONL
+    /// (`{"text","label"}` per line) and print accuracy, per-class
+    /// precision and recall, and the confusion matrix of each.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["input", "out"])]
+    pub evaluate: Option<PathBuf>,
+    /// With --evaluate: only the held-out lines (every
+    /// `classifier.holdout_every`-th), which calibration never saw.
+    #[arg(long, requires = "evaluate")]
+    pub held_out: bool,
+    /// With --evaluate: print one JSON object instead of tables.
+    #[arg(long, requires = "evaluate")]
+    pub json: bool,
+}
+
+/// How `classify` and `explain` route sentences.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassifyMode {
+    Seed,
+    Calibrated,
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +146,9 @@ pub struct ExplainArgs {
     /// Configuration file (anchors, threshold, model).
     #[arg(short, long, default_value = "config/ideaflow.toml")]
     pub config: PathBuf,
+    /// `seed` (seed 000's algorithm) or `calibrated` (see `classify --help`).
+    #[arg(long, value_enum, default_value_t = ClassifyMode::Seed)]
+    pub mode: ClassifyMode,
 }
 
 #[derive(Args, Debug)]

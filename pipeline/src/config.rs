@@ -261,6 +261,12 @@ pub struct ClassifierConfig {
     pub min_sentence_chars: usize,
     /// Anchor name = anchor text, in the seed's order.
     pub anchors: Vec<Anchor>,
+    /// Labeled sentences (`{"text","label"}` JSONL) the calibrated mode
+    /// builds and calibrates its classes from.
+    pub examples: PathBuf,
+    /// Every this-many-th line of `examples` is held out: never used to
+    /// build or calibrate, kept for `classify --evaluate --held-out`.
+    pub holdout_every: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -276,6 +282,8 @@ impl Default for ClassifierConfig {
             confidence_threshold: 0.3,
             min_sentence_chars: 10,
             anchors: Vec::new(),
+            examples: PathBuf::from("config/labeled/anchor_examples.jsonl"),
+            holdout_every: 4,
         }
     }
 }

@@ -1,14 +1,18 @@
 //! `ideaflow classify` and `ideaflow explain`: seed 000's classifier on the
-//! configured anchors, with the in-process model.
+//! configured anchors, or the calibrated classes built from them and the
+//! labeled examples, with the in-process model; `classify --evaluate`
+//! measures both on labeled sentences.
 
 use anyhow::{bail, Context, Result};
-use ideaflow_operators::classify::{Anchor, Classifier};
+use ideaflow_operators::classify::calibrated::{Calibrated, Example};
+use ideaflow_operators::classify::evaluate::Evaluation;
+use ideaflow_operators::classify::{Anchor, Classifier, Routing, FALLBACK};
 use ideaflow_operators::embed::Embedder;
 use ideaflow_sinks::JsonlWriter;
 use serde_json::{json, Value};
 
 use super::{open_input, output_path, set_model_threads};
-use crate::cli::{ClassifyArgs, ExplainArgs};
+use crate::cli::{ClassifyArgs, ClassifyMode, ExplainArgs};
 use crate::config::Config;
 use crate::model_files::load_embedder;
 
@@ -34,11 +38,185 @@ pub fn build_classifier(config: &Config, embedder: &mut Embedder) -> Result<Clas
     ))
 }
 
-pub fn classify(args: ClassifyArgs) -> Result<()> {
+/// A labeled sentence of an examples or evaluation file, with its line.
+struct Labeled {
+    line: usize,
+    text: String,
+    label: String,
+}
+
+/// The `{"text","label"}` lines of `path`; with `held_out`, only every
+/// `every`-th (1-based line numbers), else only the others when `rest`.
+fn read_labeled(path: &std::path::Path, every: usize, keep: Split) -> Result<Vec<Labeled>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read labeled sentences from {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let held = every > 0 && n % every == 0;
+        match keep {
+            Split::HeldOut if !held => continue,
+            Split::Rest if held => continue,
+            _ => {}
+        }
+        let v: Value = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{} line {n}: not JSON; write {{\"text\", \"label\"}}",
+                path.display()
+            )
+        })?;
+        let (Some(text), Some(label)) = (v["text"].as_str(), v["label"].as_str()) else {
+            bail!(
+                "{} line {n}: needs string fields \"text\" and \"label\"",
+                path.display()
+            );
+        };
+        out.push(Labeled {
+            line: n,
+            text: text.to_owned(),
+            label: label.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Split {
+    All,
+    HeldOut,
+    Rest,
+}
+
+/// The calibrated classes: the anchors and the examples not held out.
+pub fn build_calibrated(
+    config: &Config,
+    embedder: &mut Embedder,
+    seed: &Classifier,
+) -> Result<Calibrated> {
+    let c = &config.classifier;
+    let examples = read_labeled(&c.examples, c.holdout_every, Split::Rest)
+        .context("classifier.examples: the calibrated mode is built from it")?;
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let vectors = embedder.embed(&texts)?;
+    let examples: Vec<Example> = examples
+        .into_iter()
+        .zip(vectors)
+        .map(|(e, embedding)| Example {
+            label: e.label,
+            embedding,
+        })
+        .collect();
+    Calibrated::fit(seed.anchors(), &examples, Some(FALLBACK))
+        .with_context(|| format!("calibrating from {}", c.examples.display()))
+}
+
+/// Seed 000's classifier, and the calibrated one when asked for. Sentences
+/// are split the seed's way in both modes.
+struct Mode {
+    seed: Classifier,
+    calibrated: Option<Box<Calibrated>>,
+}
+
+impl Mode {
+    fn build(mode: ClassifyMode, config: &Config, embedder: &mut Embedder) -> Result<Mode> {
+        let seed = build_classifier(config, embedder)?;
+        let calibrated = match mode {
+            ClassifyMode::Seed => None,
+            ClassifyMode::Calibrated => Some(Box::new(build_calibrated(config, embedder, &seed)?)),
+        };
+        Ok(Mode { seed, calibrated })
+    }
+
+    fn sentences(&self, text: &str) -> Vec<String> {
+        self.seed.sentences(text)
+    }
+
+    fn route(&self, embedding: &[f32]) -> Routing {
+        match &self.calibrated {
+            None => self.seed.route(embedding),
+            Some(c) => c.route(embedding),
+        }
+    }
+
+    fn classify(&self, sentences: &[String], embeddings: &[Vec<f32>]) -> Value {
+        match &self.calibrated {
+            None => self.seed.classify(sentences, embeddings),
+            Some(c) => c.classify(sentences, embeddings),
+        }
+    }
+}
+
+/// `classify --evaluate FILE`: both modes on the labeled sentences.
+fn evaluate(args: &ClassifyArgs, path: &std::path::Path) -> Result<()> {
     let config = Config::load(&args.config)?;
     set_model_threads(config.model.threads);
     let mut embedder = load_embedder(&config.model)?;
-    let classifier = build_classifier(&config, &mut embedder)?;
+    let split = if args.held_out {
+        Split::HeldOut
+    } else {
+        Split::All
+    };
+    let labeled = read_labeled(path, config.classifier.holdout_every, split)?;
+    if labeled.is_empty() {
+        bail!("{} holds no labeled sentence to evaluate", path.display());
+    }
+    let texts: Vec<&str> = labeled.iter().map(|l| l.text.as_str()).collect();
+    let vectors = embedder.embed(&texts)?;
+    let seed = Mode::build(ClassifyMode::Seed, &config, &mut embedder)?;
+    let calibrated = Mode::build(ClassifyMode::Calibrated, &config, &mut embedder)?;
+    let names: Vec<String> = config
+        .classifier
+        .anchors
+        .iter()
+        .map(|a| a.name.clone())
+        .collect();
+    let mut report = serde_json::Map::new();
+    for (name, mode) in [("seed", &seed), ("calibrated", &calibrated)] {
+        let mut e = Evaluation::new(&names);
+        for (l, v) in labeled.iter().zip(&vectors) {
+            e.add(&l.label, &mode.route(v).category);
+        }
+        if args.json {
+            report.insert(name.into(), e.to_json());
+        } else {
+            println!("== {name} ==\n{}", e.render());
+        }
+    }
+    let which = if args.held_out {
+        format!(
+            "the held-out lines (every {}th, never used to calibrate)",
+            config.classifier.holdout_every
+        )
+    } else {
+        "every line".to_owned()
+    };
+    if args.json {
+        report.insert("sentences".into(), json!(labeled.len()));
+        report.insert("file".into(), json!(path.display().to_string()));
+        report.insert("held_out".into(), json!(args.held_out));
+        println!("{}", Value::Object(report));
+    } else {
+        println!(
+            "{} sentences: {which} of {} (first at line {})",
+            labeled.len(),
+            path.display(),
+            labeled[0].line
+        );
+    }
+    Ok(())
+}
+
+pub fn classify(args: ClassifyArgs) -> Result<()> {
+    if let Some(path) = args.evaluate.clone() {
+        return evaluate(&args, &path);
+    }
+    let config = Config::load(&args.config)?;
+    set_model_threads(config.model.threads);
+    let mut embedder = load_embedder(&config.model)?;
+    let classifier = Mode::build(args.mode, &config, &mut embedder)?;
     let input = open_input(args.input.as_deref())?;
     let mut out = JsonlWriter::create(&output_path(args.out))?;
     // In input order: each line's id and its sentences, or why it was refused.
@@ -121,8 +299,13 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
     set_model_threads(config.model.threads);
     let mut embedder = load_embedder(&config.model)?;
-    let classifier = build_classifier(&config, &mut embedder)?;
+    let seed = build_classifier(&config, &mut embedder)?;
     let embedding = embedder.embed(&[args.sentence.as_str()])?.remove(0);
+    if args.mode == ClassifyMode::Calibrated {
+        let calibrated = build_calibrated(&config, &mut embedder, &seed)?;
+        return explain_calibrated(&args, &calibrated, &embedding);
+    }
+    let classifier = seed;
     let routing = classifier.route(&embedding);
     if args.json {
         let sims: serde_json::Map<String, Value> = routing
@@ -133,7 +316,8 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
         println!(
             "{}",
             json!({"sentence": args.sentence, "similarities": sims, "category": routing.category,
-                   "confidence": routing.confidence as f64, "fell_back": routing.fell_back})
+                   "confidence": routing.confidence as f64, "fell_back": routing.fell_back,
+                   "margin": routing.margin as f64})
         );
         return Ok(());
     }
@@ -153,8 +337,8 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
         );
     } else {
         println!(
-            "category: {} (confidence {:.4})",
-            routing.category, routing.confidence
+            "category: {} (confidence {:.4}, margin {:.4} over the next)",
+            routing.category, routing.confidence, routing.margin
         );
     }
     let n = classifier.sentences(&args.sentence).len();
@@ -162,6 +346,61 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
         println!(
             "note: classify would split this text into {n} sentence(s) of at least {} characters",
             config.classifier.min_sentence_chars
+        );
+    }
+    Ok(())
+}
+
+/// `explain --mode calibrated`: each class's cosine, bias and score, the
+/// margin, and whether it fell back.
+fn explain_calibrated(args: &ExplainArgs, c: &Calibrated, embedding: &[f32]) -> Result<()> {
+    let routing = c.route(embedding);
+    let rows: Vec<(String, f32, f32)> = routing
+        .similarities
+        .iter()
+        .zip(c.classes())
+        .map(|((name, cos), class)| (name.clone(), *cos, class.bias))
+        .collect();
+    if args.json {
+        let classes: serde_json::Map<String, Value> = rows
+            .iter()
+            .map(|(n, cos, b)| {
+                (
+                    n.clone(),
+                    json!({"similarity": *cos as f64, "bias": *b as f64, "score": (cos + b) as f64}),
+                )
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"sentence": args.sentence, "mode": "calibrated", "classes": classes,
+                   "category": routing.category, "confidence": routing.confidence as f64,
+                   "margin": routing.margin as f64, "fell_back": routing.fell_back,
+                   "fallback_margin": c.fallback_margin() as f64})
+        );
+        return Ok(());
+    }
+    println!("sentence: {:?} (calibrated classes)", args.sentence);
+    println!(
+        "  {:<8} {:>8} {:>8} {:>8}",
+        "class", "cosine", "bias", "score"
+    );
+    for (name, cos, b) in &rows {
+        println!("  {name:<8} {cos:+8.4} {b:+8.4} {:+8.4}", cos + b);
+    }
+    if routing.fell_back {
+        println!(
+            "category: {} (the best two scores are {:.4} apart, under the learned margin {:.4})",
+            routing.category,
+            routing.margin,
+            c.fallback_margin()
+        );
+    } else {
+        println!(
+            "category: {} (margin {:.4} over the next; falls back under {:.4})",
+            routing.category,
+            routing.margin,
+            c.fallback_margin()
         );
     }
     Ok(())

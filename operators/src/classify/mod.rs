@@ -4,6 +4,14 @@
 //! when even the best is below the confidence threshold (0.3).
 //!
 //! Pure: callers embed the anchors and sentences and pass the vectors in.
+//!
+//! Beside it, [`calibrated`]: classes from the anchors and labeled examples,
+//! calibrated, with Hunch only for sentences between classes; and
+//! [`evaluate`]: accuracy, precision, recall and the confusion matrix of
+//! either on labeled sentences.
+
+pub mod calibrated;
+pub mod evaluate;
 
 use std::sync::LazyLock;
 
@@ -53,6 +61,31 @@ pub struct Routing {
     pub category: String,
     pub confidence: f32,
     pub fell_back: bool,
+    /// The best score less the second best: how clearly it won.
+    pub margin: f32,
+}
+
+/// The best and the runner-up of `scores` (the earlier wins a tie, as
+/// Python's `max` does): (index of the best, best − second).
+pub(crate) fn best_and_margin(scores: &[f32]) -> (usize, f32) {
+    let mut best = 0;
+    for (i, s) in scores.iter().enumerate() {
+        if *s > scores[best] {
+            best = i;
+        }
+    }
+    let second = scores
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != best)
+        .map(|(_, s)| *s)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let margin = if second.is_finite() {
+        scores.get(best).map_or(0.0, |b| b - second)
+    } else {
+        0.0
+    };
+    (best, margin)
 }
 
 impl Classifier {
@@ -93,12 +126,8 @@ impl Classifier {
             .iter()
             .map(|a| (a.name.clone(), cosine(embedding, &a.embedding)))
             .collect();
-        let mut best = 0;
-        for (i, (_, s)) in similarities.iter().enumerate() {
-            if *s > similarities[best].1 {
-                best = i;
-            }
-        }
+        let scores: Vec<f32> = similarities.iter().map(|(_, s)| *s).collect();
+        let (best, margin) = best_and_margin(&scores);
         let (name, confidence) = similarities
             .get(best)
             .cloned()
@@ -109,6 +138,7 @@ impl Classifier {
             confidence,
             fell_back,
             similarities,
+            margin,
         }
     }
 
@@ -116,9 +146,20 @@ impl Classifier {
     /// `{"routed_content": {...}, "analytics": {...}}`. `sentence_embeddings`
     /// are the embeddings of [`Classifier::sentences`] of the text, in order.
     pub fn classify(&self, sentences: &[String], sentence_embeddings: &[Vec<f32>]) -> Value {
+        classify_with(|e| self.route(e), sentences, sentence_embeddings)
+    }
+}
+
+/// `classify_text`'s result with `route` deciding each sentence.
+pub(crate) fn classify_with(
+    route: impl Fn(&[f32]) -> Routing,
+    sentences: &[String],
+    sentence_embeddings: &[Vec<f32>],
+) -> Value {
+    {
         let mut routed: Vec<(String, Vec<(String, f32)>)> = Vec::new();
         for (sentence, emb) in sentences.iter().zip(sentence_embeddings) {
-            let r = self.route(emb);
+            let r = route(emb);
             match routed.iter_mut().find(|(c, _)| *c == r.category) {
                 Some((_, items)) => items.push((sentence.clone(), r.confidence)),
                 None => routed.push((r.category, vec![(sentence.clone(), r.confidence)])),
