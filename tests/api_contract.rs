@@ -8,9 +8,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -39,18 +37,7 @@ fn serve(dir: &std::path::Path, port: u16) -> Server {
         .spawn()
         .unwrap();
     let mut server = Server(child);
-    let mut lines = BufReader::new(server.0.stdout.take().unwrap()).lines();
-    let started = Instant::now();
-    loop {
-        let line = lines.next().expect("run prints its progress").unwrap();
-        if line.contains("serving the API") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "run did not finish"
-        );
-    }
+    let lines = until_serving(&mut server);
     // Keep reading its output so that it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     server

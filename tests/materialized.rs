@@ -168,18 +168,7 @@ fn the_api_serves_the_views_and_refuses_bad_requests() {
         .unwrap();
     let mut server = Server(child);
     // Wait until the sample stream is processed and the API is up.
-    let mut lines = BufReader::new(server.0.stdout.take().unwrap()).lines();
-    let started = Instant::now();
-    loop {
-        let line = lines.next().expect("run prints its progress").unwrap();
-        if line.contains("serving the API") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "run did not finish"
-        );
-    }
+    let _lines = until_serving(&mut server);
     let (status, body) = get(port, "/health/ready");
     assert_eq!(status, 200, "{body}");
     let (status, body) = get(port, "/api/v1/ideas/top?category=animals&limit=5");

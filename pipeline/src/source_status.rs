@@ -266,6 +266,16 @@ impl SourceStatus {
         (all, serde_json::Value::Object(detail))
     }
 
+    fn counters(&self) -> [&IntCounterVec; 5] {
+        [
+            &self.read,
+            &self.acked,
+            &self.redelivered,
+            &self.ignored,
+            &self.ignored_by_source,
+        ]
+    }
+
     fn refresh(&self) {
         for (source, partition, counts) in self.in_flight.counts() {
             let p = partition.to_string();
@@ -324,13 +334,7 @@ impl Collector for StatusCollector {
     fn desc(&self) -> Vec<&Desc> {
         let s = &self.0;
         let mut d = Vec::new();
-        for c in [
-            &s.read,
-            &s.acked,
-            &s.redelivered,
-            &s.ignored,
-            &s.ignored_by_source,
-        ] {
+        for c in s.counters() {
             d.extend(c.desc());
         }
         for g in [&s.lag, &s.watermark, &s.up] {
@@ -345,13 +349,7 @@ impl Collector for StatusCollector {
         let s = &self.0;
         s.refresh();
         let mut m = Vec::new();
-        for c in [
-            &s.read,
-            &s.acked,
-            &s.redelivered,
-            &s.ignored,
-            &s.ignored_by_source,
-        ] {
+        for c in s.counters() {
             m.extend(c.collect());
         }
         for g in [&s.lag, &s.watermark, &s.up] {

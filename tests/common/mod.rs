@@ -144,6 +144,31 @@ pub fn raw_request(port: u16, bytes: &[u8]) -> (u16, String) {
     (status, body)
 }
 
+/// Reads a `run`'s standard output (piped) until it says it serves the API
+/// (its bounded inputs processed), within 300 s; returns the rest of it.
+pub fn until_serving(
+    server: &mut Server,
+) -> std::io::Lines<std::io::BufReader<std::process::ChildStdout>> {
+    use std::io::BufRead;
+    let stdout = server
+        .0
+        .stdout
+        .take()
+        .expect("run's standard output is piped");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let started = std::time::Instant::now();
+    loop {
+        let line = lines.next().expect("run prints its progress").unwrap();
+        if line.contains("serving the API") {
+            return lines;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "run did not finish"
+        );
+    }
+}
+
 /// A child process killed when the test ends, pass or fail.
 pub struct Server(pub Child);
 
