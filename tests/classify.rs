@@ -217,3 +217,28 @@ fn calibrated_mode_keeps_the_seed_shape_and_explains_margins() {
     assert!(e["margin"].as_f64().unwrap() > 0.0, "{e}");
     assert!(e["classes"]["Wisdom"]["bias"].is_number(), "{e}");
 }
+
+/// The niche categories the same way: the nearest description against
+/// descriptions plus labeled trend posts, on the held-out posts.
+#[test]
+fn calibrated_categories_beat_the_nearest_description_on_held_out_posts() {
+    let o = ok(ideaflow().args([
+        "classify",
+        "--evaluate",
+        "config/labeled/category_examples.jsonl",
+        "--held-out",
+        "--categories",
+        "--json",
+    ]));
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(report["sentences"], 104, "{report}");
+    let accuracy = |mode: &str| report[mode]["accuracy"].as_f64().unwrap();
+    assert!(accuracy("calibrated") >= 0.75, "{report}");
+    assert!(accuracy("calibrated") > accuracy("seed"), "{report}");
+    assert_eq!(
+        report["calibrated"]["labels"].as_array().unwrap().len(),
+        8,
+        "every configured category: {report}"
+    );
+}

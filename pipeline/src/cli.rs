@@ -127,6 +127,12 @@ pub struct ClassifyArgs {
     /// With --evaluate: print one JSON object instead of tables.
     #[arg(long, requires = "evaluate")]
     pub json: bool,
+    /// With --evaluate: the niche categories instead of the anchor classes
+    /// (FILE's lines `{"text","category"}`; seed = the nearest category
+    /// description, calibrated = descriptions plus
+    /// `classifier.category_examples`).
+    #[arg(long, requires = "evaluate")]
+    pub categories: bool,
 }
 
 /// How `classify` and `explain` route sentences.

@@ -267,6 +267,10 @@ pub struct ClassifierConfig {
     /// Every this-many-th line of `examples` is held out: never used to
     /// build or calibrate, kept for `classify --evaluate --held-out`.
     pub holdout_every: usize,
+    /// Labeled trend posts (`{"text","category"}` JSONL, names from
+    /// `[categories]`) the calibrated niche categories are built from (same
+    /// held-out rule).
+    pub category_examples: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -284,6 +288,7 @@ impl Default for ClassifierConfig {
             anchors: Vec::new(),
             examples: PathBuf::from("config/labeled/anchor_examples.jsonl"),
             holdout_every: 4,
+            category_examples: PathBuf::from("config/labeled/category_examples.jsonl"),
         }
     }
 }

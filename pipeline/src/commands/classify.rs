@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use ideaflow_operators::classify::calibrated::{Calibrated, Example};
 use ideaflow_operators::classify::evaluate::Evaluation;
-use ideaflow_operators::classify::{Anchor, Classifier, Routing, FALLBACK};
+use ideaflow_operators::classify::{nearest, Anchor, Classifier, Routing, FALLBACK};
 use ideaflow_operators::embed::Embedder;
 use ideaflow_sinks::JsonlWriter;
 use serde_json::{json, Value};
@@ -68,9 +68,10 @@ fn read_labeled(path: &std::path::Path, every: usize, keep: Split) -> Result<Vec
                 path.display()
             )
         })?;
-        let (Some(text), Some(label)) = (v["text"].as_str(), v["label"].as_str()) else {
+        let label = v["label"].as_str().or_else(|| v["category"].as_str());
+        let (Some(text), Some(label)) = (v["text"].as_str(), label) else {
             bail!(
-                "{} line {n}: needs string fields \"text\" and \"label\"",
+                "{} line {n}: needs string fields \"text\" and \"label\" (or \"category\")",
                 path.display()
             );
         };
@@ -149,6 +150,53 @@ impl Mode {
     }
 }
 
+/// The niche categories two ways: the nearest description (what ideas get
+/// today), and calibrated from the descriptions and the category examples.
+struct Categories {
+    descriptions: Vec<Anchor>,
+    calibrated: Calibrated,
+}
+
+impl Categories {
+    fn build(config: &Config, embedder: &mut Embedder) -> Result<Categories> {
+        let names: Vec<&String> = config.categories.keys().collect();
+        let texts: Vec<&str> = config.categories.values().map(String::as_str).collect();
+        if names.is_empty() {
+            bail!("[categories] is empty in the config: add the niche categories and their descriptions");
+        }
+        let descriptions: Vec<Anchor> = names
+            .into_iter()
+            .zip(embedder.embed(&texts)?)
+            .map(|(n, embedding)| Anchor {
+                name: n.clone(),
+                embedding,
+            })
+            .collect();
+        let c = &config.classifier;
+        let examples = read_labeled(&c.category_examples, c.holdout_every, Split::Rest)
+            .context("classifier.category_examples: the calibrated categories are built from it")?;
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let examples: Vec<Example> = examples
+            .iter()
+            .zip(embedder.embed(&texts)?)
+            .map(|(e, embedding)| Example {
+                label: e.label.clone(),
+                embedding,
+            })
+            .collect();
+        let calibrated = Calibrated::fit(&descriptions, &examples, None)
+            .with_context(|| format!("calibrating from {}", c.category_examples.display()))?;
+        Ok(Categories {
+            descriptions,
+            calibrated,
+        })
+    }
+
+    fn seed(&self, embedding: &[f32]) -> String {
+        nearest(embedding, &self.descriptions).map_or_else(String::new, |(n, _)| n.to_owned())
+    }
+}
+
 /// `classify --evaluate FILE`: both modes on the labeled sentences.
 fn evaluate(args: &ClassifyArgs, path: &std::path::Path) -> Result<()> {
     let config = Config::load(&args.config)?;
@@ -165,19 +213,43 @@ fn evaluate(args: &ClassifyArgs, path: &std::path::Path) -> Result<()> {
     }
     let texts: Vec<&str> = labeled.iter().map(|l| l.text.as_str()).collect();
     let vectors = embedder.embed(&texts)?;
-    let seed = Mode::build(ClassifyMode::Seed, &config, &mut embedder)?;
-    let calibrated = Mode::build(ClassifyMode::Calibrated, &config, &mut embedder)?;
-    let names: Vec<String> = config
-        .classifier
-        .anchors
-        .iter()
-        .map(|a| a.name.clone())
-        .collect();
+    // Each mode's prediction for each sentence, and the class names in order.
+    let (names, predictions): (Vec<String>, [Vec<String>; 2]) = if args.categories {
+        let c = Categories::build(&config, &mut embedder)?;
+        (
+            config.categories.keys().cloned().collect(),
+            [
+                vectors.iter().map(|v| c.seed(v)).collect(),
+                vectors
+                    .iter()
+                    .map(|v| c.calibrated.route(v).category)
+                    .collect(),
+            ],
+        )
+    } else {
+        let seed = Mode::build(ClassifyMode::Seed, &config, &mut embedder)?;
+        let calibrated = Mode::build(ClassifyMode::Calibrated, &config, &mut embedder)?;
+        (
+            config
+                .classifier
+                .anchors
+                .iter()
+                .map(|a| a.name.clone())
+                .collect(),
+            [
+                vectors.iter().map(|v| seed.route(v).category).collect(),
+                vectors
+                    .iter()
+                    .map(|v| calibrated.route(v).category)
+                    .collect(),
+            ],
+        )
+    };
     let mut report = serde_json::Map::new();
-    for (name, mode) in [("seed", &seed), ("calibrated", &calibrated)] {
+    for (name, predicted) in ["seed", "calibrated"].into_iter().zip(&predictions) {
         let mut e = Evaluation::new(&names);
-        for (l, v) in labeled.iter().zip(&vectors) {
-            e.add(&l.label, &mode.route(v).category);
+        for (l, p) in labeled.iter().zip(predicted) {
+            e.add(&l.label, p);
         }
         if args.json {
             report.insert(name.into(), e.to_json());
