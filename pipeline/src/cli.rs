@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub use crate::config::ClassifyMode;
 use clap::{Args, Parser, Subcommand};
 use ideaflow_sources::adapters::Adapter;
 
@@ -128,18 +129,11 @@ pub struct ClassifyArgs {
     #[arg(long, requires = "evaluate")]
     pub json: bool,
     /// With --evaluate: the niche categories instead of the anchor classes
-    /// (FILE's lines `{"text","category"}`; seed = the nearest category
-    /// description, calibrated = descriptions plus
-    /// `classifier.category_examples`).
+    /// (seed = the nearest category description, calibrated = descriptions
+    /// plus `classifier.category_examples`). Implied when FILE's lines are
+    /// `{"text","category"}`.
     #[arg(long, requires = "evaluate")]
     pub categories: bool,
-}
-
-/// How `classify` and `explain` route sentences.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClassifyMode {
-    Seed,
-    Calibrated,
 }
 
 #[derive(Args, Debug)]

@@ -30,7 +30,9 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub redis: RedisConfig,
     pub classifier: ClassifierConfig,
-    /// Category (niche) anchors: name = descriptive text. Ideas take the nearest.
+    /// How the pipeline classifies ideas.
+    pub classify: ClassifyConfig,
+    /// Category (niche) anchors: name = descriptive text.
     pub categories: BTreeMap<String, String>,
     pub api: ApiConfig,
     pub dedupe: DedupeParams,
@@ -39,6 +41,25 @@ pub struct Config {
     pub calendar: CalendarConfig,
     /// The marketplace feedback loop: windows, A/B tests, allocations, weight learning.
     pub feedback: ideaflow_operators::feedback::FeedbackParams,
+}
+
+/// How ideas get their anchor class and niche category.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassifyConfig {
+    /// `calibrated` (default): classes and categories built from their
+    /// texts and labeled examples, calibrated; `seed`: seed 000's anchors
+    /// with its threshold, and the nearest category description.
+    pub mode: ClassifyMode,
+}
+
+/// Seed 000's algorithm, or the calibrated classes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassifyMode {
+    Seed,
+    #[default]
+    Calibrated,
 }
 
 /// The HTTP API and dashboard `ideaflow run` serves.

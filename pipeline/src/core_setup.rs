@@ -6,14 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use ideaflow_operators::calendar::Calendar;
-use ideaflow_operators::classify::Anchor;
 use ideaflow_operators::dedupe::LshIndex;
 use ideaflow_operators::embed::Embedder;
 use ideaflow_operators::feedback::{FeedbackParams, FeedbackState};
 use ideaflow_operators::idea_state::{DedupeParams, IdeaState, Labels, WindowParams};
 use ideaflow_operators::score::ScoringParams;
 
-use crate::commands::classify::build_classifier;
+use crate::commands::classify::{build_categories, build_classes};
 use crate::config::Config;
 use crate::dataflow::idea_state::PrepareContext;
 
@@ -65,7 +64,7 @@ impl CoreSetup {
             .with_weights_delay(self.epoch_secs as i64)
             .with_event_id_horizon(self.dedupe.event_id_horizon_secs);
         match &self.labels().classifier {
-            Some(c) => state.with_anchors(c.anchors().to_vec()),
+            Some(c) => state.with_anchors(c.anchors()),
             None => state,
         }
     }
@@ -75,25 +74,15 @@ impl CoreSetup {
     }
 }
 
+/// The categories and anchor classes ideas get (`classify.mode`).
 pub fn labels(config: &Config, embedder: &mut Embedder) -> Result<Labels> {
-    let names: Vec<&String> = config.categories.keys().collect();
-    let texts: Vec<&str> = config.categories.values().map(String::as_str).collect();
-    let vectors = embedder
-        .embed(&texts)
-        .context("embedding the category anchors failed")?;
+    let mode = config.classify.mode;
     Ok(Labels {
-        categories: names
-            .into_iter()
-            .zip(vectors)
-            .map(|(n, e)| Anchor {
-                name: n.clone(),
-                embedding: e,
-            })
-            .collect(),
+        categories: build_categories(config, embedder, mode)?,
         classifier: if config.classifier.anchors.is_empty() {
             None
         } else {
-            Some(build_classifier(config, embedder)?)
+            Some(build_classes(config, embedder, mode)?)
         },
     })
 }

@@ -48,6 +48,7 @@ const MARGIN_STEP: f32 = 0.0025;
 const MARGIN_STEPS: i32 = 20;
 const ROUNDS: usize = 10;
 
+#[derive(Clone, Debug)]
 pub struct Calibrated {
     classes: Vec<Class>,
     /// The class a sentence between classes falls back to (Hunch), if any.
@@ -188,6 +189,29 @@ impl Calibrated {
 
     pub fn classes(&self) -> &[Class] {
         &self.classes
+    }
+
+    /// The prototypes, as anchors (what classification feedback moves).
+    pub fn prototypes(&self) -> Vec<Anchor> {
+        self.classes
+            .iter()
+            .map(|c| Anchor {
+                name: c.name.clone(),
+                embedding: c.prototype.clone(),
+            })
+            .collect()
+    }
+
+    /// The same classes, biases and margin with the prototypes of the
+    /// classes `moved` names replaced (made unit length).
+    pub fn with_prototypes(&self, moved: &[Anchor]) -> Calibrated {
+        let mut next = self.clone();
+        for c in &mut next.classes {
+            if let Some(a) = moved.iter().find(|a| a.name == c.name) {
+                c.prototype = unit(&a.embedding);
+            }
+        }
+        next
     }
 
     /// The margin under which a sentence falls back.

@@ -47,6 +47,7 @@ pub struct Anchor {
     pub embedding: Vec<f32>,
 }
 
+#[derive(Clone, Debug)]
 pub struct Classifier {
     anchors: Vec<Anchor>,
     threshold: f32,
@@ -208,6 +209,63 @@ fn analytics(routed: &[(String, Vec<(String, f32)>)]) -> Value {
         "dominant_category": dominant.map(|(c, _)| c),
         "total_sentences": total,
     })
+}
+
+/// The anchor classes ideas get (`classify.mode`): seed 000's classifier,
+/// or the calibrated classes. Classification feedback moves what
+/// [`Classes::anchors`] gives (the seed's anchors, or the calibrated
+/// prototypes) and routes with [`Classes::with_anchors`].
+#[derive(Clone, Debug)]
+pub enum Classes {
+    Seed(Classifier),
+    Calibrated(calibrated::Calibrated),
+}
+
+impl Classes {
+    pub fn route(&self, embedding: &[f32]) -> Routing {
+        match self {
+            Classes::Seed(c) => c.route(embedding),
+            Classes::Calibrated(c) => c.route(embedding),
+        }
+    }
+
+    pub fn anchors(&self) -> Vec<Anchor> {
+        match self {
+            Classes::Seed(c) => c.anchors().to_vec(),
+            Classes::Calibrated(c) => c.prototypes(),
+        }
+    }
+
+    /// The same classes routing against `anchors` (moved by feedback).
+    pub fn with_anchors(&self, anchors: Vec<Anchor>) -> Classes {
+        match self {
+            Classes::Seed(c) => Classes::Seed(c.with_anchors(anchors)),
+            Classes::Calibrated(c) => Classes::Calibrated(c.with_prototypes(&anchors)),
+        }
+    }
+}
+
+/// How ideas get their niche category: the nearest description (seed), or
+/// the calibrated categories (descriptions and labeled examples).
+#[derive(Clone, Debug)]
+pub enum Categories {
+    Nearest(Vec<Anchor>),
+    Calibrated(calibrated::Calibrated),
+}
+
+impl Categories {
+    /// The category and its similarity; `None` without categories.
+    pub fn category(&self, embedding: &[f32]) -> Option<(String, f32)> {
+        match self {
+            Categories::Nearest(anchors) => {
+                nearest(embedding, anchors).map(|(n, s)| (n.to_owned(), s))
+            }
+            Categories::Calibrated(c) => (!c.classes().is_empty()).then(|| {
+                let r = c.route(embedding);
+                (r.category, r.confidence)
+            }),
+        }
+    }
 }
 
 /// The category (niche) whose anchor is nearest; `None` without anchors.

@@ -184,7 +184,7 @@ pub struct IdeaState {
     weights_changed: bool,
     /// Anchors moved by classification feedback; `None`: the prepared
     /// signal's class (the configured anchors) stands.
-    classifier: Option<std::sync::Arc<crate::classify::Classifier>>,
+    classifier: Option<std::sync::Arc<crate::classify::Classes>>,
     /// The anchors moved since the last tick: live ideas are classified
     /// again at the next one.
     reclassify: bool,
@@ -355,7 +355,7 @@ impl IdeaState {
 
     /// Moved anchors: new ideas are classified with them from now on, and
     /// every live idea at the next tick (archived ones keep their class).
-    pub fn set_classifier(&mut self, classifier: std::sync::Arc<crate::classify::Classifier>) {
+    pub fn set_classifier(&mut self, classifier: std::sync::Arc<crate::classify::Classes>) {
         self.classifier = Some(classifier);
         self.reclassify = true;
     }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{nearest, Anchor, Classifier};
+use crate::classify::{Categories, Classes};
 use crate::content_hash::content_identity;
 use crate::dedupe::LshIndex;
 use crate::score::{engagement_rate, ScoringParams};
@@ -15,8 +15,8 @@ use crate::{Signal, EMBEDDING_DIM};
 /// What ideas are labelled with: the category anchors (niches) and the seed's
 /// classifier (anchor classes), both embedded at start.
 pub struct Labels {
-    pub categories: Vec<Anchor>,
-    pub classifier: Option<Classifier>,
+    pub categories: Categories,
+    pub classifier: Option<Classes>,
 }
 
 /// A signal ready for the idea state.
@@ -75,7 +75,7 @@ pub fn prepare(
     } else {
         Vec::new()
     };
-    let category = nearest(&embedding, &labels.categories).map(|(c, s)| (c.to_owned(), s));
+    let category = labels.categories.category(&embedding);
     let anchor_class = labels
         .classifier
         .as_ref()

@@ -85,7 +85,7 @@ fn distinct_ideas(
 
 fn labels() -> Labels {
     Labels {
-        categories: vec![
+        categories: crate::classify::Categories::Nearest(vec![
             Anchor {
                 name: "animals".into(),
                 embedding: unit(1000),
@@ -94,7 +94,7 @@ fn labels() -> Labels {
                 name: "food".into(),
                 embedding: unit(1001),
             },
-        ],
+        ]),
         classifier: None,
     }
 }
@@ -514,7 +514,9 @@ fn moved_anchors_reclassify_live_ideas_at_the_next_tick() {
     };
     // The configured anchors: far from every idea, so all are Hunches.
     let configured = Classifier::new(vec![anchor("Wisdom", 500), anchor("Spell", 501)], 0.3, 10);
-    labels.classifier = Some(configured.with_anchors(configured.anchors().to_vec()));
+    labels.classifier = Some(crate::classify::Classes::Seed(
+        configured.with_anchors(configured.anchors().to_vec()),
+    ));
     let scoring = ScoringParams::default();
     let mut state = fresh_state(&scoring);
     let prepared = distinct_ideas(4, &lsh, &labels, &scoring);
@@ -532,9 +534,9 @@ fn moved_anchors_reclassify_live_ideas_at_the_next_tick() {
     assert_eq!(first.len(), 4);
     assert!(first.values().all(|c| c == "Hunch"), "{first:?}");
     // Corrections move Wisdom onto idea t1's vector and Spell onto t2's.
-    state.set_classifier(std::sync::Arc::new(
+    state.set_classifier(std::sync::Arc::new(crate::classify::Classes::Seed(
         configured.with_anchors(vec![anchor("Wisdom", 1), anchor("Spell", 2)]),
-    ));
+    )));
     // Not before the tick...
     assert!(classes(&state.apply_epoch(start + 1200, Vec::new())).is_empty());
     // ... and at it, only the ideas whose class changed.

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use ideaflow_operators::classify::calibrated::{Calibrated, Example};
 use ideaflow_operators::classify::evaluate::Evaluation;
-use ideaflow_operators::classify::{nearest, Anchor, Classifier, Routing, FALLBACK};
+use ideaflow_operators::classify::{Anchor, Categories, Classes, Classifier, Routing, FALLBACK};
 use ideaflow_operators::embed::Embedder;
 use ideaflow_sinks::JsonlWriter;
 use serde_json::{json, Value};
@@ -150,51 +150,73 @@ impl Mode {
     }
 }
 
-/// The niche categories two ways: the nearest description (what ideas get
-/// today), and calibrated from the descriptions and the category examples.
-struct Categories {
-    descriptions: Vec<Anchor>,
-    calibrated: Calibrated,
+/// The configured categories' descriptions, embedded.
+fn category_descriptions(config: &Config, embedder: &mut Embedder) -> Result<Vec<Anchor>> {
+    let names: Vec<&String> = config.categories.keys().collect();
+    let texts: Vec<&str> = config.categories.values().map(String::as_str).collect();
+    let vectors = embedder
+        .embed(&texts)
+        .context("embedding the category descriptions failed")?;
+    Ok(names
+        .into_iter()
+        .zip(vectors)
+        .map(|(n, embedding)| Anchor {
+            name: n.clone(),
+            embedding,
+        })
+        .collect())
 }
 
-impl Categories {
-    fn build(config: &Config, embedder: &mut Embedder) -> Result<Categories> {
-        let names: Vec<&String> = config.categories.keys().collect();
-        let texts: Vec<&str> = config.categories.values().map(String::as_str).collect();
-        if names.is_empty() {
-            bail!("[categories] is empty in the config: add the niche categories and their descriptions");
-        }
-        let descriptions: Vec<Anchor> = names
-            .into_iter()
-            .zip(embedder.embed(&texts)?)
-            .map(|(n, embedding)| Anchor {
-                name: n.clone(),
-                embedding,
-            })
-            .collect();
-        let c = &config.classifier;
-        let examples = read_labeled(&c.category_examples, c.holdout_every, Split::Rest)
-            .context("classifier.category_examples: the calibrated categories are built from it")?;
-        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-        let examples: Vec<Example> = examples
-            .iter()
-            .zip(embedder.embed(&texts)?)
-            .map(|(e, embedding)| Example {
-                label: e.label.clone(),
-                embedding,
-            })
-            .collect();
-        let calibrated = Calibrated::fit(&descriptions, &examples, None)
-            .with_context(|| format!("calibrating from {}", c.category_examples.display()))?;
-        Ok(Categories {
-            descriptions,
-            calibrated,
+/// How ideas get their niche category in `mode`: the nearest description,
+/// or the categories calibrated from `classifier.category_examples`.
+pub fn build_categories(
+    config: &Config,
+    embedder: &mut Embedder,
+    mode: ClassifyMode,
+) -> Result<Categories> {
+    let descriptions = category_descriptions(config, embedder)?;
+    if mode == ClassifyMode::Seed || descriptions.is_empty() {
+        return Ok(Categories::Nearest(descriptions));
+    }
+    let c = &config.classifier;
+    let examples = read_labeled(&c.category_examples, c.holdout_every, Split::Rest).context(
+        "classifier.category_examples: the calibrated categories are built from it (or set classify.mode = \"seed\")",
+    )?;
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let examples: Vec<Example> = examples
+        .iter()
+        .zip(embedder.embed(&texts)?)
+        .map(|(e, embedding)| Example {
+            label: e.label.clone(),
+            embedding,
         })
-    }
+        .collect();
+    let calibrated = Calibrated::fit(&descriptions, &examples, None)
+        .with_context(|| format!("calibrating from {}", c.category_examples.display()))?;
+    Ok(Categories::Calibrated(calibrated))
+}
 
-    fn seed(&self, embedding: &[f32]) -> String {
-        nearest(embedding, &self.descriptions).map_or_else(String::new, |(n, _)| n.to_owned())
-    }
+/// How ideas get their anchor class in `mode`.
+pub fn build_classes(
+    config: &Config,
+    embedder: &mut Embedder,
+    mode: ClassifyMode,
+) -> Result<Classes> {
+    let seed = build_classifier(config, embedder)?;
+    Ok(match mode {
+        ClassifyMode::Seed => Classes::Seed(seed),
+        ClassifyMode::Calibrated => Classes::Calibrated(build_calibrated(config, embedder, &seed)?),
+    })
+}
+
+/// Whether `path`'s first line labels its text with `category` (not `label`).
+fn first_line_names_a_category(path: &std::path::Path) -> bool {
+    let first = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.lines().find(|l| !l.trim().is_empty()).map(str::to_owned));
+    first
+        .and_then(|l| serde_json::from_str::<Value>(&l).ok())
+        .is_some_and(|v| v.get("category").is_some() && v.get("label").is_none())
 }
 
 /// `classify --evaluate FILE`: both modes on the labeled sentences.
@@ -208,22 +230,23 @@ fn evaluate(args: &ClassifyArgs, path: &std::path::Path) -> Result<()> {
         Split::All
     };
     let labeled = read_labeled(path, config.classifier.holdout_every, split)?;
+    // `{"text","category"}` lines are niche categories, as --categories says.
+    let categories = args.categories || first_line_names_a_category(path);
     if labeled.is_empty() {
         bail!("{} holds no labeled sentence to evaluate", path.display());
     }
     let texts: Vec<&str> = labeled.iter().map(|l| l.text.as_str()).collect();
     let vectors = embedder.embed(&texts)?;
     // Each mode's prediction for each sentence, and the class names in order.
-    let (names, predictions): (Vec<String>, [Vec<String>; 2]) = if args.categories {
-        let c = Categories::build(&config, &mut embedder)?;
+    let (names, predictions): (Vec<String>, [Vec<String>; 2]) = if categories {
+        let nearest = build_categories(&config, &mut embedder, ClassifyMode::Seed)?;
+        let calibrated = build_categories(&config, &mut embedder, ClassifyMode::Calibrated)?;
+        let name = |m: &Categories, v: &[f32]| m.category(v).map(|(n, _)| n).unwrap_or_default();
         (
             config.categories.keys().cloned().collect(),
             [
-                vectors.iter().map(|v| c.seed(v)).collect(),
-                vectors
-                    .iter()
-                    .map(|v| c.calibrated.route(v).category)
-                    .collect(),
+                vectors.iter().map(|v| name(&nearest, v)).collect(),
+                vectors.iter().map(|v| name(&calibrated, v)).collect(),
             ],
         )
     } else {

@@ -20,7 +20,7 @@ use crate::model_files::LazyEmbedder;
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::trace::implementations::{KeyBatcher, KeySpine, ValBuilder, ValSpine};
 use ideaflow_operators::centroid::VectorDelta;
-use ideaflow_operators::classify::Classifier;
+use ideaflow_operators::classify::Classes;
 use ideaflow_operators::dedupe::LshIndex;
 use ideaflow_operators::feedback::{EmbeddedCorrection, FeedbackState, IdeaFact, LatestFactors};
 use ideaflow_operators::idea_state::{prepare, CentroidKey, IdeaState, Labels, PreparedSignal};
@@ -306,7 +306,7 @@ pub enum FeedbackOut {
 #[derive(Clone)]
 pub enum Learned {
     Weights(Weights),
-    Classifier(Arc<Classifier>),
+    Classifier(Arc<Classes>),
 }
 
 /// What the feedback operator needs on the worker that owns the state.
@@ -316,7 +316,7 @@ pub struct FeedbackOwner {
     /// first correction: most streams have none.
     pub embedder: LazyEmbedder,
     /// The configured classifier, whose anchors feedback moves.
-    pub classifier: Option<Arc<Classifier>>,
+    pub classifier: Option<Arc<Classes>>,
 }
 
 /// Joins listing and feedback events with the idea state's changelog on

@@ -149,7 +149,7 @@ pub fn run_dataflow(
                 .labels()
                 .classifier
                 .as_ref()
-                .map(|c| Arc::new(c.with_anchors(c.anchors().to_vec()))),
+                .map(|c| Arc::new(c.clone())),
         });
         let probe = ProbeHandle::new();
         let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
