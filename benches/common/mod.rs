@@ -41,6 +41,8 @@ pub fn config(path: &str) -> Result<Config> {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("models/all-MiniLM-L6-v2"));
     c.calendar.path = repo().join("config/calendar.csv");
+    c.classifier.examples = repo().join(&c.classifier.examples);
+    c.classifier.category_examples = repo().join(&c.classifier.category_examples);
     c.model.mkl_lib = repo().join(&c.model.mkl_lib);
     Ok(c)
 }
