@@ -229,6 +229,11 @@ impl Classes {
         }
     }
 
+    /// `classify_text`'s shape (`routed_content`, `analytics`), routed here.
+    pub fn classify(&self, sentences: &[String], sentence_embeddings: &[Vec<f32>]) -> Value {
+        classify_with(|e| self.route(e), sentences, sentence_embeddings)
+    }
+
     pub fn anchors(&self) -> Vec<Anchor> {
         match self {
             Classes::Seed(c) => c.anchors().to_vec(),

@@ -114,39 +114,32 @@ pub fn build_calibrated(
         .with_context(|| format!("calibrating from {}", c.examples.display()))
 }
 
-/// Seed 000's classifier, and the calibrated one when asked for. Sentences
-/// are split the seed's way in both modes.
+/// The classes `classify` and `explain` route with, and the seed's
+/// classifier, whose sentence split both modes use.
 struct Mode {
-    seed: Classifier,
-    calibrated: Option<Box<Calibrated>>,
+    splitter: Classifier,
+    classes: Classes,
 }
 
 impl Mode {
     fn build(mode: ClassifyMode, config: &Config, embedder: &mut Embedder) -> Result<Mode> {
         let seed = build_classifier(config, embedder)?;
-        let calibrated = match mode {
-            ClassifyMode::Seed => None,
-            ClassifyMode::Calibrated => Some(Box::new(build_calibrated(config, embedder, &seed)?)),
-        };
-        Ok(Mode { seed, calibrated })
+        Ok(Mode {
+            splitter: seed.clone(),
+            classes: classes_from(config, embedder, seed, mode)?,
+        })
     }
 
     fn sentences(&self, text: &str) -> Vec<String> {
-        self.seed.sentences(text)
+        self.splitter.sentences(text)
     }
 
     fn route(&self, embedding: &[f32]) -> Routing {
-        match &self.calibrated {
-            None => self.seed.route(embedding),
-            Some(c) => c.route(embedding),
-        }
+        self.classes.route(embedding)
     }
 
     fn classify(&self, sentences: &[String], embeddings: &[Vec<f32>]) -> Value {
-        match &self.calibrated {
-            None => self.seed.classify(sentences, embeddings),
-            Some(c) => c.classify(sentences, embeddings),
-        }
+        self.classes.classify(sentences, embeddings)
     }
 }
 
@@ -203,6 +196,16 @@ pub fn build_classes(
     mode: ClassifyMode,
 ) -> Result<Classes> {
     let seed = build_classifier(config, embedder)?;
+    classes_from(config, embedder, seed, mode)
+}
+
+/// The classes in `mode`, from the seed's embedded anchors.
+fn classes_from(
+    config: &Config,
+    embedder: &mut Embedder,
+    seed: Classifier,
+    mode: ClassifyMode,
+) -> Result<Classes> {
     Ok(match mode {
         ClassifyMode::Seed => Classes::Seed(seed),
         ClassifyMode::Calibrated => Classes::Calibrated(build_calibrated(config, embedder, &seed)?),
