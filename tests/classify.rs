@@ -146,25 +146,32 @@ fn classify_answers_every_line_and_bad_ones_with_an_error() {
 /// The calibrated mode against the seed's on the held-out labeled sentences
 /// (every 4th line of config/labeled/anchor_examples.jsonl, never used to
 /// build or calibrate the classes): the seed routes nearly everything to
-/// Hunch, the calibrated classes get most right, in every class.
+/// Hunch, the calibrated classes get most right, in every class. The
+/// saved classes are current (else the start would say it trained them).
 #[test]
 fn calibrated_classes_beat_the_seed_on_held_out_sentences() {
-    let o = ok(ideaflow().args([
+    let o = ok(ideaflow().env("IDEAFLOW_LOG", "warn").args([
         "classify",
         "--evaluate",
         "config/labeled/anchor_examples.jsonl",
         "--held-out",
         "--json",
     ]));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !log.contains("not used"),
+        "the saved classes are stale: run `ideaflow classify --train` and commit config/labeled/*.json\n{log}"
+    );
     let report: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
-    assert_eq!(report["sentences"], 68, "{report}");
+    assert_eq!(report["sentences"], 100, "{report}");
     let accuracy = |mode: &str| report[mode]["accuracy"].as_f64().unwrap();
     assert!(accuracy("seed") < 0.4, "{report}");
-    assert!(accuracy("calibrated") >= 0.7, "{report}");
+    // 0.93 measured; a few sentences' margin for another CPU's rounding.
+    assert!(accuracy("calibrated") >= 0.88, "{report}");
     for class in report["calibrated"]["per_class"].as_array().unwrap() {
         let recall = class["recall"].as_f64().unwrap();
-        assert!(recall >= 0.5, "{class}");
+        assert!(recall >= 0.8, "{class}");
     }
     // The same sentences as tables, both modes.
     let o = ok(ideaflow().args([
@@ -215,14 +222,21 @@ fn calibrated_mode_keeps_the_seed_shape_and_explains_margins() {
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["category"], "Nudge", "{e}");
     assert!(e["margin"].as_f64().unwrap() > 0.0, "{e}");
-    assert!(e["classes"]["Wisdom"]["bias"].is_number(), "{e}");
+    let p = |c: &str| e["classes"][c]["probability"].as_f64().unwrap();
+    let total: f64 = ["Hunch", "Wisdom", "Nudge", "Spell"]
+        .iter()
+        .map(|c| p(c))
+        .sum();
+    assert!((total - 1.0).abs() < 1e-9, "{e}");
+    assert!(p("Nudge") > 0.5, "{e}");
+    assert!(e["classes"]["Wisdom"]["similarity"].is_number(), "{e}");
 }
 
 /// The niche categories the same way: the nearest description against
 /// descriptions plus labeled trend posts, on the held-out posts.
 #[test]
 fn calibrated_categories_beat_the_nearest_description_on_held_out_posts() {
-    let o = ok(ideaflow().args([
+    let o = ok(ideaflow().env("IDEAFLOW_LOG", "warn").args([
         "classify",
         "--evaluate",
         "config/labeled/category_examples.jsonl",
@@ -230,11 +244,17 @@ fn calibrated_categories_beat_the_nearest_description_on_held_out_posts() {
         "--categories",
         "--json",
     ]));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !log.contains("not used"),
+        "the saved categories are stale: run `ideaflow classify --train` and commit config/labeled/*.json\n{log}"
+    );
     let report: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
-    assert_eq!(report["sentences"], 104, "{report}");
+    assert_eq!(report["sentences"], 200, "{report}");
     let accuracy = |mode: &str| report[mode]["accuracy"].as_f64().unwrap();
-    assert!(accuracy("calibrated") >= 0.75, "{report}");
+    // 0.88 measured.
+    assert!(accuracy("calibrated") >= 0.85, "{report}");
     assert!(accuracy("calibrated") > accuracy("seed"), "{report}");
     assert_eq!(
         report["calibrated"]["labels"].as_array().unwrap().len(),
@@ -291,4 +311,86 @@ fn the_pipeline_classifies_ideas_with_the_configured_mode() {
     let again = dir.path().join("again");
     replay(&input, &again, &[]);
     assert_eq!(out_files(&calibrated), out_files(&again));
+}
+
+/// A new category needs its description and examples, no code: with the
+/// saved categories no longer matching, a start trains them again (and says
+/// so), `classify --train` saves them, and the next start uses the saved
+/// ones, which classify exactly as the ones trained at start.
+#[test]
+fn a_new_category_is_trained_at_start_and_saved_by_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("categories.jsonl");
+    let mut lines =
+        std::fs::read_to_string(repo_root().join("config/labeled/category_examples.jsonl"))
+            .unwrap();
+    for (i, text) in [
+        "New electric hatchback charges to eighty percent in twenty minutes",
+        "Vintage roadster restoration: the engine bay before and after",
+        "Drift car on a mountain pass at night with headlights glowing",
+        "Sticker of a tiny pickup truck hauling a giant pumpkin of horsepower",
+        "Motorbike helmet with cat ears for the weekend ride",
+        "Traffic jam on the ring road again, every commuter feels this",
+        "Pit crew changes four tyres in under three seconds",
+        "My first car was a rusty hatchback and I miss it daily",
+    ]
+    .iter()
+    .enumerate()
+    {
+        lines.push_str(&serde_json::json!({"text": text, "category": "cars", "n": i}).to_string());
+        lines.push('\n');
+    }
+    std::fs::write(&examples, lines).unwrap();
+    let saved = dir.path().join("categories.json");
+    let config = dir.path().join("cars.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "extends = {:?}\n[classifier]\ncategory_examples = {:?}\ncategory_weights_file = {:?}\nweights_file = {:?}\n[categories]\ncars = \"Cars, motorbikes and driving: engines, electric cars, racing, road trips.\"\n",
+            repo_root().join("config/ideaflow.toml"),
+            examples,
+            saved,
+            dir.path().join("anchors.json"),
+        ),
+    )
+    .unwrap();
+    let post = dir.path().join("post.jsonl");
+    std::fs::write(
+        &post,
+        "{\"text\": \"Electric SUV with a long battery range, ready for a road trip\", \"category\": \"cars\"}\n{\"text\": \"Kitten asleep in a teacup\", \"category\": \"animals\"}\n",
+    )
+    .unwrap();
+    let evaluate = || {
+        ideaflow()
+            .env("IDEAFLOW_LOG", "info")
+            .args(["classify", "--json", "--config"])
+            .arg(&config)
+            .arg("--evaluate")
+            .arg(&post)
+            .output()
+            .unwrap()
+    };
+    let trained_at_start = evaluate();
+    let log = String::from_utf8_lossy(&trained_at_start.stderr);
+    assert!(trained_at_start.status.success(), "{log}");
+    assert!(
+        log.contains("not used") && log.contains("trained the calibrated categories"),
+        "{log}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&trained_at_start.stdout).unwrap();
+    assert_eq!(report["calibrated"]["accuracy"], 1.0, "{report}");
+    let o = ok(ideaflow()
+        .args(["classify", "--train", "--config"])
+        .arg(&config));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("categories.json"),
+        "{o:?}"
+    );
+    let from_saved = evaluate();
+    let log = String::from_utf8_lossy(&from_saved.stderr);
+    assert!(
+        !log.contains("not used") && !log.contains("trained the"),
+        "{log}"
+    );
+    assert_eq!(from_saved.stdout, trained_at_start.stdout);
 }

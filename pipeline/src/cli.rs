@@ -134,6 +134,13 @@ pub struct ClassifyArgs {
     /// `{"text","category"}`.
     #[arg(long, requires = "evaluate")]
     pub categories: bool,
+    /// Instead of classifying: train the calibrated anchor classes and niche
+    /// categories from their examples (held-out lines excluded) and save them
+    /// to `classifier.weights_file` and `classifier.category_weights_file`,
+    /// which starts then use while the examples, texts, settings and model
+    /// stay the same. Run it after editing an examples file.
+    #[arg(long, conflicts_with_all = ["input", "out", "evaluate"])]
+    pub train: bool,
 }
 
 #[derive(Args, Debug)]

@@ -292,6 +292,17 @@ pub struct ClassifierConfig {
     /// `[categories]`) the calibrated niche categories are built from (same
     /// held-out rule).
     pub category_examples: PathBuf,
+    /// The calibrated anchor classes' trained layer, saved as text by
+    /// `classify --train` and used while what it was trained from is
+    /// unchanged (else trained at start). Empty: always trained at start.
+    pub weights_file: PathBuf,
+    /// The same for the calibrated niche categories.
+    pub category_weights_file: PathBuf,
+    /// How much the words of a sentence count beside its embedding in the
+    /// calibrated anchor classes (0: the embedding alone).
+    pub lexical_weight: f64,
+    /// The same for the calibrated niche categories.
+    pub category_lexical_weight: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -310,6 +321,10 @@ impl Default for ClassifierConfig {
             examples: PathBuf::from("config/labeled/anchor_examples.jsonl"),
             holdout_every: 4,
             category_examples: PathBuf::from("config/labeled/category_examples.jsonl"),
+            weights_file: PathBuf::from("config/labeled/anchor_classes.json"),
+            category_weights_file: PathBuf::from("config/labeled/categories.json"),
+            lexical_weight: 1.0,
+            category_lexical_weight: 0.5,
         }
     }
 }
@@ -454,6 +469,17 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.classifier.confidence_threshold) {
             return invalid("classifier.confidence_threshold", "must be within [0, 1]");
+        }
+        for (key, w) in [
+            ("classifier.lexical_weight", self.classifier.lexical_weight),
+            (
+                "classifier.category_lexical_weight",
+                self.classifier.category_lexical_weight,
+            ),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return invalid(key, "must be a number ≥ 0 (0: the embedding alone)");
+            }
         }
         if !ideaflow_sinks::postgres::valid_schema(&self.postgres.schema) {
             return invalid(

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod blas;
+pub mod calibration;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

@@ -12,6 +12,7 @@
 
 pub mod calibrated;
 pub mod evaluate;
+pub mod lexical;
 
 use std::sync::LazyLock;
 
@@ -68,7 +69,10 @@ pub struct Routing {
 
 /// The best and the runner-up of `scores` (the earlier wins a tie, as
 /// Python's `max` does): (index of the best, best − second).
-pub(crate) fn best_and_margin(scores: &[f32]) -> (usize, f32) {
+pub(crate) fn best_and_margin<T>(scores: &[T]) -> (usize, T)
+where
+    T: Copy + PartialOrd + std::ops::Sub<Output = T> + Default,
+{
     let mut best = 0;
     for (i, s) in scores.iter().enumerate() {
         if *s > scores[best] {
@@ -80,11 +84,13 @@ pub(crate) fn best_and_margin(scores: &[f32]) -> (usize, f32) {
         .enumerate()
         .filter(|(i, _)| *i != best)
         .map(|(_, s)| *s)
-        .fold(f32::NEG_INFINITY, f32::max);
-    let margin = if second.is_finite() {
-        scores.get(best).map_or(0.0, |b| b - second)
-    } else {
-        0.0
+        .fold(None, |top: Option<T>, s| match top {
+            Some(t) if t >= s => Some(t),
+            _ => Some(s),
+        });
+    let margin = match (scores.get(best), second) {
+        (Some(b), Some(s)) => *b - s,
+        _ => T::default(),
     };
     (best, margin)
 }
@@ -147,20 +153,20 @@ impl Classifier {
     /// `{"routed_content": {...}, "analytics": {...}}`. `sentence_embeddings`
     /// are the embeddings of [`Classifier::sentences`] of the text, in order.
     pub fn classify(&self, sentences: &[String], sentence_embeddings: &[Vec<f32>]) -> Value {
-        classify_with(|e| self.route(e), sentences, sentence_embeddings)
+        classify_with(|_, e| self.route(e), sentences, sentence_embeddings)
     }
 }
 
 /// `classify_text`'s result with `route` deciding each sentence.
 pub(crate) fn classify_with(
-    route: impl Fn(&[f32]) -> Routing,
+    route: impl Fn(&str, &[f32]) -> Routing,
     sentences: &[String],
     sentence_embeddings: &[Vec<f32>],
 ) -> Value {
     {
         let mut routed: Vec<(String, Vec<(String, f32)>)> = Vec::new();
         for (sentence, emb) in sentences.iter().zip(sentence_embeddings) {
-            let r = route(emb);
+            let r = route(sentence, emb);
             match routed.iter_mut().find(|(c, _)| *c == r.category) {
                 Some((_, items)) => items.push((sentence.clone(), r.confidence)),
                 None => routed.push((r.category, vec![(sentence.clone(), r.confidence)])),
@@ -222,16 +228,17 @@ pub enum Classes {
 }
 
 impl Classes {
-    pub fn route(&self, embedding: &[f32]) -> Routing {
+    /// `text`'s class; the seed's classifier reads only its embedding.
+    pub fn route(&self, text: &str, embedding: &[f32]) -> Routing {
         match self {
             Classes::Seed(c) => c.route(embedding),
-            Classes::Calibrated(c) => c.route(embedding),
+            Classes::Calibrated(c) => c.route(text, embedding),
         }
     }
 
     /// `classify_text`'s shape (`routed_content`, `analytics`), routed here.
     pub fn classify(&self, sentences: &[String], sentence_embeddings: &[Vec<f32>]) -> Value {
-        classify_with(|e| self.route(e), sentences, sentence_embeddings)
+        classify_with(|t, e| self.route(t, e), sentences, sentence_embeddings)
     }
 
     pub fn anchors(&self) -> Vec<Anchor> {
@@ -259,15 +266,21 @@ pub enum Categories {
 }
 
 impl Categories {
-    /// The category and its similarity; `None` without categories.
-    pub fn category(&self, embedding: &[f32]) -> Option<(String, f32)> {
+    /// `text`'s category and its similarity (the cosine to the category's
+    /// description or prototype); `None` without categories.
+    pub fn category(&self, text: &str, embedding: &[f32]) -> Option<(String, f32)> {
         match self {
             Categories::Nearest(anchors) => {
                 nearest(embedding, anchors).map(|(n, s)| (n.to_owned(), s))
             }
             Categories::Calibrated(c) => (!c.classes().is_empty()).then(|| {
-                let r = c.route(embedding);
-                (r.category, r.confidence)
+                let r = c.route(text, embedding);
+                let similarity = r
+                    .similarities
+                    .iter()
+                    .find(|(n, _)| *n == r.category)
+                    .map_or(0.0, |(_, s)| *s);
+                (r.category, similarity)
             }),
         }
     }

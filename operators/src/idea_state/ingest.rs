@@ -202,7 +202,7 @@ impl IdeaState {
             category: s.category.as_ref().map(|(c, _)| self.category_name(c)),
             category_similarity: s.category.as_ref().map(|(_, v)| *v),
             anchor_class: match &self.classifier {
-                Some(c) => Some(c.route(&s.embedding).category),
+                Some(c) => Some(c.route(&sig.content, &s.embedding).category),
                 None => s.anchor_class.clone(),
             },
             community: sig.community.clone(),

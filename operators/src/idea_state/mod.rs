@@ -528,7 +528,9 @@ impl IdeaState {
             return;
         };
         for idea in self.ideas.iter_mut().flatten() {
-            let class = classifier.route(&idea.row.embedding).category;
+            let class = classifier
+                .route(&idea.row.content, &idea.row.embedding)
+                .category;
             if idea.row.anchor_class.as_deref() != Some(class.as_str()) {
                 idea.row.anchor_class = Some(class);
                 changes.insert(

@@ -75,11 +75,11 @@ pub fn prepare(
     } else {
         Vec::new()
     };
-    let category = labels.categories.category(&embedding);
+    let category = labels.categories.category(&signal.content, &embedding);
     let anchor_class = labels
         .classifier
         .as_ref()
-        .map(|c| c.route(&embedding).category);
+        .map(|c| c.route(&signal.content, &embedding).category);
     let age = signal
         .published_at
         .map(|p| (signal.captured_at - p).num_milliseconds() as f64 / 60_000.0);

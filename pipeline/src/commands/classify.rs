@@ -4,7 +4,7 @@
 //! measures both on labeled sentences.
 
 use anyhow::{bail, Context, Result};
-use ideaflow_operators::classify::calibrated::{Calibrated, Example};
+use ideaflow_operators::classify::calibrated::Calibrated;
 use ideaflow_operators::classify::evaluate::Evaluation;
 use ideaflow_operators::classify::{Anchor, Categories, Classes, Classifier, Routing, FALLBACK};
 use ideaflow_operators::embed::Embedder;
@@ -12,6 +12,7 @@ use ideaflow_sinks::JsonlWriter;
 use serde_json::{json, Value};
 
 use super::{open_input, output_path, set_model_threads};
+use crate::calibration::{self, read_labeled, Labeled, Spec, Split};
 use crate::cli::{ClassifyArgs, ClassifyMode, ExplainArgs};
 use crate::config::Config;
 use crate::model_files::load_embedder;
@@ -38,80 +39,48 @@ pub fn build_classifier(config: &Config, embedder: &mut Embedder) -> Result<Clas
     ))
 }
 
-/// A labeled sentence of an examples or evaluation file, with its line.
-struct Labeled {
-    line: usize,
-    text: String,
-    label: String,
-}
-
-/// The `{"text","label"}` lines of `path`; with `held_out`, only every
-/// `every`-th (1-based line numbers), else only the others when `rest`.
-fn read_labeled(path: &std::path::Path, every: usize, keep: Split) -> Result<Vec<Labeled>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read labeled sentences from {}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let held = every > 0 && n % every == 0;
-        match keep {
-            Split::HeldOut if !held => continue,
-            Split::Rest if held => continue,
-            _ => {}
-        }
-        let v: Value = serde_json::from_str(line).with_context(|| {
-            format!(
-                "{} line {n}: not JSON; write {{\"text\", \"label\"}}",
-                path.display()
-            )
-        })?;
-        let label = v["label"].as_str().or_else(|| v["category"].as_str());
-        let (Some(text), Some(label)) = (v["text"].as_str(), label) else {
-            bail!(
-                "{} line {n}: needs string fields \"text\" and \"label\" (or \"category\")",
-                path.display()
-            );
-        };
-        out.push(Labeled {
-            line: n,
-            text: text.to_owned(),
-            label: label.to_owned(),
-        });
-    }
-    Ok(out)
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Split {
-    All,
-    HeldOut,
-    Rest,
-}
-
-/// The calibrated classes: the anchors and the examples not held out.
+/// The calibrated anchor classes: the saved ones while current, else
+/// trained now from the anchors and the examples not held out.
 pub fn build_calibrated(
     config: &Config,
     embedder: &mut Embedder,
     seed: &Classifier,
 ) -> Result<Calibrated> {
+    calibration::load_or_train(config, embedder, &anchor_spec(config, seed))
+}
+
+/// What the calibrated anchor classes are trained from.
+fn anchor_spec<'a>(config: &'a Config, seed: &Classifier) -> Spec<'a> {
     let c = &config.classifier;
-    let examples = read_labeled(&c.examples, c.holdout_every, Split::Rest)
-        .context("classifier.examples: the calibrated mode is built from it")?;
-    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-    let vectors = embedder.embed(&texts)?;
-    let examples: Vec<Example> = examples
-        .into_iter()
-        .zip(vectors)
-        .map(|(e, embedding)| Example {
-            label: e.label,
-            embedding,
-        })
-        .collect();
-    Calibrated::fit(seed.anchors(), &examples, Some(FALLBACK))
-        .with_context(|| format!("calibrating from {}", c.examples.display()))
+    Spec {
+        what: "anchor classes",
+        classes: seed
+            .anchors()
+            .iter()
+            .cloned()
+            .zip(c.anchors.iter().map(|a| a.text.as_str()))
+            .collect(),
+        examples: &c.examples,
+        weights_file: &c.weights_file,
+        fallback: Some(FALLBACK),
+        lexical_weight: c.lexical_weight,
+    }
+}
+
+/// What the calibrated niche categories are trained from.
+fn category_spec(config: &Config, descriptions: Vec<Anchor>) -> Spec<'_> {
+    let c = &config.classifier;
+    Spec {
+        what: "categories",
+        classes: descriptions
+            .into_iter()
+            .zip(config.categories.values().map(String::as_str))
+            .collect(),
+        examples: &c.category_examples,
+        weights_file: &c.category_weights_file,
+        fallback: None,
+        lexical_weight: c.category_lexical_weight,
+    }
 }
 
 /// The classes `classify` and `explain` route with, and the seed's
@@ -134,8 +103,8 @@ impl Mode {
         self.splitter.sentences(text)
     }
 
-    fn route(&self, embedding: &[f32]) -> Routing {
-        self.classes.route(embedding)
+    fn route(&self, text: &str, embedding: &[f32]) -> Routing {
+        self.classes.route(text, embedding)
     }
 
     fn classify(&self, sentences: &[String], embeddings: &[Vec<f32>]) -> Value {
@@ -171,21 +140,9 @@ pub fn build_categories(
     if mode == ClassifyMode::Seed || descriptions.is_empty() {
         return Ok(Categories::Nearest(descriptions));
     }
-    let c = &config.classifier;
-    let examples = read_labeled(&c.category_examples, c.holdout_every, Split::Rest).context(
-        "classifier.category_examples: the calibrated categories are built from it (or set classify.mode = \"seed\")",
-    )?;
-    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-    let examples: Vec<Example> = examples
-        .iter()
-        .zip(embedder.embed(&texts)?)
-        .map(|(e, embedding)| Example {
-            label: e.label.clone(),
-            embedding,
-        })
-        .collect();
-    let calibrated = Calibrated::fit(&descriptions, &examples, None)
-        .with_context(|| format!("calibrating from {}", c.category_examples.display()))?;
+    let spec = category_spec(config, descriptions);
+    let calibrated = calibration::load_or_train(config, embedder, &spec)
+        .context("or set classify.mode = \"seed\" to use the nearest description")?;
     Ok(Categories::Calibrated(calibrated))
 }
 
@@ -210,6 +167,37 @@ fn classes_from(
         ClassifyMode::Seed => Classes::Seed(seed),
         ClassifyMode::Calibrated => Classes::Calibrated(build_calibrated(config, embedder, &seed)?),
     })
+}
+
+/// `classify --train`: both calibrated models, trained and saved.
+fn train(args: &ClassifyArgs) -> Result<()> {
+    let config = Config::load(&args.config)?;
+    set_model_threads(config.model.threads);
+    let mut embedder = load_embedder(&config.model)?;
+    let seed = build_classifier(&config, &mut embedder)?;
+    let descriptions = category_descriptions(&config, &mut embedder)?;
+    let mut specs = vec![anchor_spec(&config, &seed)];
+    if !descriptions.is_empty() {
+        specs.push(category_spec(&config, descriptions));
+    }
+    for spec in &specs {
+        let started = std::time::Instant::now();
+        let model = calibration::train_and_save(&config, &mut embedder, spec)?;
+        println!(
+            "trained the calibrated {} ({}) from {} in {:.1} s: saved to {}",
+            spec.what,
+            model
+                .classes()
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            spec.examples.display(),
+            started.elapsed().as_secs_f64(),
+            spec.weights_file.display()
+        );
+    }
+    Ok(())
 }
 
 /// Whether `path`'s first line labels its text with `category` (not `label`).
@@ -244,12 +232,22 @@ fn evaluate(args: &ClassifyArgs, path: &std::path::Path) -> Result<()> {
     let (names, predictions): (Vec<String>, [Vec<String>; 2]) = if categories {
         let nearest = build_categories(&config, &mut embedder, ClassifyMode::Seed)?;
         let calibrated = build_categories(&config, &mut embedder, ClassifyMode::Calibrated)?;
-        let name = |m: &Categories, v: &[f32]| m.category(v).map(|(n, _)| n).unwrap_or_default();
+        let name = |m: &Categories, (l, v): (&Labeled, &Vec<f32>)| {
+            m.category(&l.text, v).map(|(n, _)| n).unwrap_or_default()
+        };
         (
             config.categories.keys().cloned().collect(),
             [
-                vectors.iter().map(|v| name(&nearest, v)).collect(),
-                vectors.iter().map(|v| name(&calibrated, v)).collect(),
+                labeled
+                    .iter()
+                    .zip(&vectors)
+                    .map(|x| name(&nearest, x))
+                    .collect(),
+                labeled
+                    .iter()
+                    .zip(&vectors)
+                    .map(|x| name(&calibrated, x))
+                    .collect(),
             ],
         )
     } else {
@@ -263,10 +261,15 @@ fn evaluate(args: &ClassifyArgs, path: &std::path::Path) -> Result<()> {
                 .map(|a| a.name.clone())
                 .collect(),
             [
-                vectors.iter().map(|v| seed.route(v).category).collect(),
-                vectors
+                labeled
                     .iter()
-                    .map(|v| calibrated.route(v).category)
+                    .zip(&vectors)
+                    .map(|(l, v)| seed.route(&l.text, v).category)
+                    .collect(),
+                labeled
+                    .iter()
+                    .zip(&vectors)
+                    .map(|(l, v)| calibrated.route(&l.text, v).category)
                     .collect(),
             ],
         )
@@ -310,6 +313,9 @@ fn evaluate(args: &ClassifyArgs, path: &std::path::Path) -> Result<()> {
 pub fn classify(args: ClassifyArgs) -> Result<()> {
     if let Some(path) = args.evaluate.clone() {
         return evaluate(&args, &path);
+    }
+    if args.train {
+        return train(&args);
     }
     let config = Config::load(&args.config)?;
     set_model_threads(config.model.threads);
@@ -449,23 +455,24 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `explain --mode calibrated`: each class's cosine, bias and score, the
-/// margin, and whether it fell back.
+/// `explain --mode calibrated`: each class's cosine to its prototype and
+/// its probability, the margin, and whether it fell back.
 fn explain_calibrated(args: &ExplainArgs, c: &Calibrated, embedding: &[f32]) -> Result<()> {
-    let routing = c.route(embedding);
-    let rows: Vec<(String, f32, f32)> = routing
-        .similarities
+    let routing = c.route(&args.sentence, embedding);
+    let scores = c.scores(&args.sentence, embedding);
+    let rows: Vec<(&str, f32, f64)> = c
+        .classes()
         .iter()
-        .zip(c.classes())
-        .map(|((name, cos), class)| (name.clone(), *cos, class.bias))
+        .zip(&scores)
+        .map(|(class, (cos, p))| (class.name.as_str(), *cos, *p))
         .collect();
     if args.json {
         let classes: serde_json::Map<String, Value> = rows
             .iter()
-            .map(|(n, cos, b)| {
+            .map(|(n, cos, p)| {
                 (
-                    n.clone(),
-                    json!({"similarity": *cos as f64, "bias": *b as f64, "score": (cos + b) as f64}),
+                    n.to_string(),
+                    json!({"similarity": *cos as f64, "probability": p}),
                 )
             })
             .collect();
@@ -474,21 +481,18 @@ fn explain_calibrated(args: &ExplainArgs, c: &Calibrated, embedding: &[f32]) -> 
             json!({"sentence": args.sentence, "mode": "calibrated", "classes": classes,
                    "category": routing.category, "confidence": routing.confidence as f64,
                    "margin": routing.margin as f64, "fell_back": routing.fell_back,
-                   "fallback_margin": c.fallback_margin() as f64})
+                   "fallback_margin": c.fallback_margin()})
         );
         return Ok(());
     }
     println!("sentence: {:?} (calibrated classes)", args.sentence);
-    println!(
-        "  {:<8} {:>8} {:>8} {:>8}",
-        "class", "cosine", "bias", "score"
-    );
-    for (name, cos, b) in &rows {
-        println!("  {name:<8} {cos:+8.4} {b:+8.4} {:+8.4}", cos + b);
+    println!("  {:<8} {:>8} {:>11}", "class", "cosine", "probability");
+    for (name, cos, p) in &rows {
+        println!("  {name:<8} {cos:+8.4} {p:>11.4}");
     }
     if routing.fell_back {
         println!(
-            "category: {} (the best two scores are {:.4} apart, under the learned margin {:.4})",
+            "category: {} (the best two probabilities are {:.4} apart, under the learned margin {:.4})",
             routing.category,
             routing.margin,
             c.fallback_margin()
