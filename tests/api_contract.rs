@@ -80,7 +80,10 @@ fn the_api_keeps_its_documented_contract() {
     );
 
     // Schemathesis, every check, bounded in time; the endless event stream
-    // is left to the SSE tests (each case would wait for its timeout).
+    // is left to the SSE tests (each case would wait for its timeout). One
+    // worker: with two, CPython 3.11.7's `ast.parse` (hypothesis describes
+    // its filters with it) races between threads and fails a phase with
+    // "AST constructor recursion depth mismatch".
     let run = Command::new(tool("IDEAFLOW_SCHEMATHESIS"))
         .args([
             "run",
@@ -88,7 +91,7 @@ fn the_api_keeps_its_documented_contract() {
         ])
         .args(["--checks", "all", "--exclude-path", "/api/v1/stream"])
         .args(["--max-examples", "40", "--max-time", "180", "--seed", "1"])
-        .args(["--request-timeout", "20", "--workers", "2"])
+        .args(["--request-timeout", "20", "--workers", "1"])
         .args(["--report", "junit,ndjson", "--report-dir"])
         .arg(&reports)
         .env("SCHEMATHESIS_HOOKS", "")
