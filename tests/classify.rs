@@ -251,9 +251,9 @@ fn calibrated_categories_beat_the_nearest_description_on_held_out_posts() {
     );
     let report: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
-    assert_eq!(report["sentences"], 200, "{report}");
+    assert_eq!(report["sentences"], 400, "{report}");
     let accuracy = |mode: &str| report[mode]["accuracy"].as_f64().unwrap();
-    // 0.88 measured.
+    // 0.897 measured.
     assert!(accuracy("calibrated") >= 0.85, "{report}");
     assert!(accuracy("calibrated") > accuracy("seed"), "{report}");
     assert_eq!(

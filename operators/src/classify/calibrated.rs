@@ -139,6 +139,12 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     sum
 }
 
+/// One class's logit for `s`, its cosine to the class's prototype given.
+fn logit(weights: &[f64], term_weights: &[f64], bias: f64, cosine: f64, s: &Sample) -> f64 {
+    let words: f64 = s.terms.iter().map(|(t, v)| term_weights[*t] * v).sum();
+    TEMPERATURE * cosine + dot(weights, &s.embedding) + words + bias
+}
+
 /// Softmax of `logits`, in place.
 fn softmax(logits: &mut [f64]) {
     let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -164,15 +170,13 @@ impl Layer {
     fn probabilities(&self, s: &Sample) -> Vec<f64> {
         let mut logits: Vec<f64> = (0..self.bias.len())
             .map(|c| {
-                let words: f64 = s
-                    .terms
-                    .iter()
-                    .map(|(t, v)| self.term_weights[c][*t] * v)
-                    .sum();
-                TEMPERATURE * s.cosines[c]
-                    + dot(&self.weights[c], &s.embedding)
-                    + words
-                    + self.bias[c]
+                logit(
+                    &self.weights[c],
+                    &self.term_weights[c],
+                    self.bias[c],
+                    s.cosines[c],
+                    s,
+                )
             })
             .collect();
         softmax(&mut logits);
@@ -404,19 +408,17 @@ impl Calibrated {
                 .collect(),
             terms: self.vocabulary.features(text, self.lexical_weight),
         };
-        let layer = Layer {
-            weights: self.classes.iter().map(|c| c.weights.clone()).collect(),
-            term_weights: self
-                .classes
-                .iter()
-                .map(|c| c.term_weights.clone())
-                .collect(),
-            bias: self.classes.iter().map(|c| c.bias).collect(),
-        };
+        let mut probabilities: Vec<f64> = self
+            .classes
+            .iter()
+            .zip(&sample.cosines)
+            .map(|(c, cos)| logit(&c.weights, &c.term_weights, c.bias, *cos, &sample))
+            .collect();
+        softmax(&mut probabilities);
         sample
             .cosines
             .iter()
-            .zip(layer.probabilities(&sample))
+            .zip(probabilities)
             .map(|(cos, p)| (*cos as f32, p))
             .collect()
     }
