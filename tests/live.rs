@@ -650,3 +650,86 @@ fn a_webhook_without_a_bus_says_so() {
     assert!(body.contains("no_bus"), "{body}");
     assert!(head.to_ascii_lowercase().contains("retry-after"));
 }
+
+/// A live source feeding raw text faster than the model embeds it: the
+/// source waits, so the signals queued for the embedder stay within
+/// `pipeline.max_in_flight` plus one read batch (1,024) however many the
+/// stream holds, the queue and the source's lag are visible in /metrics
+/// meanwhile, and every record gets through.
+#[test]
+fn raw_text_faster_than_the_model_waits_in_a_bounded_queue() {
+    const MAX_IN_FLIGHT: f64 = 100.0;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("slow-model.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "extends = {:?}\n[pipeline]\nidle_source_secs = 2\nmax_in_flight = {MAX_IN_FLIGHT}\n",
+            live_config(dir.path())
+        ),
+    )
+    .unwrap();
+    let input = dir.path().join("raw.jsonl");
+    generate_stream(&input, 10_000, 93, 2, false);
+    let lines = std::fs::read_to_string(&input).unwrap().lines().count() as f64;
+    let name = unique("embed_queue");
+    produce(&stream_url(&name), &input);
+    let port = free_port();
+    let mut server = Server(
+        run_listening(
+            &config,
+            &stream_url(&name),
+            &name,
+            dir.path(),
+            &format!("127.0.0.1:{port}"),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let labels = format!("{{partition=\"0\",source=\"{}\"}}", stream_url(&name));
+    let (mut most_queued, mut most_lag) = (0.0f64, 0.0f64);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the records were not all acknowledged"
+        );
+        assert!(server.0.try_wait().unwrap().is_none(), "run stopped");
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let (_, text) = get(port, "/metrics");
+            most_queued =
+                most_queued.max(metric(&text, "ideaflow_embed_queue_signals").unwrap_or(0.0));
+            most_lag = most_lag
+                .max(metric(&text, &format!("ideaflow_source_lag_records{labels}")).unwrap_or(0.0));
+            let acked = format!("ideaflow_source_records_acked_total{labels}");
+            if metric(&text, &acked) == Some(lines) {
+                assert_eq!(
+                    metric(&text, "ideaflow_embed_queue_signals"),
+                    Some(0.0),
+                    "{text}"
+                );
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("most queued for the embedder: {most_queued}; most lag: {most_lag}");
+    assert!(most_queued > 0.0, "the embedder's queue never showed");
+    assert!(
+        most_queued <= MAX_IN_FLIGHT + 1024.0,
+        "{most_queued} signals queued for the embedder"
+    );
+    assert!(
+        most_lag > 1024.0,
+        "the source's lag never showed: {most_lag}"
+    );
+    ok(Command::new("kill").args(["-TERM", &server.0.id().to_string()]));
+    assert!(server.0.wait().unwrap().success());
+    let out = read_jsonl(&dir.path().join(format!("{name}.signals.jsonl")));
+    assert!(
+        out.len() as f64 > lines * 0.9,
+        "{} of {lines} signals out",
+        out.len()
+    );
+}

@@ -106,6 +106,11 @@ pub struct SourceStatus {
     pub in_flight: InFlight,
     pub repeats: Arc<RepeatCounters>,
     pipeline_watermark: AtomicU64,
+    /// Signals the source handed to the dataflow, and those that reached the
+    /// idea state (embedded and prepared): the difference is the embedder's
+    /// queue, which back-pressure bounds (`pipeline.max_in_flight`).
+    signals_read: AtomicU64,
+    signals_through: std::sync::OnceLock<Arc<AtomicU64>>,
     read: IntCounterVec,
     acked: IntCounterVec,
     redelivered: IntCounterVec,
@@ -116,6 +121,7 @@ pub struct SourceStatus {
     up: IntGaugeVec,
     in_flight_gauge: IntGauge,
     pipeline_watermark_gauge: IntGauge,
+    embed_queue_gauge: IntGauge,
 }
 
 impl SourceStatus {
@@ -132,6 +138,8 @@ impl SourceStatus {
             in_flight,
             repeats: Arc::default(),
             pipeline_watermark: AtomicU64::new(0),
+            signals_read: AtomicU64::new(0),
+            signals_through: std::sync::OnceLock::new(),
             read: counter(
                 "ideaflow_source_records_read_total",
                 "Records read from a bus source, by source and partition",
@@ -182,6 +190,11 @@ impl SourceStatus {
                 "The pipeline's watermark (the minimum over active sources), Unix seconds",
             )
             .expect("valid metric"),
+            embed_queue_gauge: IntGauge::new(
+                "ideaflow_embed_queue_signals",
+                "Signals read and not yet embedded and prepared (bounded by pipeline.max_in_flight plus one read batch)",
+            )
+            .expect("valid metric"),
         })
     }
 
@@ -228,6 +241,28 @@ impl SourceStatus {
         if let Some(b) = self.lock().get_mut(source) {
             b.partitions.entry(partition).or_default().watermark = watermark;
         }
+    }
+
+    /// The dataflow's count of signals through embedding and preparation
+    /// (set once, by the worker that drives the source).
+    pub fn count_through(&self, through: Arc<AtomicU64>) {
+        let _ = self.signals_through.set(through);
+    }
+
+    /// The source's count of signals handed to the dataflow.
+    pub fn set_signals_read(&self, read: u64) {
+        self.signals_read.store(read, Ordering::Relaxed);
+    }
+
+    /// Signals waiting for the embedder (and preparation).
+    pub fn embed_queue(&self) -> u64 {
+        let through = self
+            .signals_through
+            .get()
+            .map_or(0, |t| t.load(Ordering::Relaxed));
+        self.signals_read
+            .load(Ordering::Relaxed)
+            .saturating_sub(through)
     }
 
     pub fn set_pipeline_watermark(&self, secs: i64) {
@@ -324,6 +359,7 @@ impl SourceStatus {
         self.in_flight_gauge.set(self.in_flight.in_flight() as i64);
         self.pipeline_watermark_gauge
             .set(self.pipeline_watermark.load(Ordering::Relaxed) as i64);
+        self.embed_queue_gauge.set(self.embed_queue() as i64);
     }
 }
 
@@ -342,6 +378,7 @@ impl Collector for StatusCollector {
         }
         d.extend(s.in_flight_gauge.desc());
         d.extend(s.pipeline_watermark_gauge.desc());
+        d.extend(s.embed_queue_gauge.desc());
         d
     }
 
@@ -357,6 +394,7 @@ impl Collector for StatusCollector {
         }
         m.extend(s.in_flight_gauge.collect());
         m.extend(s.pipeline_watermark_gauge.collect());
+        m.extend(s.embed_queue_gauge.collect());
         m
     }
 }

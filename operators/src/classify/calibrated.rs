@@ -213,9 +213,8 @@ impl Layer {
         let mut g = Layer::zeros(k, self.weights[0].len(), self.term_weights[0].len());
         let n = samples.len().max(1) as f64;
         for s in samples {
-            let p = self.probabilities(s);
-            for c in 0..k {
-                let e = balance[s.class] * (p[c] - if c == s.class { 1.0 } else { 0.0 }) / n;
+            for (c, p) in self.probabilities(s).into_iter().enumerate() {
+                let e = balance[s.class] * (p - if c == s.class { 1.0 } else { 0.0 }) / n;
                 for (gw, x) in g.weights[c].iter_mut().zip(&s.embedding) {
                     *gw += e * x;
                 }

@@ -19,6 +19,7 @@ use ideaflow_operators::watermark::{epoch_of, SourceWatermarks};
 use ideaflow_operators::{DeadLetter, Event, Position, Signal};
 use ideaflow_sinks::DeadLetterSink;
 use ideaflow_sources::bus::in_flight::{InFlight, ReadRecord};
+use ideaflow_sources::bus::read_ahead::ReadAhead;
 use ideaflow_sources::bus::runner::{self, BusEvent, BusHandle, ParsedRecord, RunnerSettings};
 use ideaflow_sources::bus::{Bus, BusPosition};
 use ideaflow_sources::replay::{
@@ -97,6 +98,9 @@ const PARK_AT_MOST: Duration = Duration::from_millis(1);
 
 /// Items read ahead of the dataflow by the reading threads.
 const READ_AHEAD: usize = 1024;
+/// Records each bus thread may have handed over and the pipeline not taken
+/// yet (one read more may come on top): the rest stays on the bus.
+const BUS_READ_AHEAD: usize = 4096;
 
 /// An item of the file chain and its watermark once it was read.
 type ReadItem = Result<(Replayed, Option<DateTime<Utc>>), ReplayError>;
@@ -262,19 +266,26 @@ fn start_buses(
     tx: &SyncSender<Arrival>,
     in_flight: &InFlight,
     status: &SourceStatus,
-) -> Vec<BusHandle> {
+) -> (Vec<BusHandle>, Vec<ReadAhead>) {
     buses
         .into_iter()
         .enumerate()
         .map(|(i, bus)| {
             let name = bus.name().to_owned();
-            let handle = runner::spawn(i, bus, tx.clone(), RunnerSettings::default());
+            let read_ahead = ReadAhead::new(BUS_READ_AHEAD);
+            let handle = runner::spawn(
+                i,
+                bus,
+                tx.clone(),
+                RunnerSettings::default(),
+                read_ahead.clone(),
+            );
             let index = in_flight.add_source(name.clone(), handle.acks.clone());
             debug_assert_eq!(index, i);
             status.add_bus(name);
-            handle
+            (handle, read_ahead)
         })
-        .collect()
+        .unzip()
 }
 
 /// Reads every input into the dataflow on this worker until the inputs end
@@ -293,7 +304,7 @@ pub fn drive(
     probe: &ProbeHandle<u64>,
     dead: &mut DeadLetterSink,
     settings: DriveSettings,
-    arrived: &AtomicU64,
+    arrived: &Arc<AtomicU64>,
     sunk: &AtomicU64,
     cutoff: &AtomicU64,
 ) -> Result<(RunSummary, Vec<BusHandle>)> {
@@ -333,8 +344,9 @@ pub fn drive(
         };
     let (tx, items) = sync_channel::<Arrival>(READ_AHEAD);
     let in_flight = live.status.in_flight.clone();
+    live.status.count_through(arrived.clone());
     let reader = files.map(|f| read_files(f, tx.clone()));
-    let handles = start_buses(buses, &tx, &in_flight, &live.status);
+    let (handles, read_ahead) = start_buses(buses, &tx, &in_flight, &live.status);
     drop(tx);
     let mut reading = Reading {
         watermarks: SourceWatermarks::new(live.allowed_lateness, live.idle_after),
@@ -393,6 +405,11 @@ pub fn drive(
                 files_done = true;
             }
             Ok(Arrival::Bus(event)) => {
+                if let BusEvent::Records { source, records } = &event {
+                    if let Some(gate) = read_ahead.get(*source) {
+                        gate.taken(records.len());
+                    }
+                }
                 on_bus_event(event, &mut reading, &live, epoch_secs, open, dead)?;
             }
             // A live input with nothing new: hand over what is buffered.
@@ -440,11 +457,8 @@ pub fn drive(
             }
             // Back-pressure: let embedding and preparation (on any worker of
             // any process) catch up before reading further.
-            while reading
-                .signals
-                .saturating_sub(arrived.load(Ordering::Relaxed))
-                > max_in_flight
-            {
+            live.status.set_signals_read(reading.signals);
+            while live.status.embed_queue() > max_in_flight {
                 worker.step_or_park(Some(PARK_AT_MOST));
             }
             // ... and the rest of the dataflow: epochs wait in the idea state

@@ -14,6 +14,7 @@ pub mod fluvio;
 pub mod in_flight;
 pub mod kafka;
 pub mod kafka_group;
+pub mod read_ahead;
 pub mod redis_streams;
 pub mod runner;
 

@@ -15,6 +15,7 @@ use ideaflow_operators::validate::parse_line;
 use ideaflow_operators::{Event, RejectReason, Rejection};
 
 use super::in_flight::AckMsg;
+use super::read_ahead::ReadAhead;
 use super::{Bus, BusError, BusPosition};
 
 /// A bus record, parsed on the reading thread.
@@ -116,13 +117,24 @@ pub fn spawn<T: From<BusEvent> + Send + 'static>(
     mut bus: Box<dyn Bus>,
     out: SyncSender<T>,
     settings: RunnerSettings,
+    read_ahead: ReadAhead,
 ) -> BusHandle {
     let (acks, ack_rx) = channel::<AckMsg>();
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
     let thread = std::thread::Builder::new()
         .name(format!("ideaflow-bus-{index}"))
-        .spawn(move || run(index, bus.as_mut(), &out, &ack_rx, &stopping, settings))
+        .spawn(move || {
+            run(
+                index,
+                bus.as_mut(),
+                &out,
+                &ack_rx,
+                &stopping,
+                settings,
+                &read_ahead,
+            )
+        })
         .expect("the bus source thread starts");
     BusHandle {
         acks,
@@ -156,6 +168,7 @@ fn run<T: From<BusEvent>>(
     acks: &Receiver<AckMsg>,
     stop: &AtomicBool,
     settings: RunnerSettings,
+    read_ahead: &ReadAhead,
 ) {
     let mut connected = false;
     let mut backoff = Duration::from_millis(100);
@@ -234,6 +247,17 @@ fn run<T: From<BusEvent>>(
                 }
             }
         }
+        // The pipeline has not taken what was read: leave the rest on the
+        // bus (its lag shows it), acknowledging meanwhile.
+        if !read_ahead.has_room() {
+            if last_lag.elapsed() >= settings.lag_every {
+                last_lag = Instant::now();
+                let lag = bus.lag();
+                send(out, stop, BusEvent::Lag { source: index, lag });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
         match bus.poll(settings.batch, settings.wait) {
             Ok(polled) => {
                 if !polled.records.is_empty() {
@@ -252,7 +276,8 @@ fn run<T: From<BusEvent>>(
                                 redelivered: r.redelivered,
                             }
                         })
-                        .collect();
+                        .collect::<Vec<_>>();
+                    read_ahead.sent(records.len());
                     send(
                         out,
                         stop,
