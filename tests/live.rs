@@ -560,31 +560,37 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
 }
 
-#[test]
-fn repeats_are_counted_by_the_partition_they_were_read_from() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = live_config(dir.path());
-    let (_, repeated) = stream_with_repeats(dir.path(), 400, 64);
-    let lines = std::fs::read_to_string(&repeated).unwrap().lines().count() as f64;
-    let name = unique("counted");
-    produce(&stream_url(&name), &repeated);
+/// `ideaflow run` on stream `name` (produced from `input`), serving its API:
+/// scrapes `/metrics` every `every` until every one of `input`'s lines is
+/// acknowledged (every epoch applied and committed), showing each scrape
+/// to `watch`; returns the server and the last scrape.
+fn run_until_acked(
+    config: &Path,
+    input: &Path,
+    name: &str,
+    dir: &Path,
+    every: Duration,
+    mut watch: impl FnMut(&str, &str),
+) -> (Server, String) {
+    let lines = std::fs::read_to_string(input).unwrap().lines().count() as f64;
+    produce(&stream_url(name), input);
     let port = free_port();
     let mut server = Server(
         run_listening(
-            &config,
-            &stream_url(&name),
-            &name,
-            dir.path(),
+            config,
+            &stream_url(name),
+            name,
+            dir,
             &format!("127.0.0.1:{port}"),
         )
         .stdout(Stdio::null())
         .spawn()
         .unwrap(),
     );
-    let labels = format!("{{partition=\"0\",source=\"{}\"}}", stream_url(&name));
-    // Every record acknowledged: every epoch applied and committed.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let text = loop {
+    let labels = format!("{{partition=\"0\",source=\"{}\"}}", stream_url(name));
+    let acked = format!("ideaflow_source_records_acked_total{labels}");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
         assert!(
             Instant::now() < deadline,
             "the records were not all acknowledged"
@@ -592,13 +598,30 @@ fn repeats_are_counted_by_the_partition_they_were_read_from() {
         assert!(server.0.try_wait().unwrap().is_none(), "run stopped");
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             let (_, text) = get(port, "/metrics");
-            let acked = format!("ideaflow_source_records_acked_total{labels}");
+            watch(&text, &labels);
             if metric(&text, &acked) == Some(lines) {
-                break text;
+                return (server, text);
             }
         }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        std::thread::sleep(every);
+    }
+}
+
+#[test]
+fn repeats_are_counted_by_the_partition_they_were_read_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = live_config(dir.path());
+    let (_, repeated) = stream_with_repeats(dir.path(), 400, 64);
+    let name = unique("counted");
+    let mut labels = String::new();
+    let (mut server, text) = run_until_acked(
+        &config,
+        &repeated,
+        &name,
+        dir.path(),
+        Duration::from_millis(200),
+        |_, l| labels = l.to_owned(),
+    );
     let by_partition = metric(
         &text,
         &format!("ideaflow_source_repeats_ignored_total{labels}"),
@@ -673,47 +696,25 @@ fn raw_text_faster_than_the_model_waits_in_a_bounded_queue() {
     generate_stream(&input, 10_000, 93, 2, false);
     let lines = std::fs::read_to_string(&input).unwrap().lines().count() as f64;
     let name = unique("embed_queue");
-    produce(&stream_url(&name), &input);
-    let port = free_port();
-    let mut server = Server(
-        run_listening(
-            &config,
-            &stream_url(&name),
-            &name,
-            dir.path(),
-            &format!("127.0.0.1:{port}"),
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
-    let labels = format!("{{partition=\"0\",source=\"{}\"}}", stream_url(&name));
     let (mut most_queued, mut most_lag) = (0.0f64, 0.0f64);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the records were not all acknowledged"
-        );
-        assert!(server.0.try_wait().unwrap().is_none(), "run stopped");
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            let (_, text) = get(port, "/metrics");
+    let (mut server, text) = run_until_acked(
+        &config,
+        &input,
+        &name,
+        dir.path(),
+        Duration::from_millis(50),
+        |text, labels| {
             most_queued =
-                most_queued.max(metric(&text, "ideaflow_embed_queue_signals").unwrap_or(0.0));
+                most_queued.max(metric(text, "ideaflow_embed_queue_signals").unwrap_or(0.0));
             most_lag = most_lag
-                .max(metric(&text, &format!("ideaflow_source_lag_records{labels}")).unwrap_or(0.0));
-            let acked = format!("ideaflow_source_records_acked_total{labels}");
-            if metric(&text, &acked) == Some(lines) {
-                assert_eq!(
-                    metric(&text, "ideaflow_embed_queue_signals"),
-                    Some(0.0),
-                    "{text}"
-                );
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+                .max(metric(text, &format!("ideaflow_source_lag_records{labels}")).unwrap_or(0.0));
+        },
+    );
+    assert_eq!(
+        metric(&text, "ideaflow_embed_queue_signals"),
+        Some(0.0),
+        "{text}"
+    );
     eprintln!("most queued for the embedder: {most_queued}; most lag: {most_lag}");
     assert!(most_queued > 0.0, "the embedder's queue never showed");
     assert!(
