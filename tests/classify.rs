@@ -423,3 +423,47 @@ fn calibrated_models_hold_on_sets_written_blind_to_the_examples() {
         }
     }
 }
+
+/// The issue's own check: the blind trend posts as signals through `replay`,
+/// each idea's category in `--out` against its label (the same decisions as
+/// `classify --evaluate`: 0.969 measured).
+#[test]
+fn replayed_ideas_get_the_categories_of_the_blind_posts() {
+    let dir = tempfile::tempdir().unwrap();
+    let posts = read_jsonl(&repo_root().join("tests/fixtures/blind/category_posts.jsonl"));
+    let signals: Vec<String> = posts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            serde_json::json!({
+                "id": format!("blind-{i}"), "source": "reddit",
+                "captured_at": format!("2026-01-01T00:{:02}:{:02}Z", i / 60, i % 60),
+                "content": p["text"],
+                "engagement": {"views": 10, "likes": 1, "comments": 0, "shares": 0},
+            })
+            .to_string()
+        })
+        .collect();
+    let input = dir.path().join("posts.jsonl");
+    std::fs::write(&input, signals.join("\n") + "\n").unwrap();
+    let out = dir.path().join("out");
+    replay(&input, &out, &[]);
+    let label: std::collections::BTreeMap<&str, &str> = posts
+        .iter()
+        .map(|p| (p["text"].as_str().unwrap(), p["category"].as_str().unwrap()))
+        .collect();
+    let ideas = read_jsonl(&out.join("ideas.jsonl"));
+    assert_eq!(ideas.len(), posts.len(), "one idea per post");
+    let right = ideas
+        .iter()
+        .filter(|i| {
+            Some(&i["category"].as_str().unwrap_or_default())
+                == label.get(i["content"].as_str().unwrap())
+        })
+        .count();
+    assert!(
+        right as f64 >= 0.9 * ideas.len() as f64,
+        "{right} of {} ideas in their post's category",
+        ideas.len()
+    );
+}
