@@ -111,9 +111,10 @@ pub struct ClassifyArgs {
     #[arg(short, long, default_value = "config/ideaflow.toml")]
     pub config: PathBuf,
     /// `seed`: seed 000's exact algorithm (anchor texts alone, Hunch below
-    /// the confidence threshold). `calibrated`: classes built from the
-    /// anchors and `classifier.examples`, calibrated, Hunch only between
-    /// classes.
+    /// the confidence threshold). `calibrated`: each class's prototype (its
+    /// anchor text with `classifier.examples`) and a linear layer trained on
+    /// those examples over the embedding and the sentence's words (saved in
+    /// `classifier.weights_file`, see --train), Hunch only between classes.
     #[arg(long, value_enum, default_value_t = ClassifyMode::Seed)]
     pub mode: ClassifyMode,
     /// Instead of classifying: measure both modes on this labeled JSONL
