@@ -554,4 +554,28 @@ mod tests {
             ideaflow_operators::validate::parse_line(l.to_string().as_bytes()).unwrap();
         }
     }
+
+    /// Every kind of line the generator writes (signals with base64 or
+    /// numeric vectors or none, feedback, listings, corrections) validates to
+    /// the same event whether or not it takes the fast way.
+    #[test]
+    fn generated_lines_parse_the_same_both_ways() {
+        use ideaflow_operators::validate::{parse_line, parse_line_by_tree};
+        for (synthetic, base64) in [(true, true), (true, false), (false, false)] {
+            let generator = Generator::new(GenOptions {
+                signals: 400,
+                feedback: true,
+                corrections: true,
+                synthetic_embeddings: synthetic,
+                base64_embeddings: base64,
+                ..GenOptions::default()
+            });
+            for line in generator {
+                let bytes = line.to_string().into_bytes();
+                let fast = format!("{:?}", parse_line(&bytes));
+                assert!(fast.starts_with("Ok("), "{fast}");
+                assert_eq!(fast, format!("{:?}", parse_line_by_tree(&bytes)));
+            }
+        }
+    }
 }
