@@ -2,7 +2,7 @@
 //! (random hyperplanes, Charikar's SimHash), so a lookup never scans all ideas.
 //!
 //! Each of `bands` bands hashes a vector to `bits` sign bits of its projections
-//! on random hyperplanes; two vectors at angle θ agree on one bit with
+//! on random directions; two vectors at angle θ agree on one bit with
 //! probability 1 − θ/π, so they share a band's bucket with probability
 //! (1 − θ/π)^bits and are candidates with probability 1 − (1 − (1 − θ/π)^bits)^bands.
 //! With the defaults (40 bands × 16 bits): cosine 0.95 → 0.9997, 0.90 → 0.97,
@@ -10,12 +10,22 @@
 //! check), 0.3 → 0.010, 0.2 → 0.004. So the expected candidates per lookup are
 //! ~1% of the live ideas at the similarity of unrelated texts, and the cost of a
 //! lookup is the bucket reads plus that many 384-d dot products.
-//! Computing the signatures (640 projections) is the heavy part and is done
-//! before the idea state, in parallel on every worker.
+//!
+//! The directions are the rows of a structured random rotation of R^512 (the
+//! vector padded with zeros): three rounds of random sign flips, each followed
+//! by a Walsh–Hadamard transform (`H·D₃·H·D₂·H·D₁`, as in Andoni et al.,
+//! "Practical and Optimal LSH for Angular Distance", 2015). Each rotation
+//! gives 512 sign bits for ~14,000 additions, where 512 dense hyperplanes
+//! cost 196,608 multiply-adds; the defaults' 640 bits take two rotations.
+//! Within a rotation the directions are orthogonal, which only lowers the
+//! variance of the number of agreeing bits (Ji et al., "Super-Bit LSH",
+//! 2012), so the Hamming bounds below stay conservative. The transform is
+//! additions and subtractions of f32 in a fixed order, so every CPU and every
+//! code path gives the same bits.
 //! Candidates are always confirmed with the exact cosine, so LSH only decides
 //! what is compared, never what is merged.
 //!
-//! The hyperplanes come from a fixed seed: the same vector gets the same
+//! The sign flips come from a fixed seed: the same vector gets the same
 //! buckets in every process and on every worker.
 
 use std::collections::HashMap;
@@ -25,7 +35,6 @@ use foldhash::fast::FixedState;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::embed::dot_lanes;
 use crate::EMBEDDING_DIM;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,9 +57,113 @@ impl Default for LshParams {
 /// Buckets of slots keyed by (band, signature).
 pub struct LshIndex {
     params: LshParams,
-    /// bands·bits hyperplanes, row-major, EMBEDDING_DIM each.
-    planes: Vec<f32>,
+    /// ⌈bands·bits / 512⌉ rotations; band `b`'s bits are outputs
+    /// `b·bits .. (b+1)·bits` of the rotations one after another.
+    rotations: Vec<Rotation>,
     buckets: Buckets,
+}
+
+/// Coordinates a rotation works in: the embedding padded with zeros.
+const ROTATED_DIM: usize = 512;
+const _: () = assert!(EMBEDDING_DIM <= ROTATED_DIM && ROTATED_DIM.is_power_of_two());
+
+/// One structured random rotation (up to scale): `H·D₃·H·D₂·H·D₁`, with `Dᵢ`
+/// random ±1 diagonals and `H` the unnormalized Walsh–Hadamard transform.
+struct Rotation {
+    /// The three diagonals, as sign-bit masks to XOR into the floats (±1
+    /// products without a multiply; exact either way).
+    flips: [[u32; ROTATED_DIM]; 3],
+}
+
+impl Rotation {
+    fn random(rng: &mut ChaCha8Rng) -> Self {
+        let mut flips = [[0u32; ROTATED_DIM]; 3];
+        for round in &mut flips {
+            for flip in round.iter_mut() {
+                *flip = if rng.random::<bool>() { 1 << 31 } else { 0 };
+            }
+        }
+        Rotation { flips }
+    }
+
+    /// The rotated vector (scaled by 512^1.5).
+    fn apply(&self, v: &[f32]) -> [f32; ROTATED_DIM] {
+        let mut x = [0f32; ROTATED_DIM];
+        x[..v.len()].copy_from_slice(v);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                unsafe { self.rotate_avx2(&mut x) };
+                return x;
+            }
+        }
+        self.rotate_portable(&mut x);
+        x
+    }
+
+    /// The reference: flips, then butterflies of distance 1, 2, 4, … 256.
+    fn rotate_portable(&self, x: &mut [f32; ROTATED_DIM]) {
+        for flips in &self.flips {
+            for (xi, f) in x.iter_mut().zip(flips) {
+                *xi = f32::from_bits(xi.to_bits() ^ f);
+            }
+            butterflies_from(1, x);
+        }
+    }
+
+    /// The same additions and subtractions, eight lanes at a time: the
+    /// butterflies of distance 1, 2 and 4 inside a register (with the flips,
+    /// in one pass), the wider ones between registers. Each lane's sum or
+    /// difference is of the same two floats as in the reference (a sum's
+    /// operands may be swapped, which IEEE addition does not notice), so the
+    /// result is bit-identical.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rotate_avx2(&self, x: &mut [f32; ROTATED_DIM]) {
+        use std::arch::x86_64::*;
+        // Lanes that take the difference `partner − self` at each distance.
+        const DISTANCE_1: i32 = 0b1010_1010;
+        const DISTANCE_2: i32 = 0b1100_1100;
+        const DISTANCE_4: i32 = 0b1111_0000;
+        for flips in &self.flips {
+            for (chunk, f) in x.chunks_exact_mut(8).zip(flips.chunks_exact(8)) {
+                // SAFETY: both chunks hold exactly eight 32-bit values.
+                unsafe {
+                    let mask = _mm256_castsi256_ps(_mm256_loadu_si256(f.as_ptr().cast()));
+                    let a = _mm256_xor_ps(_mm256_loadu_ps(chunk.as_ptr()), mask);
+                    let b = _mm256_permute_ps::<0b1011_0001>(a);
+                    let a = _mm256_blend_ps::<DISTANCE_1>(_mm256_add_ps(a, b), _mm256_sub_ps(b, a));
+                    let b = _mm256_permute_ps::<0b0100_1110>(a);
+                    let a = _mm256_blend_ps::<DISTANCE_2>(_mm256_add_ps(a, b), _mm256_sub_ps(b, a));
+                    let b = _mm256_permute2f128_ps::<0x01>(a, a);
+                    let a = _mm256_blend_ps::<DISTANCE_4>(_mm256_add_ps(a, b), _mm256_sub_ps(b, a));
+                    _mm256_storeu_ps(chunk.as_mut_ptr(), a);
+                }
+            }
+            butterflies_from(8, x);
+        }
+    }
+}
+
+/// The unnormalized Walsh–Hadamard transform's butterflies of distance
+/// `from`, 2·`from`, … 256, in place. Only additions and subtractions, each
+/// rounded once, so the result does not depend on the vector width the
+/// compiler picks for them.
+#[inline(always)]
+fn butterflies_from(from: usize, x: &mut [f32; ROTATED_DIM]) {
+    let mut h = from;
+    while h < ROTATED_DIM {
+        for block in x.chunks_exact_mut(2 * h) {
+            let (lo, hi) = block.split_at_mut(h);
+            for (a, b) in lo.iter_mut().zip(hi.iter_mut()) {
+                let (s, d) = (*a + *b, *a - *b);
+                *a = s;
+                *b = d;
+            }
+        }
+        h *= 2;
+    }
 }
 
 /// The most (band, signature) keys a [`Buckets::Direct`] table holds: 2^22,
@@ -163,22 +276,12 @@ impl LshIndex {
             ..params
         };
         let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-        // Normal components (Box–Muller) make the hyperplanes' normals uniform on
-        // the sphere, which the angle law above needs.
-        let n = bands * bits * EMBEDDING_DIM;
-        let mut planes = Vec::with_capacity(n);
-        while planes.len() < n {
-            let u1: f64 = 1.0 - rng.random::<f64>();
-            let u2: f64 = rng.random::<f64>();
-            let r = (-2.0 * u1.ln()).sqrt();
-            let t = std::f64::consts::TAU * u2;
-            planes.push((r * t.cos()) as f32);
-            planes.push((r * t.sin()) as f32);
-        }
-        planes.truncate(n);
+        let rotations = (0..(bands * bits).div_ceil(ROTATED_DIM))
+            .map(|_| Rotation::random(&mut rng))
+            .collect();
         LshIndex {
             params,
-            planes,
+            rotations,
             buckets: Buckets::new(bands, bits),
         }
     }
@@ -189,87 +292,34 @@ impl LshIndex {
 
     /// One signature per band.
     pub fn signatures(&self, v: &[f32]) -> Vec<u32> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2, checked just above.
-                return unsafe { self.signatures_avx2(v) };
-            }
-        }
-        self.signatures_portable(v)
-    }
-
-    /// AVX2 intrinsics, four planes per pass: four independent chains of
-    /// additions instead of one (a single chain waits on the adder's
-    /// latency), and each load of `v` serves four planes; the compiler does
-    /// not vectorize the interleaved chains on its own. Multiplies and
-    /// adds stay separate (no FMA) and lanes are summed in order, as in
-    /// [`dot_lanes`], so the signatures are bit-identical to the portable ones.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn signatures_avx2(&self, v: &[f32]) -> Vec<u32> {
-        use std::arch::x86_64::*;
         assert_eq!(v.len(), EMBEDDING_DIM);
-        let bits = self.params.bits;
-        let lane_sum = |acc: __m256| {
-            let mut lanes = [0f32; 8];
-            // SAFETY: `lanes` holds 8 floats.
-            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-            lanes.iter().sum::<f32>() + 0.0
-        };
-        let mut out = Vec::with_capacity(self.params.bands);
-        for band in self.planes.chunks_exact(bits * EMBEDDING_DIM) {
-            let mut sig = 0u32;
-            let mut planes = band.chunks_exact(4 * EMBEDDING_DIM);
-            let mut b = 0;
-            for four in planes.by_ref() {
-                let (p, x) = (four.as_ptr(), v.as_ptr());
-                let mut acc = [_mm256_setzero_ps(); 4];
-                for c in (0..EMBEDDING_DIM).step_by(8) {
-                    // SAFETY: c + 8 ≤ EMBEDDING_DIM, and `four` holds four
-                    // planes of EMBEDDING_DIM floats each.
-                    unsafe {
-                        let xv = _mm256_loadu_ps(x.add(c));
-                        for (k, a) in acc.iter_mut().enumerate() {
-                            let pv = _mm256_loadu_ps(p.add(k * EMBEDDING_DIM + c));
-                            *a = _mm256_add_ps(*a, _mm256_mul_ps(xv, pv));
-                        }
-                    }
-                }
-                for a in acc {
-                    if lane_sum(a) >= 0.0 {
-                        sig |= 1 << b;
-                    }
-                    b += 1;
-                }
+        // Every rotation's sign bits, back to back.
+        let mut signs = vec![0u64; self.rotations.len() * ROTATED_DIM / 64];
+        for (rotation, words) in self
+            .rotations
+            .iter()
+            .zip(signs.chunks_exact_mut(ROTATED_DIM / 64))
+        {
+            for (word, ys) in words.iter_mut().zip(rotation.apply(v).chunks_exact(64)) {
+                *word = ys
+                    .iter()
+                    .enumerate()
+                    .fold(0, |w, (j, &y)| w | (u64::from(y >= 0.0) << j));
             }
-            for plane in planes.remainder().chunks_exact(EMBEDDING_DIM) {
-                if dot_lanes(plane, v) >= 0.0 {
-                    sig |= 1 << b;
-                }
-                b += 1;
-            }
-            out.push(sig);
         }
-        out
-    }
-
-    /// One [`dot_lanes`] per plane: the reference the AVX2 path matches bit
-    /// for bit, and the path of CPUs without AVX2.
-    #[inline(always)]
-    fn signatures_portable(&self, v: &[f32]) -> Vec<u32> {
         let bits = self.params.bits;
-        let mut out = Vec::with_capacity(self.params.bands);
-        for band in self.planes.chunks_exact(bits * EMBEDDING_DIM) {
-            let mut sig = 0u32;
-            for (b, plane) in band.chunks_exact(EMBEDDING_DIM).enumerate() {
-                if dot_lanes(plane, v) >= 0.0 {
-                    sig |= 1 << b;
-                }
-            }
-            out.push(sig);
-        }
-        out
+        (0..self.params.bands)
+            .map(|band| {
+                let at = band * bits;
+                // The (at most 33) bits from `at` on, across a word boundary if need be.
+                let low = signs[at / 64] >> (at % 64);
+                let high = match signs.get(at / 64 + 1) {
+                    Some(&next) if at % 64 != 0 => next << (64 - at % 64),
+                    _ => 0,
+                };
+                ((low | high) & ((1u64 << bits) - 1)) as u32
+            })
+            .collect()
     }
 
     /// The ids in one band's bucket.
@@ -380,38 +430,97 @@ mod tests {
     }
 
     #[test]
-    fn simd_and_portable_signatures_agree() {
+    fn simd_and_portable_rotations_agree() {
         let lsh = LshIndex::new(LshParams::default());
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for _ in 0..50 {
             let v = random_unit(&mut rng);
-            assert_eq!(lsh.signatures(&v), lsh.signatures_portable(&v));
+            for r in &lsh.rotations {
+                let fast = r.apply(&v);
+                let mut reference = [0f32; ROTATED_DIM];
+                reference[..EMBEDDING_DIM].copy_from_slice(&v);
+                r.rotate_portable(&mut reference);
+                assert!(fast
+                    .iter()
+                    .zip(&reference)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+        }
+    }
+
+    /// A rotation keeps lengths and angles (up to its scale, 512^1.5).
+    #[test]
+    fn rotations_are_orthogonal_up_to_scale() {
+        let lsh = LshIndex::new(LshParams::default());
+        assert_eq!(lsh.rotations.len(), 2);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let scale = (ROTATED_DIM as f64).powi(3);
+        for _ in 0..20 {
+            let a = random_unit(&mut rng);
+            let b = at_cosine(&a, 0.7, &mut rng);
+            for r in &lsh.rotations {
+                let (ra, rb) = (r.apply(&a), r.apply(&b));
+                let dot = |x: &[f32], y: &[f32]| -> f64 {
+                    x.iter()
+                        .zip(y)
+                        .map(|(p, q)| f64::from(*p) * f64::from(*q))
+                        .sum()
+                };
+                assert!((dot(&ra, &ra) / scale - 1.0).abs() < 1e-4);
+                assert!((dot(&ra, &rb) / scale - dot(&a, &b)).abs() < 1e-4);
+            }
+        }
+    }
+
+    /// Each bit agrees with probability 1 − θ/π, as for Gaussian hyperplanes.
+    #[test]
+    fn bits_agree_by_the_angle_law() {
+        let lsh = LshIndex::new(LshParams::default());
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        for c in [0.95f32, 0.88, 0.5, 0.2] {
+            let mut differing = 0u64;
+            let pairs = 300;
+            for _ in 0..pairs {
+                let a = random_unit(&mut rng);
+                let b = at_cosine(&a, c, &mut rng);
+                differing += u64::from(LshIndex::hamming(&lsh.signatures(&a), &lsh.signatures(&b)));
+            }
+            let measured = differing as f64 / (pairs * 640) as f64;
+            let expected = f64::from(c).acos() / std::f64::consts::PI;
+            assert!(
+                (measured - expected).abs() < 0.01,
+                "{c}: {measured} vs {expected}"
+            );
         }
     }
 
     #[test]
-    fn blocked_signatures_equal_one_dot_per_plane() {
+    fn signatures_fill_every_band_with_its_bits() {
         let lsh = LshIndex::new(LshParams {
             bands: 5,
-            bits: 7, // not a multiple of four: the remainder path too
+            bits: 7, // 35 bits: part of one rotation
             ..LshParams::default()
         });
+        let wide = LshIndex::new(LshParams {
+            bands: 40,
+            bits: 32, // 1,280 bits: three rotations
+            ..LshParams::default()
+        });
+        assert_eq!(wide.rotations.len(), 3);
         let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let (mut any_high, mut last_band_set) = (false, false);
         for _ in 0..50 {
             let v = random_unit(&mut rng);
-            let reference: Vec<u32> = lsh
-                .planes
-                .chunks_exact(7 * EMBEDDING_DIM)
-                .map(|band| {
-                    band.chunks_exact(EMBEDDING_DIM)
-                        .enumerate()
-                        .fold(0, |sig, (b, p)| {
-                            sig | (u32::from(dot_lanes(p, &v) >= 0.0) << b)
-                        })
-                })
-                .collect();
-            assert_eq!(lsh.signatures(&v), reference);
+            let sigs = lsh.signatures(&v);
+            assert_eq!(sigs.len(), 5);
+            assert!(sigs.iter().all(|s| *s < 1 << 7));
+            any_high |= sigs.iter().any(|s| *s >= 1 << 6);
+            let w = wide.signatures(&v);
+            assert_eq!(w.len(), 40);
+            last_band_set |= w[39] != 0;
+            assert_eq!(lsh.signatures(&v), sigs, "deterministic");
         }
+        assert!(any_high && last_band_set);
     }
 
     #[test]
