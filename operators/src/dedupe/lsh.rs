@@ -314,7 +314,7 @@ impl LshIndex {
                 // The (at most 33) bits from `at` on, across a word boundary if need be.
                 let low = signs[at / 64] >> (at % 64);
                 let high = match signs.get(at / 64 + 1) {
-                    Some(&next) if at % 64 != 0 => next << (64 - at % 64),
+                    Some(&next) if !at.is_multiple_of(64) => next << (64 - at % 64),
                     _ => 0,
                 };
                 ((low | high) & ((1u64 << bits) - 1)) as u32
