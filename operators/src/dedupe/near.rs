@@ -259,16 +259,13 @@ impl NearIndex {
     /// particular order (the caller breaks ties). Embeddings are unit
     /// vectors: dot = cosine.
     pub fn matches(&mut self, query: &[f32], signatures: &[u32], threshold: f32) -> NearMatches {
-        let p = self.lsh.params();
         let tested = FirstBits::of(&self.packed(signatures));
         let max_hamming = self.lsh.max_hamming_over(self.tested_bits, threshold);
         // Gather, sort and dedup first, so that each vector is checked once
         // and the lines are read in address order.
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
-        for (band, sig) in signatures.iter().enumerate().take(p.bands) {
-            ids.extend_from_slice(self.lsh.bucket(band, *sig));
-        }
+        self.lsh.gather(signatures, &mut ids);
         // A radix sort: thousands of candidates in dense clusters, whose
         // comparison sort was a large part of worker 0's time at 1M signals.
         radsort::sort(&mut ids);
