@@ -173,7 +173,12 @@ fn measure(input: &Path, layout: Layout, port: u16) -> Result<[f64; 5]> {
             String::from_utf8_lossy(&out.stderr)
         );
         let text = String::from_utf8_lossy(&out.stdout);
+        // The figures are the last line (timely prints its connection
+        // progress to standard output before).
         let f: Vec<f64> = text
+            .lines()
+            .last()
+            .unwrap_or_default()
             .split_whitespace()
             .map(|x| x.parse().unwrap_or(0.0))
             .collect();
