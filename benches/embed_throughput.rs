@@ -3,8 +3,11 @@
 //!
 //!     scripts/bench-embed.sh            # sets up sentence-transformers, then runs this
 //!     cargo bench --bench embed_throughput -- --threads 2 --texts 512
+//!     cargo bench --bench embed_throughput -- --precisions f32,bf16
 //!
-//! Prints texts/s for each side and the ratio ideaflow / sentence-transformers.
+//! Prints texts/s for each side and the ratio ideaflow / sentence-transformers,
+//! for each `model.precision` (by default f32, and bf16 where the CPU has
+//! AVX-512 BF16), the precisions alternating within each batch size.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -23,6 +26,7 @@ struct Args {
     min_secs: f64,
     python: String,
     blas: Option<String>,
+    precisions: Vec<String>,
 }
 
 fn parse_args() -> Args {
@@ -33,6 +37,11 @@ fn parse_args() -> Args {
         min_secs: 3.0,
         python: "python3".into(),
         blas: None,
+        precisions: if ideaflow::blas::cpu_has_bf16() {
+            vec!["f32".into(), "bf16".into()]
+        } else {
+            vec!["f32".into()]
+        },
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -50,6 +59,7 @@ fn parse_args() -> Args {
             "--min-secs" => a.min_secs = next.parse().expect("--min-secs S"),
             "--python" => a.python = next,
             "--blas" => a.blas = Some(next),
+            "--precisions" => a.precisions = next.split(',').map(str::to_owned).collect(),
             _ => {
                 i += 1;
                 continue; // cargo bench passes --bench
@@ -105,31 +115,47 @@ fn main() {
     model_config.mkl_lib = root.join(&model_config.mkl_lib);
     let blas = ideaflow::blas::load(&model_config).expect("BLAS loads");
     let backend = if blas.is_some() { "MKL" } else { "candle gemm" };
-    let mut ours = Vec::new();
+    let precisions: Vec<_> = args
+        .precisions
+        .iter()
+        .map(|p| {
+            let config = ideaflow::config::ModelConfig {
+                precision: p.clone(),
+                ..model_config.clone()
+            };
+            ideaflow::blas::precision(&config, blas.as_ref())
+                .expect("a precision this machine offers")
+        })
+        .collect();
+    // ours[precision][batch]
+    let mut ours = vec![Vec::new(); precisions.len()];
     for &b in &args.batches {
-        // The cache is off: every text runs through the model.
-        let mut e = Embedder::load(
-            &files,
-            EmbedderOptions {
-                max_batch: b,
-                cache_capacity: 0,
-                blas,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        e.embed(&texts[..32.min(texts.len())]).unwrap(); // warm up
-        let (mut done, start) = (0usize, Instant::now());
-        loop {
-            for chunk in texts.chunks(b) {
-                e.embed(chunk).unwrap();
+        for (i, &precision) in precisions.iter().enumerate() {
+            // The cache is off: every text runs through the model.
+            let mut e = Embedder::load(
+                &files,
+                EmbedderOptions {
+                    max_batch: b,
+                    cache_capacity: 0,
+                    blas,
+                    precision,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            e.embed(&texts[..32.min(texts.len())]).unwrap(); // warm up
+            let (mut done, start) = (0usize, Instant::now());
+            loop {
+                for chunk in texts.chunks(b) {
+                    e.embed(chunk).unwrap();
+                }
+                done += texts.len();
+                if start.elapsed().as_secs_f64() >= args.min_secs {
+                    break;
+                }
             }
-            done += texts.len();
-            if start.elapsed().as_secs_f64() >= args.min_secs {
-                break;
-            }
+            ours[i].push(done as f64 / start.elapsed().as_secs_f64());
         }
-        ours.push(done as f64 / start.elapsed().as_secs_f64());
     }
     let batches = args
         .batches
@@ -176,16 +202,26 @@ fn main() {
         / texts.len() as f64;
     println!("embedding throughput: {} texts (~{avg_tokens:.1} words each), {} thread(s), dense layers on {backend}", texts.len(), args.threads);
     println!(
-        "{:>6} {:>16} {:>22} {:>8}",
-        "batch", "ideaflow texts/s", "sentence-transformers", "ratio"
+        "{:>6} {:>10} {:>16} {:>22} {:>8} {:>10}",
+        "batch", "precision", "ideaflow texts/s", "sentence-transformers", "ratio", "vs f32"
     );
-    for (i, &b) in args.batches.iter().enumerate() {
+    for (j, &b) in args.batches.iter().enumerate() {
         let st = theirs
             .as_ref()
             .and_then(|v| v["texts_per_sec"][b.to_string()].as_f64());
-        match st {
-            Some(s) => println!("{b:>6} {:>16.1} {s:>22.1} {:>7.2}x", ours[i], ours[i] / s),
-            None => println!("{b:>6} {:>16.1} {:>22} {:>8}", ours[i], "n/a", "n/a"),
+        for (i, name) in args.precisions.iter().enumerate() {
+            let rate = ours[i][j];
+            let vs_f32 = format!("{:.2}x", rate / ours[0][j]);
+            match st {
+                Some(s) => println!(
+                    "{b:>6} {name:>10} {rate:>16.1} {s:>22.1} {:>7.2}x {vs_f32:>10}",
+                    rate / s
+                ),
+                None => println!(
+                    "{b:>6} {name:>10} {rate:>16.1} {:>22} {:>8} {vs_f32:>10}",
+                    "n/a", "n/a"
+                ),
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use ideaflow_operators::embed::{Embedder, EmbedderOptions, ModelFiles};
+use ideaflow_operators::embed::{Embedder, EmbedderOptions, ModelFiles, Precision};
 
 fn reference() -> Vec<serde_json::Value> {
     read_jsonl(&repo_root().join("tests/fixtures/embedding_reference.jsonl"))
@@ -108,6 +108,90 @@ fn mkl_path_matches_and_is_batch_invariant() {
         .map(|t| single.embed(&[*t]).unwrap().remove(0))
         .collect();
     assert_eq!(a, b);
+}
+
+/// `model.precision = "bf16"` where the CPU has AVX-512 BF16: every vector
+/// of the fixture (many languages, emoji, empty, past 256 tokens) at cosine
+/// ≥ 0.999 to the f32 path's and to sentence-transformers', and bit-identical
+/// whatever it is batched with. Elsewhere the setting is refused, saying why.
+#[test]
+fn bf16_path_holds_the_f32_vectors_and_is_batch_invariant() {
+    let config = ideaflow::config::ModelConfig {
+        blas: "mkl".into(),
+        mkl_lib: std::env::var_os("IDEAFLOW_MKL_LIB")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("state/mkl/lib/libmkl_rt.so.2")),
+        precision: "bf16".into(),
+        ..Default::default()
+    };
+    let blas = ideaflow::blas::load(&config).expect("MKL loads (scripts/setup.sh)");
+    if !ideaflow::blas::cpu_has_bf16() {
+        let err = ideaflow::blas::precision(&config, blas.as_ref()).unwrap_err();
+        assert!(err.to_string().contains("AVX-512 BF16"), "{err}");
+        eprintln!("this CPU has no AVX-512 BF16: checked that bf16 is refused");
+        return;
+    }
+    let precision = ideaflow::blas::precision(&config, blas.as_ref()).expect("bf16 offered");
+    assert_eq!(precision, Precision::Bf16);
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    let mut f32_path = load(EmbedderOptions {
+        blas,
+        ..Default::default()
+    });
+    let mut batched = load(EmbedderOptions {
+        blas,
+        precision,
+        ..Default::default()
+    });
+    let mut single = load(EmbedderOptions {
+        blas,
+        precision,
+        max_batch: 1,
+        cache_capacity: 0,
+        ..Default::default()
+    });
+    let full = f32_path.embed(&texts).unwrap();
+    let b = batched.embed(&texts).unwrap();
+    for ((r, v), w) in refs.iter().zip(&b).zip(&full) {
+        assert_ne!(
+            v, w,
+            "{}: bf16 gave the f32 vector: is bf16 in use?",
+            r["id"]
+        );
+        let to_f32 = cosine(v, w);
+        let to_st = cosine(v, &floats(&r["embedding"]));
+        assert!(
+            to_f32 >= 0.999 && to_st >= 0.999,
+            "{}: cosine {to_f32} / {to_st}",
+            r["id"]
+        );
+    }
+    let a: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|t| single.embed(&[*t]).unwrap().remove(0))
+        .collect();
+    assert_eq!(a, b);
+}
+
+/// Precisions this build does not offer are refused with what to set instead.
+#[test]
+fn unoffered_precisions_are_refused_with_the_alternative() {
+    for (precision, blas, says) in [
+        ("int8", "mkl", "not offered"),
+        ("fp8", "mkl", "use \"f32\" or \"bf16\""),
+        ("bf16", "builtin", "MKL"),
+    ] {
+        let config = ideaflow::config::ModelConfig {
+            blas: blas.into(),
+            mkl_lib: repo_root().join("state/mkl/lib/libmkl_rt.so.2"),
+            precision: precision.into(),
+            ..Default::default()
+        };
+        let loaded = ideaflow::blas::load(&config).unwrap();
+        let err = ideaflow::blas::precision(&config, loaded.as_ref()).unwrap_err();
+        assert!(err.to_string().contains(says), "{precision}: {err}");
+    }
 }
 
 #[test]

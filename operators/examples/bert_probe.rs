@@ -20,7 +20,7 @@ fn main() {
     } else {
         Some(unsafe { ideaflow_operators::embed::Blas::from_raw(*f) })
     };
-    let m = MiniLm::load(&files, blas).unwrap();
+    let m = MiniLm::load(&files, blas, ideaflow_operators::embed::Precision::F32).unwrap();
     let ids: Vec<u32> = (0..16).map(|i| 1000 + i).collect();
     let batch: Vec<&[u32]> = (0..32).map(|_| ids.as_slice()).collect();
     for _ in 0..3 {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
-use ideaflow_operators::embed::{Blas, CblasSgemm};
+use ideaflow_operators::embed::{Blas, CblasGemmBf16, CblasSgemm, Precision};
 
 use crate::config::ModelConfig;
 
@@ -40,6 +40,47 @@ pub fn load(config: &ModelConfig) -> Result<Option<Blas>> {
             }
         }
         other => bail!("model.blas = {other:?}: use \"auto\", \"mkl\" or \"builtin\""),
+    }
+}
+
+/// `model.precision`, checked against this CPU and `blas`: bf16 only where
+/// the CPU multiplies bf16 natively (AVX-512 BF16 or AMX), through MKL.
+pub fn precision(config: &ModelConfig, blas: Option<&Blas>) -> Result<Precision> {
+    match config.precision.as_str() {
+        "f32" => Ok(Precision::F32),
+        "bf16" => {
+            if !cpu_has_bf16() {
+                bail!(
+                    "model.precision = \"bf16\": this CPU has no AVX-512 BF16, \
+                     so bf16 products would be emulated and slower than f32; set model.precision = \"f32\""
+                );
+            }
+            if !blas.is_some_and(Blas::has_bf16) {
+                bail!(
+                    "model.precision = \"bf16\" needs Intel MKL's cblas_gemm_bf16bf16f32: set \
+                     model.blas = \"auto\" or \"mkl\" and run scripts/setup.sh (it installs MKL), or set \
+                     model.precision = \"f32\""
+                );
+            }
+            Ok(Precision::Bf16)
+        }
+        "int8" => bail!(
+            "model.precision = \"int8\" is not offered: no int8 path is built yet; use \"f32\" or \"bf16\""
+        ),
+        other => bail!("model.precision = {other:?}: use \"f32\" or \"bf16\""),
+    }
+}
+
+/// Whether the CPU multiplies bfloat16 natively.
+pub fn cpu_has_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Every CPU with AMX-BF16 has AVX-512 BF16 too.
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -80,7 +121,14 @@ fn load_mkl(path: &Path, threads: usize) -> Result<Blas> {
         let sgemm: libloading::Symbol<'_, CblasSgemm> = lib
             .get(b"cblas_sgemm\0")
             .context("the MKL library has no cblas_sgemm")?;
-        Ok(Blas::from_raw(*sgemm))
+        let blas = Blas::from_raw(*sgemm);
+        // MKL since 2019 has the bf16 product; an older one still serves f32.
+        Ok(
+            match lib.get::<CblasGemmBf16>(b"cblas_gemm_bf16bf16f32\0") {
+                Ok(gemm_bf16) => blas.with_bf16(*gemm_bf16),
+                Err(_) => blas,
+            },
+        )
     }
 }
 

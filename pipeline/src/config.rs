@@ -211,6 +211,10 @@ pub struct ModelConfig {
     pub blas: String,
     /// Intel MKL runtime library. Env: IDEAFLOW_MKL_LIB.
     pub mkl_lib: PathBuf,
+    /// Number format of the dense layers' products: "f32" (default) or
+    /// "bf16" (CPUs with AVX-512 BF16 or AMX, through MKL; vectors at cosine
+    /// ≥ 0.999 to f32's, but not bit-identical to them).
+    pub precision: String,
 }
 
 impl Default for ModelConfig {
@@ -223,6 +227,7 @@ impl Default for ModelConfig {
             threads: 0,
             blas: "auto".into(),
             mkl_lib: PathBuf::from("state/mkl/lib/libmkl_rt.so.2"),
+            precision: "f32".into(),
         }
     }
 }

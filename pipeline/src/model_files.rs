@@ -26,11 +26,13 @@ fn read_model_files(dir: &Path) -> Result<ModelFiles> {
 }
 
 fn embedder_options(config: &ModelConfig) -> Result<EmbedderOptions> {
+    let blas = crate::blas::load(config)?;
     Ok(EmbedderOptions {
         max_batch: config.max_batch,
         max_batch_tokens: config.max_batch_tokens,
         cache_capacity: config.cache_capacity,
-        blas: crate::blas::load(config)?,
+        precision: crate::blas::precision(config, blas.as_ref())?,
+        blas,
     })
 }
 

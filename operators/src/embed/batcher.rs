@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::gemm::Blas;
+use super::gemm::{Blas, Precision};
 use super::model::MiniLm;
 use super::{EmbedError, EmbeddingCache, ModelFiles};
 
@@ -19,6 +19,9 @@ pub struct EmbedderOptions {
     pub cache_capacity: usize,
     /// A host BLAS for the dense layers; candle's gemm when `None`.
     pub blas: Option<Blas>,
+    /// The dense products' number format; [`Precision::Bf16`] needs `blas`
+    /// with a bf16 product.
+    pub precision: Precision,
 }
 
 impl Default for EmbedderOptions {
@@ -28,6 +31,7 @@ impl Default for EmbedderOptions {
             max_batch_tokens: 16_384,
             cache_capacity: 100_000,
             blas: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -85,7 +89,7 @@ pub struct Embedder {
 impl Embedder {
     pub fn load(files: &ModelFiles, options: EmbedderOptions) -> Result<Self, EmbedError> {
         Ok(Embedder {
-            model: MiniLm::load(files, options.blas)?,
+            model: MiniLm::load(files, options.blas, options.precision)?,
             cache: EmbeddingCache::new(options.cache_capacity),
             options,
             forward_passes: 0,

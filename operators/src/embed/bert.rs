@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 
-use super::gemm::{self, Blas};
+use super::gemm::{self, bf16_bits, Blas, Precision};
 
 /// A dense layer's transposed weight, (in, out) contiguous, in the one form
 /// its product reads: the dense weights are ~21 M floats, so keeping both
@@ -23,6 +23,8 @@ enum Weight {
     Tensor(Tensor),
     /// For a host BLAS, as a plain buffer.
     Host(Blas, Vec<f32>),
+    /// For a host BLAS's bf16 product, rounded once at load.
+    HostBf16(Blas, Vec<u16>),
 }
 
 struct Dense {
@@ -48,14 +50,22 @@ impl Dense {
         })
     }
 
-    /// The layer with its weight moved to `blas`'s form, when there is one.
-    fn for_blas(self, blas: Option<Blas>) -> candle_core::Result<Self> {
-        match (blas, self.weight_t) {
-            (Some(blas), Weight::Tensor(w)) => Ok(Dense {
+    /// The layer with its weight moved to `blas`'s form, when there is one,
+    /// in `precision`.
+    fn for_blas(self, blas: Option<Blas>, precision: Precision) -> candle_core::Result<Self> {
+        match (blas, self.weight_t, precision) {
+            (Some(blas), Weight::Tensor(w), Precision::F32) => Ok(Dense {
                 weight_t: Weight::Host(blas, w.flatten_all()?.to_vec1()?),
                 ..self
             }),
-            (_, weight_t) => Ok(Dense { weight_t, ..self }),
+            (Some(blas), Weight::Tensor(w), Precision::Bf16) => {
+                let w: Vec<f32> = w.flatten_all()?.to_vec1()?;
+                Ok(Dense {
+                    weight_t: Weight::HostBf16(blas, w.into_iter().map(bf16_bits).collect()),
+                    ..self
+                })
+            }
+            (_, weight_t, _) => Ok(Dense { weight_t, ..self }),
         }
     }
 
@@ -66,7 +76,7 @@ impl Dense {
             .iter()
             .map(|p| match &p.weight_t {
                 Weight::Tensor(w) => Ok(w),
-                Weight::Host(..) => Err(candle_core::Error::Msg(
+                Weight::Host(..) | Weight::HostBf16(..) => Err(candle_core::Error::Msg(
                     "dense layers are fused before their weights move to the host BLAS".into(),
                 )),
             })
@@ -83,6 +93,11 @@ impl Dense {
                 x.dim(0)?,
                 self.bias_vec.len(),
             ),
+            Weight::HostBf16(blas, w) => gemm::tensor(
+                blas.dense_bf16(x, w, &self.bias_vec)?,
+                x.dim(0)?,
+                self.bias_vec.len(),
+            ),
             Weight::Tensor(w) => x.matmul(w)?.broadcast_add(&self.bias),
         }
     }
@@ -92,6 +107,11 @@ impl Dense {
         match &self.weight_t {
             Weight::Host(blas, w) => {
                 let mut out = blas.dense(x, w, &self.bias_vec)?;
+                gelu_in_place(&mut out, self.bias_vec.len(), None);
+                gemm::tensor(out, x.dim(0)?, self.bias_vec.len())
+            }
+            Weight::HostBf16(blas, w) => {
+                let mut out = blas.dense_bf16(x, w, &self.bias_vec)?;
                 gelu_in_place(&mut out, self.bias_vec.len(), None);
                 gemm::tensor(out, x.dim(0)?, self.bias_vec.len())
             }
@@ -146,7 +166,12 @@ pub struct Bert {
 }
 
 impl Bert {
-    pub fn load(vb: VarBuilder, cfg: &Config, blas: Option<Blas>) -> candle_core::Result<Self> {
+    pub fn load(
+        vb: VarBuilder,
+        cfg: &Config,
+        blas: Option<Blas>,
+        precision: Precision,
+    ) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
         let word = candle_nn::embedding(cfg.vocab_size, h, vb.pp("embeddings.word_embeddings"))?;
         let position = vb.get(
@@ -165,9 +190,9 @@ impl Bert {
             let k = Dense::load(&vb, &format!("{p}.attention.self.key"), h, h)?;
             let v = Dense::load(&vb, &format!("{p}.attention.self.value"), h, h)?;
             layers.push(Layer {
-                qkv: Dense::fused(&[q, k, v])?.for_blas(blas)?,
+                qkv: Dense::fused(&[q, k, v])?.for_blas(blas, precision)?,
                 attn_out: Dense::load(&vb, &format!("{p}.attention.output.dense"), h, h)?
-                    .for_blas(blas)?,
+                    .for_blas(blas, precision)?,
                 attn_norm: Norm::load(
                     &vb,
                     &format!("{p}.attention.output.LayerNorm"),
@@ -180,9 +205,9 @@ impl Bert {
                     h,
                     cfg.intermediate_size,
                 )?
-                .for_blas(blas)?,
+                .for_blas(blas, precision)?,
                 output: Dense::load(&vb, &format!("{p}.output.dense"), cfg.intermediate_size, h)?
-                    .for_blas(blas)?,
+                    .for_blas(blas, precision)?,
                 out_norm: Norm::load(&vb, &format!("{p}.output.LayerNorm"), h, cfg.layer_norm_eps)?,
             });
         }

@@ -1,6 +1,8 @@
 //! Matrix products for the model's dense layers. By default candle's built-in
 //! gemm; when the host hands in a CBLAS `sgemm` (the pipeline loads Intel MKL
-//! when present), dense layers call it directly on the tensors' buffers.
+//! when present), dense layers call it directly on the tensors' buffers, and
+//! with [`Precision::Bf16`] they call MKL's `cblas_gemm_bf16bf16f32` (bf16
+//! inputs, f32 sums: AMX or AVX-512 BF16 where the CPU has them).
 
 use candle_core::{Device, Storage, Tensor};
 
@@ -22,6 +24,36 @@ pub type CblasSgemm = unsafe extern "C" fn(
     ldc: i32,
 );
 
+/// MKL's `cblas_gemm_bf16bf16f32`: `sgemm`'s contract with the two inputs
+/// in bfloat16 (`MKL_BF16`, the top 16 bits of an f32) and f32 sums.
+pub type CblasGemmBf16 = unsafe extern "C" fn(
+    layout: i32,
+    trans_a: i32,
+    trans_b: i32,
+    m: i32,
+    n: i32,
+    k: i32,
+    alpha: f32,
+    a: *const u16,
+    lda: i32,
+    b: *const u16,
+    ldb: i32,
+    beta: f32,
+    c: *mut f32,
+    ldc: i32,
+);
+
+/// The number format of the dense layers' products (`model.precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 throughout: vectors at cosine ≥ 0.999 to sentence-transformers'.
+    #[default]
+    F32,
+    /// Weights and activations rounded to bfloat16 for the dense products,
+    /// sums and everything else in f32; needs a BLAS with a bf16 product.
+    Bf16,
+}
+
 const CBLAS_ROW_MAJOR: i32 = 101;
 const CBLAS_NO_TRANS: i32 = 111;
 
@@ -30,13 +62,85 @@ const CBLAS_NO_TRANS: i32 = 111;
 #[derive(Clone, Copy, Debug)]
 pub struct Blas {
     sgemm: CblasSgemm,
+    gemm_bf16: Option<CblasGemmBf16>,
 }
 
 impl Blas {
     /// # Safety
     /// `sgemm` must implement the CBLAS `cblas_sgemm` contract and outlive every embedder.
     pub unsafe fn from_raw(sgemm: CblasSgemm) -> Self {
-        Blas { sgemm }
+        Blas {
+            sgemm,
+            gemm_bf16: None,
+        }
+    }
+
+    /// This BLAS with a bf16 product for [`Precision::Bf16`].
+    ///
+    /// # Safety
+    /// `gemm_bf16` must implement MKL's `cblas_gemm_bf16bf16f32` contract and
+    /// outlive every embedder.
+    pub unsafe fn with_bf16(self, gemm_bf16: CblasGemmBf16) -> Self {
+        Blas {
+            gemm_bf16: Some(gemm_bf16),
+            ..self
+        }
+    }
+
+    /// Whether [`Blas::dense_bf16`] can run.
+    pub fn has_bf16(&self) -> bool {
+        self.gemm_bf16.is_some()
+    }
+
+    /// `out = bf16(x) · w + bias` for row-major x (n, k) in f32, w (k, m) in
+    /// bf16, bias (m); the sums in f32. A product of one row goes to another
+    /// MKL kernel whose sums round differently from the same row's in a
+    /// larger product, so one row is multiplied as two (the second zero):
+    /// a text's vector never depends on what it was batched with.
+    pub fn dense_bf16(&self, x: &Tensor, w: &[u16], bias: &[f32]) -> candle_core::Result<Vec<f32>> {
+        let Some(gemm) = self.gemm_bf16 else {
+            candle_core::bail!("this BLAS has no bf16 product: set model.precision = \"f32\"")
+        };
+        let (n, k) = x.dims2()?;
+        let m = bias.len();
+        debug_assert_eq!(w.len(), k * m);
+        let x = x.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("BLAS dense layers need CPU tensors")
+        };
+        let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + n * k];
+        let rows = n.max(2);
+        let mut a = vec![0u16; rows * k];
+        for (b, &f) in a.iter_mut().zip(xs) {
+            *b = bf16_bits(f);
+        }
+        let mut out = Vec::with_capacity(rows * m);
+        for _ in 0..rows {
+            out.extend_from_slice(bias);
+        }
+        // SAFETY: a (rows, k), w (k, m) and out (rows, m) are sized as the call
+        // states; `with_bf16`'s contract covers the function pointer.
+        unsafe {
+            gemm(
+                CBLAS_ROW_MAJOR,
+                CBLAS_NO_TRANS,
+                CBLAS_NO_TRANS,
+                rows as i32,
+                m as i32,
+                k as i32,
+                1.0,
+                a.as_ptr(),
+                k as i32,
+                w.as_ptr(),
+                m as i32,
+                1.0,
+                out.as_mut_ptr(),
+                m as i32,
+            );
+        }
+        out.truncate(n * m);
+        Ok(out)
     }
 
     /// `out = x · w + bias` for row-major x (n, k), w (k, m), bias (m).
@@ -80,4 +184,35 @@ impl Blas {
 
 pub fn tensor(data: Vec<f32>, rows: usize, cols: usize) -> candle_core::Result<Tensor> {
     Tensor::from_vec(data, (rows, cols), &Device::Cpu)
+}
+
+/// `f` rounded to the nearest bfloat16 (ties to even), as its 16 bits. The
+/// model's activations and weights are finite, so NaN needs no care.
+#[inline]
+pub fn bf16_bits(f: f32) -> u16 {
+    let bits = f.to_bits();
+    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bf16_bits;
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        let back = |b: u16| f32::from_bits(u32::from(b) << 16);
+        assert_eq!(back(bf16_bits(1.0)), 1.0);
+        assert_eq!(back(bf16_bits(-2.5)), -2.5);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even 1.
+        assert_eq!(back(bf16_bits(1.0 + 1.0 / 256.0)), 1.0);
+        assert_eq!(back(bf16_bits(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
+        // Just above halfway rounds up.
+        assert_eq!(
+            back(bf16_bits(f32::from_bits(0x3f80_8001))),
+            1.0 + 1.0 / 128.0
+        );
+        for x in [0.1f32, -3.7e-5, 123.456, 1e30] {
+            assert!(((back(bf16_bits(x)) - x) / x).abs() <= 1.0 / 256.0);
+        }
+    }
 }

@@ -13,7 +13,7 @@ mod model;
 
 pub use batcher::{padded_width, BatchPlan, Embedder, EmbedderOptions, WIDTH_QUANTUM};
 pub use cache::EmbeddingCache;
-pub use gemm::{Blas, CblasSgemm};
+pub use gemm::{bf16_bits, Blas, CblasGemmBf16, CblasSgemm, Precision};
 pub use model::MiniLm;
 
 /// The three files of a sentence-transformers model folder, as bytes.
@@ -31,6 +31,8 @@ pub enum EmbedError {
     Tokenizer(String),
     #[error("the model weights could not be loaded or run ({0}); re-run scripts/setup.sh to restore model.safetensors")]
     Candle(#[from] candle_core::Error),
+    #[error("model.precision = \"bf16\" needs Intel MKL with cblas_gemm_bf16bf16f32 (model.blas = \"auto\" or \"mkl\", MKL installed by scripts/setup.sh); set model.precision = \"f32\" otherwise")]
+    NoBf16Product,
 }
 
 /// Cosine similarity of two vectors of the same length (0 when either is zero).

@@ -5,7 +5,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 
 use super::bert::Bert;
-use super::gemm::Blas;
+use super::gemm::{Blas, Precision};
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::{EmbedError, ModelFiles};
@@ -22,7 +22,14 @@ pub struct MiniLm {
 }
 
 impl MiniLm {
-    pub fn load(files: &ModelFiles, blas: Option<Blas>) -> Result<Self, EmbedError> {
+    pub fn load(
+        files: &ModelFiles,
+        blas: Option<Blas>,
+        precision: Precision,
+    ) -> Result<Self, EmbedError> {
+        if precision == Precision::Bf16 && !blas.is_some_and(|b| b.has_bf16()) {
+            return Err(EmbedError::NoBf16Product);
+        }
         let config: Config =
             serde_json::from_slice(&files.config_json).map_err(EmbedError::Config)?;
         let mut tokenizer = Tokenizer::from_bytes(&files.tokenizer_json)
@@ -39,7 +46,7 @@ impl MiniLm {
         let device = Device::Cpu;
         let vb =
             VarBuilder::from_slice_safetensors(&files.weights_safetensors, DType::F32, &device)?;
-        let bert = Bert::load(vb, &config, blas)?;
+        let bert = Bert::load(vb, &config, blas, precision)?;
         Ok(MiniLm {
             bert,
             tokenizer,
