@@ -9,7 +9,7 @@
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -52,8 +52,34 @@ struct Evaluation {
     cohesion: f64,
 }
 
-impl ScoringInputs<'_> {
-    fn evaluate(&self, idea: &LiveIdea) -> Evaluation {
+/// The categories' top topic sets already looked up in a run, by the address
+/// of the category's shared name: ideas share one name per category (a
+/// handful in all), so a short scan of pointers replaces a hash and a string
+/// comparison per idea per tick.
+#[derive(Default)]
+struct TopSets<'a> {
+    seen: Vec<(*const u8, u64, &'a [String])>,
+}
+
+impl<'a> TopSets<'a> {
+    /// Past this many names the scan would cost more than the lookup.
+    const MOST: usize = 32;
+
+    fn get(&mut self, topics: &'a TopicCounts, category: &Arc<str>) -> (u64, &'a [String]) {
+        let key = category.as_ptr();
+        if let Some(&(_, generation, set)) = self.seen.iter().find(|(k, ..)| *k == key) {
+            return (generation, set);
+        }
+        let (generation, set) = topics.top_set_with_generation(category);
+        if self.seen.len() < Self::MOST {
+            self.seen.push((key, generation, set));
+        }
+        (generation, set)
+    }
+}
+
+impl<'a> ScoringInputs<'a> {
+    fn evaluate(&self, idea: &LiveIdea, top_sets: &mut TopSets<'a>) -> Evaluation {
         let row = &idea.row;
         let p = self.scoring;
         let hours = (self.watermark - idea.peak) as f64 / 3600.0;
@@ -74,8 +100,8 @@ impl ScoringInputs<'_> {
         let novelty = score::novelty(to_category);
         let (generation, top) = row
             .category
-            .as_deref()
-            .map_or((0, &[][..]), |c| self.topics.top_set_with_generation(c));
+            .as_ref()
+            .map_or((0, &[][..]), |c| top_sets.get(self.topics, c));
         let cohesion = idea
             .cohesion
             .at(generation)
@@ -106,12 +132,13 @@ impl ScoringInputs<'_> {
         rows: &mut [MaybeUninit<Change>],
     ) -> usize {
         let mut written = 0;
+        let mut top_sets = TopSets::default();
         for (i, &slot) in slots.iter().enumerate() {
             prefetch_ahead(ideas, base, slots, i);
             let Some(idea) = ideas[slot as usize - base].as_deref_mut() else {
                 continue;
             };
-            let e = self.evaluate(idea);
+            let e = self.evaluate(idea, &mut top_sets);
             idea.cohesion = KnownCohesion {
                 generation: e.generation,
                 value: e.cohesion,
