@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use ideaflow_operators::embed::{Embedder, EmbedderOptions, ModelFiles, Precision};
+use ideaflow_operators::embed::{Blas, Embedder, EmbedderOptions, ModelFiles, Precision};
 
 fn reference() -> Vec<serde_json::Value> {
     read_jsonl(&repo_root().join("tests/fixtures/embedding_reference.jsonl"))
@@ -71,6 +71,21 @@ fn batching_and_cache_do_not_change_results() {
 /// meets the same bar: reference cosine, and bit-identical across batching.
 #[test]
 fn mkl_path_matches_and_is_batch_invariant() {
+    let blas = ideaflow::blas::load(&mkl_config("f32")).expect("MKL loads");
+    assert!(blas.is_some());
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    let (mut batched, mut single) = batched_and_single(blas, Precision::F32);
+    let b = batched.embed(&texts).unwrap();
+    for (r, v) in refs.iter().zip(&b) {
+        let c = cosine(v, &floats(&r["embedding"]));
+        assert!(c >= 0.999, "{}: cosine {c}", r["id"]);
+    }
+    assert_eq!(one_at_a_time(&mut single, &texts), b);
+}
+
+/// The model config for MKL (what scripts/setup.sh installs) in `precision`.
+fn mkl_config(precision: &str) -> ideaflow::config::ModelConfig {
     let lib = std::env::var_os("IDEAFLOW_MKL_LIB")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| repo_root().join("state/mkl/lib/libmkl_rt.so.2"));
@@ -79,35 +94,37 @@ fn mkl_path_matches_and_is_batch_invariant() {
         "MKL is not installed at {}: run scripts/setup.sh",
         lib.display()
     );
-    let config = ideaflow::config::ModelConfig {
+    ideaflow::config::ModelConfig {
         blas: "mkl".into(),
         mkl_lib: lib,
+        precision: precision.into(),
         ..Default::default()
-    };
-    let blas = ideaflow::blas::load(&config).expect("MKL loads");
-    assert!(blas.is_some());
-    let refs = reference();
-    let texts: Vec<&str> = refs.iter().map(|r| r["text"].as_str().unwrap()).collect();
-    let mut batched = load(EmbedderOptions {
+    }
+}
+
+/// An embedder that batches as the pipeline does, and one that embeds each
+/// text alone with no cache.
+fn batched_and_single(blas: Option<Blas>, precision: Precision) -> (Embedder, Embedder) {
+    let batched = load(EmbedderOptions {
         blas,
+        precision,
         ..Default::default()
     });
-    let mut single = load(EmbedderOptions {
+    let single = load(EmbedderOptions {
         blas,
+        precision,
         max_batch: 1,
         cache_capacity: 0,
         ..Default::default()
     });
-    let b = batched.embed(&texts).unwrap();
-    for (r, v) in refs.iter().zip(&b) {
-        let c = cosine(v, &floats(&r["embedding"]));
-        assert!(c >= 0.999, "{}: cosine {c}", r["id"]);
-    }
-    let a: Vec<Vec<f32>> = texts
+    (batched, single)
+}
+
+fn one_at_a_time(embedder: &mut Embedder, texts: &[&str]) -> Vec<Vec<f32>> {
+    texts
         .iter()
-        .map(|t| single.embed(&[*t]).unwrap().remove(0))
-        .collect();
-    assert_eq!(a, b);
+        .map(|t| embedder.embed(&[*t]).unwrap().remove(0))
+        .collect()
 }
 
 /// `model.precision = "bf16"` where the CPU has AVX-512 BF16: every vector
@@ -116,14 +133,7 @@ fn mkl_path_matches_and_is_batch_invariant() {
 /// whatever it is batched with. Elsewhere the setting is refused, saying why.
 #[test]
 fn bf16_path_holds_the_f32_vectors_and_is_batch_invariant() {
-    let config = ideaflow::config::ModelConfig {
-        blas: "mkl".into(),
-        mkl_lib: std::env::var_os("IDEAFLOW_MKL_LIB")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| repo_root().join("state/mkl/lib/libmkl_rt.so.2")),
-        precision: "bf16".into(),
-        ..Default::default()
-    };
+    let config = mkl_config("bf16");
     let blas = ideaflow::blas::load(&config).expect("MKL loads (scripts/setup.sh)");
     if !ideaflow::blas::cpu_has_bf16() {
         let err = ideaflow::blas::precision(&config, blas.as_ref()).unwrap_err();
@@ -139,18 +149,7 @@ fn bf16_path_holds_the_f32_vectors_and_is_batch_invariant() {
         blas,
         ..Default::default()
     });
-    let mut batched = load(EmbedderOptions {
-        blas,
-        precision,
-        ..Default::default()
-    });
-    let mut single = load(EmbedderOptions {
-        blas,
-        precision,
-        max_batch: 1,
-        cache_capacity: 0,
-        ..Default::default()
-    });
+    let (mut batched, mut single) = batched_and_single(blas, precision);
     let full = f32_path.embed(&texts).unwrap();
     let b = batched.embed(&texts).unwrap();
     for ((r, v), w) in refs.iter().zip(&b).zip(&full) {
@@ -167,11 +166,7 @@ fn bf16_path_holds_the_f32_vectors_and_is_batch_invariant() {
             r["id"]
         );
     }
-    let a: Vec<Vec<f32>> = texts
-        .iter()
-        .map(|t| single.embed(&[*t]).unwrap().remove(0))
-        .collect();
-    assert_eq!(a, b);
+    assert_eq!(one_at_a_time(&mut single, &texts), b);
 }
 
 /// Precisions this build does not offer are refused with what to set instead.

@@ -6,8 +6,8 @@
 
 use candle_core::{Device, Storage, Tensor};
 
-/// `cblas_sgemm`, as exported by any CBLAS (MKL, OpenBLAS).
-pub type CblasSgemm = unsafe extern "C" fn(
+/// A CBLAS-style `gemm` over inputs of type `T` with f32 sums and output.
+pub type Gemm<T> = unsafe extern "C" fn(
     layout: i32,
     trans_a: i32,
     trans_b: i32,
@@ -15,33 +15,21 @@ pub type CblasSgemm = unsafe extern "C" fn(
     n: i32,
     k: i32,
     alpha: f32,
-    a: *const f32,
+    a: *const T,
     lda: i32,
-    b: *const f32,
+    b: *const T,
     ldb: i32,
     beta: f32,
     c: *mut f32,
     ldc: i32,
 );
 
+/// `cblas_sgemm`, as exported by any CBLAS (MKL, OpenBLAS).
+pub type CblasSgemm = Gemm<f32>;
+
 /// MKL's `cblas_gemm_bf16bf16f32`: `sgemm`'s contract with the two inputs
 /// in bfloat16 (`MKL_BF16`, the top 16 bits of an f32) and f32 sums.
-pub type CblasGemmBf16 = unsafe extern "C" fn(
-    layout: i32,
-    trans_a: i32,
-    trans_b: i32,
-    m: i32,
-    n: i32,
-    k: i32,
-    alpha: f32,
-    a: *const u16,
-    lda: i32,
-    b: *const u16,
-    ldb: i32,
-    beta: f32,
-    c: *mut f32,
-    ldc: i32,
-);
+pub type CblasGemmBf16 = Gemm<u16>;
 
 /// The number format of the dense layers' products (`model.precision`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,85 +89,69 @@ impl Blas {
         let Some(gemm) = self.gemm_bf16 else {
             candle_core::bail!("this BLAS has no bf16 product: set model.precision = \"f32\"")
         };
-        let (n, k) = x.dims2()?;
-        let m = bias.len();
-        debug_assert_eq!(w.len(), k * m);
-        let x = x.contiguous()?;
-        let (storage, layout) = x.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("BLAS dense layers need CPU tensors")
-        };
-        let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + n * k];
-        let rows = n.max(2);
-        let mut a = vec![0u16; rows * k];
-        for (b, &f) in a.iter_mut().zip(xs) {
-            *b = bf16_bits(f);
-        }
-        let mut out = Vec::with_capacity(rows * m);
-        for _ in 0..rows {
-            out.extend_from_slice(bias);
-        }
-        // SAFETY: a (rows, k), w (k, m) and out (rows, m) are sized as the call
-        // states; `with_bf16`'s contract covers the function pointer.
-        unsafe {
-            gemm(
-                CBLAS_ROW_MAJOR,
-                CBLAS_NO_TRANS,
-                CBLAS_NO_TRANS,
-                rows as i32,
-                m as i32,
-                k as i32,
-                1.0,
-                a.as_ptr(),
-                k as i32,
-                w.as_ptr(),
-                m as i32,
-                1.0,
-                out.as_mut_ptr(),
-                m as i32,
-            );
-        }
-        out.truncate(n * m);
-        Ok(out)
+        with_rows(x, |n, k, xs| {
+            let rows = n.max(2);
+            let mut a = vec![0u16; rows * k];
+            for (b, &f) in a.iter_mut().zip(xs) {
+                *b = bf16_bits(f);
+            }
+            let mut out = product(gemm, &a, rows, k, w, bias);
+            out.truncate(n * bias.len());
+            Ok(out)
+        })
     }
 
     /// `out = x · w + bias` for row-major x (n, k), w (k, m), bias (m).
     pub fn dense(&self, x: &Tensor, w: &[f32], bias: &[f32]) -> candle_core::Result<Vec<f32>> {
-        let (n, k) = x.dims2()?;
-        let m = bias.len();
-        debug_assert_eq!(w.len(), k * m);
-        let x = x.contiguous()?;
-        let (storage, layout) = x.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("BLAS dense layers need CPU tensors")
-        };
-        let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + n * k];
-        let mut out = Vec::with_capacity(n * m);
-        for _ in 0..n {
-            out.extend_from_slice(bias);
-        }
-        // SAFETY: slices are sized (n,k), (k,m), (n,m) as the call states; the
-        // constructor's contract covers the function pointer.
-        unsafe {
-            (self.sgemm)(
-                CBLAS_ROW_MAJOR,
-                CBLAS_NO_TRANS,
-                CBLAS_NO_TRANS,
-                n as i32,
-                m as i32,
-                k as i32,
-                1.0,
-                xs.as_ptr(),
-                k as i32,
-                w.as_ptr(),
-                m as i32,
-                1.0,
-                out.as_mut_ptr(),
-                m as i32,
-            );
-        }
-        Ok(out)
+        with_rows(x, |n, k, xs| Ok(product(self.sgemm, xs, n, k, w, bias)))
     }
+}
+
+/// `f(n, k, rows)` with the row-major contents of the CPU matrix `x` (n, k).
+fn with_rows<R>(
+    x: &Tensor,
+    f: impl FnOnce(usize, usize, &[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (n, k) = x.dims2()?;
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("BLAS dense layers need CPU tensors")
+    };
+    let start = layout.start_offset();
+    f(n, k, &cpu.as_slice::<f32>()?[start..start + n * k])
+}
+
+/// `a · w + bias` through `gemm`, for row-major a (rows, k), w (k, m), bias (m).
+fn product<T>(gemm: Gemm<T>, a: &[T], rows: usize, k: usize, w: &[T], bias: &[f32]) -> Vec<f32> {
+    let m = bias.len();
+    assert!(a.len() >= rows * k && w.len() == k * m);
+    let mut out = Vec::with_capacity(rows * m);
+    for _ in 0..rows {
+        out.extend_from_slice(bias);
+    }
+    // SAFETY: a, w and out hold (rows, k), (k, m) and (rows, m) elements, as
+    // the call states (checked above); the `Blas` constructors' contracts
+    // cover the function pointer.
+    unsafe {
+        gemm(
+            CBLAS_ROW_MAJOR,
+            CBLAS_NO_TRANS,
+            CBLAS_NO_TRANS,
+            rows as i32,
+            m as i32,
+            k as i32,
+            1.0,
+            a.as_ptr(),
+            k as i32,
+            w.as_ptr(),
+            m as i32,
+            1.0,
+            out.as_mut_ptr(),
+            m as i32,
+        );
+    }
+    out
 }
 
 pub fn tensor(data: Vec<f32>, rows: usize, cols: usize) -> candle_core::Result<Tensor> {

@@ -52,34 +52,58 @@ struct Evaluation {
     cohesion: f64,
 }
 
-/// The categories' top topic sets already looked up in a run, by the address
-/// of the category's shared name: ideas share one name per category (a
-/// handful in all), so a short scan of pointers replaces a hash and a string
-/// comparison per idea per tick.
+/// What a run needs per category, looked up once per run instead of once
+/// per idea, by the address of the category's shared name: ideas share one
+/// name per category (a handful in all), so a short scan of pointers
+/// replaces a hash and a string comparison per idea per tick.
+///
+/// It also holds the run's own copy of each name for the score rows: every
+/// row clones its category, and clones of the idea's name from two scoring
+/// threads at once made its reference count's cache line bounce between
+/// the cores (the atomic increment was over a quarter of a run's time).
+/// A copy made by the run is touched by its thread alone.
 #[derive(Default)]
-struct TopSets<'a> {
-    seen: Vec<(*const u8, u64, &'a [String])>,
+struct CategoryMemo<'a> {
+    seen: Vec<(*const u8, u64, &'a [String], Arc<str>)>,
 }
 
-impl<'a> TopSets<'a> {
+impl<'a> CategoryMemo<'a> {
     /// Past this many names the scan would cost more than the lookup.
     const MOST: usize = 32;
 
-    fn get(&mut self, topics: &'a TopicCounts, category: &Arc<str>) -> (u64, &'a [String]) {
+    fn entry(&mut self, topics: &'a TopicCounts, category: &Arc<str>) -> Option<usize> {
         let key = category.as_ptr();
-        if let Some(&(_, generation, set)) = self.seen.iter().find(|(k, ..)| *k == key) {
-            return (generation, set);
+        if let Some(i) = self.seen.iter().position(|(k, ..)| *k == key) {
+            return Some(i);
+        }
+        if self.seen.len() == Self::MOST {
+            return None;
         }
         let (generation, set) = topics.top_set_with_generation(category);
-        if self.seen.len() < Self::MOST {
-            self.seen.push((key, generation, set));
+        self.seen
+            .push((key, generation, set, Arc::from(&**category)));
+        Some(self.seen.len() - 1)
+    }
+
+    /// The category's top topic set and its generation.
+    fn top_set(&mut self, topics: &'a TopicCounts, category: &Arc<str>) -> (u64, &'a [String]) {
+        match self.entry(topics, category) {
+            Some(i) => (self.seen[i].1, self.seen[i].2),
+            None => topics.top_set_with_generation(category),
         }
-        (generation, set)
+    }
+
+    /// The name to put in a score row: the run's copy (the same text).
+    fn name(&mut self, topics: &'a TopicCounts, category: &Arc<str>) -> Arc<str> {
+        match self.entry(topics, category) {
+            Some(i) => self.seen[i].3.clone(),
+            None => category.clone(),
+        }
     }
 }
 
 impl<'a> ScoringInputs<'a> {
-    fn evaluate(&self, idea: &LiveIdea, top_sets: &mut TopSets<'a>) -> Evaluation {
+    fn evaluate(&self, idea: &LiveIdea, memo: &mut CategoryMemo<'a>) -> Evaluation {
         let row = &idea.row;
         let p = self.scoring;
         let hours = (self.watermark - idea.peak) as f64 / 3600.0;
@@ -101,7 +125,7 @@ impl<'a> ScoringInputs<'a> {
         let (generation, top) = row
             .category
             .as_ref()
-            .map_or((0, &[][..]), |c| top_sets.get(self.topics, c));
+            .map_or((0, &[][..]), |c| memo.top_set(self.topics, c));
         let cohesion = idea
             .cohesion
             .at(generation)
@@ -132,13 +156,13 @@ impl<'a> ScoringInputs<'a> {
         rows: &mut [MaybeUninit<Change>],
     ) -> usize {
         let mut written = 0;
-        let mut top_sets = TopSets::default();
+        let mut memo = CategoryMemo::default();
         for (i, &slot) in slots.iter().enumerate() {
             prefetch_ahead(ideas, base, slots, i);
             let Some(idea) = ideas[slot as usize - base].as_deref_mut() else {
                 continue;
             };
-            let e = self.evaluate(idea, &mut top_sets);
+            let e = self.evaluate(idea, &mut memo);
             idea.cohesion = KnownCohesion {
                 generation: e.generation,
                 value: e.cohesion,
@@ -151,7 +175,11 @@ impl<'a> ScoringInputs<'a> {
                 key: ViewKey::Score(idea.row.id),
                 row: Some(ViewRow::Score(ScoreRow {
                     idea_id: idea.row.id,
-                    category: idea.row.category.clone(),
+                    category: idea
+                        .row
+                        .category
+                        .as_ref()
+                        .map(|c| memo.name(self.topics, c)),
                     score: e.score,
                     factors: e.factors,
                     scored_at: self.scored_at,
