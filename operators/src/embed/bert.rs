@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 
-use super::gemm::{self, bf16_bits, Blas, Precision};
+use super::gemm::{self, bf16_bits, Blas, Int8Weight, Precision};
 
 /// A dense layer's transposed weight, (in, out) contiguous, in the one form
 /// its product reads: the dense weights are ~21 M floats, so keeping both
@@ -25,6 +25,8 @@ enum Weight {
     Host(Blas, Vec<f32>),
     /// For a host BLAS's bf16 product, rounded once at load.
     HostBf16(Blas, Vec<u16>),
+    /// For a host BLAS's int8 product, quantized once at load.
+    HostInt8(Blas, Int8Weight),
 }
 
 struct Dense {
@@ -65,6 +67,14 @@ impl Dense {
                     ..self
                 })
             }
+            (Some(blas), Weight::Tensor(w), Precision::Int8) => {
+                let (k, m) = w.dims2()?;
+                let w: Vec<f32> = w.flatten_all()?.to_vec1()?;
+                Ok(Dense {
+                    weight_t: Weight::HostInt8(blas, Int8Weight::quantize(&w, k, m)),
+                    ..self
+                })
+            }
             (_, weight_t, _) => Ok(Dense { weight_t, ..self }),
         }
     }
@@ -76,9 +86,11 @@ impl Dense {
             .iter()
             .map(|p| match &p.weight_t {
                 Weight::Tensor(w) => Ok(w),
-                Weight::Host(..) | Weight::HostBf16(..) => Err(candle_core::Error::Msg(
-                    "dense layers are fused before their weights move to the host BLAS".into(),
-                )),
+                Weight::Host(..) | Weight::HostBf16(..) | Weight::HostInt8(..) => {
+                    Err(candle_core::Error::Msg(
+                        "dense layers are fused before their weights move to the host BLAS".into(),
+                    ))
+                }
             })
             .collect::<candle_core::Result<Vec<&Tensor>>>()?;
         let bs: Vec<&Tensor> = parts.iter().map(|p| &p.bias).collect();
@@ -98,6 +110,11 @@ impl Dense {
                 x.dim(0)?,
                 self.bias_vec.len(),
             ),
+            Weight::HostInt8(blas, w) => gemm::tensor(
+                blas.dense_int8(x, w, &self.bias_vec)?,
+                x.dim(0)?,
+                self.bias_vec.len(),
+            ),
             Weight::Tensor(w) => x.matmul(w)?.broadcast_add(&self.bias),
         }
     }
@@ -112,6 +129,11 @@ impl Dense {
             }
             Weight::HostBf16(blas, w) => {
                 let mut out = blas.dense_bf16(x, w, &self.bias_vec)?;
+                gelu_in_place(&mut out, self.bias_vec.len(), None);
+                gemm::tensor(out, x.dim(0)?, self.bias_vec.len())
+            }
+            Weight::HostInt8(blas, w) => {
+                let mut out = blas.dense_int8(x, w, &self.bias_vec)?;
                 gelu_in_place(&mut out, self.bias_vec.len(), None);
                 gemm::tensor(out, x.dim(0)?, self.bias_vec.len())
             }
