@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
-use ideaflow_operators::embed::{Blas, CblasGemmBf16, CblasGemmS8u8s32, CblasSgemm, Precision};
+use ideaflow_operators::embed::{Blas, CblasGemmBf16, CblasSgemm, Precision};
 
 use crate::config::ModelConfig;
 
@@ -64,12 +64,9 @@ pub fn precision(config: &ModelConfig, blas: Option<&Blas>) -> Result<Precision>
             }
             Ok(Precision::Bf16)
         }
-        "int8" => {
-            if !blas.is_some_and(Blas::has_int8) {
-                bail!("model.precision = \"int8\" needs Intel MKL's cblas_gemm_s8u8s32: set model.blas = \"auto\" or \"mkl\" and run scripts/setup.sh, or set model.precision = \"f32\"");
-            }
-            Ok(Precision::Int8)
-        }
+        "int8" => bail!(
+            "model.precision = \"int8\" is not offered: no int8 path is built yet; use \"f32\" or \"bf16\""
+        ),
         other => bail!("model.precision = {other:?}: use \"f32\" or \"bf16\""),
     }
 }
@@ -126,14 +123,12 @@ fn load_mkl(path: &Path, threads: usize) -> Result<Blas> {
             .context("the MKL library has no cblas_sgemm")?;
         let blas = Blas::from_raw(*sgemm);
         // MKL since 2019 has the bf16 product; an older one still serves f32.
-        let blas = match lib.get::<CblasGemmBf16>(b"cblas_gemm_bf16bf16f32\0") {
-            Ok(gemm_bf16) => blas.with_bf16(*gemm_bf16),
-            Err(_) => blas,
-        };
-        Ok(match lib.get::<CblasGemmS8u8s32>(b"cblas_gemm_s8u8s32\0") {
-            Ok(gemm_int8) => blas.with_int8(*gemm_int8),
-            Err(_) => blas,
-        })
+        Ok(
+            match lib.get::<CblasGemmBf16>(b"cblas_gemm_bf16bf16f32\0") {
+                Ok(gemm_bf16) => blas.with_bf16(*gemm_bf16),
+                Err(_) => blas,
+            },
+        )
     }
 }
 

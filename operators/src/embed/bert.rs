@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 
-use super::gemm::{self, bf16_bits, Blas, Int8Weight, Precision};
+use super::gemm::{self, bf16_bits, Blas, Precision};
 
 /// A dense layer's transposed weight, (in, out) contiguous, in the one form
 /// its product reads: the dense weights are ~21 M floats, so keeping both
@@ -25,8 +25,6 @@ enum Weight {
     Host(Blas, Vec<f32>),
     /// For a host BLAS's bf16 product, rounded once at load.
     HostBf16(Blas, Vec<u16>),
-    /// For a host BLAS's int8 product, quantized once at load.
-    HostInt8(Blas, Int8Weight),
 }
 
 struct Dense {
@@ -67,14 +65,6 @@ impl Dense {
                     ..self
                 })
             }
-            (Some(blas), Weight::Tensor(w), Precision::Int8) => {
-                let (k, m) = w.dims2()?;
-                let w: Vec<f32> = w.flatten_all()?.to_vec1()?;
-                Ok(Dense {
-                    weight_t: Weight::HostInt8(blas, Int8Weight::quantize(&w, k, m)),
-                    ..self
-                })
-            }
             (_, weight_t, _) => Ok(Dense { weight_t, ..self }),
         }
     }
@@ -86,11 +76,9 @@ impl Dense {
             .iter()
             .map(|p| match &p.weight_t {
                 Weight::Tensor(w) => Ok(w),
-                Weight::Host(..) | Weight::HostBf16(..) | Weight::HostInt8(..) => {
-                    Err(candle_core::Error::Msg(
-                        "dense layers are fused before their weights move to the host BLAS".into(),
-                    ))
-                }
+                Weight::Host(..) | Weight::HostBf16(..) => Err(candle_core::Error::Msg(
+                    "dense layers are fused before their weights move to the host BLAS".into(),
+                )),
             })
             .collect::<candle_core::Result<Vec<&Tensor>>>()?;
         let bs: Vec<&Tensor> = parts.iter().map(|p| &p.bias).collect();
@@ -110,11 +98,6 @@ impl Dense {
                 x.dim(0)?,
                 self.bias_vec.len(),
             ),
-            Weight::HostInt8(blas, w) => gemm::tensor(
-                blas.dense_int8(x, w, &self.bias_vec)?,
-                x.dim(0)?,
-                self.bias_vec.len(),
-            ),
             Weight::Tensor(w) => x.matmul(w)?.broadcast_add(&self.bias),
         }
     }
@@ -129,11 +112,6 @@ impl Dense {
             }
             Weight::HostBf16(blas, w) => {
                 let mut out = blas.dense_bf16(x, w, &self.bias_vec)?;
-                gelu_in_place(&mut out, self.bias_vec.len(), None);
-                gemm::tensor(out, x.dim(0)?, self.bias_vec.len())
-            }
-            Weight::HostInt8(blas, w) => {
-                let mut out = blas.dense_int8(x, w, &self.bias_vec)?;
                 gelu_in_place(&mut out, self.bias_vec.len(), None);
                 gemm::tensor(out, x.dim(0)?, self.bias_vec.len())
             }

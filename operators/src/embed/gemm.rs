@@ -31,32 +31,6 @@ pub type CblasSgemm = Gemm<f32>;
 /// in bfloat16 (`MKL_BF16`, the top 16 bits of an f32) and f32 sums.
 pub type CblasGemmBf16 = Gemm<u16>;
 
-/// MKL's `cblas_gemm_s8u8s32`. In row-major layout its first matrix is
-/// unsigned and its second signed (probed: the reverse of its name):
-/// `c = (a + ao)·(b + bo)` summed exactly in i32.
-pub type CblasGemmS8u8s32 = unsafe extern "C" fn(
-    layout: i32,
-    trans_a: i32,
-    trans_b: i32,
-    offset_c: i32,
-    m: i32,
-    n: i32,
-    k: i32,
-    alpha: f32,
-    a: *const u8,
-    lda: i32,
-    ao: i8,
-    b: *const i8,
-    ldb: i32,
-    bo: i8,
-    beta: f32,
-    c: *mut i32,
-    ldc: i32,
-    co: *const i32,
-);
-
-const CBLAS_FIX_OFFSET: i32 = 173;
-
 /// The number format of the dense layers' products (`model.precision`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
@@ -66,39 +40,6 @@ pub enum Precision {
     /// Weights and activations rounded to bfloat16 for the dense products,
     /// sums and everything else in f32; needs a BLAS with a bf16 product.
     Bf16,
-    /// Activations (per row) and weights (per output column) scaled to 8-bit
-    /// integers, products summed exactly in i32, then scaled back; needs a
-    /// BLAS with an int8 product.
-    Int8,
-}
-
-/// A dense weight (k, m) as 8-bit integers, each output column with its own
-/// scale: `w[i][j] ≈ q[i][j] · scales[j]`.
-pub struct Int8Weight {
-    q: Vec<i8>,
-    scales: Vec<f32>,
-}
-
-impl Int8Weight {
-    pub fn quantize(w: &[f32], k: usize, m: usize) -> Self {
-        assert_eq!(w.len(), k * m);
-        let scales: Vec<f32> = (0..m)
-            .map(|j| {
-                let max = (0..k).map(|i| w[i * m + j].abs()).fold(0f32, f32::max);
-                if max > 0.0 {
-                    max / 127.0
-                } else {
-                    1.0
-                }
-            })
-            .collect();
-        let q = w
-            .iter()
-            .enumerate()
-            .map(|(at, x)| (x / scales[at % m]).round().clamp(-127.0, 127.0) as i8)
-            .collect();
-        Int8Weight { q, scales }
-    }
 }
 
 const CBLAS_ROW_MAJOR: i32 = 101;
@@ -110,7 +51,6 @@ const CBLAS_NO_TRANS: i32 = 111;
 pub struct Blas {
     sgemm: CblasSgemm,
     gemm_bf16: Option<CblasGemmBf16>,
-    gemm_int8: Option<CblasGemmS8u8s32>,
 }
 
 impl Blas {
@@ -120,7 +60,6 @@ impl Blas {
         Blas {
             sgemm,
             gemm_bf16: None,
-            gemm_int8: None,
         }
     }
 
@@ -134,87 +73,6 @@ impl Blas {
             gemm_bf16: Some(gemm_bf16),
             ..self
         }
-    }
-
-    /// This BLAS with an int8 product for [`Precision::Int8`].
-    ///
-    /// # Safety
-    /// `gemm_int8` must implement MKL's `cblas_gemm_s8u8s32` contract and
-    /// outlive every embedder.
-    pub unsafe fn with_int8(self, gemm_int8: CblasGemmS8u8s32) -> Self {
-        Blas {
-            gemm_int8: Some(gemm_int8),
-            ..self
-        }
-    }
-
-    /// Whether [`Blas::dense_int8`] can run.
-    pub fn has_int8(&self) -> bool {
-        self.gemm_int8.is_some()
-    }
-
-    /// `out ≈ x · w + bias` with each row of x scaled to 8 bits by its own
-    /// largest magnitude, the products summed exactly (so a row's result
-    /// never depends on the others), then scaled back.
-    pub fn dense_int8(
-        &self,
-        x: &Tensor,
-        w: &Int8Weight,
-        bias: &[f32],
-    ) -> candle_core::Result<Vec<f32>> {
-        let Some(gemm) = self.gemm_int8 else {
-            candle_core::bail!("this BLAS has no int8 product: set model.precision = \"f32\"")
-        };
-        with_rows(x, |n, k, xs| {
-            let m = bias.len();
-            assert_eq!(w.q.len(), k * m);
-            let mut a = vec![0u8; n * k];
-            let mut row_scales = Vec::with_capacity(n);
-            for (row, q) in xs.chunks_exact(k).zip(a.chunks_exact_mut(k)) {
-                let max = row.iter().map(|x| x.abs()).fold(0f32, f32::max);
-                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                for (q, x) in q.iter_mut().zip(row) {
-                    *q = ((x / scale).round().clamp(-127.0, 127.0) as i32 + 128) as u8;
-                }
-                row_scales.push(scale);
-            }
-            let mut sums = vec![0i32; n * m];
-            let zero = [0i32];
-            // SAFETY: a (n, k), w.q (k, m) and sums (n, m) are sized as the
-            // call states; `with_int8`'s contract covers the function pointer.
-            unsafe {
-                gemm(
-                    CBLAS_ROW_MAJOR,
-                    CBLAS_NO_TRANS,
-                    CBLAS_NO_TRANS,
-                    CBLAS_FIX_OFFSET,
-                    n as i32,
-                    m as i32,
-                    k as i32,
-                    1.0,
-                    a.as_ptr(),
-                    k as i32,
-                    -128,
-                    w.q.as_ptr(),
-                    m as i32,
-                    0,
-                    0.0,
-                    sums.as_mut_ptr(),
-                    m as i32,
-                    zero.as_ptr(),
-                );
-            }
-            Ok(sums
-                .chunks_exact(m)
-                .zip(&row_scales)
-                .flat_map(|(row, sx)| {
-                    row.iter()
-                        .zip(&w.scales)
-                        .zip(bias)
-                        .map(move |((c, sw), b)| *c as f32 * (sx * sw) + b)
-                })
-                .collect())
-        })
     }
 
     /// Whether [`Blas::dense_bf16`] can run.

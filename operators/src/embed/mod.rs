@@ -13,9 +13,7 @@ mod model;
 
 pub use batcher::{padded_width, BatchPlan, Embedder, EmbedderOptions, WIDTH_QUANTUM};
 pub use cache::EmbeddingCache;
-pub use gemm::{
-    bf16_bits, Blas, CblasGemmBf16, CblasGemmS8u8s32, CblasSgemm, Int8Weight, Precision,
-};
+pub use gemm::{bf16_bits, Blas, CblasGemmBf16, CblasSgemm, Precision};
 pub use model::MiniLm;
 
 /// The three files of a sentence-transformers model folder, as bytes.
@@ -35,8 +33,6 @@ pub enum EmbedError {
     Candle(#[from] candle_core::Error),
     #[error("model.precision = \"bf16\" needs Intel MKL with cblas_gemm_bf16bf16f32 (model.blas = \"auto\" or \"mkl\", MKL installed by scripts/setup.sh); set model.precision = \"f32\" otherwise")]
     NoBf16Product,
-    #[error("model.precision = \"int8\" needs Intel MKL with cblas_gemm_s8u8s32 (model.blas = \"auto\" or \"mkl\", MKL installed by scripts/setup.sh); set model.precision = \"f32\" otherwise")]
-    NoInt8Product,
 }
 
 /// Cosine similarity of two vectors of the same length (0 when either is zero).

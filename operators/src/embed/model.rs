@@ -30,9 +30,6 @@ impl MiniLm {
         if precision == Precision::Bf16 && !blas.is_some_and(|b| b.has_bf16()) {
             return Err(EmbedError::NoBf16Product);
         }
-        if precision == Precision::Int8 && !blas.is_some_and(|b| b.has_int8()) {
-            return Err(EmbedError::NoInt8Product);
-        }
         let config: Config =
             serde_json::from_slice(&files.config_json).map_err(EmbedError::Config)?;
         let mut tokenizer = Tokenizer::from_bytes(&files.tokenizer_json)
