@@ -65,7 +65,9 @@ pub fn precision(config: &ModelConfig, blas: Option<&Blas>) -> Result<Precision>
             Ok(Precision::Bf16)
         }
         "int8" => bail!(
-            "model.precision = \"int8\" is not offered: no int8 path is built yet; use \"f32\" or \"bf16\""
+            "model.precision = \"int8\" is not offered: 8-bit products (MKL's, activations scaled per row, \
+             weights per column) gave vectors at cosine 0.986 to f32's, below the 0.999 every precision \
+             must hold; use \"f32\" or \"bf16\""
         ),
         other => bail!("model.precision = {other:?}: use \"f32\" or \"bf16\""),
     }
