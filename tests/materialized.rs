@@ -627,6 +627,60 @@ fn a_reader_polling_postgres_never_sees_a_partial_epoch() {
     assert!(dead.len() >= 4, "the malformed records are dead letters");
 }
 
+/// A start empties the views' namespace, but a bus stream that shares its
+/// prefix (the live config reads `ideaflow:signals` and writes `ideaflow:*`)
+/// keeps every record: only the sink's own keys and `{ns}:events` go.
+#[test]
+fn emptying_the_namespace_keeps_bus_streams_in_it() {
+    let url = std::env::var("IDEAFLOW_REDIS_URL").expect("run scripts/test.sh");
+    let ns = namespace("keep_bus");
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let bus = format!("{ns}:signals");
+    let _: () = redis::cmd("DEL").arg(&bus).query(&mut conn).unwrap();
+    for i in 0..3 {
+        let _: String = redis::cmd("XADD")
+            .arg(&bus)
+            .arg("*")
+            .arg("data")
+            .arg(i)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{ns}:events"))
+        .arg("*")
+        .arg("e")
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{ns}:idea:x"))
+        .arg("f")
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{ns}:weights"))
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    let mut sink = ideaflow_sinks::redis_sink::RedisSink::connect(&url, &ns, 10).unwrap();
+    sink.clear().unwrap();
+    let len: usize = redis::cmd("XLEN").arg(&bus).query(&mut conn).unwrap();
+    assert_eq!(len, 3, "the bus stream lost records");
+    for gone in ["events", "idea:x", "weights"] {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(format!("{ns}:{gone}"))
+            .query(&mut conn)
+            .unwrap();
+        assert!(!exists, "{ns}:{gone} survived the clear");
+    }
+    let _: () = redis::cmd("DEL").arg(&bus).query(&mut conn).unwrap();
+}
+
 #[test]
 fn a_streamed_redis_transaction_reports_errors_and_stays_in_step() {
     use ideaflow_sinks::redis_transaction::StreamedTransaction;

@@ -123,16 +123,52 @@ impl RedisSink {
     }
 
     /// Deletes every key of the namespace (a replay starts from nothing),
-    /// and forgets what this sink wrote there.
+    /// and forgets what this sink wrote there. Streams other than the
+    /// sink's own `{ns}:events` are kept: they are buses (a Redis stream
+    /// source, the webhook's bus) that happen to share the prefix, such as
+    /// the live config's `ideaflow:signals`, and a start that deleted them
+    /// would lose every record not yet read.
     pub fn clear(&mut self) -> Result<(), RedisError> {
         self.topics.clear();
         self.newest.clear();
         let pattern = format!("{}:*", self.namespace);
-        let keys: Vec<String> = self.conn.scan_match::<_, String>(&pattern)?.collect();
+        let events = self.key(&["events"]);
+        let buses: std::collections::HashSet<String> = self
+            .streams_matching(&pattern)?
+            .into_iter()
+            .filter(|k| *k != events)
+            .collect();
+        let keys: Vec<String> = self
+            .conn
+            .scan_match::<_, String>(&pattern)?
+            .filter(|k| !buses.contains(k))
+            .collect();
         for chunk in keys.chunks(500) {
             let _: () = self.conn.del(chunk)?;
         }
         Ok(())
+    }
+
+    /// The stream keys matching `pattern` (`SCAN … TYPE stream`, Redis ≥ 6).
+    fn streams_matching(&mut self, pattern: &str) -> Result<Vec<String>, RedisError> {
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .arg("TYPE")
+                .arg("stream")
+                .query(&mut self.conn)?;
+            out.extend(keys);
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
     }
 
     /// Writes the changes of one or more consecutive epochs (at most one per
