@@ -4,14 +4,14 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CalendarEvent {
     pub date: NaiveDate,
     pub name: String,
     pub locale: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Calendar {
     events: Vec<CalendarEvent>,
 }

@@ -31,12 +31,13 @@ use crate::EMBEDDING_DIM;
 const SCALE: f64 = (1u64 << 20) as f64;
 
 /// An exact sum of vectors and their count.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct VectorSum {
     pub sum: Vec<i64>,
     pub n: i64,
     /// The sum in f64 and its squared norm, computed on first use after a
     /// change: cosines against it cost one 384-d dot product.
+    #[serde(skip)]
     mirror: Option<(Vec<f64>, f64)>,
 }
 
@@ -148,7 +149,7 @@ impl From<VectorDelta> for VectorSum {
 /// Each key's deltas accumulated in place into its sum: what the pipeline's
 /// differential reduce computes, for a [`CentroidWindow`] (or an idea state)
 /// run without a dataflow, as in unit tests.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct AccumulatedSums<K: Ord>(BTreeMap<K, VectorDelta>);
 
 impl<K: Ord> Default for AccumulatedSums<K> {
@@ -312,7 +313,7 @@ pub fn norm2(v: &[f32]) -> f64 {
 /// so that scoring reaches the sum by index, not by hashing the key's text
 /// (twice per live idea on every tick). Held as index + 1, so that an
 /// `Option<CentroidSlot>` (two per live idea) is four bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CentroidSlot(std::num::NonZeroU32);
 
 impl CentroidSlot {
@@ -340,6 +341,7 @@ fn record(pending: &mut BTreeMap<String, VectorDelta>, key: &str, embedding: &[f
 /// A key's sum (as last settled), its members in the window, and how many
 /// holders ([`CentroidWindow::acquire`]) keep its slot: a slot is reused only
 /// once nobody holds it, its window is empty and its sum settled.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Keyed {
     key: String,
     sum: VectorSum,
@@ -352,6 +354,7 @@ struct Keyed {
 /// Both only record the change ([`CentroidWindow::take_deltas`]); the sums
 /// read by [`CentroidWindow::sum`] and [`CentroidWindow::get`] are those
 /// the accumulated deltas give back ([`CentroidWindow::settle`]).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct CentroidWindow {
     window_secs: i64,
     /// Key → slot in `slots`. Never iterated, so hashed, not ordered.
@@ -448,6 +451,28 @@ impl CentroidWindow {
     }
 
     /// The centroid of a held slot's key: `None` while its window is empty.
+    /// Every non-empty key's settled sum as one delta, by key: what a
+    /// resumed state gives the collection of sums that starts empty.
+    pub fn settled_sums(&self) -> Vec<(String, VectorDelta)> {
+        let mut sums: Vec<(String, VectorDelta)> = self
+            .ids
+            .iter()
+            .map(|(key, id)| (key, &self.slots[*id as usize].sum))
+            .filter(|(_, s)| s.n != 0 || s.sum.iter().any(|c| *c != 0))
+            .map(|(key, s)| {
+                (
+                    key.clone(),
+                    VectorDelta {
+                        sum: s.sum.clone(),
+                        n: s.n,
+                    },
+                )
+            })
+            .collect();
+        sums.sort_by(|a, b| a.0.cmp(&b.0));
+        sums
+    }
+
     pub fn sum(&self, slot: CentroidSlot) -> Option<&VectorSum> {
         let sum = &self.slots[slot.index()].sum;
         (sum.n > 0).then_some(sum)

@@ -11,17 +11,19 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::Source;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RateStats {
     pub median: f64,
     pub mad: f64,
     pub n: usize,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct EngagementStats {
     window_secs: i64,
     rates: BTreeMap<Source, VecDeque<(i64, f64)>>,
     stats: BTreeMap<Source, RateStats>,
+    #[serde(skip)]
     scratch: Vec<f64>,
 }
 

@@ -126,3 +126,24 @@ pub struct Event {
     #[serde(default)]
     pub meta: EnvelopeMeta,
 }
+
+/// An [`Event`] as its JSON text inside another format (`#[serde(with)]`):
+/// its own serde form leaves absent fields out, which only a
+/// self-describing format reads back.
+pub mod as_json_text {
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Event;
+
+    pub fn serialize<S: Serializer>(event: &Event, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(event).map_err(S::Error::custom)?;
+        serializer.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Event, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        serde_json::from_str(&text).map_err(D::Error::custom)
+    }
+}

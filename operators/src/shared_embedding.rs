@@ -60,14 +60,108 @@ impl fmt::Debug for SharedEmbedding {
 
 impl Serialize for SharedEmbedding {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.as_slice().serialize(serializer)
+        let pooled = POOL.with_borrow_mut(|pool| match pool {
+            Pool::Writing(seen) => {
+                let next = seen.len() as u32;
+                Some(match seen.entry(Arc::as_ptr(&self.0) as usize) {
+                    std::collections::hash_map::Entry::Occupied(e) => Pooled::Seen(*e.get()),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(next);
+                        Pooled::New(self.as_slice())
+                    }
+                })
+            }
+            _ => None,
+        });
+        match pooled {
+            Some(p) => p.serialize(serializer),
+            None => self.as_slice().serialize(serializer),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for SharedEmbedding {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Vec::<f32>::deserialize(deserializer).map(SharedEmbedding::from)
+        if !POOL.with_borrow(|pool| matches!(pool, Pool::Reading(_))) {
+            return Vec::<f32>::deserialize(deserializer).map(SharedEmbedding::from);
+        }
+        match PooledOwned::deserialize(deserializer)? {
+            PooledOwned::New(v) => {
+                let e = SharedEmbedding::from(v);
+                POOL.with_borrow_mut(|pool| {
+                    if let Pool::Reading(read) = pool {
+                        read.push(e.clone());
+                    }
+                });
+                Ok(e)
+            }
+            PooledOwned::Seen(i) => POOL
+                .with_borrow(|pool| match pool {
+                    Pool::Reading(read) => read.get(i as usize).cloned(),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "embedding {i} referred to before it was written"
+                    ))
+                }),
+        }
     }
+}
+
+/// Within [`shared_while_writing`] and [`shared_while_reading`], an
+/// embedding held in several places (an idea, its row, the near-duplicate
+/// index, the centroid windows) is written once and referred to by its
+/// number afterwards, and read back as one shared allocation: a snapshot of
+/// the idea state would otherwise hold each vector three or four times, and
+/// its restored state would, too.
+enum Pool {
+    Off,
+    /// Address of each embedding written → its number.
+    Writing(std::collections::HashMap<usize, u32>),
+    /// The embeddings read so far, by number.
+    Reading(Vec<SharedEmbedding>),
+}
+
+thread_local! {
+    static POOL: std::cell::RefCell<Pool> = const { std::cell::RefCell::new(Pool::Off) };
+}
+
+#[derive(Serialize)]
+enum Pooled<'a> {
+    New(&'a [f32]),
+    Seen(u32),
+}
+
+#[derive(Deserialize)]
+enum PooledOwned {
+    New(Vec<f32>),
+    Seen(u32),
+}
+
+/// Runs `f` (which serializes) with shared embeddings written once each.
+/// Only for formats read back by [`shared_while_reading`]: the form differs
+/// from the plain sequence written elsewhere.
+pub fn shared_while_writing<R>(f: impl FnOnce() -> R) -> R {
+    with_pool(Pool::Writing(Default::default()), f)
+}
+
+/// Runs `f` (which deserializes what [`shared_while_writing`] wrote) with
+/// each embedding read once and shared by every place that refers to it.
+pub fn shared_while_reading<R>(f: impl FnOnce() -> R) -> R {
+    with_pool(Pool::Reading(Vec::new()), f)
+}
+
+fn with_pool<R>(pool: Pool, f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            POOL.with_borrow_mut(|p| *p = Pool::Off);
+        }
+    }
+    POOL.with_borrow_mut(|p| *p = pool);
+    let _reset = Reset;
+    f()
 }
 
 #[cfg(test)]
@@ -90,5 +184,20 @@ mod tests {
         assert_eq!(text, "[1.0,-0.25]");
         let back: SharedEmbedding = serde_json::from_str(&text).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn a_pooled_embedding_is_written_once_and_read_back_shared() {
+        let v = SharedEmbedding::from(vec![1.0f32, -0.25]);
+        let w = SharedEmbedding::from(vec![3.0f32]);
+        let held = vec![v.clone(), w.clone(), v.clone()];
+        let text = shared_while_writing(|| serde_json::to_string(&held).unwrap());
+        assert_eq!(text, r#"[{"New":[1.0,-0.25]},{"New":[3.0]},{"Seen":0}]"#);
+        let back: Vec<SharedEmbedding> =
+            shared_while_reading(|| serde_json::from_str(&text).unwrap());
+        assert_eq!(back, held);
+        assert!(std::ptr::eq(back[0].as_slice(), back[2].as_slice()));
+        // Outside the pool, the plain form again.
+        assert_eq!(serde_json::to_string(&v).unwrap(), "[1.0,-0.25]");
     }
 }

@@ -42,7 +42,7 @@ fn is_py_whitespace(c: char) -> bool {
 /// The fallback category for low-confidence sentences.
 pub const FALLBACK: &str = "Hunch";
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Anchor {
     pub name: String,
     pub embedding: Vec<f32>,

@@ -10,7 +10,7 @@
 //! generations, p = 0.001 → n ≈ 1M per generation, 1.8 MB each, 14.4 MB in all.
 
 /// Bits and hash count for n entries at false-positive rate p.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BloomSizing {
     pub bits: usize,
     pub hashes: u32,
@@ -27,11 +27,13 @@ impl BloomSizing {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Generation {
     start: i64,
     bits: Vec<u64>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RotatingBloom {
     sizing: BloomSizing,
     generations: Vec<Generation>,

@@ -38,7 +38,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::prefetch;
 use crate::EMBEDDING_DIM;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LshParams {
     pub bands: usize,
     pub bits: usize,
@@ -55,13 +55,32 @@ impl Default for LshParams {
     }
 }
 
-/// Buckets of slots keyed by (band, signature).
+/// Buckets of slots keyed by (band, signature). Saved as its parameters and
+/// buckets: the rotations follow from the parameters' seed.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(from = "SavedLsh")]
 pub struct LshIndex {
     params: LshParams,
     /// ⌈bands·bits / 512⌉ rotations; band `b`'s bits are outputs
     /// `b·bits .. (b+1)·bits` of the rotations one after another.
+    #[serde(skip)]
     rotations: Vec<Rotation>,
     buckets: Buckets,
+}
+
+#[derive(serde::Deserialize)]
+struct SavedLsh {
+    params: LshParams,
+    buckets: Buckets,
+}
+
+impl From<SavedLsh> for LshIndex {
+    fn from(saved: SavedLsh) -> Self {
+        LshIndex {
+            buckets: saved.buckets,
+            ..LshIndex::new(saved.params)
+        }
+    }
 }
 
 /// Coordinates a rotation works in: the embedding padded with zeros.
@@ -172,6 +191,7 @@ fn butterflies_from(from: usize, x: &mut [f32; ROTATED_DIM]) {
 const DIRECT_KEYS_MAX: usize = 1 << 22;
 
 /// Buckets of ids by (band, signature).
+#[derive(serde::Serialize, serde::Deserialize)]
 enum Buckets {
     /// A table indexed by `band << bits | signature`, for narrow signatures,
     /// sized at the first insert (an index that only computes signatures

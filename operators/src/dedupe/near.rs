@@ -38,7 +38,7 @@ pub const TESTED_BITS: usize = 511;
 
 /// A vector's first packed signature bits (zero beyond the signatures'
 /// end) and its [`RING_FLAG`]; aligned, so that reading it is one cache miss.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 #[repr(C, align(64))]
 struct FirstBits([u64; FIRST_WORDS]);
 
@@ -82,6 +82,7 @@ impl FirstBits {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct NearIndex {
     lsh: LshIndex,
     /// Words of packed signatures per vector.
@@ -104,7 +105,9 @@ pub struct NearIndex {
     free: Vec<VectorId>,
     /// The candidate ids of a lookup, and the owners with rings it met
     /// (kept to reuse their allocations).
+    #[serde(skip)]
     scratch: Vec<VectorId>,
+    #[serde(skip)]
     rings_met: HashSet<u32, FixedState>,
 }
 

@@ -43,12 +43,14 @@ pub struct AnchorRow {
     pub shift: f64,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Correction {
     time: i64,
     rating: u8,
     embedding: Arc<[f32]>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct AnchorFeedback {
     params: AnchorParams,
     base: Vec<Anchor>,
@@ -62,6 +64,12 @@ impl AnchorFeedback {
             base,
             corrections: BTreeMap::new(),
         }
+    }
+
+    /// Whether `other` moves the same anchors under the same settings (the
+    /// corrections aside).
+    pub fn same_settings(&self, other: &AnchorFeedback) -> bool {
+        self.params == other.params && self.base == other.base
     }
 
     pub fn knows(&self, anchor: &str) -> bool {

@@ -185,11 +185,18 @@ pub struct EmbeddedCorrection {
     pub embedding: std::sync::Arc<[f32]>,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Pending {
     time: i64,
+    /// As its JSON envelope: an event's serde form leaves absent fields out,
+    /// which only a self-describing format reads back.
+    #[serde(with = "crate::event::as_json_text")]
     event: Event,
 }
 
+/// Saved whole by [`FeedbackState::save`] and resumed by
+/// [`FeedbackState::resume`].
+#[derive(Serialize, Deserialize)]
 pub struct FeedbackState {
     params: FeedbackParams,
     prior: Weights,
@@ -303,6 +310,31 @@ impl FeedbackState {
     /// The envelopes refused as redeliveries since the last call.
     pub fn take_refused(&mut self) -> Vec<crate::redelivery::RecordDigest> {
         self.event_ids.take_refused()
+    }
+
+    /// Takes back `saved` (as [`FeedbackState`]'s serde form wrote it) in
+    /// place of `fresh`, built from the configuration, which must have the
+    /// same settings.
+    pub fn resume(
+        saved: FeedbackState,
+        fresh: &FeedbackState,
+    ) -> Result<FeedbackState, crate::idea_state::ResumeError> {
+        use crate::idea_state::ResumeError;
+        if saved.params != fresh.params || saved.prior != fresh.prior {
+            return Err(ResumeError::Settings("feedback"));
+        }
+        if saved.event_ids.horizon_secs() != fresh.event_ids.horizon_secs() {
+            return Err(ResumeError::Settings("dedupe"));
+        }
+        let same_anchors = match (&saved.anchors, &fresh.anchors) {
+            (Some(a), Some(b)) => a.same_settings(b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_anchors {
+            return Err(ResumeError::Settings("classify"));
+        }
+        Ok(saved)
     }
 
     /// Classification feedback moves these anchors (the classifier's, as

@@ -564,3 +564,97 @@ fn an_orphan_that_starts_over_stays() {
     let size = s.size();
     assert_eq!((size.known.ideas, size.arms, size.orphans), (1, 1, 0));
 }
+
+/// The feedback state saved in the checkpoints' form and resumed into a
+/// fresh one built from the same settings.
+fn saved_and_resumed(s: &FeedbackState) -> FeedbackState {
+    let bytes = crate::shared_embedding::shared_while_writing(|| postcard::to_allocvec(s))
+        .expect("the state saves");
+    let saved: FeedbackState =
+        crate::shared_embedding::shared_while_reading(|| postcard::from_bytes(&bytes))
+            .expect("the state reads back");
+    let fresh = FeedbackState::new(s.params.clone(), s.prior);
+    FeedbackState::resume(saved, &fresh).expect("same settings")
+}
+
+#[test]
+fn a_resumed_feedback_state_goes_on_as_if_it_never_stopped() {
+    let (known, learning, _) = ctr_follows_freshness();
+    let params = FeedbackParams {
+        unknown_idea_wait_secs: 2 * HOUR,
+        ..Default::default()
+    };
+    // Listings, feedback, an idea known only an epoch later (its feedback
+    // waits across a restart), one never known, a day of learning.
+    let epochs: Vec<(i64, Vec<Event>, Vec<Change>)> = vec![
+        (
+            HOUR,
+            [
+                vec![
+                    listing(0, "i", "A"),
+                    listing(0, "i", "B"),
+                    feedback(100, "i", "A", 500, 10),
+                    feedback(200, "late", "A", 40, 4),
+                    feedback(300, "ghost", "A", 9, 1),
+                ],
+                learning,
+            ]
+            .concat(),
+            [idea_seen("i", 0, factors(0.4)), known].concat(),
+        ),
+        (
+            2 * HOUR,
+            vec![feedback(4000, "i", "B", 300, 30)],
+            idea_seen("late", 5000, factors(0.3)),
+        ),
+        (3 * HOUR, vec![feedback(8000, "i", "A", 300, 9)], vec![]),
+        (DAY, vec![], vec![]),
+        (2 * DAY, vec![feedback(DAY + 10, "i", "B", 700, 70)], vec![]),
+        (9 * DAY, vec![], vec![]),
+    ];
+    let run = |restart: bool| {
+        let mut s = FeedbackState::new(params.clone(), Weights::default());
+        let mut outputs = Vec::new();
+        for (end, events, facts) in &epochs {
+            if restart {
+                s = saved_and_resumed(&s);
+            }
+            let out = s.apply_epoch(t0() + end, events.clone(), facts);
+            outputs.push((out.changes, out.new_weights));
+        }
+        (outputs, s.pending())
+    };
+    let (expected, pending) = run(false);
+    assert!(expected.iter().any(|(_, w)| w.is_some()), "weights learned");
+    assert!(
+        dead_letters(
+            &expected
+                .iter()
+                .flat_map(|(c, _)| c.clone())
+                .collect::<Vec<_>>()
+        )
+        .len()
+            == 1
+    );
+    let (got, got_pending) = run(true);
+    assert!(got == expected, "a restart changed the feedback's output");
+    assert_eq!(got_pending, pending);
+}
+
+#[test]
+fn a_feedback_state_saved_under_other_settings_is_refused() {
+    let s = FeedbackState::new(FeedbackParams::default(), Weights::default());
+    let bytes = postcard::to_allocvec(&s).unwrap();
+    let saved: FeedbackState = postcard::from_bytes(&bytes).unwrap();
+    let other = FeedbackState::new(
+        FeedbackParams {
+            unknown_idea_wait_secs: 1,
+            ..Default::default()
+        },
+        Weights::default(),
+    );
+    assert_eq!(
+        FeedbackState::resume(saved, &other).err(),
+        Some(crate::idea_state::ResumeError::Settings("feedback"))
+    );
+}

@@ -37,6 +37,7 @@ mod ingest;
 mod params;
 mod prepare;
 mod rescore;
+mod resume;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -46,6 +47,7 @@ use chrono::{DateTime, TimeZone, Utc};
 pub use params::{DedupeParams, WindowParams};
 pub use prepare::{prepare, Labels, PreparedSignal};
 use rescore::ScoringInputs;
+pub use resume::ResumeError;
 
 use foldhash::fast::FixedState;
 
@@ -65,7 +67,7 @@ use crate::views::{
 use crate::Engagement;
 
 /// Counters of the dedupe path, for metrics and the tuning report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DedupeStats {
     pub signals: u64,
     pub new_ideas: u64,
@@ -92,6 +94,7 @@ pub struct DedupeStats {
 /// costs about what a few hundred evaluations do.
 const PARALLEL_SCORING_MIN: usize = 4096;
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct LiveIdea {
     row: IdeaRow,
     /// Its own content hash and those of the near-duplicates merged into it:
@@ -130,7 +133,7 @@ const _: () = assert!(std::mem::size_of::<LiveIdea>() <= 448);
 /// category's top list it was computed against; or none (NaN: cohesion is
 /// a share, never NaN), which keeps a live idea eight bytes smaller than an
 /// `Option` would.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct KnownCohesion {
     generation: u64,
     value: f64,
@@ -162,7 +165,7 @@ struct OpenEpoch {
 
 /// What an archived idea keeps, so that it resumes its counts if its content
 /// comes back after the retention window (until it is forgotten).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Archived {
     /// The tick that archived it.
     archived_at: i64,
@@ -172,10 +175,14 @@ struct Archived {
     engagement: Engagement,
 }
 
+/// Saved whole by [`IdeaState::save`] (but for what its configuration gives
+/// and the scratch of a run) and resumed by [`IdeaState::resume`].
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct IdeaState {
     /// One shared name per category (a closed set, from the configured
     /// anchors): every score row clones its idea's category, and a clone of
     /// a shared name touches a hot cache line, not one per idea.
+    #[serde(skip)]
     category_names: BTreeSet<Arc<str>>,
     dedupe: DedupeParams,
     windows: WindowParams,
@@ -184,6 +191,7 @@ pub struct IdeaState {
     weights_changed: bool,
     /// Anchors moved by classification feedback; `None`: the prepared
     /// signal's class (the configured anchors) stands.
+    #[serde(skip)]
     classifier: Option<std::sync::Arc<crate::classify::Classes>>,
     /// The anchors moved since the last tick: live ideas are classified
     /// again at the next one.
@@ -207,6 +215,7 @@ pub struct IdeaState {
     /// The ids (as bits) of the ideas the current epoch's tick forgot, for
     /// the feedback operator ([`IdeaState::forgotten`]); cleared when the
     /// next epoch begins.
+    #[serde(skip)]
     forgotten: Vec<u128>,
     /// Live ideas by id, and the last factors of archived ones: what the
     /// feedback operator reads ([`LatestFactors`]) instead of being sent
@@ -217,6 +226,7 @@ pub struct IdeaState {
     archived_factors: HashMap<u128, Factors, FixedState>,
     applied_through: Option<i64>,
     /// The epoch begun and not yet finished.
+    #[serde(skip)]
     open: Option<OpenEpoch>,
     /// The centroid sums when the state runs without a dataflow
     /// ([`IdeaState::apply_epoch`]); the pipeline keeps them in differential.
@@ -229,18 +239,22 @@ pub struct IdeaState {
     last_tick: Option<i64>,
     stats: DedupeStats,
     /// Threads that evaluate scores when a tick re-scores every live idea.
+    #[serde(skip)]
     scoring_threads: usize,
     /// Fewer ideas to re-score than this are done on one thread.
+    #[serde(skip)]
     parallel_scoring_min: usize,
     /// The signals taken within `dedupe.event_id_horizon_secs`: a signal
     /// delivered again is a re-poll, never a second signal.
     seen_signals: SeenSignals,
     /// The signals refused as repeats, for the sources' counts (when asked).
+    #[serde(skip)]
     refused: crate::redelivery::RepeatLog,
     /// A delivered changelog's buffer, empty, for the next epoch's: a tick's
     /// changelog holds a row per live idea (~80 MB at half a million), and
     /// a fresh buffer of that size is fresh pages the kernel must fault in
     /// and zero on every tick ([`IdeaState::recycle_changelog`]).
+    #[serde(skip)]
     spare_changelog: Vec<Change>,
 }
 

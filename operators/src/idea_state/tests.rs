@@ -157,11 +157,107 @@ fn replay_epochs(
     (changes, state)
 }
 
+/// `state` saved in the checkpoints' form and resumed into a fresh state
+/// built from the same settings (as a restart does).
+fn saved_and_resumed(state: &IdeaState) -> IdeaState {
+    assert!(state.savable());
+    let bytes = crate::shared_embedding::shared_while_writing(|| postcard::to_allocvec(state))
+        .expect("the state saves");
+    let saved: IdeaState =
+        crate::shared_embedding::shared_while_reading(|| postcard::from_bytes(&bytes))
+            .expect("the state reads back");
+    let mut fresh = IdeaState::new(
+        state.dedupe.clone(),
+        state.windows.clone(),
+        state.scoring.clone(),
+        state.calendar.clone(),
+    );
+    fresh.set_scoring_threads(state.scoring_threads);
+    fresh.parallel_scoring_min = state.parallel_scoring_min;
+    IdeaState::resume(saved, fresh, state.moved_anchors(), None).expect("same settings")
+}
+
 #[test]
-fn scoring_threads_do_not_change_the_changelog() {
-    // 35 hours of distinct ideas in five communities: ticks re-score all of
-    // them. Then, 8 days on, a third of them again and new ones: the others
-    // are archived, so live slots have gaps and freed slots are reused.
+fn a_resumed_state_goes_on_as_if_it_never_stopped() {
+    let signals = churning_stream();
+    let lsh = LshIndex::new(LshParams::default());
+    let (labels, scoring) = (labels(), ScoringParams::default());
+    let mut epochs: BTreeMap<i64, Vec<PreparedSignal>> = BTreeMap::new();
+    for s in &signals {
+        let t = s.captured_at.timestamp().div_euclid(60) * 60;
+        epochs
+            .entry(t)
+            .or_default()
+            .push(prepare(s.clone(), &lsh, &labels, &scoring));
+    }
+    let (expected, _) = changelog(&signals, 60, 1);
+    assert_eq!(expected.len(), epochs.len());
+    // Saved and resumed after every epoch: ticks, archives, reused slots,
+    // near-duplicates and re-polls all cross a restart somewhere.
+    let mut state = fresh_state(&scoring);
+    for (i, (t, batch)) in epochs.into_iter().enumerate() {
+        state = saved_and_resumed(&state);
+        let got = state.apply_epoch(t + 60, batch);
+        assert!(got == expected[i], "epoch {i} differs after a restart");
+    }
+    assert!(state.stats().archived > 100);
+}
+
+#[test]
+fn a_saved_state_holds_each_vector_once() {
+    let signals = churning_stream();
+    let (_, state) = replay_epochs(&signals[..300], 3600, 1, DedupeParams::default());
+    let bytes =
+        crate::shared_embedding::shared_while_writing(|| postcard::to_allocvec(&state)).unwrap();
+    let plain = postcard::to_allocvec(&state).unwrap();
+    // Each live vector is held by its idea, its row, the near-duplicate
+    // index and the centroid windows: pooled, each is written once.
+    let live = state.active_ideas();
+    assert!(live > 100);
+    let vector = 4 * EMBEDDING_DIM + 2;
+    assert!(
+        plain.len() - bytes.len() > 2 * live * vector,
+        "pooled {} bytes, plain {}",
+        bytes.len(),
+        plain.len()
+    );
+}
+
+#[test]
+fn a_state_saved_under_other_settings_is_refused() {
+    let (_, state) = replay_epochs(&churning_stream()[..50], 60, 1, DedupeParams::default());
+    let bytes =
+        crate::shared_embedding::shared_while_writing(|| postcard::to_allocvec(&state)).unwrap();
+    let read = || -> IdeaState {
+        crate::shared_embedding::shared_while_reading(|| postcard::from_bytes(&bytes)).unwrap()
+    };
+    let other = DedupeParams {
+        near_threshold: 0.5,
+        ..DedupeParams::default()
+    };
+    let fresh = IdeaState::new(
+        other,
+        WindowParams::default(),
+        ScoringParams::default(),
+        Calendar::default(),
+    );
+    assert_eq!(
+        IdeaState::resume(read(), fresh, None, None).err(),
+        Some(ResumeError::Settings("dedupe"))
+    );
+    let mut scoring = ScoringParams::default();
+    scoring.weights.freshness += 0.1;
+    assert_eq!(
+        IdeaState::resume(read(), fresh_state(&scoring), None, None).err(),
+        Some(ResumeError::Settings("scoring"))
+    );
+    assert!(IdeaState::resume(read(), fresh_state(&ScoringParams::default()), None, None).is_ok());
+}
+
+/// 35 hours of distinct ideas in five communities: ticks re-score all of
+/// them. Then, 8 days on, a third of them again and new ones: the others
+/// are archived, so live slots have gaps and freed slots are reused.
+fn churning_stream() -> Vec<Signal> {
     let minute = |i: i64| {
         if i < 300 {
             i * 7
@@ -169,7 +265,7 @@ fn scoring_threads_do_not_change_the_changelog() {
             300 * 7 + 8 * 1440 + (i - 300) * 7
         }
     };
-    let signals: Vec<Signal> = (0..300)
+    (0..300)
         .chain((300..400).map(|i| if i % 3 == 0 { i - 300 } else { i }))
         .enumerate()
         .map(|(n, i)| {
@@ -182,7 +278,12 @@ fn scoring_threads_do_not_change_the_changelog() {
             s.community = Some(format!("r/c{}", i % 5));
             s
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn scoring_threads_do_not_change_the_changelog() {
+    let signals = churning_stream();
     let (one, _) = changelog(&signals, 60, 1);
     let scores = one
         .iter()

@@ -9,7 +9,7 @@ use super::{RecordDigest, RepeatLog};
 
 /// The `eventId`s taken within the horizon, by a 128-bit digest (an id is
 /// any string a producer chose; the digest keeps every entry the same size).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct EventIdsSeen {
     horizon_secs: i64,
     /// Digest → the event time it was taken at.
@@ -17,6 +17,8 @@ pub struct EventIdsSeen {
     /// (event time, digest) in the order taken, to age entries out.
     order: VecDeque<(i64, u128)>,
     repeats: u64,
+    /// What a run logs is its own: a resumed state starts with the log off.
+    #[serde(skip)]
     log: RepeatLog,
 }
 
@@ -35,6 +37,10 @@ impl EventIdsSeen {
             repeats: 0,
             log: RepeatLog::default(),
         }
+    }
+
+    pub fn horizon_secs(&self) -> i64 {
+        self.horizon_secs
     }
 
     /// Whether the envelope with `event_id` at event time `time` is taken:

@@ -26,7 +26,7 @@ pub fn signal_key(source: Source, id: &str) -> SignalKey {
 
 /// What the idea state took of a signal: enough to replace its figures and
 /// to write its row again.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SeenSignal {
     /// The idea it went into, as [`crate::idea::IdeaId::bits`].
     pub idea: u128,
@@ -50,7 +50,7 @@ impl SeenSignal {
 }
 
 /// The signals taken within the horizon (event time after their latest capture).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SeenSignals {
     horizon_secs: i64,
     seen: HashMap<SignalKey, SeenSignal, FixedState>,
