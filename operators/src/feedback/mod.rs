@@ -337,6 +337,12 @@ impl FeedbackState {
         Ok(saved)
     }
 
+    /// The anchors as classification feedback has moved them so far (`None`:
+    /// no anchors are moved by feedback).
+    pub fn current_anchors(&self) -> Option<Vec<crate::classify::Anchor>> {
+        self.anchors.as_ref().map(|a| a.anchors())
+    }
+
     /// Classification feedback moves these anchors (the classifier's, as
     /// embedded at start).
     pub fn with_anchors(mut self, base: Vec<crate::classify::Anchor>) -> Self {

@@ -256,6 +256,10 @@ pub struct IdeaState {
     /// and zero on every tick ([`IdeaState::recycle_changelog`]).
     #[serde(skip)]
     spare_changelog: Vec<Change>,
+    /// The centroid sums a resumed state hands the pipeline's collection of
+    /// sums with its first epoch ([`IdeaState::hand_sums_to_dataflow`]).
+    #[serde(skip)]
+    sums_to_hand: Vec<(CentroidKey, VectorDelta)>,
 }
 
 fn utc(secs: i64) -> DateTime<Utc> {
@@ -313,6 +317,7 @@ impl IdeaState {
             scoring_threads: 1,
             parallel_scoring_min: PARALLEL_SCORING_MIN,
             spare_changelog: Vec::new(),
+            sums_to_hand: Vec::new(),
         }
     }
 
@@ -433,7 +438,7 @@ impl IdeaState {
             touched,
             ticked,
         });
-        let mut deltas = Vec::new();
+        let mut deltas = std::mem::take(&mut self.sums_to_hand);
         for (kind, window) in [
             (CentroidKind::Category, &mut self.categories),
             (CentroidKind::Community, &mut self.communities),

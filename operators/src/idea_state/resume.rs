@@ -59,6 +59,15 @@ impl IdeaState {
         sums
     }
 
+    /// For a resumed state in the pipeline, whose collection of centroid
+    /// sums starts empty: the next epoch's deltas start with every sum, so
+    /// that the sums the collection hands back go on from the saved ones.
+    /// (Without a dataflow, [`IdeaState::apply_epoch`] keeps its own sums,
+    /// which were saved; do not call this there.)
+    pub fn hand_sums_to_dataflow(&mut self) {
+        self.sums_to_hand = self.centroid_sums();
+    }
+
     /// Takes back `saved` (as [`IdeaState`]'s serde form wrote it) in place
     /// of `fresh` (built from the configuration): the configuration's parts
     /// come from `fresh`, which must have the same settings, and

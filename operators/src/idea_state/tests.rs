@@ -776,3 +776,40 @@ fn without_a_horizon_every_delivery_counts() {
     assert_eq!(views.ideas().next().unwrap().engagement.views, 200);
     assert_eq!(state.stats().repeats, 0);
 }
+
+#[test]
+fn a_resumed_state_hands_its_sums_to_a_fresh_collection() {
+    // As in the pipeline: the centroid sums live outside the state (in
+    // differential there), and a restart starts that collection empty.
+    let signals = churning_stream();
+    let lsh = LshIndex::new(LshParams::default());
+    let (labels, scoring) = (labels(), ScoringParams::default());
+    let mut epochs: BTreeMap<i64, Vec<PreparedSignal>> = BTreeMap::new();
+    for s in &signals {
+        let t = s.captured_at.timestamp().div_euclid(60) * 60;
+        epochs
+            .entry(t)
+            .or_default()
+            .push(prepare(s.clone(), &lsh, &labels, &scoring));
+    }
+    let run = |restart_at: Option<usize>| {
+        let mut state = fresh_state(&scoring);
+        let mut sums: AccumulatedSums<CentroidKey> = AccumulatedSums::default();
+        let mut out = Vec::new();
+        for (i, (t, batch)) in epochs.clone().into_iter().enumerate() {
+            if Some(i) == restart_at {
+                state = saved_and_resumed(&state);
+                state.hand_sums_to_dataflow();
+                sums = AccumulatedSums::default();
+            }
+            let deltas = state.begin_epoch(t + 60, batch);
+            out.push(state.finish_epoch(sums.accumulate(deltas)));
+        }
+        out
+    };
+    let expected = run(None);
+    let n = expected.len();
+    for cut in [1, n / 3, n / 2, n - 1] {
+        assert!(run(Some(cut)) == expected, "restart before epoch {cut}");
+    }
+}

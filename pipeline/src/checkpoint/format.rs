@@ -1,0 +1,209 @@
+//! A checkpoint file: what it holds and how its bytes are laid out.
+//!
+//! ```text
+//! magic "IDEAFLOW-CHECKPOINT\n"        20 bytes
+//! header length                        u32, little endian
+//! header                               postcard (Header)
+//! header CRC-32                        u32, little endian
+//! body                                 postcard (Body), header.body_len bytes
+//! ```
+//!
+//! The header says what the body holds (for `checkpoint inspect`, which
+//! reads no state) and carries the body's length and CRC-32: a truncated or
+//! corrupt file is found before any of it is decoded. Postcard is compact
+//! (varints, no field names) and not self-describing, so a change to the
+//! state's layout needs a new [`FORMAT_VERSION`]; a checkpoint of another
+//! version is refused, never misread.
+
+use std::io::{Read, Write};
+
+use ideaflow_operators::classify::Anchor;
+use ideaflow_operators::feedback::FeedbackState;
+use ideaflow_operators::idea_state::IdeaState;
+use ideaflow_operators::score::Weights;
+use ideaflow_operators::shared_embedding::{shared_while_reading, shared_while_writing};
+use serde::{Deserialize, Serialize};
+
+pub const MAGIC: &[u8; 20] = b"IDEAFLOW-CHECKPOINT\n";
+
+/// Bumped whenever the header's or the state's serde form changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The most a header may claim to be: a larger length is corruption.
+const MAX_HEADER: u32 = 64 << 20;
+
+/// What a checkpoint is of, readable without decoding the state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub version: u32,
+    /// Hex SHA-256 of the settings that change results
+    /// ([`crate::checkpoint::fingerprint`]): a checkpoint from another
+    /// configuration is not resumed.
+    pub fingerprint: String,
+    /// Every epoch starting before this (seconds) is in the state.
+    pub complete_before: u64,
+    /// The pipeline's watermark when it was taken (seconds).
+    pub watermark: Option<i64>,
+    /// When it was taken (RFC 3339, wall clock): for ops only.
+    pub written_at: String,
+    pub positions: Vec<SourcePosition>,
+    pub counts: Counts,
+    pub body_len: u64,
+    pub body_crc32: u32,
+}
+
+/// Where one source (or one of its partitions) stood.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// The source as configured (a file chain, or a bus URL without credentials).
+    pub source: String,
+    /// A bus partition; 0 for the file chain.
+    pub partition: u32,
+    /// Everything before this was read (a byte offset in the file chain,
+    /// a Kafka or Fluvio offset, a stream entry id), as text.
+    pub read_through: String,
+    /// The watermark of this source or partition (seconds).
+    pub watermark: Option<i64>,
+}
+
+/// How much the state holds, for ops.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    pub live_ideas: u64,
+    pub archived_ideas: u64,
+    /// Distinct embeddings held (each written once).
+    pub vectors: u64,
+    /// Signals remembered to take redeliveries once.
+    pub seen_signals: u64,
+    /// Feedback events waiting for their ideas.
+    pub pending_feedback: u64,
+}
+
+/// The state itself.
+#[derive(Serialize, Deserialize)]
+pub struct Body {
+    pub ideas: IdeaState,
+    pub moved_anchors: Option<Vec<Anchor>>,
+    pub feedback: Option<FeedbackState>,
+    /// Weights learned in the last complete epoch that the idea state takes
+    /// at the next one (they were on the dataflow's feedback edge).
+    pub weights_in_flight: Option<Weights>,
+}
+
+/// Borrowed form of [`Body`], for writing (the same serde form).
+#[derive(Serialize)]
+pub struct BodyRef<'a> {
+    pub ideas: &'a IdeaState,
+    pub moved_anchors: Option<Vec<Anchor>>,
+    pub feedback: Option<&'a FeedbackState>,
+    pub weights_in_flight: Option<Weights>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("not a checkpoint (no ideaflow checkpoint header)")]
+    NotACheckpoint,
+    #[error("truncated: {0}")]
+    Truncated(&'static str),
+    #[error("its header is corrupt (checksum mismatch)")]
+    HeaderCorrupt,
+    #[error("its state is corrupt (checksum mismatch)")]
+    BodyCorrupt,
+    #[error("format version {found}, this build reads version {FORMAT_VERSION}")]
+    Version { found: u32 },
+    #[error("could not decode it: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The body's bytes: the state, each shared embedding written once.
+pub fn encode_body(body: &BodyRef<'_>) -> Result<Vec<u8>, postcard::Error> {
+    shared_while_writing(|| postcard::to_allocvec(body))
+}
+
+/// Writes a whole checkpoint (header, then `body` as [`encode_body`] gave it).
+pub fn write(out: &mut impl Write, mut header: Header, body: &[u8]) -> Result<(), FormatError> {
+    header.version = FORMAT_VERSION;
+    header.body_len = body.len() as u64;
+    header.body_crc32 = crc32fast::hash(body);
+    let head = postcard::to_allocvec(&header)?;
+    out.write_all(MAGIC)?;
+    out.write_all(&(head.len() as u32).to_le_bytes())?;
+    out.write_all(&head)?;
+    out.write_all(&crc32fast::hash(&head).to_le_bytes())?;
+    out.write_all(body)?;
+    Ok(())
+}
+
+/// Reads the header (checked) and leaves `input` at the body.
+pub fn read_header(input: &mut impl Read) -> Result<Header, FormatError> {
+    let mut magic = [0u8; MAGIC.len()];
+    read_exact(input, &mut magic, "no header")?;
+    if &magic != MAGIC {
+        return Err(FormatError::NotACheckpoint);
+    }
+    let mut word = [0u8; 4];
+    read_exact(input, &mut word, "no header length")?;
+    let len = u32::from_le_bytes(word);
+    if len > MAX_HEADER {
+        return Err(FormatError::HeaderCorrupt);
+    }
+    let mut head = vec![0u8; len as usize];
+    read_exact(input, &mut head, "the header is cut short")?;
+    read_exact(input, &mut word, "the header's checksum is missing")?;
+    if crc32fast::hash(&head) != u32::from_le_bytes(word) {
+        return Err(FormatError::HeaderCorrupt);
+    }
+    // The version is the first field: read it alone first, so that another
+    // version's header is reported as such rather than as undecodable.
+    let (found, _) = postcard::take_from_bytes::<u32>(&head)?;
+    if found != FORMAT_VERSION {
+        return Err(FormatError::Version { found });
+    }
+    Ok(postcard::from_bytes(&head)?)
+}
+
+/// Reads the body `header` describes and checks its checksum; the bytes
+/// are decoded by [`decode_body`].
+pub fn read_body(input: &mut impl Read, header: &Header) -> Result<Vec<u8>, FormatError> {
+    let mut body = Vec::new();
+    input.take(header.body_len).read_to_end(&mut body)?;
+    if (body.len() as u64) < header.body_len {
+        return Err(FormatError::Truncated("the state is cut short"));
+    }
+    if crc32fast::hash(&body) != header.body_crc32 {
+        return Err(FormatError::BodyCorrupt);
+    }
+    Ok(body)
+}
+
+/// Checks the body's checksum without keeping it (for `inspect`).
+pub fn check_body(input: &mut impl Read, header: &Header) -> Result<(), FormatError> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut left = header.body_len;
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = input.read(&mut buf[..left.min(1 << 20) as usize])?;
+        if n == 0 {
+            return Err(FormatError::Truncated("the state is cut short"));
+        }
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    if hasher.finalize() != header.body_crc32 {
+        return Err(FormatError::BodyCorrupt);
+    }
+    Ok(())
+}
+
+pub fn decode_body(bytes: &[u8]) -> Result<Body, FormatError> {
+    Ok(shared_while_reading(|| postcard::from_bytes(bytes))?)
+}
+
+fn read_exact(input: &mut impl Read, buf: &mut [u8], what: &'static str) -> Result<(), FormatError> {
+    input.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FormatError::Truncated(what),
+        _ => FormatError::Io(e),
+    })
+}

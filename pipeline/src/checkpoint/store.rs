@@ -1,0 +1,138 @@
+//! The checkpoint directory: atomic writes, the last few kept, the newest
+//! usable one found.
+//!
+//! A checkpoint is written to a temporary name, synced, renamed into place
+//! and the directory synced: a crash at any moment leaves either the whole
+//! new file or none of it, never a partial file under a checkpoint's name.
+//! (A partial file left by a crash of the disk itself is caught by the
+//! checksums.)
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+
+use super::format::{self, Body, FormatError, Header};
+
+const PREFIX: &str = "checkpoint-";
+const SUFFIX: &str = ".ckpt";
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
+    kept: usize,
+}
+
+/// A checkpoint not used, and why.
+#[derive(Debug)]
+pub struct Passed {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl Store {
+    /// The store in `dir` (created if missing), keeping the newest `kept`.
+    pub fn open(dir: &Path, kept: usize) -> std::io::Result<Store> {
+        fs::create_dir_all(dir)?;
+        Ok(Store {
+            dir: dir.to_owned(),
+            kept: kept.max(1),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The checkpoints in the directory, newest (latest epoch) first.
+    pub fn list(&self) -> std::io::Result<Vec<PathBuf>> {
+        list(&self.dir)
+    }
+
+    /// Writes a checkpoint atomically, then removes all but the newest
+    /// `kept`; returns its path and size in bytes.
+    pub fn write(&self, header: Header, body: &[u8]) -> Result<(PathBuf, u64), FormatError> {
+        let name = format!("{PREFIX}{:020}{SUFFIX}", header.complete_before);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        {
+            let file = File::create(&tmp)?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            format::write(&mut out, header, body)?;
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        let size = fs::metadata(&path)?.len();
+        for old in self.list()?.into_iter().skip(self.kept) {
+            if let Err(e) = fs::remove_file(&old) {
+                tracing::warn!(path = %old.display(), error = %e, "could not remove an old checkpoint");
+            }
+        }
+        Ok((path, size))
+    }
+
+    /// The newest checkpoint that reads back whole, was taken under
+    /// `fingerprint` and that `accept` takes; every newer one passed over,
+    /// with the reason.
+    pub fn newest_usable<T>(
+        &self,
+        fingerprint: &str,
+        mut accept: impl FnMut(&Header, Body) -> Result<T, String>,
+    ) -> std::io::Result<(Option<(PathBuf, Header, T)>, Vec<Passed>)> {
+        let mut passed = Vec::new();
+        for path in self.list()? {
+            let pass = |reason: String| Passed {
+                path: path.clone(),
+                reason,
+            };
+            match read(&path) {
+                Err(e) => passed.push(pass(e.to_string())),
+                Ok((header, _)) if header.fingerprint != fingerprint => passed.push(pass(
+                    "it was taken under another configuration (a setting that changes \
+                     results differs)"
+                        .into(),
+                )),
+                Ok((header, body)) => match accept(&header, body) {
+                    Ok(t) => return Ok((Some((path, header, t)), passed)),
+                    Err(reason) => passed.push(pass(reason)),
+                },
+            }
+        }
+        Ok((None, passed))
+    }
+}
+
+/// The checkpoints in `dir`, newest first (their names sort by epoch).
+pub fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
+        })
+        .collect();
+    found.sort();
+    found.reverse();
+    Ok(found)
+}
+
+/// Reads and checks a whole checkpoint, and decodes its state.
+pub fn read(path: &Path) -> Result<(Header, Body), FormatError> {
+    let mut input = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let header = format::read_header(&mut input)?;
+    let bytes = format::read_body(&mut input, &header)?;
+    let body = format::decode_body(&bytes)?;
+    Ok((header, body))
+}
+
+/// Reads a checkpoint's header and checks its state's checksum without
+/// decoding it.
+pub fn inspect(path: &Path) -> Result<(Header, Result<(), FormatError>), FormatError> {
+    let mut input = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let header = format::read_header(&mut input)?;
+    let body = format::check_body(&mut input, &header);
+    Ok((header, body))
+}
