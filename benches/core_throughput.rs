@@ -86,6 +86,7 @@ fn child(input: &Path, workers: usize, cluster: Option<Cluster>) -> Result<()> {
             dead: DeadLetterSink::open(Path::new("/dev/null"), false)?,
             consumer: Box::new(NullSink(changes.clone())),
             signals_out: None,
+            continuity: Default::default(),
         }),
         false => None,
     };

@@ -13,7 +13,7 @@ use crate::idea::IdeaId;
 use crate::views::{Change, IdeaStatus, ViewKey, ViewRow};
 
 /// Score order: higher first, then id.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Ranked {
     score: f64,
     id: IdeaId,
@@ -48,7 +48,7 @@ pub struct TopKDelta {
 /// What the top lists know of an idea: (category, score, active).
 type Standing = (Option<Arc<str>>, Option<f64>, bool);
 
-#[derive(Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct TopK {
     k: usize,
     ideas: HashMap<IdeaId, Standing>,

@@ -65,6 +65,28 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Watch a running pipeline's sources and progress live in the terminal (reads its /metrics).
     Top(TopArgs),
+    /// Look into checkpoints (pipeline.checkpoint_dir).
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CheckpointCommand {
+    /// Print what each checkpoint in DIR holds, newest first: the epoch every
+    /// epoch before which it holds, the watermark, each source's position,
+    /// counts of ideas, vectors and keys, its format version and whether its
+    /// checksums hold (without decoding the state). Exits 1 if the newest is
+    /// not whole.
+    Inspect(CheckpointInspectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckpointInspectArgs {
+    /// A checkpoint directory (pipeline.checkpoint_dir), or one checkpoint file.
+    pub dir: PathBuf,
+    /// One JSON object per checkpoint instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -161,6 +161,14 @@ pub struct PipelineConfig {
     /// How long a stop (SIGTERM, SIGINT) may take to commit the epochs that
     /// are complete before the process exits anyway.
     pub shutdown_timeout_secs: u64,
+    /// Where `run` writes checkpoints of its whole state, and resumes from
+    /// the newest usable one at start (empty: no checkpoints; every start
+    /// rebuilds the state from the inputs).
+    pub checkpoint_dir: PathBuf,
+    /// Processing time between two checkpoints, in seconds.
+    pub checkpoint_every_secs: u64,
+    /// How many checkpoints are kept (the newest; older ones are removed).
+    pub checkpoints_kept: usize,
 }
 
 impl PipelineConfig {
@@ -193,6 +201,9 @@ impl Default for PipelineConfig {
             sink_retry_secs: 300,
             idle_source_secs: 30,
             shutdown_timeout_secs: 30,
+            checkpoint_dir: PathBuf::new(),
+            checkpoint_every_secs: 60,
+            checkpoints_kept: 2,
         }
     }
 }
@@ -439,6 +450,15 @@ impl Config {
         };
         if self.pipeline.workers == 0 {
             return invalid("pipeline.workers", "must be at least 1");
+        }
+        if self.pipeline.checkpoint_every_secs == 0 {
+            return invalid(
+                "pipeline.checkpoint_every_secs",
+                "must be at least 1 second",
+            );
+        }
+        if self.pipeline.checkpoints_kept == 0 {
+            return invalid("pipeline.checkpoints_kept", "must be at least 1");
         }
         if self.pipeline.epoch_secs == 0 {
             return invalid("pipeline.epoch_secs", "must be at least 1 second");

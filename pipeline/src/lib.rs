@@ -5,6 +5,7 @@
 pub mod api;
 pub mod blas;
 pub mod calibration;
+pub mod checkpoint;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

@@ -24,6 +24,9 @@ fn main() -> std::process::ExitCode {
         cli::Command::Verify(args) => commands::verify::run(args),
         cli::Command::Produce(args) => commands::produce::run(args),
         cli::Command::Top(args) => commands::top::run(args),
+        cli::Command::Checkpoint(cli::CheckpointCommand::Inspect(args)) => {
+            commands::checkpoint::inspect(args)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

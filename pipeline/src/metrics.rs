@@ -31,6 +31,12 @@ pub struct Metrics {
     pub sla_alerts: IntCounter,
     /// Prometheus wants base units: seconds, not hours.
     pub sla_average_seconds: Gauge,
+    /// How long each checkpoint paused the dataflow (encoding the state).
+    pub checkpoint_pause_seconds: Histogram,
+    pub checkpoint_bytes: IntGauge,
+    pub checkpoints_written: IntCounter,
+    /// Every epoch starting before this is in the last checkpoint written.
+    pub checkpoint_epoch: IntGauge,
 }
 
 impl Metrics {
@@ -114,8 +120,35 @@ impl Metrics {
             "Average time from first signal to listing over the SLA window at the last alert",
         )
         .expect("valid metric");
+        let checkpoint_pause_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ideaflow_checkpoint_pause_seconds",
+                "Time the dataflow paused while a checkpoint's state was encoded",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )
+        .expect("valid metric");
+        let checkpoint_bytes = IntGauge::new(
+            "ideaflow_checkpoint_bytes",
+            "Size of the last checkpoint written",
+        )
+        .expect("valid metric");
+        let checkpoints_written = IntCounter::new(
+            "ideaflow_checkpoints_written_total",
+            "Checkpoints written (pipeline.checkpoint_dir)",
+        )
+        .expect("valid metric");
+        let checkpoint_epoch = IntGauge::new(
+            "ideaflow_checkpoint_epoch_seconds",
+            "Every epoch starting before this (event time, seconds) is in the last checkpoint written",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(epochs.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(checkpoint_pause_seconds.clone()),
+            Box::new(checkpoint_bytes.clone()),
+            Box::new(checkpoints_written.clone()),
+            Box::new(checkpoint_epoch.clone()),
             Box::new(changes.clone()),
             Box::new(epoch_write_seconds.clone()),
             Box::new(epochs_per_write.clone()),
@@ -142,6 +175,10 @@ impl Metrics {
             signal_to_publish,
             sla_alerts,
             sla_average_seconds,
+            checkpoint_pause_seconds,
+            checkpoint_bytes,
+            checkpoints_written,
+            checkpoint_epoch,
         }
     }
 

@@ -33,6 +33,20 @@ impl DeadLetterSink {
         })
     }
 
+    /// The dead-letter file cut back to its first `len` bytes and appended
+    /// to, its counts going on from `counts` (a restart from a checkpoint).
+    pub fn continue_at(
+        path: &Path,
+        len: u64,
+        counts: BTreeMap<RejectReason, u64>,
+    ) -> Result<Self, JsonlError> {
+        Ok(DeadLetterSink {
+            writer: JsonlWriter::continue_at(path, len)?,
+            counts,
+            tap: None,
+        })
+    }
+
     /// Also hands every dead letter to `tap`.
     pub fn with_tap(mut self, tap: DeadLetterTap) -> Self {
         self.tap = Some(tap);

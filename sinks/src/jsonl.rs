@@ -36,6 +36,24 @@ impl JsonlWriter {
         Self::open(path, true)
     }
 
+    /// Cuts `path` back to its first `len` bytes and appends after them
+    /// (a restart going on from a checkpoint that saw the file that long).
+    pub fn continue_at(path: &Path, len: u64) -> Result<Self, JsonlError> {
+        let open_error = |source| JsonlError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(open_error)?;
+        file.set_len(len).map_err(open_error)?;
+        drop(file);
+        Self::open(path, true)
+    }
+
     fn open(path: &Path, append: bool) -> Result<Self, JsonlError> {
         let sink: Box<dyn Write + Send> = if path.as_os_str() == "-" {
             Box::new(io::stdout())

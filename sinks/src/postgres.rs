@@ -345,6 +345,42 @@ impl PostgresSink {
         Ok(row.map(|r| r.0))
     }
 
+    /// What the Redis sink keeps in memory of its earlier writes, as the
+    /// rows here say: a run resumed from a checkpoint gives it to
+    /// [`crate::redis_sink::RedisSink::remember`] before its first write.
+    pub async fn remembered(&self) -> Result<crate::redis_sink::Remembered, PostgresError> {
+        let topic_counts: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT category, topic, count FROM topic_counts")
+                .fetch_all(&self.pool)
+                .await?;
+        let ab: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT idea_id::text, marketplace, treatment, \
+             extract(epoch FROM max(window_end))::bigint FROM ab_results GROUP BY 1, 2, 3",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let allocations: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT idea_id::text, marketplace, variant, \
+             extract(epoch FROM max(day_start))::bigint FROM allocations GROUP BY 1, 2, 3",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let weights: (Option<i64>,) = sqlx::query_as(
+            "SELECT extract(epoch FROM max(effective_from))::bigint FROM weights_history",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(crate::redis_sink::Remembered {
+            topic_counts: topic_counts
+                .into_iter()
+                .map(|(c, t, n)| (c, t, n.max(0) as u64))
+                .collect(),
+            ab,
+            allocations,
+            weights_from: weights.0,
+        })
+    }
+
     /// Writes the changes of one or more whole epochs (the last ending at
     /// `epoch_end`) atomically.
     pub async fn write_epoch(

@@ -79,6 +79,21 @@ pub struct RedisSink {
     newest: HashMap<String, i64>,
 }
 
+/// What a [`RedisSink`] keeps in memory of its earlier writes: the topic
+/// counts the hot-topics set sums, and the newest window written per A/B
+/// result, allocation and the weights (an older revision never replaces a
+/// newer one). A run resumed from a checkpoint rebuilds it from Postgres.
+#[derive(Debug, Default)]
+pub struct Remembered {
+    /// (category, topic, count).
+    pub topic_counts: Vec<(String, String, u64)>,
+    /// (idea, marketplace, treatment, newest window end).
+    pub ab: Vec<(String, String, String, i64)>,
+    /// (idea, marketplace, variant, newest day start).
+    pub allocations: Vec<(String, String, String, i64)>,
+    pub weights_from: Option<i64>,
+}
+
 /// One epoch's top-K moves, by category.
 #[derive(Clone, Debug, Default)]
 pub struct EpochMoves {
@@ -106,6 +121,35 @@ impl RedisSink {
             newest: HashMap::new(),
             positions: None,
         })
+    }
+
+    /// Takes back what it remembered of its earlier writes (see [`Remembered`]).
+    pub fn remember(&mut self, r: Remembered) {
+        self.topics.clear();
+        self.newest.clear();
+        for (category, topic, count) in r.topic_counts {
+            self.topics
+                .entry(topic)
+                .or_default()
+                .insert(category, count);
+        }
+        let ns = self.namespace.clone();
+        for (idea, marketplace, treatment, at) in r.ab {
+            let field = format!("{marketplace}:{treatment}");
+            is_newest(&mut self.newest, &key(&ns, &["ab", &idea]), &field, at);
+        }
+        for (idea, marketplace, variant, at) in r.allocations {
+            let field = format!("{marketplace}:{variant}");
+            is_newest(
+                &mut self.newest,
+                &key(&ns, &["allocation", &idea]),
+                &field,
+                at,
+            );
+        }
+        if let Some(at) = r.weights_from {
+            is_newest(&mut self.newest, &key(&ns, &["weights"]), "", at);
+        }
     }
 
     /// The sources' committed positions (JSON) to record with the next write.

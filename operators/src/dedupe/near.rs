@@ -141,6 +141,15 @@ fn unpack(packed: &[u64], bands: usize, bits: usize) -> Vec<u32> {
 }
 
 impl NearIndex {
+    /// Vectors in the index.
+    pub fn len(&self) -> usize {
+        self.embeddings.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn new(params: LshParams) -> Self {
         let lsh = LshIndex::new(params);
         let p = lsh.params();

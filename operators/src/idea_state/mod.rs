@@ -363,6 +363,17 @@ impl IdeaState {
         self.applied_through
     }
 
+    /// Vectors in the near-duplicate index (each live idea's and its
+    /// near-duplicates').
+    pub fn indexed_vectors(&self) -> usize {
+        self.near.len()
+    }
+
+    /// Archived ideas still remembered (until forgotten).
+    pub fn archived_ideas(&self) -> usize {
+        self.archived.len()
+    }
+
     /// Live (not archived) ideas.
     pub fn active_ideas(&self) -> usize {
         self.ideas.len() - self.free.len()

@@ -24,6 +24,8 @@ use ideaflow_operators::score::Weights;
 use ideaflow_operators::shared_embedding::{shared_while_reading, shared_while_writing};
 use serde::{Deserialize, Serialize};
 
+use super::capture::RunState;
+
 pub const MAGIC: &[u8; 20] = b"IDEAFLOW-CHECKPOINT\n";
 
 /// Bumped whenever the header's or the state's serde form changes.
@@ -71,7 +73,8 @@ pub struct SourcePosition {
 pub struct Counts {
     pub live_ideas: u64,
     pub archived_ideas: u64,
-    /// Distinct embeddings held (each written once).
+    /// Vectors in the near-duplicate index (live ideas' and their
+    /// near-duplicates'; each embedding is written once).
     pub vectors: u64,
     /// Signals remembered to take redeliveries once.
     pub seen_signals: u64,
@@ -88,6 +91,9 @@ pub struct Body {
     /// Weights learned in the last complete epoch that the idea state takes
     /// at the next one (they were on the dataflow's feedback edge).
     pub weights_in_flight: Option<Weights>,
+    /// Likewise, anchors moved by classification feedback.
+    pub anchors_in_flight: Option<Vec<Anchor>>,
+    pub run: RunState,
 }
 
 /// Borrowed form of [`Body`], for writing (the same serde form).
@@ -97,6 +103,8 @@ pub struct BodyRef<'a> {
     pub moved_anchors: Option<Vec<Anchor>>,
     pub feedback: Option<&'a FeedbackState>,
     pub weights_in_flight: Option<Weights>,
+    pub anchors_in_flight: Option<Vec<Anchor>>,
+    pub run: &'a RunState,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +209,11 @@ pub fn decode_body(bytes: &[u8]) -> Result<Body, FormatError> {
     Ok(shared_while_reading(|| postcard::from_bytes(bytes))?)
 }
 
-fn read_exact(input: &mut impl Read, buf: &mut [u8], what: &'static str) -> Result<(), FormatError> {
+fn read_exact(
+    input: &mut impl Read,
+    buf: &mut [u8],
+    what: &'static str,
+) -> Result<(), FormatError> {
     input.read_exact(buf).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => FormatError::Truncated(what),
         _ => FormatError::Io(e),

@@ -15,6 +15,7 @@
 
 pub mod capture;
 pub mod format;
+pub mod restart;
 pub mod store;
 
 use std::path::Path;

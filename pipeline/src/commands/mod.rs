@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns its arguments into work and reports.
 
+pub mod checkpoint;
 pub mod classify;
 pub mod embed;
 pub mod gen;

@@ -71,6 +71,7 @@ pub fn replay_into(
         dead,
         consumer: Box::new(consumer),
         signals_out: None,
+        continuity: Default::default(),
     };
     run_dataflow(config, cluster, Some(lead), model, core, false)?
         .ok_or_else(|| anyhow::anyhow!("the leading worker returned no summary"))

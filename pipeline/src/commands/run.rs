@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use chrono::Duration;
-use ideaflow_operators::views::ViewState;
+use ideaflow_operators::views::{Change, ViewKey, ViewRow, ViewState};
 use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
 use ideaflow_sources::bus::in_flight::InFlight;
 use ideaflow_sources::input::InputSpec;
@@ -19,11 +19,13 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::set_model_threads;
 use crate::api::{self, AppState};
+use crate::checkpoint::capture::{Checkpoints, Resumed};
+use crate::checkpoint::restart;
 use crate::cli::RunArgs;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::core_setup::CoreSetup;
-use crate::dataflow::{run_dataflow, Lead};
+use crate::dataflow::{run_dataflow, Continuity, Lead};
 use crate::dataflow::{Inputs, LiveSettings};
 use crate::materialize::{self, Materializer};
 use crate::metrics::Metrics;
@@ -72,24 +74,52 @@ pub fn run(args: RunArgs) -> Result<()> {
     // Fail before starting workers if the model is missing or broken.
     let (model, mut embedder) = ModelSource::open(&config.model)?;
     let core = Arc::new(CoreSetup::build(&config, &mut embedder)?);
-    let output = JsonlWriter::create(&config.pipeline.output)?;
-    let dead_tap = ideaflow_sinks::DeadLetterTap::default();
-    let dead =
-        DeadLetterSink::open(&config.pipeline.dead_letter, false)?.with_tap(dead_tap.clone());
-
     let sink_runtime = Arc::new(
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
     );
-    let sinks = materialize::connect_waiting(&config, &sink_runtime, true)?;
     let metrics = Metrics::new();
+    let (checkpoints, resumed, sinks) =
+        start_from_checkpoint(&config, &core, &sink_runtime, &metrics)?;
+    let mut inputs = inputs;
+    if let Some(r) = &resumed {
+        inputs.files = inputs.files.map(|f| f.unpaced_for(r.run.read.file_items));
+    }
+    let dead_tap = ideaflow_sinks::DeadLetterTap::default();
+    let (output, dead) = match &resumed {
+        Some(r) => (
+            restart::output_from(&config.pipeline.output, r)?,
+            restart::dead_letters_from(&config.pipeline.dead_letter, r)?,
+        ),
+        None => (
+            JsonlWriter::create(&config.pipeline.output)?,
+            DeadLetterSink::open(&config.pipeline.dead_letter, false)?,
+        ),
+    };
+    let dead = dead.with_tap(dead_tap.clone());
     metrics
         .registry
         .register(Box::new(StatusCollector(status.clone())))
         .map_err(|e| anyhow::anyhow!("registering the source metrics: {e}"))?;
     let (feed, _) = broadcast::channel(1024);
     let views = Arc::new(Mutex::new(ViewState::default()));
+    // The dataflow's dead letters before the checkpoint: appended with the
+    // rest when the run ends.
+    if let Some(r) = &resumed {
+        let mut v = views.lock().expect("not poisoned");
+        let restored = restart::refused_inside(r);
+        *checkpoints
+            .as_ref()
+            .expect("resumed runs take checkpoints")
+            .refused_inside
+            .lock()
+            .expect("not poisoned") = restored.clone();
+        v.apply(restored.into_iter().map(|(n, d)| Change {
+            key: ViewKey::DeadLetter(n),
+            row: Some(ViewRow::DeadLetter(n, d)),
+        }));
+    }
 
     // The API runs on its own runtime, beside the timely workers.
     let api_runtime = tokio::runtime::Builder::new_multi_thread()
@@ -146,7 +176,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         namespace = %config.redis.namespace,
         "pipeline starting"
     );
-    let consumer = Materializer::new(
+    let committed_through = resumed.as_ref().map(|r| r.sinks_committed_through);
+    let mut consumer = Materializer::new(
         sink_runtime.clone(),
         Some(sinks),
         views.clone(),
@@ -155,12 +186,20 @@ pub fn run(args: RunArgs) -> Result<()> {
     )
     .with_dead_letters(dead_tap)
     .with_sources(in_flight)
-    .with_stop(stop.clone());
+    .with_stop(stop.clone())
+    .committed_through(committed_through);
+    if let Some(c) = &checkpoints {
+        consumer = consumer.with_checkpoints(c);
+    }
     let lead = Lead {
         source: inputs,
         dead,
         consumer: Box::new(consumer),
         signals_out: Some(output),
+        continuity: Continuity {
+            checkpoints,
+            resumed,
+        },
     };
     let summary = run_dataflow(&config, cluster.as_ref(), Some(lead), model, core, true)?
         .ok_or_else(|| anyhow::anyhow!("the leading worker returned no summary"))?;
@@ -303,4 +342,94 @@ fn webhook(
         appender,
         Some(status.clone()),
     ))
+}
+
+/// The checkpoints this run takes (`pipeline.checkpoint_dir`), the one it
+/// resumes from, and the sinks: kept as they are when resuming (they hold
+/// at least what the checkpoint does), emptied when the state is rebuilt.
+fn start_from_checkpoint(
+    config: &Config,
+    core: &CoreSetup,
+    runtime: &tokio::runtime::Runtime,
+    metrics: &Metrics,
+) -> Result<(Option<Checkpoints>, Option<Resumed>, materialize::Sinks)> {
+    let dir = &config.pipeline.checkpoint_dir;
+    if dir.as_os_str().is_empty() {
+        return Ok((
+            None,
+            None,
+            materialize::connect_waiting(config, runtime, true)?,
+        ));
+    }
+    if let Some(why) = restart::unusable_inputs(config) {
+        tracing::warn!(
+            reason = why,
+            "no checkpoints: every start rebuilds the state from the inputs"
+        );
+        return Ok((
+            None,
+            None,
+            materialize::connect_waiting(config, runtime, true)?,
+        ));
+    }
+    let store = crate::checkpoint::store::Store::open(dir, config.pipeline.checkpoints_kept)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot use pipeline.checkpoint_dir {}: {e}; make it a writable folder or set it to \"\"",
+                dir.display()
+            )
+        })?;
+    let fingerprint = crate::checkpoint::fingerprint(config);
+    let mut resumed = restart::newest(config, core, &store, &fingerprint)?;
+    let sinks = match resumed.as_mut() {
+        Some(r) => {
+            let mut sinks = materialize::connect_waiting(config, runtime, false)?;
+            let pg = runtime.block_on(sinks.postgres.committed_epoch())?;
+            let redis = sinks.redis.committed_epoch()?;
+            match (pg, redis) {
+                (Some(pg), Some(redis)) => {
+                    r.sinks_committed_through = pg.min(redis);
+                    let remembered = runtime.block_on(sinks.postgres.remembered())?;
+                    sinks.redis.remember(remembered);
+                    sinks
+                }
+                _ => {
+                    tracing::warn!(
+                        postgres = ?pg,
+                        redis = ?redis,
+                        "a sink holds no progress marker (emptied since the checkpoint?): \
+                         rebuilding the state from the inputs"
+                    );
+                    resumed = None;
+                    drop(sinks);
+                    materialize::connect_waiting(config, runtime, true)?
+                }
+            }
+        }
+        None => materialize::connect_waiting(config, runtime, true)?,
+    };
+    if resumed.is_none() {
+        // The sinks are emptied and rebuilt: no checkpoint of before may be
+        // taken up again with them.
+        for old in store.list()? {
+            tracing::info!(path = %old.display(), "removing a checkpoint the rebuild replaces");
+            std::fs::remove_file(&old)?;
+        }
+    }
+    let checkpoints = Checkpoints {
+        store,
+        every: std::time::Duration::from_secs(config.pipeline.checkpoint_every_secs),
+        fingerprint,
+        top: Arc::new(Mutex::new(resumed.as_mut().and_then(|r| r.run.top.take()))),
+        refused_inside: Arc::default(),
+        committed_before: Arc::new(std::sync::atomic::AtomicI64::new(
+            resumed.as_ref().map_or(0, |r| {
+                i64::try_from(r.header.complete_before).unwrap_or(i64::MAX)
+            }),
+        )),
+        base_classes: core.labels().classifier.clone().map(Arc::new),
+        ending: Arc::default(),
+        metrics: Some(metrics.clone()),
+    };
+    Ok((Some(checkpoints), resumed, sinks))
 }

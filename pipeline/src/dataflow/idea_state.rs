@@ -22,7 +22,7 @@ use differential_dataflow::trace::implementations::{KeyBatcher, KeySpine, ValBui
 use ideaflow_operators::centroid::VectorDelta;
 use ideaflow_operators::classify::Classes;
 use ideaflow_operators::dedupe::LshIndex;
-use ideaflow_operators::feedback::{EmbeddedCorrection, FeedbackState, IdeaFact, LatestFactors};
+use ideaflow_operators::feedback::{EmbeddedCorrection, IdeaFact, LatestFactors};
 use ideaflow_operators::idea_state::{prepare, CentroidKey, IdeaState, Labels, PreparedSignal};
 use ideaflow_operators::score::ScoringParams;
 use ideaflow_operators::score::Weights;
@@ -311,7 +311,8 @@ pub enum Learned {
 
 /// What the feedback operator needs on the worker that owns the state.
 pub struct FeedbackOwner {
-    pub state: FeedbackState,
+    /// Shared with the checkpoints, which save it between epochs.
+    pub state: crate::checkpoint::capture::SharedFeedback,
     /// Embeds corrected sentences (classification feedback), loaded at the
     /// first correction: most streams have none.
     pub embedder: LazyEmbedder,
@@ -380,11 +381,15 @@ pub fn apply_feedback<'scope>(
                         continue;
                     };
                     let watermark = (t + epoch_secs) as i64;
-                    let events = owner.state.take_once(watermark, events);
+                    let mut feedback = owner.state.borrow_mut();
+                    let Some(feedback) = feedback.as_mut() else {
+                        continue;
+                    };
+                    let events = feedback.take_once(watermark, events);
                     if let Some(r) = &repeats {
                         r.envelope_repeats
-                            .store(owner.state.repeated_events(), Ordering::Relaxed);
-                        r.refused(&owner.state.take_refused());
+                            .store(feedback.repeated_events(), Ordering::Relaxed);
+                        r.refused(&feedback.take_refused());
                     }
                     let (corrections, events): (Vec<Event>, Vec<Event>) = events
                         .into_iter()
@@ -398,11 +403,9 @@ pub fn apply_feedback<'scope>(
                         "the idea state ran ahead of feedback"
                     );
                     let latest = ideas.map(|s| s as &dyn LatestFactors);
-                    let mut out = owner
-                        .state
-                        .apply_epoch_facts(watermark, events, &changes, latest);
+                    let mut out = feedback.apply_epoch_facts(watermark, events, &changes, latest);
                     let embedded = embed_corrections(&mut owner.embedder, corrections);
-                    owner.state.apply_corrections(watermark, embedded, &mut out);
+                    feedback.apply_corrections(watermark, embedded, &mut out);
                     let classifier = match (out.new_anchors.take(), &owner.classifier) {
                         (Some(anchors), Some(base)) => Some(Arc::new(base.with_anchors(anchors))),
                         _ => None,
@@ -425,7 +428,9 @@ pub fn apply_feedback<'scope>(
                     logged = true;
                     // What the feedback state holds at the end: with the
                     // idea state's horizon it stays bounded on long streams.
-                    tracing::info!(size = ?owner.state.size(), "feedback done");
+                    if let Some(f) = owner.state.borrow().as_ref() {
+                        tracing::info!(size = ?f.size(), "feedback done");
+                    }
                 }
             }
         },

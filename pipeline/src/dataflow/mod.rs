@@ -43,6 +43,14 @@ pub struct Lead {
     pub dead: DeadLetterSink,
     pub consumer: Box<dyn EpochConsumer>,
     pub signals_out: Option<JsonlWriter>,
+    pub continuity: Continuity,
+}
+
+/// Checkpoints a run takes, and the one it resumes from.
+#[derive(Default)]
+pub struct Continuity {
+    pub checkpoints: Option<crate::checkpoint::capture::Checkpoints>,
+    pub resumed: Option<crate::checkpoint::capture::Resumed>,
 }
 
 /// replay -> validate -> embed -> prepare -> idea state -> `consumer`, on
@@ -65,6 +73,7 @@ pub fn run_views_pipeline(
         dead,
         consumer,
         signals_out,
+        continuity: Continuity::default(),
     };
     run_dataflow(config, None, Some(lead), model, core, write_signals)?
         .ok_or_else(|| anyhow!("worker 0 returned no summary"))
@@ -120,15 +129,28 @@ pub fn run_dataflow(
         let repeats = mine.as_ref().map(|l| l.source.live.status.repeats.clone());
         // Repeats are counted by bus partition: the states log what they refuse.
         let from_buses = mine.as_ref().is_some_and(|l| !l.source.buses.is_empty());
-        let (source, consumer, writer) = match mine {
-            Some(l) => (Some((l.source, l.dead)), Some(l.consumer), l.signals_out),
-            None => (None, None, None),
+        let (source, consumer, writer, continuity) = match mine {
+            Some(l) => (
+                Some((l.source, l.dead)),
+                Some(l.consumer),
+                l.signals_out,
+                l.continuity,
+            ),
+            None => (None, None, None, Continuity::default()),
         };
+        let Continuity {
+            checkpoints,
+            mut resumed,
+        } = continuity;
+        let output_path = writer.as_ref().map(|w| w.path().to_owned());
         let sunk = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // The state has one owner; its tick re-scoring uses as many threads
         // as the run has workers.
         let state = consumer.as_ref().map(|_| {
-            let mut state = core.state();
+            let mut state = match resumed.as_mut() {
+                Some(r) => r.take_ideas(&core),
+                None => core.state(),
+            };
             state.set_scoring_threads(workers);
             if from_buses {
                 state.log_refused();
@@ -136,14 +158,19 @@ pub fn run_dataflow(
             state
         });
         let state: idea_state::SharedState = std::rc::Rc::new(std::cell::RefCell::new(state));
-        let mut feedback_owner = consumer.as_ref().map(|_| FeedbackOwner {
-            state: {
-                let mut state = core.feedback_state();
+        let feedback: crate::checkpoint::capture::SharedFeedback =
+            std::rc::Rc::new(std::cell::RefCell::new(consumer.as_ref().map(|_| {
+                let mut state = match resumed.as_mut().and_then(|r| r.feedback.take()) {
+                    Some(resumed) => resumed,
+                    None => core.feedback_state(),
+                };
                 if from_buses {
                     state.log_refused();
                 }
                 state
-            },
+            })));
+        let mut feedback_owner = consumer.as_ref().map(|_| FeedbackOwner {
+            state: feedback.clone(),
             embedder: LazyEmbedder::new(model.clone()),
             classifier: core
                 .labels()
@@ -159,7 +186,10 @@ pub fn run_dataflow(
             // Every worker must build the same dataflow, so this follows the
             // run's request, not whether this worker holds the writer.
             if write_signals {
-                ordered_sink::write_signals(with_vectors.clone(), writer, sunk.clone());
+                // Probed: a checkpoint waits until the file holds every
+                // epoch before it.
+                ordered_sink::write_signals(with_vectors.clone(), writer, sunk.clone())
+                    .probe_with(&probe);
             }
             let prepared = idea_state::prepare_signals(with_vectors, core.prepare.clone());
             // The feedback edge: weights learned in one epoch reach the idea
@@ -217,9 +247,21 @@ pub fn run_dataflow(
             }
             Some((source, mut dead)) => {
                 let done = std::sync::atomic::AtomicU64::new(0);
+                let checkpointer = checkpoints.map(|c| {
+                    crate::checkpoint::capture::Checkpointer::new(
+                        c,
+                        state.clone(),
+                        feedback.clone(),
+                    )
+                });
+                let resume = source::Resume {
+                    checkpointer,
+                    from: resumed.map(|r| (r.header.complete_before, r.run.read)),
+                    output_path,
+                };
                 let (mut s, handles) = source::drive(
                     worker, source, &mut input, cap, &probe, &mut dead, settings, &arrived, &done,
-                    &cutoff,
+                    &cutoff, resume,
                 )?;
                 buses_out.lock().expect("not poisoned").extend(handles);
                 s.signals_out = arrived.load(std::sync::atomic::Ordering::Relaxed);

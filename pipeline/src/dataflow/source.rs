@@ -34,6 +34,8 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 use timely::worker::Worker;
 
 use super::RunSummary;
+use crate::checkpoint::capture::{AtCapture, ReadThrough, RunState, SavedPosition};
+use crate::checkpoint::format::SourcePosition;
 use crate::progress::Progress;
 use crate::source_status::SourceStatus;
 
@@ -215,6 +217,18 @@ fn bus_dead_letter(
     }
 }
 
+/// A run's checkpoints: the one it resumes from, and those it takes.
+#[derive(Default)]
+pub struct Resume {
+    pub checkpointer: Option<crate::checkpoint::capture::Checkpointer>,
+    /// The checkpoint resumed from: every epoch starting before the first
+    /// is in the state, and the second says how far each source had been
+    /// read (what is read again up to there is skipped).
+    pub from: Option<(u64, ReadThrough)>,
+    /// The embedded signals' file (a checkpoint records its length).
+    pub output_path: Option<std::path::PathBuf>,
+}
+
 /// What `drive` keeps while it runs.
 struct Reading {
     watermarks: SourceWatermarks,
@@ -229,6 +243,75 @@ struct Reading {
     signals: u64,
     /// Which bus sources have connected at least once.
     connected: Vec<bool>,
+    /// Items of the file chain received (events and refused lines), and how
+    /// many of the first were in the checkpoint resumed from (skipped).
+    file_items: u64,
+    skip_file_items: u64,
+    /// The bus sources' names, and the last position received per
+    /// (source, partition).
+    bus_names: Vec<String>,
+    bus_read: std::collections::BTreeMap<(usize, u32), BusPosition>,
+    /// Per (source, partition): records up to this position were read
+    /// before the checkpoint resumed from.
+    bus_skip: std::collections::HashMap<(usize, u32), SavedPosition>,
+    /// The checkpoint resumed from holds every epoch starting before this:
+    /// of what was read before it, records of those epochs (applied, or
+    /// refused then) are skipped; the others were still on their way and
+    /// are taken again.
+    resumed_before: u64,
+    /// The sources (as watermark keys) that have not yet read again as far
+    /// as the checkpoint says: until they have, the input stays at the
+    /// checkpoint's epoch, so that nothing they give again is judged late.
+    catching_up: std::collections::BTreeSet<(usize, u32)>,
+}
+
+impl Reading {
+    /// Whether a record read again after a resume, of event time `time`, is
+    /// in the checkpoint (or was refused before it): skipped.
+    fn held_before(&self, time: DateTime<Utc>, epoch_secs: u64) -> bool {
+        epoch_of(time, epoch_secs) < self.resumed_before
+    }
+
+    /// How far each source has been read, for a checkpoint.
+    fn read_through(&self) -> ReadThrough {
+        ReadThrough {
+            file_items: self.file_items,
+            buses: self
+                .bus_read
+                .iter()
+                .filter_map(|((s, p), pos)| {
+                    Some((
+                        self.bus_names.get(*s)?.clone(),
+                        *p,
+                        SavedPosition::from(*pos),
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    /// The same, with each source's watermark, for a checkpoint's header.
+    fn positions(&self, has_files: bool) -> Vec<SourcePosition> {
+        let secs = |w: Option<DateTime<Utc>>| w.map(|w| w.timestamp());
+        let mut out = Vec::new();
+        if has_files {
+            out.push(SourcePosition {
+                source: "files".into(),
+                partition: 0,
+                read_through: format!("{} lines", self.file_items),
+                watermark: secs(self.watermarks.own((FILES, 0))),
+            });
+        }
+        for ((s, p), pos) in &self.bus_read {
+            out.push(SourcePosition {
+                source: self.bus_names.get(*s).cloned().unwrap_or_default(),
+                partition: *p,
+                read_through: pos.to_string(),
+                watermark: secs(self.watermarks.own((s + 1, *p))),
+            });
+        }
+        out
+    }
 }
 
 impl Reading {
@@ -307,7 +390,13 @@ pub fn drive(
     arrived: &Arc<AtomicU64>,
     sunk: &AtomicU64,
     cutoff: &AtomicU64,
+    resume: Resume,
 ) -> Result<(RunSummary, Vec<BusHandle>)> {
+    let Resume {
+        mut checkpointer,
+        from,
+        output_path,
+    } = resume;
     let DriveSettings {
         epoch_secs,
         max_in_flight,
@@ -342,6 +431,32 @@ pub fn drive(
             }
             debug_assert!(buffer.is_empty());
         };
+    let bus_names: Vec<String> = buses.iter().map(|b| b.name().to_owned()).collect();
+    let has_files = files.is_some();
+    // Resuming: the state holds every epoch before the checkpoint's, so
+    // nothing may enter one; what a source gives again up to where it had
+    // been read is skipped (its watermark still follows it).
+    let resumed_before = from.as_ref().map_or(0, |(c, _)| *c);
+    let (skip_file_items, bus_skip) = match &from {
+        Some((complete_before, read)) => {
+            if let Some(c) = cap.as_mut() {
+                if *complete_before > *c.time() {
+                    c.downgrade(complete_before);
+                }
+            }
+            let bus_skip: std::collections::HashMap<(usize, u32), SavedPosition> = read
+                .buses
+                .iter()
+                .filter_map(|(name, p, pos)| {
+                    let s = bus_names.iter().position(|n| n == name)?;
+                    Some(((s, *p), *pos))
+                })
+                .collect();
+            (read.file_items, bus_skip)
+        }
+        None => (0, Default::default()),
+    };
+    let mut last_checkpoint = from.as_ref().map_or(0, |(c, _)| *c);
     let (tx, items) = sync_channel::<Arrival>(READ_AHEAD);
     let in_flight = live.status.in_flight.clone();
     live.status.count_through(arrived.clone());
@@ -356,6 +471,17 @@ pub fn drive(
         events: 0,
         signals: 0,
         connected: vec![false; handles.len()],
+        file_items: 0,
+        skip_file_items,
+        bus_names,
+        bus_read: Default::default(),
+        catching_up: bus_skip
+            .keys()
+            .map(|(s, p)| (s + 1, *p))
+            .chain((skip_file_items > 0).then_some((FILES, 0)))
+            .collect(),
+        bus_skip,
+        resumed_before,
     };
     if reader.is_some() {
         reading.watermarks.add((FILES, 0));
@@ -380,7 +506,15 @@ pub fn drive(
         match received {
             Ok(Arrival::File(Ok((item, wm)))) => {
                 reading.watermarks.set_own((FILES, 0), wm);
+                reading.file_items += 1;
+                let again = reading.file_items <= reading.skip_file_items;
+                if reading.file_items >= reading.skip_file_items {
+                    reading.catching_up.remove(&(FILES, 0));
+                }
                 match item {
+                    // Refused before the checkpoint: in the dead letters.
+                    Replayed::Dead(_) if again => {}
+                    Replayed::Event(e) if again && reading.held_before(e.time, epoch_secs) => {}
                     Replayed::Dead(dl) => dead.write(&dl)?,
                     Replayed::Event(event) => {
                         if let Err(event) = reading.admit(event, epoch_secs, open) {
@@ -402,6 +536,7 @@ pub fn drive(
             Ok(Arrival::File(Err(e))) => return Err(e.into()),
             Ok(Arrival::FilesEnded) => {
                 reading.watermarks.end((FILES, 0));
+                reading.catching_up.remove(&(FILES, 0));
                 files_done = true;
             }
             Ok(Arrival::Bus(event)) => {
@@ -445,7 +580,7 @@ pub fn drive(
             if let Some(wm) = reading.watermarks.advance(now, Utc::now()) {
                 live.status.set_pipeline_watermark(wm.timestamp());
                 let t = epoch_of(wm, epoch_secs);
-                if t > *c.time() {
+                if t > *c.time() && reading.catching_up.is_empty() {
                     c.downgrade(&t);
                 }
             }
@@ -454,6 +589,40 @@ pub fn drive(
             // of progress per epoch), within a bounded time.
             while probe.less_than(c.time()) && last_flush.elapsed() < FLUSH_EVERY {
                 worker.step_or_park(Some(PARK_AT_MOST));
+            }
+            if let Some(cp) = checkpointer.as_mut().filter(|cp| cp.due()) {
+                let w = *c.time();
+                if w > last_checkpoint {
+                    // Every epoch before the input's must complete (the
+                    // dataflow runs meanwhile); then the state holds
+                    // exactly those.
+                    while probe.less_than(&w) {
+                        worker.step_or_park(Some(PARK_AT_MOST));
+                    }
+                    dead.flush()?;
+                    let at = AtCapture {
+                        complete_before: w,
+                        watermark: reading.watermarks.current().map(|t| t.timestamp()),
+                        positions: reading.positions(has_files),
+                        run: RunState {
+                            read: reading.read_through(),
+                            output_bytes: output_path.as_deref().and_then(file_len),
+                            dead_letter_bytes: file_len(dead.path()).unwrap_or(0),
+                            dead_letters_by_reason: serde_json::to_string(dead.counts())
+                                .unwrap_or_default(),
+                            ..RunState::default()
+                        },
+                    };
+                    match cp.capture(at) {
+                        Ok(pause) => tracing::info!(
+                            complete_before = w,
+                            pause_ms = pause.as_millis() as u64,
+                            "checkpoint taken; written once the sinks hold its epochs"
+                        ),
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "no checkpoint taken"),
+                    }
+                    last_checkpoint = w;
+                }
             }
             // Back-pressure: let embedding and preparation (on any worker of
             // any process) catch up before reading further.
@@ -526,6 +695,16 @@ pub fn drive(
         let _ = probe;
     }
     dead.flush()?;
+    if let Some(cp) = checkpointer.as_mut() {
+        cp.finish();
+        if cp.taken > 0 {
+            tracing::info!(
+                checkpoints = cp.taken,
+                longest_pause_ms = cp.longest_pause.as_millis() as u64,
+                "checkpoints taken in this run"
+            );
+        }
+    }
     let (_, seconds) = progress.finish();
     Ok((
         RunSummary {
@@ -541,6 +720,11 @@ pub fn drive(
         },
         handles,
     ))
+}
+
+/// A file's length (`None` for standard output or a missing file).
+fn file_len(path: &std::path::Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.len())
 }
 
 /// One report of a bus source's thread.
@@ -560,6 +744,11 @@ fn on_bus_event(
             for p in &partitions {
                 reading.watermarks.add((source + 1, *p));
             }
+            // A partition the checkpoint knew that the bus no longer has
+            // has nothing to read again.
+            reading
+                .catching_up
+                .retain(|(s, p)| *s != source + 1 || partitions.contains(p));
             live.status.connected(source, &partitions);
         }
         BusEvent::Records { source, records } => {
@@ -581,6 +770,29 @@ fn on_bus_event(
                         Ok(()) => Ok(e),
                         Err(late) => Err(late_rejection(&e, &late)),
                     });
+                reading.bus_read.insert((source, partition), position);
+                let through = reading.bus_skip.get(&(source, partition)).copied();
+                let again = through.is_some_and(|t| SavedPosition::from(position) <= t);
+                if through.is_some_and(|t| SavedPosition::from(position) >= t) {
+                    reading.catching_up.remove(&key);
+                }
+                let held = match &judged {
+                    // Refused before the checkpoint: in the dead letters.
+                    Err(_) => true,
+                    Ok(e) => reading.held_before(e.time, epoch_secs),
+                };
+                if again && held {
+                    // In the checkpoint resumed from: acknowledged with the
+                    // next commit.
+                    reading.read.push(ReadRecord {
+                        source,
+                        partition,
+                        position,
+                        epoch: open,
+                        redelivered,
+                    });
+                    continue;
+                }
                 let judged = match judged {
                     Ok(event) => reading
                         .admit(event, epoch_secs, open)
@@ -617,6 +829,8 @@ fn on_bus_event(
             let now = Instant::now();
             for p in partitions {
                 reading.watermarks.empty((source + 1, p), now);
+                // Caught up with the bus: nothing more to read again.
+                reading.catching_up.remove(&(source + 1, p));
             }
         }
         BusEvent::Unreachable { source, message } => live.status.unreachable(source, message),

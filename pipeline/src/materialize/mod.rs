@@ -49,8 +49,16 @@ pub struct FeedSignal {
 pub struct Materializer {
     pub views: Arc<Mutex<ViewState>>,
     /// Ranks each category's ideas epoch by epoch, for Redis's top sets and
-    /// `idea.scored` events (only with sinks).
-    top: Option<TopK>,
+    /// `idea.scored` events (only with sinks); shared with the checkpoints,
+    /// which save it.
+    top: Arc<Mutex<Option<TopK>>>,
+    /// The dead letters the dataflow refused so far (by their view key),
+    /// for the checkpoints: a resumed run appends them at its end too.
+    refused_inside: Option<Arc<Mutex<Vec<(u64, ideaflow_operators::DeadLetter)>>>>,
+    /// After a resume from a checkpoint: epochs ending by this are already
+    /// committed by both sinks (their progress markers say so) and are not
+    /// written again.
+    committed_through: Option<i64>,
     /// The sinks until the first epoch starts the writer with them.
     targets: Option<Targets>,
     writer: Option<SinkWriter>,
@@ -135,7 +143,9 @@ impl Materializer {
         feed: Option<broadcast::Sender<EpochCommitted>>,
         metrics: Option<crate::metrics::Metrics>,
     ) -> Self {
-        let top = sinks.as_ref().map(|s| TopK::new(s.redis.top_k()));
+        let top = Arc::new(Mutex::new(
+            sinks.as_ref().map(|s| TopK::new(s.redis.top_k())),
+        ));
         let targets = sinks.map(|s| Targets {
             runtime,
             postgres: s.postgres,
@@ -150,14 +160,41 @@ impl Materializer {
             views_epoch: None,
             in_flight: None,
             stop: None,
+            committed_before: None,
         });
         Materializer {
             views,
             top,
+            refused_inside: None,
+            committed_through: None,
             targets,
             writer: None,
             in_flight: None,
         }
+    }
+
+    /// Shares what the checkpoints save: the top lists, the dataflow's dead
+    /// letters, and how far both sinks have committed.
+    pub fn with_checkpoints(mut self, c: &crate::checkpoint::capture::Checkpoints) -> Self {
+        let mine = self.top.lock().expect("not poisoned").take();
+        let mut theirs = c.top.lock().expect("not poisoned");
+        if theirs.is_none() {
+            *theirs = mine;
+        }
+        drop(theirs);
+        self.top = c.top.clone();
+        self.refused_inside = Some(c.refused_inside.clone());
+        if let Some(t) = self.targets.as_mut() {
+            t.committed_before = Some(c.committed_before.clone());
+        }
+        self
+    }
+
+    /// Resuming from a checkpoint: epochs ending by `through` are in both
+    /// sinks already.
+    pub fn committed_through(mut self, through: Option<i64>) -> Self {
+        self.committed_through = through;
+        self
     }
 
     /// Acknowledges bus records once their epochs are committed, and records
@@ -206,13 +243,26 @@ impl Materializer {
 
 impl EpochConsumer for Materializer {
     fn epoch(&mut self, epoch_end: i64, changes: &mut Vec<Change>) -> Result<()> {
-        let moves = match self.top.as_mut() {
+        let moves = match self.top.lock().expect("not poisoned").as_mut() {
             Some(top) => EpochMoves {
                 epoch_end,
                 moves: top.apply(changes),
             },
             None => EpochMoves::default(),
         };
+        if let Some(refused) = &self.refused_inside {
+            let mut refused = refused.lock().expect("not poisoned");
+            refused.extend(changes.iter().filter_map(|c| match &c.row {
+                Some(ideaflow_operators::views::ViewRow::DeadLetter(n, d)) => Some((*n, d.clone())),
+                _ => None,
+            }));
+        }
+        if self.committed_through.is_some_and(|c| epoch_end <= c) {
+            // Committed before the restart; written again it would only
+            // repeat its events.
+            changes.clear();
+            return Ok(());
+        }
         let positions = self.positions_through(epoch_end);
         match self.writer()? {
             // The writer thread keeps them until they are written.

@@ -63,6 +63,10 @@ pub struct Targets {
     pub redis_committed: Option<i64>,
     /// The last epoch both sinks committed, which `views` holds.
     pub views_epoch: Option<i64>,
+    /// Set to the frontier of each write that succeeded: every epoch
+    /// starting before it is committed by every sink (the checkpoints wait
+    /// for it).
+    pub committed_before: Option<Arc<std::sync::atomic::AtomicI64>>,
     /// Bus records waiting for their epochs' commit: acknowledged after it.
     pub in_flight: Option<InFlight>,
     /// Set when the service was asked to stop (SIGTERM): the end does not
@@ -282,11 +286,17 @@ fn write_until_closed(shared: &Shared, mut targets: Targets) {
         if let (Some(flight), Some(through)) = (&targets.in_flight, committed) {
             flight.committed(through);
         }
+        if let (Some(all), Some(f), Some(_)) = (&targets.committed_before, frontier, committed) {
+            all.fetch_max(f, Ordering::SeqCst);
+        }
     }
     match targets.finish() {
         Ok(()) => {
             if let (Some(flight), true) = (&targets.in_flight, ack_all) {
                 flight.committed(i64::MAX);
+            }
+            if let (Some(all), true) = (&targets.committed_before, ack_all) {
+                all.store(i64::MAX, Ordering::SeqCst);
             }
         }
         Err(e) => shared.lock().failed = Some(e),

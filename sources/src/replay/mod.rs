@@ -81,6 +81,9 @@ pub struct ReplaySource {
     max_future: Option<Duration>,
     progress: ByteProgress,
     pacer: Pacer,
+    /// Items still to give before pacing starts (a restart reads again,
+    /// at full speed, what it had read before its checkpoint).
+    unpaced: u64,
 }
 
 /// Whether an input path names standard input.
@@ -119,6 +122,7 @@ impl ReplaySource {
                 total,
             },
             pacer: Pacer::new(speed),
+            unpaced: 0,
         })
     }
 
@@ -127,6 +131,13 @@ impl ReplaySource {
     /// (a typo in the year, a producer's sentinel date) would otherwise move
     /// the watermark past every record after it. Historical replays are
     /// untouched: their events are in the past.
+    /// Gives the first `items` items (events and refused lines) without
+    /// pacing: a restart reads them again only to skip them.
+    pub fn unpaced_for(mut self, items: u64) -> Self {
+        self.unpaced = items;
+        self
+    }
+
     pub fn with_max_future(mut self, limit: Option<Duration>) -> Self {
         self.max_future = limit;
         self
@@ -198,7 +209,9 @@ impl ReplaySource {
                 line: raw.line,
                 offset: raw.offset,
             };
-            return Ok(Some(self.judge(raw, position)));
+            let item = self.judge(raw, position);
+            self.unpaced = self.unpaced.saturating_sub(1);
+            return Ok(Some(item));
         }
     }
 
@@ -222,7 +235,9 @@ impl ReplaySource {
         });
         match result {
             Ok(event) => {
-                self.pacer.pace(event.time);
+                if self.unpaced == 0 {
+                    self.pacer.pace(event.time);
+                }
                 Replayed::Event(event)
             }
             Err(rej) => Replayed::Dead(DeadLetter {
