@@ -77,6 +77,10 @@ pub struct RedisSink {
     /// The newest window written per hash field: a revised older window
     /// (late feedback) must not replace a newer one.
     newest: HashMap<String, i64>,
+    /// After a restart: the `idea.scored` events of epochs ending by this
+    /// are in `{ns}:events` already (appended before the restart), and are
+    /// not appended again when those epochs are written again.
+    events_through: Option<i64>,
 }
 
 /// What a [`RedisSink`] keeps in memory of its earlier writes: the topic
@@ -120,11 +124,13 @@ impl RedisSink {
             topics: BTreeMap::new(),
             newest: HashMap::new(),
             positions: None,
+            events_through: None,
         })
     }
 
     /// Takes back what it remembered of its earlier writes (see [`Remembered`]).
-    pub fn remember(&mut self, r: Remembered) {
+    pub fn remember(&mut self, r: Remembered) -> Result<(), RedisError> {
+        self.events_through = self.committed_epoch()?;
         self.topics.clear();
         self.newest.clear();
         for (category, topic, count) in r.topic_counts {
@@ -150,6 +156,7 @@ impl RedisSink {
         if let Some(at) = r.weights_from {
             is_newest(&mut self.newest, &key(&ns, &["weights"]), "", at);
         }
+        Ok(())
     }
 
     /// The sources' committed positions (JSON) to record with the next write.
@@ -175,6 +182,7 @@ impl RedisSink {
     pub fn clear(&mut self) -> Result<(), RedisError> {
         self.topics.clear();
         self.newest.clear();
+        self.events_through = None;
         let pattern = format!("{}:*", self.namespace);
         let events = self.key(&["events"]);
         let buses: std::collections::HashSet<String> = self
@@ -235,6 +243,7 @@ impl RedisSink {
             topics,
             newest,
             positions,
+            events_through,
         } = self;
         let mut tx = StreamedTransaction::begin(conn)?;
         let mut topics_changed = false;
@@ -355,7 +364,9 @@ impl RedisSink {
         }
         let mut latest: BTreeMap<&str, &TopKDelta> = BTreeMap::new();
         for epoch in moves {
-            append_scored_events(&mut tx, ns, *top_k, epoch.epoch_end, &epoch.moves)?;
+            if events_through.is_none_or(|t| epoch.epoch_end > t) {
+                append_scored_events(&mut tx, ns, *top_k, epoch.epoch_end, &epoch.moves)?;
+            }
             latest.extend(epoch.moves.iter().map(|(c, d)| (c.as_str(), d)));
         }
         for (category, delta) in latest {

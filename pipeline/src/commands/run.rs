@@ -388,9 +388,14 @@ fn start_from_checkpoint(
             let redis = sinks.redis.committed_epoch()?;
             match (pg, redis) {
                 (Some(pg), Some(redis)) => {
+                    tracing::info!(
+                        postgres = pg,
+                        redis,
+                        "the sinks hold the epochs ending by these: not written again"
+                    );
                     r.sinks_committed_through = pg.min(redis);
                     let remembered = runtime.block_on(sinks.postgres.remembered())?;
-                    sinks.redis.remember(remembered);
+                    sinks.redis.remember(remembered)?;
                     sinks
                 }
                 _ => {
