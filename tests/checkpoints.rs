@@ -1,0 +1,451 @@
+//! Checkpoints under faults: `ideaflow run` killed (SIGKILL or SIGTERM) at
+//! random moments and restarted, resuming from its checkpoints each time,
+//! ends with Postgres rows, Redis keys, the output file and the dead
+//! letters identical to an uninterrupted run's; a corrupt or truncated
+//! newest checkpoint is passed over for the one before it.
+//!
+//! The suite runs a short variant (`IDEAFLOW_FAULT_KILLS`, default 3 kills
+//! per test); `scripts/fault-test.sh` runs the long one (20 kills).
+//! Needs scripts/test.sh's servers.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::{Rng, SeedableRng};
+
+fn kills() -> usize {
+    std::env::var("IDEAFLOW_FAULT_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+fn unique(test: &str) -> String {
+    format!("t_ckpt_{}_{}", std::process::id(), test)
+}
+
+fn redis_url() -> String {
+    std::env::var("IDEAFLOW_REDIS_URL").expect("IDEAFLOW_REDIS_URL unset: run scripts/test.sh")
+}
+
+fn redis() -> redis::Connection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn stream_url(stream: &str) -> String {
+    let port = redis_url()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    format!("redis://127.0.0.1:{port}/0?stream={stream}")
+}
+
+/// A config with checkpoints every second into `dir` (none when `None`).
+fn config(dir: &Path, name: &str, checkpoints: Option<&Path>) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let mut text = format!(
+        "extends = {:?}\n[pipeline]\nidle_source_secs = 2\nshutdown_timeout_secs = 20\n",
+        repo_root().join("config/ideaflow.toml")
+    );
+    if let Some(c) = checkpoints {
+        text.push_str(&format!(
+            "checkpoint_dir = {c:?}\ncheckpoint_every_secs = 1\ncheckpoints_kept = 2\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Generated signals with feedback and synthetic vectors, a few lines
+/// delivered twice, and two bad lines.
+fn stream(dir: &Path, signals: u32, seed: u64) -> PathBuf {
+    let generated = dir.join("generated.jsonl");
+    ok(ideaflow()
+        .args(["gen", "--signals", &signals.to_string()])
+        .args(["--seed", &seed.to_string(), "--days", "4"])
+        .args(["--feedback", "--synthetic-embeddings", "--out"])
+        .arg(&generated));
+    let text = std::fs::read_to_string(&generated).unwrap();
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        if i % 97 == 0 {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if i == 1000 {
+            out.push_str("{\"broken json\n{\"id\":\"x\",\"source\":\"reddit\"}\n");
+        }
+    }
+    let input = dir.join("input.jsonl");
+    std::fs::write(&input, out).unwrap();
+    input
+}
+
+/// `ideaflow run` of `input` into namespace `ns`, its files in `dir`.
+fn run_cmd(config: &Path, input: &str, ns: &str, dir: &Path) -> Command {
+    let mut cmd = ideaflow();
+    cmd.env("IDEAFLOW_LOG", "info")
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(["--input", input, "--namespace", ns, "--listen", ""])
+        .arg("--out")
+        .arg(dir.join(format!("{ns}.out.jsonl")))
+        .arg("--dead-letter")
+        .arg(dir.join(format!("{ns}.dead.jsonl")))
+        .arg("--exit-at-end");
+    cmd
+}
+
+/// Runs `cmd` to its end, its log into `log`.
+fn run_to_end(mut cmd: Command, log: &Path) {
+    let status = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{status:?}: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// Starts `cmd`, waits a random 1–4 s (or until it ends) and sends it
+/// `signal`; returns its log.
+fn interrupt(mut cmd: Command, log: &Path, signal: &str, rng: &mut impl Rng) -> String {
+    let mut child = Server(
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let after = Duration::from_millis(rng.random_range(1000..4000));
+    let started = Instant::now();
+    while started.elapsed() < after && child.0.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if child.0.try_wait().unwrap().is_none() {
+        ok(Command::new("kill").args([&format!("-{signal}"), &child.0.id().to_string()]));
+    }
+    let status = child.0.wait().unwrap();
+    if signal == "TERM" {
+        assert!(status.success(), "SIGTERM exits 0: {status:?}");
+    }
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Every view row in Postgres and every key in Redis of namespace `ns`,
+/// namespace-free, without the wall-clock times of commits and refusals
+/// and, for bus inputs (`positions`), without where records sat on the bus.
+fn dump(ns: &str, positions: bool) -> BTreeMap<String, String> {
+    let psql = Path::new(&std::env::var_os("IDEAFLOW_PG_BIN").expect("run scripts/test.sh"))
+        .join("psql");
+    let url = std::env::var("IDEAFLOW_TEST_POSTGRES_URL").expect("run scripts/test.sh");
+    let query = |sql: &str| {
+        let out = Command::new(&psql)
+            .args([url.as_str(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut all = BTreeMap::new();
+    let tables = query(&format!(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = '{ns}' \
+         AND table_name NOT IN ('_sqlx_migrations') ORDER BY 1"
+    ));
+    // When rows were written (wall clock), not what they say.
+    let mut skipped = vec![
+        ("pipeline_progress", "committed_at"),
+        ("dead_letters", "at"),
+        ("idea_rows", "updated_at"),
+        ("ideas", "updated_at"),
+        ("signals", "created_at"),
+    ];
+    if !positions {
+        skipped.extend([
+            ("dead_letters", "file"),
+            ("dead_letters", "line"),
+            ("dead_letters", "byte_offset"),
+            ("dead_letters", "raw"),
+            ("pipeline_progress", "source_positions"),
+        ]);
+    }
+    for table in tables.lines() {
+        let columns: Vec<String> = query(&format!(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = '{ns}' \
+             AND table_name = '{table}' ORDER BY ordinal_position"
+        ))
+        .lines()
+        .filter(|c| !skipped.contains(&(table, *c)))
+        .map(|c| format!("\"{c}\""))
+        .collect();
+        let list = columns.join(", ");
+        let rows = query(&format!(
+            "SELECT {list} FROM {ns}.{table} ORDER BY {}",
+            (1..=columns.len())
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        all.insert(format!("postgres {table}"), rows);
+    }
+    let mut r = redis();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{ns}:*"))
+        .query(&mut r)
+        .unwrap();
+    for key in keys {
+        let short = key[ns.len() + 1..].to_owned();
+        if !positions && (short == "positions" || short == "signals") {
+            continue;
+        }
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut r).unwrap();
+        let value = match kind.as_str() {
+            "string" => format!("{:?}", redis::cmd("GET").arg(&key).query::<String>(&mut r)),
+            "hash" => format!(
+                "{:?}",
+                redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query::<BTreeMap<String, String>>(&mut r)
+            ),
+            "zset" => format!(
+                "{:?}",
+                redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query::<Vec<(String, String)>>(&mut r)
+            ),
+            // Entry ids are wall-clock times: the entries, in order.
+            "stream" => {
+                let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query(&mut r)
+                    .unwrap();
+                entries.iter().map(|(_, fields)| format!("{fields:?}\n")).collect()
+            }
+            other => other.to_owned(),
+        };
+        all.insert(format!("redis {short}"), value.replace(ns, "NS"));
+    }
+    all
+}
+
+/// Dead letters without their positions (a bus gives other positions than
+/// a file for the same record).
+fn dead_letters(path: &Path, positions: bool) -> Vec<serde_json::Value> {
+    read_jsonl(path)
+        .into_iter()
+        .map(|mut d| {
+            if !positions {
+                d.as_object_mut().unwrap().remove("position");
+            }
+            d
+        })
+        .collect()
+}
+
+fn assert_same(reference: &str, ns: &str, dir: &Path, positions: bool) {
+    let (want, got) = (dump(reference, positions), dump(ns, positions));
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "the same tables and keys"
+    );
+    for (key, rows) in &want {
+        assert!(
+            got[key] == *rows,
+            "{key} differs from the uninterrupted run's"
+        );
+    }
+    let file = |ns: &str, what: &str| dir.join(format!("{ns}.{what}.jsonl"));
+    assert!(
+        std::fs::read(file(reference, "out")).unwrap()
+            == std::fs::read(file(ns, "out")).unwrap(),
+        "the output files differ"
+    );
+    assert_eq!(
+        dead_letters(&file(reference, "dead"), positions),
+        dead_letters(&file(ns, "dead"), positions),
+        "the dead letters differ"
+    );
+}
+
+/// The uninterrupted run without checkpoints, then the same input run with
+/// checkpoints and `signal` sent `kills()` times; returns how many of the
+/// restarts resumed from a checkpoint.
+fn kill_and_compare(test: &str, input: &str, file_input: &Path, signal: &str, seed: u64) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = unique(&format!("{test}_ref"));
+    let plain = config(dir.path(), "plain", None);
+    run_to_end(
+        run_cmd(&plain, &file_input.to_string_lossy(), &reference, dir.path()),
+        &dir.path().join("ref.log"),
+    );
+    let ns = unique(test);
+    let checkpoints = dir.path().join("checkpoints");
+    let with = config(dir.path(), "with", Some(&checkpoints));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut resumed = 0;
+    for i in 0..kills() {
+        let log = interrupt(
+            run_cmd(&with, input, &ns, dir.path()),
+            &dir.path().join(format!("run{i}.log")),
+            signal,
+            &mut rng,
+        );
+        resumed += usize::from(log.contains("resuming from a checkpoint"));
+    }
+    let last = dir.path().join("last.log");
+    run_to_end(run_cmd(&with, input, &ns, dir.path()), &last);
+    resumed += usize::from(
+        std::fs::read_to_string(&last)
+            .unwrap()
+            .contains("resuming from a checkpoint"),
+    );
+    assert_same(&reference, &ns, dir.path(), input == file_input.to_string_lossy());
+    resumed
+}
+
+#[test]
+fn kill_9_of_a_file_run_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = stream(dir.path(), 12_000, 31);
+    let resumed = kill_and_compare("file_kill", &input.to_string_lossy(), &input, "KILL", 1);
+    assert!(resumed > 0, "no restart resumed from a checkpoint");
+}
+
+#[test]
+fn sigterm_of_a_file_run_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = stream(dir.path(), 12_000, 32);
+    let resumed = kill_and_compare("file_term", &input.to_string_lossy(), &input, "TERM", 2);
+    assert!(resumed > 0, "no restart resumed from a checkpoint");
+}
+
+#[test]
+fn kill_9_of_a_redis_stream_run_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = stream(dir.path(), 12_000, 33);
+    let ns = unique("stream_kill");
+    // The bus stream inside the run's namespace: a start must keep it.
+    let url = stream_url(&format!("{ns}:signals"));
+    ok(ideaflow().args(["produce", &url, "--input"]).arg(&input));
+    let resumed = kill_and_compare("stream_kill", &url, &input, "KILL", 3);
+    assert!(resumed > 0, "no restart resumed from a checkpoint");
+}
+
+#[test]
+fn a_corrupt_or_truncated_newest_checkpoint_falls_back_to_the_one_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = stream(dir.path(), 3_000, 34);
+    let reference = unique("fallback_ref");
+    let plain = config(dir.path(), "plain", None);
+    run_to_end(
+        run_cmd(&plain, &input.to_string_lossy(), &reference, dir.path()),
+        &dir.path().join("ref.log"),
+    );
+    let ns = unique("fallback");
+    let checkpoints = dir.path().join("checkpoints");
+    let with = config(dir.path(), "with", Some(&checkpoints));
+    // Paced, so that it is stopped with two checkpoints and input left.
+    let mut child = Server(
+        run_cmd(&with, &input.to_string_lossy(), &ns, dir.path())
+            .args(["--speed", "30000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listed = || {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&checkpoints)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        found.retain(|p| p.extension().is_some_and(|e| e == "ckpt"));
+        found.sort();
+        found
+    };
+    while listed().len() < 2 {
+        assert!(Instant::now() < deadline, "no two checkpoints written");
+        assert!(child.0.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(Command::new("kill").args(["-KILL", &child.0.id().to_string()]));
+    let _ = child.0.wait();
+    let found = listed();
+    let (older, newest) = (&found[0], &found[1]);
+    // inspect says both are whole, then that the newest is not.
+    let inspected = ok(ideaflow().args(["checkpoint", "inspect"]).arg(&checkpoints));
+    let text = String::from_utf8_lossy(&inspected.stdout);
+    assert_eq!(text.matches("checksums       ok").count(), 2, "{text}");
+    assert!(text.contains("live") && text.contains("read through"), "{text}");
+    let mut bytes = std::fs::read(newest).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x55;
+    std::fs::write(newest, &bytes).unwrap();
+    let inspected = ideaflow()
+        .args(["checkpoint", "inspect"])
+        .arg(&checkpoints)
+        .output()
+        .unwrap();
+    assert!(!inspected.status.success(), "a corrupt newest checkpoint fails inspect");
+    assert!(String::from_utf8_lossy(&inspected.stdout).contains("NOT OK"));
+    // The restart passes over it, says why, and resumes from the older one.
+    let log = dir.path().join("after-corruption.log");
+    let mut child = Server(
+        run_cmd(&with, &input.to_string_lossy(), &ns, dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let older_name = older.file_name().unwrap().to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("resuming from a checkpoint") {
+            assert!(text.contains("checksum mismatch"), "{text}");
+            assert!(text.contains(&older_name), "resumed from the older: {text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no resume: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(Command::new("kill").args(["-KILL", &child.0.id().to_string()]));
+    let _ = child.0.wait();
+    // Truncate every checkpoint there is: the state is rebuilt from the
+    // inputs, and the log says so.
+    for path in listed() {
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+    }
+    let last = dir.path().join("last.log");
+    run_to_end(run_cmd(&with, &input.to_string_lossy(), &ns, dir.path()), &last);
+    let text = std::fs::read_to_string(&last).unwrap();
+    assert!(text.contains("cut short"), "{text}");
+    assert!(!text.contains("resuming from a checkpoint"), "{text}");
+    assert_same(&reference, &ns, dir.path(), true);
+}
