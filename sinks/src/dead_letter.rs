@@ -11,7 +11,12 @@ use crate::jsonl::{JsonlError, JsonlWriter};
 
 /// Dead letters written but not yet materialized: the materializer drains it
 /// with every epoch, so refused records reach Postgres while the run goes on.
-pub type DeadLetterTap = Arc<Mutex<Vec<DeadLetter>>>;
+pub type DeadLetterTap = Arc<Mutex<Vec<KeyedDeadLetter>>>;
+
+/// A dead letter and the key that makes writing it again (after a restart)
+/// leave one row: `r{n}` for the n-th record the sources refused, `d{n}`
+/// for the dataflow's n-th refusal (its view key).
+pub type KeyedDeadLetter = (String, DeadLetter);
 
 pub struct DeadLetterSink {
     writer: JsonlWriter,
@@ -54,9 +59,12 @@ impl DeadLetterSink {
     }
 
     pub fn write(&mut self, dl: &DeadLetter) -> Result<(), JsonlError> {
+        let n = self.total();
         *self.counts.entry(dl.reason).or_default() += 1;
         if let Some(tap) = &self.tap {
-            tap.lock().expect("not poisoned").push(dl.clone());
+            tap.lock()
+                .expect("not poisoned")
+                .push((format!("r{n}"), dl.clone()));
         }
         self.writer.write(dl)
     }

@@ -8,5 +8,5 @@ pub mod redis_transaction;
 pub mod vector_index;
 pub mod view_files;
 
-pub use dead_letter::{DeadLetterSink, DeadLetterTap};
+pub use dead_letter::{DeadLetterSink, DeadLetterTap, KeyedDeadLetter};
 pub use jsonl::{JsonlError, JsonlWriter};

@@ -9,6 +9,7 @@
 //! Every view lives in its own schema (the namespace), so a replay can write
 //! beside the live pipeline without touching it.
 
+use crate::dead_letter::KeyedDeadLetter;
 use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -17,7 +18,6 @@ use ideaflow_operators::views::{
     AbResultRow, AllocationRow, CentroidRow, Change, DistinctCountRow, IdeaRow, PublishRow,
     ScoreRow, SignalRow, SlaAlertRow, TopicCountRow, ViewKey, ViewRow, WeightsRow, WindowRow,
 };
-use ideaflow_operators::DeadLetter;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, Postgres, Transaction};
 
@@ -236,7 +236,7 @@ struct Batches<'a> {
     publishes: Vec<&'a PublishRow>,
     sla_alerts: Vec<&'a SlaAlertRow>,
     anchors: Vec<&'a AnchorRow>,
-    dead_letters: Vec<DeadLetter>,
+    dead_letters: Vec<KeyedDeadLetter>,
 }
 
 impl<'a> Batches<'a> {
@@ -257,7 +257,9 @@ impl<'a> Batches<'a> {
                 (_, Some(ViewRow::Publish(r))) => b.publishes.push(r),
                 (_, Some(ViewRow::SlaAlert(r))) => b.sla_alerts.push(r),
                 (_, Some(ViewRow::Anchor(r))) => b.anchors.push(r),
-                (_, Some(ViewRow::DeadLetter(_, d))) => b.dead_letters.push(d.clone()),
+                (_, Some(ViewRow::DeadLetter(n, d))) => {
+                    b.dead_letters.push((format!("d{n}"), d.clone()))
+                }
                 (ViewKey::Idea(id), None) => b.idea_deletes.push(id.to_string()),
                 (ViewKey::Score(id), None) => b.score_deletes.push(id.to_string()),
                 (ViewKey::Centroid(kind, key), None) => {
@@ -387,7 +389,7 @@ impl PostgresSink {
         &self,
         epoch_end: i64,
         changes: &[Change],
-        dead_letters: &[DeadLetter],
+        dead_letters: &[KeyedDeadLetter],
     ) -> Result<(), PostgresError> {
         let b = Batches::split(changes);
         let mut tx = self.pool.begin().await?;
@@ -419,7 +421,10 @@ impl PostgresSink {
     }
 
     /// Dead letters outside an epoch (those refused after the last one).
-    pub async fn write_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), PostgresError> {
+    pub async fn write_dead_letters(
+        &self,
+        letters: &[KeyedDeadLetter],
+    ) -> Result<(), PostgresError> {
         let mut tx = self.pool.begin().await?;
         insert_dead_letters(&mut tx, letters).await?;
         tx.commit().await?;
@@ -429,21 +434,35 @@ impl PostgresSink {
 
 async fn insert_dead_letters(
     tx: &mut Transaction<'_, Postgres>,
-    letters: &[DeadLetter],
+    letters: &[KeyedDeadLetter],
 ) -> sqlx::Result<()> {
     if letters.is_empty() {
         return Ok(());
     }
-    let raw: Vec<String> = letters.iter().map(|d| d.raw.clone()).collect();
-    let reason: Vec<String> = letters.iter().map(|d| d.reason.to_string()).collect();
-    let message: Vec<String> = letters.iter().map(|d| d.message.clone()).collect();
-    let file: Vec<String> = letters.iter().map(|d| d.position.file.clone()).collect();
-    let line: Vec<i64> = letters.iter().map(|d| d.position.line as i64).collect();
-    let offset: Vec<i64> = letters.iter().map(|d| d.position.offset as i64).collect();
+    let key: Vec<&str> = letters.iter().map(|(k, _)| k.as_str()).collect();
+    let raw: Vec<&str> = letters.iter().map(|(_, d)| d.raw.as_str()).collect();
+    let reason: Vec<String> = letters.iter().map(|(_, d)| d.reason.to_string()).collect();
+    let message: Vec<&str> = letters.iter().map(|(_, d)| d.message.as_str()).collect();
+    let file: Vec<&str> = letters
+        .iter()
+        .map(|(_, d)| d.position.file.as_str())
+        .collect();
+    let line: Vec<i64> = letters
+        .iter()
+        .map(|(_, d)| d.position.line as i64)
+        .collect();
+    let offset: Vec<i64> = letters
+        .iter()
+        .map(|(_, d)| d.position.offset as i64)
+        .collect();
+    // Keyed: a restart that refuses the same record again, or writes an
+    // epoch again, leaves one row.
     sqlx::query(
-        "INSERT INTO dead_letters (raw, reason, message, file, line, byte_offset) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[])",
+        "INSERT INTO dead_letters (key, raw, reason, message, file, line, byte_offset) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::int8[], $7::int8[]) ON CONFLICT (key) DO NOTHING",
     )
+    .bind(key)
     .bind(raw)
     .bind(reason)
     .bind(message)

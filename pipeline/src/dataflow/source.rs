@@ -599,28 +599,7 @@ pub fn drive(
                     while probe.less_than(&w) {
                         worker.step_or_park(Some(PARK_AT_MOST));
                     }
-                    dead.flush()?;
-                    let at = AtCapture {
-                        complete_before: w,
-                        watermark: reading.watermarks.current().map(|t| t.timestamp()),
-                        positions: reading.positions(has_files),
-                        run: RunState {
-                            read: reading.read_through(),
-                            output_bytes: output_path.as_deref().and_then(file_len),
-                            dead_letter_bytes: file_len(dead.path()).unwrap_or(0),
-                            dead_letters_by_reason: serde_json::to_string(dead.counts())
-                                .unwrap_or_default(),
-                            ..RunState::default()
-                        },
-                    };
-                    match cp.capture(at) {
-                        Ok(pause) => tracing::info!(
-                            complete_before = w,
-                            pause_ms = pause.as_millis() as u64,
-                            "checkpoint taken; written once the sinks hold its epochs"
-                        ),
-                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "no checkpoint taken"),
-                    }
+                    take_checkpoint(cp, w, &reading, has_files, output_path.as_deref(), dead)?;
                     last_checkpoint = w;
                 }
             }
@@ -671,6 +650,13 @@ pub fn drive(
             );
         }
         cutoff.store(complete, Ordering::SeqCst);
+        // The state holds exactly the epochs before `open` (those after it
+        // have not begun): the next start goes on from here.
+        if let Some(cp) = checkpointer.as_mut() {
+            if complete == open && open > last_checkpoint {
+                take_checkpoint(cp, open, &reading, has_files, output_path.as_deref(), dead)?;
+            }
+        }
         reading.buffer.clear();
     } else {
         if let Some(c) = cap.as_ref() {
@@ -720,6 +706,40 @@ pub fn drive(
         },
         handles,
     ))
+}
+
+/// Takes a checkpoint of the state, which holds exactly the epochs starting
+/// before `complete_before`, with where the sources and files stand.
+fn take_checkpoint(
+    cp: &mut crate::checkpoint::capture::Checkpointer,
+    complete_before: u64,
+    reading: &Reading,
+    has_files: bool,
+    output_path: Option<&std::path::Path>,
+    dead: &mut DeadLetterSink,
+) -> Result<()> {
+    dead.flush()?;
+    let at = AtCapture {
+        complete_before,
+        watermark: reading.watermarks.current().map(|t| t.timestamp()),
+        positions: reading.positions(has_files),
+        run: RunState {
+            read: reading.read_through(),
+            output_bytes: output_path.and_then(file_len),
+            dead_letter_bytes: file_len(dead.path()).unwrap_or(0),
+            dead_letters_by_reason: serde_json::to_string(dead.counts()).unwrap_or_default(),
+            ..RunState::default()
+        },
+    };
+    match cp.capture(at) {
+        Ok(pause) => tracing::info!(
+            complete_before,
+            pause_ms = pause.as_millis() as u64,
+            "checkpoint taken; written once the sinks hold its epochs"
+        ),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "no checkpoint taken"),
+    }
+    Ok(())
 }
 
 /// A file's length (`None` for standard output or a missing file).

@@ -79,7 +79,7 @@ struct Attempt {
     batch: PendingEpochs,
     /// The dead letters refused before the batch was taken: they go into
     /// Postgres with it, whatever number of tries that takes.
-    dead: Vec<ideaflow_operators::DeadLetter>,
+    dead: Vec<ideaflow_sinks::KeyedDeadLetter>,
     postgres: bool,
     redis: bool,
     announced: bool,
@@ -352,7 +352,7 @@ impl Targets {
         Ok(true)
     }
 
-    fn take_dead_letters(&self) -> Vec<ideaflow_operators::DeadLetter> {
+    fn take_dead_letters(&self) -> Vec<ideaflow_sinks::KeyedDeadLetter> {
         self.dead_letters
             .as_ref()
             .map(|t| std::mem::take(&mut *t.lock().expect("not poisoned")))
