@@ -103,9 +103,6 @@ pub struct Resumed {
     pub weights_in_flight: Option<ideaflow_operators::score::Weights>,
     pub anchors_in_flight: Option<Vec<ideaflow_operators::classify::Anchor>>,
     pub run: RunState,
-    /// Both sinks hold every epoch ending by this (their progress markers):
-    /// those are not written again.
-    pub sinks_committed_through: i64,
 }
 
 impl Resumed {

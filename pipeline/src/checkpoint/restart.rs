@@ -101,7 +101,6 @@ fn resume(
         weights_in_flight: body.weights_in_flight,
         anchors_in_flight: body.anchors_in_flight,
         run,
-        sinks_committed_through: i64::MIN,
     })
 }
 

@@ -176,7 +176,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         namespace = %config.redis.namespace,
         "pipeline starting"
     );
-    let committed_through = resumed.as_ref().map(|r| r.sinks_committed_through);
     let mut consumer = Materializer::new(
         sink_runtime.clone(),
         Some(sinks),
@@ -186,8 +185,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     )
     .with_dead_letters(dead_tap)
     .with_sources(in_flight)
-    .with_stop(stop.clone())
-    .committed_through(committed_through);
+    .with_stop(stop.clone());
     if let Some(c) = &checkpoints {
         consumer = consumer.with_checkpoints(c);
     }
@@ -382,18 +380,22 @@ fn start_from_checkpoint(
     let fingerprint = crate::checkpoint::fingerprint(config);
     let mut resumed = restart::newest(config, core, &store, &fingerprint)?;
     let sinks = match resumed.as_mut() {
-        Some(r) => {
+        Some(_) => {
             let mut sinks = materialize::connect_waiting(config, runtime, false)?;
             let pg = runtime.block_on(sinks.postgres.committed_epoch())?;
             let redis = sinks.redis.committed_epoch()?;
             match (pg, redis) {
                 (Some(pg), Some(redis)) => {
+                    // Epochs after the checkpoint that the sinks hold
+                    // already are written again, leaving the same rows
+                    // (upserts, keyed dead letters, and no idea.scored
+                    // event appended twice): if the inputs grew since (a
+                    // file appended to), those epochs now hold more.
                     tracing::info!(
                         postgres = pg,
                         redis,
-                        "the sinks hold the epochs ending by these: not written again"
+                        "the sinks' progress: epochs after the checkpoint are written again"
                     );
-                    r.sinks_committed_through = pg.min(redis);
                     let remembered = runtime.block_on(sinks.postgres.remembered())?;
                     sinks.redis.remember(remembered)?;
                     sinks

@@ -457,6 +457,7 @@ pub fn drive(
         None => (0, Default::default()),
     };
     let mut last_checkpoint = from.as_ref().map_or(0, |(c, _)| *c);
+    let mut caught_up = false;
     let (tx, items) = sync_channel::<Arrival>(READ_AHEAD);
     let in_flight = live.status.in_flight.clone();
     live.status.count_through(arrived.clone());
@@ -577,6 +578,13 @@ pub fn drive(
             }
             live.status.repeats.note_read(&reading.origins);
             reading.origins.clear();
+            if resumed_before > 0 && reading.catching_up.is_empty() && !caught_up {
+                caught_up = true;
+                tracing::info!(
+                    seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                    "caught up with the checkpoint: every source has read again as far as it had"
+                );
+            }
             if let Some(wm) = reading.watermarks.advance(now, Utc::now()) {
                 live.status.set_pipeline_watermark(wm.timestamp());
                 let t = epoch_of(wm, epoch_secs);
@@ -659,6 +667,18 @@ pub fn drive(
         }
         reading.buffer.clear();
     } else {
+        // The inputs ended (or went idle): a last checkpoint, so that a
+        // restart on the same inputs, or on files that grew since, goes
+        // on from here.
+        if let (Some(cp), Some(c)) = (checkpointer.as_mut(), cap.as_ref()) {
+            let w = *c.time();
+            if w > last_checkpoint {
+                while probe.less_than(&w) {
+                    worker.step_or_park(Some(PARK_AT_MOST));
+                }
+                take_checkpoint(cp, w, &reading, has_files, output_path.as_deref(), dead)?;
+            }
+        }
         if let Some(c) = cap.as_ref() {
             flush(&mut reading.buffer, c, input);
         }

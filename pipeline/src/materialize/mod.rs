@@ -55,10 +55,7 @@ pub struct Materializer {
     /// The dead letters the dataflow refused so far (by their view key),
     /// for the checkpoints: a resumed run appends them at its end too.
     refused_inside: Option<Arc<Mutex<Vec<(u64, ideaflow_operators::DeadLetter)>>>>,
-    /// After a resume from a checkpoint: epochs ending by this are already
-    /// committed by both sinks (their progress markers say so) and are not
-    /// written again.
-    committed_through: Option<i64>,
+
     /// The sinks until the first epoch starts the writer with them.
     targets: Option<Targets>,
     writer: Option<SinkWriter>,
@@ -166,7 +163,6 @@ impl Materializer {
             views,
             top,
             refused_inside: None,
-            committed_through: None,
             targets,
             writer: None,
             in_flight: None,
@@ -187,13 +183,6 @@ impl Materializer {
         if let Some(t) = self.targets.as_mut() {
             t.committed_before = Some(c.committed_before.clone());
         }
-        self
-    }
-
-    /// Resuming from a checkpoint: epochs ending by `through` are in both
-    /// sinks already.
-    pub fn committed_through(mut self, through: Option<i64>) -> Self {
-        self.committed_through = through;
         self
     }
 
@@ -256,12 +245,6 @@ impl EpochConsumer for Materializer {
                 Some(ideaflow_operators::views::ViewRow::DeadLetter(n, d)) => Some((*n, d.clone())),
                 _ => None,
             }));
-        }
-        if self.committed_through.is_some_and(|c| epoch_end <= c) {
-            // Committed before the restart; written again it would only
-            // repeat its events.
-            changes.clear();
-            return Ok(());
         }
         let positions = self.positions_through(epoch_end);
         match self.writer()? {
