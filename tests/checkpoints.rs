@@ -536,3 +536,55 @@ fn a_corrupt_or_truncated_newest_checkpoint_falls_back_to_the_one_before() {
     assert!(!text.contains("resuming from a checkpoint"), "{text}");
     assert_same(&reference, &ns, dir.path(), true);
 }
+
+#[test]
+fn a_file_that_grew_since_the_last_run_goes_on_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = stream(dir.path(), 6_000, 36);
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    let reference = unique("grew_ref");
+    let plain = config(dir.path(), "plain", None);
+    run_to_end(
+        run_cmd(&plain, &input.to_string_lossy(), &reference, dir.path()),
+        &dir.path().join("ref.log"),
+    );
+    // The same file name, first half then whole: the run on the half ends
+    // with a checkpoint, the next goes on from it.
+    let growing = dir.path().join("growing.jsonl");
+    std::fs::write(&growing, lines[..half].join("\n") + "\n").unwrap();
+    let ns = unique("grew");
+    let with = config(dir.path(), "with", Some(&dir.path().join("checkpoints")));
+    run_to_end(
+        run_cmd(&with, &growing.to_string_lossy(), &ns, dir.path()),
+        &dir.path().join("first.log"),
+    );
+    std::fs::write(&growing, lines.join("\n") + "\n").unwrap();
+    let second = dir.path().join("second.log");
+    run_to_end(
+        run_cmd(&with, &growing.to_string_lossy(), &ns, dir.path()),
+        &second,
+    );
+    let log = std::fs::read_to_string(&second).unwrap();
+    assert!(log.contains("resuming from a checkpoint"), "{log}");
+    assert!(log.contains("caught up with the checkpoint"), "{log}");
+    // Every view as one run on the whole file gives it; only the events
+    // the first run announced for the epochs it closed at its end (its
+    // input's end) stay as they were announced.
+    let (mut want, mut got) = (dump(&reference, false), dump(&ns, false));
+    want.remove("redis events");
+    got.remove("redis events");
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>()
+    );
+    for (key, rows) in &want {
+        assert!(
+            got[key] == *rows,
+            "{key} differs from one run on the whole file"
+        );
+    }
+    let file = |ns: &str| dir.path().join(format!("{ns}.out.jsonl"));
+    assert!(std::fs::read(file(&reference)).unwrap() == std::fs::read(file(&ns)).unwrap());
+}
