@@ -32,10 +32,13 @@ pub enum Command {
     /// The inputs (pipeline.inputs or --input: files, standard input, Kafka
     /// topics, Redis streams) are read as one stream in event time. Every
     /// completed epoch is materialized into Postgres/pgvector and Redis in one
-    /// transaction each, and only then are its bus records acknowledged; at
-    /// start the views are rebuilt from the inputs (buses from their
-    /// beginning), since they are a deterministic function of them, so a
-    /// restart loses nothing, and a redelivered record changes nothing.
+    /// transaction each, and only then are its bus records acknowledged. With
+    /// pipeline.checkpoint_dir set, the whole state is checkpointed every
+    /// pipeline.checkpoint_every_secs, at a stop and at the inputs' end, and
+    /// a start resumes from the newest usable checkpoint (the log says which,
+    /// or why none); otherwise a start rebuilds the views from the inputs
+    /// (buses from their beginning). Either way a restart loses and doubles
+    /// nothing, and a redelivered record changes nothing.
     /// Embedded signals go to pipeline.output, refused records to the
     /// dead-letter file with a reason and their position. The HTTP API, the
     /// dashboard, /metrics and /health serve on api.listen. SIGTERM or SIGINT

@@ -37,6 +37,10 @@ use super::format::{self, BodyRef, Counts, Header, SourcePosition};
 use super::store::Store;
 use crate::dataflow::idea_state::SharedState;
 
+/// The dead letters the dataflow refused, by their view key, as the
+/// consumer saw them (shared with the checkpoints).
+pub type RefusedInside = Arc<Mutex<Vec<(u64, DeadLetter)>>>;
+
 /// The feedback state, shared between its operator and the checkpoints.
 pub type SharedFeedback = Rc<RefCell<Option<FeedbackState>>>;
 
@@ -136,7 +140,7 @@ pub struct Checkpoints {
     /// The consumer's top lists (the materializer ranks with them).
     pub top: Arc<Mutex<Option<TopK>>>,
     /// The dead letters the dataflow refused, as the consumer saw them.
-    pub refused_inside: Arc<Mutex<Vec<(u64, DeadLetter)>>>,
+    pub refused_inside: RefusedInside,
     /// Every epoch starting before this is committed by every sink.
     pub committed_before: Arc<AtomicI64>,
     /// The configured classifier (moved anchors are put back into it).

@@ -22,6 +22,10 @@ pub struct Store {
     kept: usize,
 }
 
+/// The checkpoint found (its path, header and what `accept` made of it),
+/// and the newer ones passed over.
+pub type Found<T> = (Option<(PathBuf, Header, T)>, Vec<Passed>);
+
 /// A checkpoint not used, and why.
 #[derive(Debug)]
 pub struct Passed {
@@ -79,7 +83,7 @@ impl Store {
         &self,
         fingerprint: &str,
         mut accept: impl FnMut(&Header, Body) -> Result<T, String>,
-    ) -> std::io::Result<(Option<(PathBuf, Header, T)>, Vec<Passed>)> {
+    ) -> std::io::Result<Found<T>> {
         let mut passed = Vec::new();
         for path in self.list()? {
             let pass = |reason: String| Passed {

@@ -298,7 +298,7 @@ impl Reading {
             out.push(SourcePosition {
                 source: "files".into(),
                 partition: 0,
-                read_through: format!("{} lines", self.file_items),
+                read_through: format!("{} records", self.file_items),
                 watermark: secs(self.watermarks.own((FILES, 0))),
             });
         }

@@ -54,7 +54,7 @@ pub struct Materializer {
     top: Arc<Mutex<Option<TopK>>>,
     /// The dead letters the dataflow refused so far (by their view key),
     /// for the checkpoints: a resumed run appends them at its end too.
-    refused_inside: Option<Arc<Mutex<Vec<(u64, ideaflow_operators::DeadLetter)>>>>,
+    refused_inside: Option<crate::checkpoint::capture::RefusedInside>,
 
     /// The sinks until the first epoch starts the writer with them.
     targets: Option<Targets>,
