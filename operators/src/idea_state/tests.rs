@@ -157,6 +157,21 @@ fn replay_epochs(
     (changes, state)
 }
 
+/// `signals` prepared, by the start of their `epoch_secs` epoch.
+fn prepared_epochs(signals: &[Signal], epoch_secs: i64) -> BTreeMap<i64, Vec<PreparedSignal>> {
+    let lsh = LshIndex::new(LshParams::default());
+    let (labels, scoring) = (labels(), ScoringParams::default());
+    let mut epochs: BTreeMap<i64, Vec<PreparedSignal>> = BTreeMap::new();
+    for s in signals {
+        let t = s.captured_at.timestamp().div_euclid(epoch_secs) * epoch_secs;
+        epochs
+            .entry(t)
+            .or_default()
+            .push(prepare(s.clone(), &lsh, &labels, &scoring));
+    }
+    epochs
+}
+
 /// `state` saved in the checkpoints' form and resumed into a fresh state
 /// built from the same settings (as a restart does).
 fn saved_and_resumed(state: &IdeaState) -> IdeaState {
@@ -180,16 +195,8 @@ fn saved_and_resumed(state: &IdeaState) -> IdeaState {
 #[test]
 fn a_resumed_state_goes_on_as_if_it_never_stopped() {
     let signals = churning_stream();
-    let lsh = LshIndex::new(LshParams::default());
-    let (labels, scoring) = (labels(), ScoringParams::default());
-    let mut epochs: BTreeMap<i64, Vec<PreparedSignal>> = BTreeMap::new();
-    for s in &signals {
-        let t = s.captured_at.timestamp().div_euclid(60) * 60;
-        epochs
-            .entry(t)
-            .or_default()
-            .push(prepare(s.clone(), &lsh, &labels, &scoring));
-    }
+    let scoring = ScoringParams::default();
+    let epochs = prepared_epochs(&signals, 60);
     let (expected, _) = changelog(&signals, 60, 1);
     assert_eq!(expected.len(), epochs.len());
     // Saved and resumed after every epoch: ticks, archives, reused slots,
@@ -782,16 +789,8 @@ fn a_resumed_state_hands_its_sums_to_a_fresh_collection() {
     // As in the pipeline: the centroid sums live outside the state (in
     // differential there), and a restart starts that collection empty.
     let signals = churning_stream();
-    let lsh = LshIndex::new(LshParams::default());
-    let (labels, scoring) = (labels(), ScoringParams::default());
-    let mut epochs: BTreeMap<i64, Vec<PreparedSignal>> = BTreeMap::new();
-    for s in &signals {
-        let t = s.captured_at.timestamp().div_euclid(60) * 60;
-        epochs
-            .entry(t)
-            .or_default()
-            .push(prepare(s.clone(), &lsh, &labels, &scoring));
-    }
+    let scoring = ScoringParams::default();
+    let epochs = prepared_epochs(&signals, 60);
     let run = |restart_at: Option<usize>| {
         let mut state = fresh_state(&scoring);
         let mut sums: AccumulatedSums<CentroidKey> = AccumulatedSums::default();
