@@ -20,6 +20,7 @@ fn help_is_complete() {
         "validate",
         "migrate",
         "verify",
+        "checkpoint",
     ] {
         assert!(top.contains(sub), "--help does not list {sub}");
         let help = ok(ideaflow().args([sub, "--help"]));

@@ -77,9 +77,10 @@ pub enum Command {
 pub enum CheckpointCommand {
     /// Print what each checkpoint in DIR holds, newest first: the epoch every
     /// epoch before which it holds, the watermark, each source's position,
-    /// counts of ideas, vectors and keys, its format version and whether its
-    /// checksums hold (without decoding the state). Exits 1 if the newest is
-    /// not whole.
+    /// counts of live and archived ideas, vectors, signals remembered for
+    /// redeliveries and feedback events waiting, its format version and
+    /// whether its checksums hold (without decoding the state). Exits 1 if
+    /// the newest is not whole.
     Inspect(CheckpointInspectArgs),
 }
 
