@@ -140,3 +140,96 @@ pub fn inspect(path: &Path) -> Result<(Header, Result<(), FormatError>), FormatE
     let body = format::check_body(&mut input, &header);
     Ok((header, body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::{Counts, FormatError, Header, FORMAT_VERSION};
+    use super::*;
+
+    fn header(complete_before: u64) -> Header {
+        Header {
+            version: FORMAT_VERSION,
+            fingerprint: "f".repeat(64),
+            complete_before,
+            watermark: Some(complete_before as i64),
+            written_at: "2026-12-06T00:00:00Z".into(),
+            positions: Vec::new(),
+            counts: Counts::default(),
+            body_len: 0,
+            body_crc32: 0,
+        }
+    }
+
+    #[test]
+    fn the_newest_few_are_kept_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 2).unwrap();
+        for t in [60, 180, 120] {
+            store.write(header(t), &[t as u8; 1000]).unwrap();
+        }
+        let kept = store.list().unwrap();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        let (h, body) = inspect(&kept[0]).unwrap();
+        assert_eq!(h.complete_before, 180, "newest first");
+        assert!(body.is_ok());
+        assert_eq!(h.body_len, 1000);
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn damage_of_every_kind_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1).unwrap();
+        let (path, _) = store.write(header(60), &[7u8; 5000]).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let damaged = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut bytes = good.clone();
+            f(&mut bytes);
+            std::fs::write(&path, &bytes).unwrap();
+            match inspect(&path) {
+                Ok((_, Ok(()))) => None,
+                Ok((_, Err(e))) | Err(e) => Some(e),
+            }
+        };
+        assert!(damaged(&|_| {}).is_none());
+        assert!(matches!(
+            damaged(&|b| b[3] ^= 1),
+            Some(FormatError::NotACheckpoint)
+        ));
+        assert!(matches!(
+            damaged(&|b| b[30] ^= 1),
+            Some(FormatError::HeaderCorrupt)
+        ));
+        assert!(matches!(
+            damaged(&|b| {
+                let n = b.len();
+                b[n - 10] ^= 1
+            }),
+            Some(FormatError::BodyCorrupt)
+        ));
+        assert!(matches!(
+            damaged(&|b| b.truncate(b.len() - 100)),
+            Some(FormatError::Truncated(_))
+        ));
+        assert!(matches!(
+            damaged(&|b| b.truncate(25)),
+            Some(FormatError::Truncated(_))
+        ));
+        // Another format version is named as such.
+        let mut other = header(60);
+        other.version = FORMAT_VERSION + 1;
+        let mut bytes = Vec::new();
+        let head = postcard::to_allocvec(&other).unwrap();
+        bytes.extend_from_slice(super::super::format::MAGIC);
+        bytes.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&head);
+        bytes.extend_from_slice(&crc32fast::hash(&head).to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            inspect(&path),
+            Err(FormatError::Version { found }) if found == FORMAT_VERSION + 1
+        ));
+    }
+}
