@@ -131,26 +131,15 @@ fn replay_epochs(
     scoring_threads: usize,
     dedupe: DedupeParams,
 ) -> (Vec<Vec<Change>>, IdeaState) {
-    let lsh = LshIndex::new(LshParams::default());
-    let labels = labels();
-    let scoring = ScoringParams::default();
     let mut state = IdeaState::new(
         dedupe,
         WindowParams::default(),
-        scoring.clone(),
+        ScoringParams::default(),
         Calendar::default(),
     );
     state.set_scoring_threads(scoring_threads);
     state.parallel_scoring_min = 1;
-    let mut epochs: BTreeMap<i64, Vec<PreparedSignal>> = BTreeMap::new();
-    for s in signals {
-        let t = s.captured_at.timestamp().div_euclid(epoch_secs) * epoch_secs;
-        epochs
-            .entry(t)
-            .or_default()
-            .push(prepare(s.clone(), &lsh, &labels, &scoring));
-    }
-    let changes = epochs
+    let changes = prepared_epochs(signals, epoch_secs)
         .into_iter()
         .map(|(t, batch)| state.apply_epoch(t + epoch_secs, batch))
         .collect();
