@@ -186,21 +186,7 @@ fn interrupt(
 /// namespace-free, without the wall-clock times of commits and refusals
 /// and, for bus inputs (`positions`), without where records sat on the bus.
 fn dump(ns: &str, positions: bool) -> BTreeMap<String, String> {
-    let psql =
-        Path::new(&std::env::var_os("IDEAFLOW_PG_BIN").expect("run scripts/test.sh")).join("psql");
-    let url = std::env::var("IDEAFLOW_TEST_POSTGRES_URL").expect("run scripts/test.sh");
-    let query = |sql: &str| {
-        let out = Command::new(&psql)
-            .args([url.as_str(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let query = psql;
     let mut all = BTreeMap::new();
     let tables = query(&format!(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = '{ns}' \

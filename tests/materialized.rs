@@ -463,19 +463,7 @@ fn vectors_a_run_left_unindexed_are_indexed_at_the_next_start(ns: &str, out: &st
 }
 
 fn psql_exec(sql: &str) {
-    let psql =
-        std::path::Path::new(&std::env::var_os("IDEAFLOW_PG_BIN").expect("run scripts/test.sh"))
-            .join("psql");
-    let url = std::env::var("IDEAFLOW_TEST_POSTGRES_URL").expect("run scripts/test.sh");
-    let out = std::process::Command::new(psql)
-        .args([url.as_str(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    psql(sql);
 }
 
 /// `SELECT count(*) FROM {ns}.{table_and_condition}` in the test database.

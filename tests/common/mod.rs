@@ -238,3 +238,21 @@ pub fn replay(input: &Path, out: &Path, extra: &[&str]) -> Output {
         .arg(out)
         .args(extra))
 }
+
+/// Runs `sql` in the test database with psql (scripts/test.sh's server);
+/// fails the test if it fails; returns its unaligned output.
+pub fn psql(sql: &str) -> String {
+    let psql =
+        Path::new(&std::env::var_os("IDEAFLOW_PG_BIN").expect("run scripts/test.sh")).join("psql");
+    let url = std::env::var("IDEAFLOW_TEST_POSTGRES_URL").expect("run scripts/test.sh");
+    let out = Command::new(psql)
+        .args([url.as_str(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
