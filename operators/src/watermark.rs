@@ -48,6 +48,12 @@ impl Watermark {
     pub fn max_seen(&self) -> Option<DateTime<Utc>> {
         self.max_seen
     }
+
+    /// Puts back the largest event time seen (a source resuming where a
+    /// checkpoint says): what follows is judged exactly as it was then.
+    pub fn restore(&mut self, max_seen: Option<DateTime<Utc>>) {
+        self.max_seen = max_seen;
+    }
 }
 
 /// A source's partition: (source index, partition).

@@ -48,6 +48,8 @@ pub type SharedFeedback = Rc<RefCell<Option<FeedbackState>>>;
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunState {
     pub read: ReadThrough,
+    /// Where each source is read again from.
+    pub resume: crate::dataflow::resume_points::SavedResume,
     /// Bytes of the output file (embedded signals) holding the epochs
     /// before the checkpoint's (`None`: no output file).
     pub output_bytes: Option<u64>,
@@ -88,6 +90,16 @@ impl From<ideaflow_sources::bus::BusPosition> for SavedPosition {
     }
 }
 
+impl From<SavedPosition> for ideaflow_sources::bus::BusPosition {
+    fn from(p: SavedPosition) -> Self {
+        use ideaflow_sources::bus::{BusPosition, EntryId};
+        match p {
+            SavedPosition::Offset(o) => BusPosition::Offset(o),
+            SavedPosition::Entry(ms, seq) => BusPosition::Entry(EntryId { ms, seq }),
+        }
+    }
+}
+
 impl std::fmt::Display for SavedPosition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -107,6 +119,9 @@ pub struct Resumed {
     pub weights_in_flight: Option<ideaflow_operators::score::Weights>,
     pub anchors_in_flight: Option<Vec<ideaflow_operators::classify::Anchor>>,
     pub run: RunState,
+    /// Items of the file chain its reader passed over by seeking to the
+    /// resume point (set once the inputs are opened).
+    pub file_start: u64,
 }
 
 impl Resumed {

@@ -24,12 +24,12 @@ use ideaflow_operators::score::Weights;
 use ideaflow_operators::shared_embedding::{shared_while_reading, shared_while_writing};
 use serde::{Deserialize, Serialize};
 
-use super::capture::RunState;
+use super::capture::{RunState, SavedPosition};
 
 pub const MAGIC: &[u8; 20] = b"IDEAFLOW-CHECKPOINT\n";
 
 /// Bumped whenever the header's or the state's serde form changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The most a header may claim to be: a larger length is corruption.
 const MAX_HEADER: u32 = 64 << 20;
@@ -61,9 +61,14 @@ pub struct SourcePosition {
     pub source: String,
     /// A bus partition; 0 for the file chain.
     pub partition: u32,
-    /// Everything before this was read (a byte offset in the file chain,
-    /// a Kafka or Fluvio offset, a stream entry id), as text.
+    /// Everything up to this was read (records of the file chain, a Kafka
+    /// or Fluvio offset, a stream entry id), as text.
     pub read_through: String,
+    /// Where a restart reads again from, as text.
+    pub resume: String,
+    /// A bus partition's resume point: a restart reads after it, so the
+    /// bus may drop what comes before (`pipeline.trim_sources`).
+    pub resume_after: Option<SavedPosition>,
     /// The watermark of this source or partition (seconds).
     pub watermark: Option<i64>,
 }

@@ -101,6 +101,7 @@ fn resume(
         weights_in_flight: body.weights_in_flight,
         anchors_in_flight: body.anchors_in_flight,
         run,
+        file_start: 0,
     })
 }
 

@@ -92,10 +92,11 @@ fn print_text(
     println!("  vectors         {}", h.counts.vectors);
     for p in &h.positions {
         println!(
-            "  source          {} partition {}: read through {}, watermark {}",
+            "  source          {} partition {}: read through {}, read again from {}, watermark {}",
             p.source,
             p.partition,
             p.read_through,
+            p.resume,
             p.watermark.map_or("none".into(), time)
         );
     }

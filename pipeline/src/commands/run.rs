@@ -80,11 +80,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             .build()?,
     );
     let metrics = Metrics::new();
-    let (checkpoints, resumed, sinks) =
+    let (checkpoints, mut resumed, sinks) =
         start_from_checkpoint(&config, &core, &sink_runtime, &metrics)?;
     let mut inputs = inputs;
-    if let Some(r) = &resumed {
-        inputs.files = inputs.files.map(|f| f.unpaced_for(r.run.read.file_items));
+    if let Some(r) = resumed.as_mut() {
+        r.file_start = inputs.resume_at(&r.run)?;
     }
     let dead_tap = ideaflow_sinks::DeadLetterTap::default();
     let (output, dead) = match &resumed {

@@ -5,6 +5,7 @@ pub mod deliver;
 pub mod embed;
 pub mod idea_state;
 pub mod ordered_sink;
+pub mod resume_points;
 pub mod source;
 pub mod wire;
 
@@ -256,7 +257,12 @@ pub fn run_dataflow(
                 });
                 let resume = source::Resume {
                     checkpointer,
-                    from: resumed.map(|r| (r.header.complete_before, r.run.read)),
+                    from: resumed.map(|r| source::ResumedFrom {
+                        complete_before: r.header.complete_before,
+                        read: r.run.read,
+                        resume: r.run.resume,
+                        file_start: r.file_start,
+                    }),
                     output_path,
                 };
                 let (mut s, handles) = source::drive(

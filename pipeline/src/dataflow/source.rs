@@ -23,7 +23,7 @@ use ideaflow_sources::bus::read_ahead::ReadAhead;
 use ideaflow_sources::bus::runner::{self, BusEvent, BusHandle, ParsedRecord, RunnerSettings};
 use ideaflow_sources::bus::{Bus, BusPosition};
 use ideaflow_sources::replay::{
-    ahead_of_the_clock, late_rejection, ReplayError, ReplaySource, Replayed,
+    ahead_of_the_clock, late_rejection, ChainMark, ReplayError, ReplaySource, Replayed,
 };
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
@@ -33,6 +33,7 @@ use timely::dataflow::operators::ActivateCapability;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 use timely::worker::Worker;
 
+use super::resume_points::{ResumePoints, SavedResume};
 use super::RunSummary;
 use crate::checkpoint::capture::{AtCapture, ReadThrough, RunState, SavedPosition};
 use crate::checkpoint::format::SourcePosition;
@@ -104,8 +105,9 @@ const READ_AHEAD: usize = 1024;
 /// yet (one read more may come on top): the rest stays on the bus.
 const BUS_READ_AHEAD: usize = 4096;
 
-/// An item of the file chain and its watermark once it was read.
-type ReadItem = Result<(Replayed, Option<DateTime<Utc>>), ReplayError>;
+/// An item of the file chain, its watermark once it was read, and where it
+/// started.
+type ReadItem = Result<(Replayed, Option<DateTime<Utc>>, Option<ChainMark>), ReplayError>;
 
 /// What the reading threads hand the worker. Not boxed: the file chain's
 /// items are the hot path, and a channel slot per item is cheaper than an
@@ -153,6 +155,42 @@ pub struct LiveSettings {
 }
 
 impl Inputs {
+    /// Sets every source to read again from a checkpoint's resume points.
+    /// Returns the items of the file chain passed over (0 when the chain
+    /// cannot seek, a gzip file, and is read from its start instead).
+    pub fn resume_at(&mut self, run: &RunState) -> Result<u64> {
+        let mut file_start = 0;
+        if let Some(files) = self.files.as_mut() {
+            if let Some(mark) = &run.resume.files {
+                file_start = files.resume_at(mark)?;
+            }
+            let again = run.read.file_items.saturating_sub(file_start);
+            let files = self.files.take().expect("checked above");
+            self.files = Some(files.unpaced_for(again));
+            tracing::info!(
+                passed_over = file_start,
+                read_again = again,
+                "the file chain goes on from its resume point; what it reads again up to where it had been is skipped where the checkpoint holds it"
+            );
+        }
+        for bus in &mut self.buses {
+            let after: std::collections::BTreeMap<u32, BusPosition> = run
+                .resume
+                .buses
+                .iter()
+                .filter(|r| r.source == bus.name())
+                .map(|r| (r.partition, r.after.into()))
+                .collect();
+            tracing::info!(
+                source = bus.name(),
+                partitions = ?after.iter().map(|(p, a)| format!("{p}: after {a}")).collect::<Vec<_>>(),
+                "the source goes on from its resume points (partitions not named: from their start)"
+            );
+            bus.resume_after(&after);
+        }
+        Ok(file_start)
+    }
+
     /// Files only, read to their end (replays, benchmarks).
     pub fn files(source: ReplaySource, allowed_lateness: chrono::Duration) -> Inputs {
         Inputs {
@@ -180,7 +218,7 @@ fn read_files(mut source: ReplaySource, tx: SyncSender<Arrival>) -> std::thread:
         .name("ideaflow-source".into())
         .spawn(move || loop {
             let item = match source.next_item() {
-                Ok(Some(item)) => Ok((item, source.watermark())),
+                Ok(Some(item)) => Ok((item, source.watermark(), source.mark())),
                 Ok(None) => {
                     let _ = tx.send(Arrival::FilesEnded);
                     return;
@@ -221,12 +259,24 @@ fn bus_dead_letter(
 #[derive(Default)]
 pub struct Resume {
     pub checkpointer: Option<crate::checkpoint::capture::Checkpointer>,
-    /// The checkpoint resumed from: every epoch starting before the first
-    /// is in the state, and the second says how far each source had been
-    /// read (what is read again up to there is skipped).
-    pub from: Option<(u64, ReadThrough)>,
+    /// The checkpoint resumed from.
+    pub from: Option<ResumedFrom>,
     /// The embedded signals' file (a checkpoint records its length).
     pub output_path: Option<std::path::PathBuf>,
+}
+
+/// Where a resumed run starts.
+pub struct ResumedFrom {
+    /// Every epoch starting before this is in the state.
+    pub complete_before: u64,
+    /// How far each source had been read: what is read again up to there
+    /// is skipped when the state holds it.
+    pub read: ReadThrough,
+    /// Where each source was set to read again from.
+    pub resume: SavedResume,
+    /// Items of the file chain its reader passed over (0 when it could not
+    /// seek and reads the chain from its start).
+    pub file_start: u64,
 }
 
 /// What `drive` keeps while it runs.
@@ -263,6 +313,8 @@ struct Reading {
     /// as the checkpoint says: until they have, the input stays at the
     /// checkpoint's epoch, so that nothing they give again is judged late.
     catching_up: std::collections::BTreeSet<(usize, u32)>,
+    /// Where each source would be read again from (kept when checkpoints are taken).
+    points: Option<ResumePoints>,
 }
 
 impl Reading {
@@ -290,8 +342,9 @@ impl Reading {
         }
     }
 
-    /// The same, with each source's watermark, for a checkpoint's header.
-    fn positions(&self, has_files: bool) -> Vec<SourcePosition> {
+    /// The same, with each source's resume point and watermark, for a
+    /// checkpoint's header.
+    fn positions(&self, has_files: bool, resume: &SavedResume) -> Vec<SourcePosition> {
         let secs = |w: Option<DateTime<Utc>>| w.map(|w| w.timestamp());
         let mut out = Vec::new();
         if has_files {
@@ -299,14 +352,33 @@ impl Reading {
                 source: "files".into(),
                 partition: 0,
                 read_through: format!("{} records", self.file_items),
+                resume: match &resume.files {
+                    Some(m) => format!(
+                        "record {} (file {} of the chain, line {}, byte {})",
+                        m.item + 1,
+                        m.file + 1,
+                        m.line,
+                        m.offset
+                    ),
+                    None => "the start".into(),
+                },
+                resume_after: None,
                 watermark: secs(self.watermarks.own((FILES, 0))),
             });
         }
         for ((s, p), pos) in &self.bus_read {
+            let name = self.bus_names.get(*s).cloned().unwrap_or_default();
+            let after = resume
+                .buses
+                .iter()
+                .find(|r| r.source == name && r.partition == *p)
+                .map(|r| r.after);
             out.push(SourcePosition {
-                source: self.bus_names.get(*s).cloned().unwrap_or_default(),
+                source: name,
                 partition: *p,
                 read_through: pos.to_string(),
+                resume: after.map_or_else(|| "the start".into(), |a| format!("after {a}")),
+                resume_after: after,
                 watermark: secs(self.watermarks.own((s + 1, *p))),
             });
         }
@@ -315,6 +387,32 @@ impl Reading {
 }
 
 impl Reading {
+    /// Sets the bus partitions where the sources were set to read again
+    /// from: their last position read, and their own watermarks there.
+    fn resume_from(&mut self, from: &ResumedFrom) {
+        self.file_items = from.file_start;
+        for r in &from.resume.buses {
+            let Some(s) = self.bus_names.iter().position(|n| *n == r.source) else {
+                continue;
+            };
+            self.bus_read.insert((s, r.partition), r.after.into());
+            self.watermarks.set_own((s + 1, r.partition), r.own);
+        }
+    }
+
+    /// Where each source would be read again from after a restart from a
+    /// checkpoint of the epochs before `complete_before`.
+    fn resume_points(&mut self, complete_before: u64) -> SavedResume {
+        let Some(points) = self.points.as_mut() else {
+            return SavedResume::default();
+        };
+        let buses = self.bus_read.iter().filter_map(|((s, p), pos)| {
+            let key = (s + 1, *p);
+            Some((key, self.bus_names.get(*s)?.clone(), *pos, self.watermarks.own(key)))
+        });
+        points.at(complete_before, buses)
+    }
+
     /// An event read: into the buffer at its epoch (returned), or given back
     /// if that epoch is already complete (a source behind the others: late).
     fn admit(&mut self, event: Event, epoch_secs: u64, open: u64) -> Result<u64, Box<Event>> {
@@ -436,9 +534,13 @@ pub fn drive(
     // Resuming: the state holds every epoch before the checkpoint's, so
     // nothing may enter one; what a source gives again up to where it had
     // been read is skipped (its watermark still follows it).
-    let resumed_before = from.as_ref().map_or(0, |(c, _)| *c);
+    let resumed_before = from.as_ref().map_or(0, |f| f.complete_before);
     let (skip_file_items, bus_skip) = match &from {
-        Some((complete_before, read)) => {
+        Some(ResumedFrom {
+            complete_before,
+            read,
+            ..
+        }) => {
             if let Some(c) = cap.as_mut() {
                 if *complete_before > *c.time() {
                     c.downgrade(complete_before);
@@ -456,7 +558,7 @@ pub fn drive(
         }
         None => (0, Default::default()),
     };
-    let mut last_checkpoint = from.as_ref().map_or(0, |(c, _)| *c);
+    let mut last_checkpoint = resumed_before;
     let mut caught_up = false;
     let (tx, items) = sync_channel::<Arrival>(READ_AHEAD);
     let in_flight = live.status.in_flight.clone();
@@ -483,9 +585,16 @@ pub fn drive(
             .collect(),
         bus_skip,
         resumed_before,
+        points: checkpointer.as_ref().map(|_| {
+            from.as_ref()
+                .map_or_else(ResumePoints::default, |f| ResumePoints::resumed(&f.resume))
+        }),
     };
     if reader.is_some() {
         reading.watermarks.add((FILES, 0));
+    }
+    if let Some(f) = &from {
+        reading.resume_from(f);
     }
     let mut files_done = reader.is_none();
     let mut stopped = false;
@@ -505,10 +614,13 @@ pub fn drive(
             Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
         };
         match received {
-            Ok(Arrival::File(Ok((item, wm)))) => {
+            Ok(Arrival::File(Ok((item, wm, mark)))) => {
                 reading.watermarks.set_own((FILES, 0), wm);
                 reading.file_items += 1;
                 let again = reading.file_items <= reading.skip_file_items;
+                if let (Some(points), Some(mark)) = (reading.points.as_mut(), mark) {
+                    points.file_read(mark);
+                }
                 if reading.file_items >= reading.skip_file_items {
                     reading.catching_up.remove(&(FILES, 0));
                 }
@@ -518,7 +630,13 @@ pub fn drive(
                     Replayed::Event(e) if again && reading.held_before(e.time, epoch_secs) => {}
                     Replayed::Dead(dl) => dead.write(&dl)?,
                     Replayed::Event(event) => {
-                        if let Err(event) = reading.admit(event, epoch_secs, open) {
+                        let admitted = reading.admit(event, epoch_secs, open);
+                        if let (Some(points), Some(mark), Ok(epoch)) =
+                            (reading.points.as_mut(), mark, &admitted)
+                        {
+                            points.file_admitted(mark, *epoch);
+                        }
+                        if let Err(event) = admitted {
                             let rej = reading.late(&event);
                             dead.write(&DeadLetter {
                                 reason: rej.reason,
@@ -607,7 +725,7 @@ pub fn drive(
                     while probe.less_than(&w) {
                         worker.step_or_park(Some(PARK_AT_MOST));
                     }
-                    take_checkpoint(cp, w, &reading, has_files, output_path.as_deref(), dead)?;
+                    take_checkpoint(cp, w, &mut reading, has_files, output_path.as_deref(), dead)?;
                     last_checkpoint = w;
                 }
             }
@@ -662,7 +780,7 @@ pub fn drive(
         // have not begun): the next start goes on from here.
         if let Some(cp) = checkpointer.as_mut() {
             if complete == open && open > last_checkpoint {
-                take_checkpoint(cp, open, &reading, has_files, output_path.as_deref(), dead)?;
+                take_checkpoint(cp, open, &mut reading, has_files, output_path.as_deref(), dead)?;
             }
         }
         reading.buffer.clear();
@@ -676,7 +794,7 @@ pub fn drive(
                 while probe.less_than(&w) {
                     worker.step_or_park(Some(PARK_AT_MOST));
                 }
-                take_checkpoint(cp, w, &reading, has_files, output_path.as_deref(), dead)?;
+                take_checkpoint(cp, w, &mut reading, has_files, output_path.as_deref(), dead)?;
             }
         }
         if let Some(c) = cap.as_ref() {
@@ -733,18 +851,20 @@ pub fn drive(
 fn take_checkpoint(
     cp: &mut crate::checkpoint::capture::Checkpointer,
     complete_before: u64,
-    reading: &Reading,
+    reading: &mut Reading,
     has_files: bool,
     output_path: Option<&std::path::Path>,
     dead: &mut DeadLetterSink,
 ) -> Result<()> {
     dead.flush()?;
+    let resume = reading.resume_points(complete_before);
     let at = AtCapture {
         complete_before,
         watermark: reading.watermarks.current().map(|t| t.timestamp()),
-        positions: reading.positions(has_files),
+        positions: reading.positions(has_files, &resume),
         run: RunState {
             read: reading.read_through(),
+            resume,
             output_bytes: output_path.and_then(file_len),
             dead_letter_bytes: file_len(dead.path()).unwrap_or(0),
             dead_letters_by_reason: serde_json::to_string(dead.counts()).unwrap_or_default(),
@@ -795,6 +915,10 @@ fn on_bus_event(
             for r in records {
                 let key = (source + 1, r.partition);
                 reading.watermarks.records(key);
+                // Where a restart would read this record again from, and
+                // what the partition's watermark was just before it.
+                let after = reading.bus_read.get(&(source, r.partition)).copied();
+                let own_before = reading.watermarks.own(key);
                 let ParsedRecord {
                     partition,
                     position,
@@ -843,6 +967,9 @@ fn on_bus_event(
                     Ok(epoch) => {
                         if let Some(d) = digest {
                             reading.origins.push((d, epoch, source, partition));
+                        }
+                        if let Some(points) = reading.points.as_mut() {
+                            points.bus_record(key, epoch, after, own_before);
                         }
                         epoch
                     }

@@ -399,6 +399,10 @@ impl super::Bus for FluvioSource {
             .collect()
     }
 
+    fn resume_after(&mut self, positions: &BTreeMap<u32, BusPosition>) {
+        self.start = super::next_offsets(positions).collect();
+    }
+
     fn describe_position(&self, partition: u32, position: BusPosition) -> String {
         format!("{}/{}/{}", self.spec.topic, partition, position)
     }

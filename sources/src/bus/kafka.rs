@@ -96,12 +96,6 @@ impl KafkaSource {
         }
     }
 
-    /// Reads each partition from these offsets instead of its log start.
-    pub fn start_at(mut self, offsets: BTreeMap<i32, i64>) -> Self {
-        self.start = offsets;
-        self
-    }
-
     fn block_on<F: std::future::Future>(&mut self, f: F) -> Result<F::Output, BusError> {
         if self.runtime.is_none() {
             self.runtime = Some(runtime().map_err(|e| unreachable(&self.name, e))?);
@@ -289,6 +283,12 @@ impl super::Bus for KafkaSource {
                 )
             })
             .collect()
+    }
+
+    fn resume_after(&mut self, positions: &BTreeMap<u32, BusPosition>) {
+        self.start = super::next_offsets(positions)
+            .map(|(p, o)| (p as i32, o))
+            .collect();
     }
 
     fn describe_position(&self, partition: u32, position: BusPosition) -> String {

@@ -18,6 +18,7 @@ pub mod read_ahead;
 pub mod redis_streams;
 pub mod runner;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -143,6 +144,20 @@ pub trait Bus: Send {
     /// How a record's position reads in a dead letter (`topic/partition/offset`,
     /// `stream/entry-id`).
     fn describe_position(&self, partition: u32, position: BusPosition) -> String;
+    /// Reads each partition named from just after its position (a
+    /// checkpoint's resume point) instead of from its start; the others
+    /// from their start. Called before [`Bus::connect`].
+    fn resume_after(&mut self, positions: &BTreeMap<u32, BusPosition>);
+}
+
+/// The offset to read next in each partition, after the offset given.
+pub(crate) fn next_offsets(
+    positions: &BTreeMap<u32, BusPosition>,
+) -> impl Iterator<Item = (u32, i64)> + '_ {
+    positions.iter().filter_map(|(p, pos)| match pos {
+        BusPosition::Offset(o) => Some((*p, o + 1)),
+        BusPosition::Entry(_) => None,
+    })
 }
 
 /// A bus that accepts records: what the webhook endpoint appends to.

@@ -80,12 +80,6 @@ impl StreamSource {
         })
     }
 
-    /// Reads from after `position` instead of the beginning (a checkpoint's).
-    pub fn start_after(mut self, position: Option<EntryId>) -> Self {
-        self.start_after = position;
-        self
-    }
-
     fn conn(&mut self) -> Result<&mut redis::Connection, BusError> {
         let name = self.name.clone();
         self.conn
@@ -354,6 +348,12 @@ impl super::Bus for StreamSource {
         match self.group_info() {
             Ok(Some((_, lag))) => vec![(0, lag)],
             _ => vec![(0, None)],
+        }
+    }
+
+    fn resume_after(&mut self, positions: &std::collections::BTreeMap<u32, BusPosition>) {
+        if let Some(BusPosition::Entry(e)) = positions.get(&0) {
+            self.start_after = Some(*e);
         }
     }
 

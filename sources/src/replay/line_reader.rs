@@ -40,6 +40,16 @@ impl<R: BufRead> LineReader<R> {
         }
     }
 
+    /// A reader whose `inner` starts at byte `offset` of its file, the
+    /// start of line `line` (1-based): positions go on from there.
+    pub fn starting_at(inner: R, line: u64, offset: u64) -> Self {
+        LineReader {
+            line: line.saturating_sub(1),
+            offset,
+            ..Self::new(inner)
+        }
+    }
+
     /// The next line without its `\n` (and `\r`), or `None` at the end.
     pub fn next_line(&mut self) -> io::Result<Option<RawLine>> {
         let start = self.offset;
