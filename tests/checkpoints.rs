@@ -50,7 +50,8 @@ fn stream_url(stream: &str) -> String {
     format!("redis://127.0.0.1:{port}/0?stream={stream}")
 }
 
-/// A config with checkpoints every second into `dir` (none when `None`).
+/// A config with checkpoints every second into `dir` (none when `None`),
+/// Redis stream inputs trimmed up to the oldest kept checkpoint.
 fn config(dir: &Path, name: &str, checkpoints: Option<&Path>) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let mut text = format!(
@@ -59,7 +60,7 @@ fn config(dir: &Path, name: &str, checkpoints: Option<&Path>) -> PathBuf {
     );
     if let Some(c) = checkpoints {
         text.push_str(&format!(
-            "checkpoint_dir = {c:?}\ncheckpoint_every_secs = 1\ncheckpoints_kept = 2\n"
+            "checkpoint_dir = {c:?}\ncheckpoint_every_secs = 1\ncheckpoints_kept = 2\ntrim_sources = true\n"
         ));
     }
     std::fs::write(&path, text).unwrap();
@@ -317,10 +318,44 @@ fn assert_same(reference: &str, ns: &str, dir: &Path, positions: bool) {
     );
 }
 
+/// How the restarts of a test went.
+#[derive(Debug, Default)]
+struct Restarts {
+    /// Resumed from a checkpoint.
+    resumed: usize,
+    /// Of those, read a source from a resume point past its start.
+    sought: usize,
+}
+
+impl Restarts {
+    fn note(&mut self, log: &str) {
+        if log.contains("resuming from a checkpoint") {
+            self.resumed += 1;
+            let file_passed_over = log
+                .split("passed_over=")
+                .skip(1)
+                .any(|rest| rest.starts_with(|c: char| c.is_ascii_digit() && c != '0'));
+            self.sought += usize::from(file_passed_over || log.contains(": after "));
+        }
+    }
+
+    /// Some restart resumed, and some read from past a source's start.
+    fn check(&self) {
+        assert!(self.resumed > 0, "no restart resumed from a checkpoint");
+        assert!(self.sought > 0, "no restart read a source from its resume point: {self:?}");
+    }
+}
+
 /// The uninterrupted run without checkpoints, then the same input run with
-/// checkpoints and `signal` sent `kills()` times; returns how many of the
-/// restarts resumed from a checkpoint.
-fn kill_and_compare(test: &str, input: &str, file_input: &Path, signal: &str, seed: u64) -> usize {
+/// checkpoints and `signal` sent `kills()` times, then to its end: the
+/// final state must be the uninterrupted run's.
+fn kill_and_compare(
+    test: &str,
+    input: &str,
+    file_input: &Path,
+    signal: &str,
+    seed: u64,
+) -> Restarts {
     let dir = tempfile::tempdir().unwrap();
     let reference = unique(&format!("{test}_ref"));
     let plain = config(dir.path(), "plain", None);
@@ -337,7 +372,7 @@ fn kill_and_compare(test: &str, input: &str, file_input: &Path, signal: &str, se
     let checkpoints = dir.path().join("checkpoints");
     let with = config(dir.path(), "with", Some(&checkpoints));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut resumed = 0;
+    let mut restarts = Restarts::default();
     for i in 0..kills() {
         let moment = if i % 3 == 1 {
             Moment::AtCheckpoint
@@ -351,44 +386,38 @@ fn kill_and_compare(test: &str, input: &str, file_input: &Path, signal: &str, se
             moment,
             &mut rng,
         );
-        resumed += usize::from(log.contains("resuming from a checkpoint"));
+        restarts.note(&log);
     }
     let last = dir.path().join("last.log");
     run_to_end(run_cmd(&with, input, &ns, dir.path()), &last);
-    resumed += usize::from(
-        std::fs::read_to_string(&last)
-            .unwrap()
-            .contains("resuming from a checkpoint"),
-    );
+    restarts.note(&std::fs::read_to_string(&last).unwrap());
     assert_same(
         &reference,
         &ns,
         dir.path(),
         input == file_input.to_string_lossy(),
     );
-    if resumed == 0 {
+    if restarts.sought == 0 {
         for i in 0..kills() {
             let log = std::fs::read_to_string(dir.path().join(format!("run{i}.log")));
             eprintln!("run {i}: {}", log.unwrap_or_default());
         }
     }
-    resumed
+    restarts
 }
 
 #[test]
 fn kill_9_of_a_file_run_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let input = stream(dir.path(), 12_000, 31);
-    let resumed = kill_and_compare("file_kill", &input.to_string_lossy(), &input, "KILL", 1);
-    assert!(resumed > 0, "no restart resumed from a checkpoint");
+    kill_and_compare("file_kill", &input.to_string_lossy(), &input, "KILL", 1).check();
 }
 
 #[test]
 fn sigterm_of_a_file_run_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let input = stream(dir.path(), 12_000, 32);
-    let resumed = kill_and_compare("file_term", &input.to_string_lossy(), &input, "TERM", 2);
-    assert!(resumed > 0, "no restart resumed from a checkpoint");
+    kill_and_compare("file_term", &input.to_string_lossy(), &input, "TERM", 2).check();
 }
 
 #[test]
@@ -399,8 +428,15 @@ fn kill_9_of_a_redis_stream_run_loses_and_doubles_nothing() {
     // The bus stream inside the run's namespace: a start must keep it.
     let url = stream_url(&format!("{ns}:signals"));
     ok(ideaflow().args(["produce", &url, "--input"]).arg(&input));
-    let resumed = kill_and_compare("stream_kill", &url, &input, "KILL", 3);
-    assert!(resumed > 0, "no restart resumed from a checkpoint");
+    kill_and_compare("stream_kill", &url, &input, "KILL", 3).check();
+    // pipeline.trim_sources: the stream dropped what no kept checkpoint
+    // reads again, and the final state above is still the reference's.
+    let produced = std::fs::read_to_string(&input).unwrap().lines().count();
+    let left: usize = redis::cmd("XLEN")
+        .arg(format!("{ns}:signals"))
+        .query(&mut redis())
+        .unwrap();
+    assert!(left < produced, "the stream was not trimmed: {left} of {produced} entries left");
 }
 
 #[test]
@@ -412,8 +448,7 @@ fn kill_9_of_a_kafka_topic_run_loses_and_doubles_nothing() {
     );
     let url = format!("kafka://{kafka}/{}", unique("kafka_kill"));
     ok(ideaflow().args(["produce", &url, "--input"]).arg(&input));
-    let resumed = kill_and_compare("kafka_kill", &url, &input, "KILL", 5);
-    assert!(resumed > 0, "no restart resumed from a checkpoint");
+    kill_and_compare("kafka_kill", &url, &input, "KILL", 5).check();
 }
 
 #[test]

@@ -169,6 +169,9 @@ pub struct PipelineConfig {
     pub checkpoint_every_secs: u64,
     /// How many checkpoints are kept (the newest; older ones are removed).
     pub checkpoints_kept: usize,
+    /// Once a checkpoint is written, Redis stream inputs drop the entries
+    /// that no checkpoint kept reads again (`XTRIM MINID`).
+    pub trim_sources: bool,
 }
 
 impl PipelineConfig {
@@ -204,6 +207,7 @@ impl Default for PipelineConfig {
             checkpoint_dir: PathBuf::new(),
             checkpoint_every_secs: 60,
             checkpoints_kept: 2,
+            trim_sources: false,
         }
     }
 }

@@ -164,6 +164,8 @@ pub struct Checkpoints {
     /// sinks gives up.
     pub ending: Arc<AtomicBool>,
     pub metrics: Option<crate::metrics::Metrics>,
+    /// Trims the Redis stream inputs after each write (`pipeline.trim_sources`).
+    pub trimmer: Option<super::trim::Trimmer>,
 }
 
 /// Takes checkpoints on worker 0 (see the module's documentation).
@@ -338,6 +340,12 @@ fn write_when_committed(
                 write_seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
                 "checkpoint written"
             );
+            if let Some(trimmer) = &settings.trimmer {
+                match settings.store.headers() {
+                    Ok(kept) => trimmer.trim(&kept),
+                    Err(e) => tracing::warn!(error = %e, "could not list the checkpoints kept; nothing trimmed"),
+                }
+            }
         }
         Err(e) => tracing::error!(
             error = %e,

@@ -17,6 +17,7 @@ pub mod capture;
 pub mod format;
 pub mod restart;
 pub mod store;
+pub mod trim;
 
 use std::path::Path;
 

@@ -107,6 +107,21 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The headers of the checkpoints kept that read back (their states
+    /// are not read).
+    pub fn headers(&self) -> std::io::Result<Vec<Header>> {
+        Ok(self
+            .list()?
+            .iter()
+            .filter_map(|path| {
+                let mut input = BufReader::new(File::open(path).ok()?);
+                format::read_header(&mut input).ok()
+            })
+            .collect())
+    }
+}
+
 /// The checkpoints in `dir`, newest first (their names sort by epoch).
 pub fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)?

@@ -415,7 +415,18 @@ fn start_from_checkpoint(
         }
         None => materialize::connect_waiting(config, runtime, true)?,
     };
+    let trimmer = if config.pipeline.trim_sources {
+        crate::checkpoint::trim::Trimmer::new(&config.input_specs()?)
+    } else {
+        None
+    };
     if resumed.is_none() {
+        if trimmer.is_some() {
+            tracing::warn!(
+                "pipeline.trim_sources is on: the Redis streams may have dropped entries \
+                 earlier runs' checkpoints held; the rebuild starts from what they hold now"
+            );
+        }
         // The sinks are emptied and rebuilt: no checkpoint of before may be
         // taken up again with them.
         for old in store.list()? {
@@ -437,6 +448,7 @@ fn start_from_checkpoint(
         base_classes: core.labels().classifier.clone().map(Arc::new),
         ending: Arc::default(),
         metrics: Some(metrics.clone()),
+        trimmer,
     };
     Ok((Some(checkpoints), resumed, sinks))
 }

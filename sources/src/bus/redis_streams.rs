@@ -64,6 +64,18 @@ fn connection(client: &redis::Client, name: &str) -> Result<redis::Connection, B
     Ok(conn)
 }
 
+/// Drops the stream's entries before `keep_from` (`XTRIM MINID`, exact):
+/// what no checkpoint kept reads again. Returns how many went.
+pub fn trim_before(spec: &RedisStreamSpec, name: &str, keep_from: EntryId) -> Result<u64, BusError> {
+    let mut conn = connection(&client(spec, name)?, name)?;
+    redis::cmd("XTRIM")
+        .arg(&spec.stream)
+        .arg("MINID")
+        .arg(keep_from.to_string())
+        .query(&mut conn)
+        .map_err(|e| unreachable(name, e))
+}
+
 impl StreamSource {
     pub fn new(spec: RedisStreamSpec, name: String) -> Result<Self, BusError> {
         let client = client(&spec, &name)?;
