@@ -17,4 +17,4 @@ cd "$ROOT"
 scripts/setup.sh
 # shellcheck disable=SC1091
 source state/env
-IDEAFLOW_FAULT_KILLS="${KILLS:-20}" cargo test -p ideaflow --test checkpoints -- --test-threads 1 "$@"
+IDEAFLOW_FAULT_KILLS="${KILLS:-20}" IDEAFLOW_FAULT_OUTAGE_SECS="${OUTAGE_SECS:-30}" cargo test -p ideaflow --test checkpoints -- --test-threads 1 "$@"

@@ -34,10 +34,11 @@ fn redis_url() -> String {
 }
 
 fn redis() -> redis::Connection {
-    redis::Client::open(redis_url())
-        .unwrap()
-        .get_connection()
-        .unwrap()
+    redis_at(&redis_url())
+}
+
+fn redis_at(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
 }
 
 fn stream_url(stream: &str) -> String {
@@ -68,7 +69,9 @@ fn config(dir: &Path, name: &str, checkpoints: Option<&Path>) -> PathBuf {
 }
 
 /// Generated signals with feedback and synthetic vectors, a few lines
-/// delivered twice, and two bad lines.
+/// delivered twice, some delivered again a day later (late by then: dead
+/// letters whose text names the watermark they were behind), and two bad
+/// lines.
 fn stream(dir: &Path, signals: u32, seed: u64) -> PathBuf {
     let generated = dir.join("generated.jsonl");
     ok(ideaflow()
@@ -77,12 +80,17 @@ fn stream(dir: &Path, signals: u32, seed: u64) -> PathBuf {
         .args(["--feedback", "--synthetic-embeddings", "--out"])
         .arg(&generated));
     let text = std::fs::read_to_string(&generated).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
     let mut out = String::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in lines.iter().enumerate() {
         out.push_str(line);
         out.push('\n');
         if i % 97 == 0 {
             out.push_str(line);
+            out.push('\n');
+        }
+        if i >= 3000 && i % 389 == 0 {
+            out.push_str(lines[i - 3000]);
             out.push('\n');
         }
         if i == 1000 {
@@ -96,12 +104,17 @@ fn stream(dir: &Path, signals: u32, seed: u64) -> PathBuf {
 
 /// `ideaflow run` of `input` into namespace `ns`, its files in `dir`.
 fn run_cmd(config: &Path, input: &str, ns: &str, dir: &Path) -> Command {
+    run_cmd_listening(config, input, ns, dir, "")
+}
+
+/// The same with the API at `listen` (empty: none).
+fn run_cmd_listening(config: &Path, input: &str, ns: &str, dir: &Path, listen: &str) -> Command {
     let mut cmd = ideaflow();
     cmd.env("IDEAFLOW_LOG", "info")
         .arg("run")
         .arg("--config")
         .arg(config)
-        .args(["--input", input, "--namespace", ns, "--listen", ""])
+        .args(["--input", input, "--namespace", ns, "--listen", listen])
         .arg("--out")
         .arg(dir.join(format!("{ns}.out.jsonl")))
         .arg("--dead-letter")
@@ -186,7 +199,8 @@ fn interrupt(
 /// Every view row in Postgres and every key in Redis of namespace `ns`,
 /// namespace-free, without the wall-clock times of commits and refusals
 /// and, for bus inputs (`positions`), without where records sat on the bus.
-fn dump(ns: &str, positions: bool) -> BTreeMap<String, String> {
+/// Redis is the one at `redis_url`.
+fn dump(ns: &str, positions: bool, redis_url: &str) -> BTreeMap<String, String> {
     let query = psql;
     let mut all = BTreeMap::new();
     let tables = query(&format!(
@@ -231,7 +245,7 @@ fn dump(ns: &str, positions: bool) -> BTreeMap<String, String> {
         ));
         all.insert(format!("postgres {table}"), rows);
     }
-    let mut r = redis();
+    let mut r = redis_at(redis_url);
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{ns}:*"))
         .query(&mut r)
@@ -294,7 +308,15 @@ fn dead_letters(path: &Path, positions: bool) -> Vec<serde_json::Value> {
 }
 
 fn assert_same(reference: &str, ns: &str, dir: &Path, positions: bool) {
-    let (want, got) = (dump(reference, positions), dump(ns, positions));
+    assert_same_at(&redis_url(), reference, ns, dir, positions)
+}
+
+/// [`assert_same`] with the views in the Redis at `redis_url`.
+fn assert_same_at(redis_url: &str, reference: &str, ns: &str, dir: &Path, positions: bool) {
+    let (want, got) = (
+        dump(reference, positions, redis_url),
+        dump(ns, positions, redis_url),
+    );
     assert_eq!(
         want.keys().collect::<Vec<_>>(),
         got.keys().collect::<Vec<_>>(),
@@ -342,7 +364,10 @@ impl Restarts {
     /// Some restart resumed, and some read from past a source's start.
     fn check(&self) {
         assert!(self.resumed > 0, "no restart resumed from a checkpoint");
-        assert!(self.sought > 0, "no restart read a source from its resume point: {self:?}");
+        assert!(
+            self.sought > 0,
+            "no restart read a source from its resume point: {self:?}"
+        );
     }
 }
 
@@ -436,7 +461,10 @@ fn kill_9_of_a_redis_stream_run_loses_and_doubles_nothing() {
         .arg(format!("{ns}:signals"))
         .query(&mut redis())
         .unwrap();
-    assert!(left < produced, "the stream was not trimmed: {left} of {produced} entries left");
+    assert!(
+        left < produced,
+        "the stream was not trimmed: {left} of {produced} entries left"
+    );
 }
 
 #[test]
@@ -449,6 +477,107 @@ fn kill_9_of_a_kafka_topic_run_loses_and_doubles_nothing() {
     let url = format!("kafka://{kafka}/{}", unique("kafka_kill"));
     ok(ideaflow().args(["produce", &url, "--input"]).arg(&input));
     kill_and_compare("kafka_kill", &url, &input, "KILL", 5).check();
+}
+
+/// How long the sinks' Redis stays down in the outage test
+/// (`scripts/fault-test.sh`: 30 s).
+fn outage() -> Duration {
+    Duration::from_secs(
+        std::env::var("IDEAFLOW_FAULT_OUTAGE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4),
+    )
+}
+
+/// `/health/ready`'s status code (0 when nothing answers).
+fn readiness(port: u16) -> u16 {
+    if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        return 0;
+    }
+    get(port, "/health/ready").0
+}
+
+/// The sinks' Redis stopped mid-run while checkpoints are taken: the run
+/// reports itself not ready, retries, is ready again once Redis is back;
+/// then it is killed and restarted from its checkpoint. Nothing is lost or
+/// doubled: the final state is an uninterrupted run's.
+#[test]
+fn a_redis_outage_with_checkpoints_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = stream(dir.path(), 12_000, 37);
+    let mut own = OwnRedis::start();
+    let url = own.url();
+    let reference = unique("outage_ref");
+    let plain = config(dir.path(), "plain", None);
+    let mut cmd = run_cmd(&plain, &input.to_string_lossy(), &reference, dir.path());
+    cmd.env("IDEAFLOW_REDIS_URL", &url);
+    run_to_end(cmd, &dir.path().join("ref.log"));
+    let ns = unique("outage");
+    let checkpoints = dir.path().join("checkpoints");
+    let with = config(dir.path(), "with", Some(&checkpoints));
+    // Paced: the 4 days take the outage and 25 s more, so that it falls mid-run.
+    let speed = 4.0 * 86_400.0 / (outage().as_secs_f64() + 25.0);
+    let paced = dir.path().join("paced.toml");
+    let text = std::fs::read_to_string(&with).unwrap() + &format!("speed = \"{speed:.0}\"\n");
+    std::fs::write(&paced, text).unwrap();
+    let port = free_port();
+    let log = dir.path().join("first.log");
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = run_cmd_listening(&paced, &input.to_string_lossy(), &ns, dir.path(), &listen);
+    cmd.env("IDEAFLOW_REDIS_URL", &url);
+    let mut child = Server(
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "{what} did not happen: {}",
+                log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    until("a checkpoint", &|| {
+        log_text().contains("checkpoint written")
+    });
+    until("readiness", &|| readiness(port) == 200);
+    own.stop(true);
+    let down = Instant::now();
+    until("readiness false", &|| readiness(port) == 503);
+    std::thread::sleep(outage().saturating_sub(down.elapsed()));
+    own.start_again();
+    until("readiness true again", &|| readiness(port) == 200);
+    let written = log_text().matches("checkpoint written").count();
+    until("a checkpoint after the outage", &|| {
+        log_text().matches("checkpoint written").count() > written
+    });
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the run ended before the kill (make the stream longer): {}",
+        log_text()
+    );
+    ok(Command::new("kill").args(["-KILL", &child.0.id().to_string()]));
+    let _ = child.0.wait();
+    assert!(
+        log_text().contains("a sink write failed; trying again"),
+        "no write failed during the outage: {}",
+        log_text()
+    );
+    let last = dir.path().join("last.log");
+    let mut cmd = run_cmd(&with, &input.to_string_lossy(), &ns, dir.path());
+    cmd.env("IDEAFLOW_REDIS_URL", &url);
+    run_to_end(cmd, &last);
+    let mut restarts = Restarts::default();
+    restarts.note(&std::fs::read_to_string(&last).unwrap());
+    restarts.check();
+    assert_same_at(&url, &reference, &ns, dir.path(), true);
 }
 
 #[test]
@@ -593,7 +722,10 @@ fn a_file_that_grew_since_the_last_run_goes_on_from_its_checkpoint() {
     // Every view as one run on the whole file gives it; only the events
     // the first run announced for the epochs it closed at its end (its
     // input's end) stay as they were announced.
-    let (mut want, mut got) = (dump(&reference, false), dump(&ns, false));
+    let (mut want, mut got) = (
+        dump(&reference, false, &redis_url()),
+        dump(&ns, false, &redis_url()),
+    );
     want.remove("redis events");
     got.remove("redis events");
     assert_eq!(

@@ -4,8 +4,8 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -255,4 +255,95 @@ pub fn psql(sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A Redis server of the test's own (a restart must not disturb other tests),
+/// saving its data on shutdown so that it comes back with it.
+pub struct OwnRedis {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub server: std::process::Child,
+}
+
+impl OwnRedis {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let server = Self::spawn(port, dir.path());
+        OwnRedis { port, dir, server }
+    }
+
+    pub fn spawn(port: u16, dir: &std::path::Path) -> std::process::Child {
+        let server = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/setup.sh installs it)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Waits until `key` holds a value (a writer has committed something).
+    pub fn wait_for(&self, key: &str) {
+        let started = Instant::now();
+        loop {
+            let got = std::process::Command::new("redis-cli")
+                .args(["-p", &self.port.to_string(), "get", key])
+                .output()
+                .unwrap();
+            if !String::from_utf8_lossy(&got.stdout).trim().is_empty() {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "nothing in {key}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (saving its data when `keep`), leaves it down for
+    /// `down`, and starts it again on the same port.
+    pub fn restart(&mut self, down: Duration, keep: bool) {
+        self.stop(keep);
+        std::thread::sleep(down);
+        self.start_again();
+    }
+
+    /// Stops the server, saving its data when `keep`.
+    pub fn stop(&mut self, keep: bool) {
+        let how = if keep { "save" } else { "nosave" };
+        let cli = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", how])
+            .output()
+            .unwrap();
+        assert!(cli.status.success() || cli.stdout.is_empty(), "{cli:?}");
+        self.server.wait().unwrap();
+    }
+
+    /// Starts the stopped server again on its port, with its saved data.
+    pub fn start_again(&mut self) {
+        self.server = Self::spawn(self.port, self.dir.path());
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
 }

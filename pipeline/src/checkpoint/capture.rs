@@ -343,7 +343,9 @@ fn write_when_committed(
             if let Some(trimmer) = &settings.trimmer {
                 match settings.store.headers() {
                     Ok(kept) => trimmer.trim(&kept),
-                    Err(e) => tracing::warn!(error = %e, "could not list the checkpoints kept; nothing trimmed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not list the checkpoints kept; nothing trimmed")
+                    }
                 }
             }
         }

@@ -111,7 +111,10 @@ mod tests {
             Some(EntryId { ms: 10, seq: 4 })
         );
         // A kept checkpoint reading the stream from its start: nothing goes.
-        assert_eq!(oldest_resume_point(&[newer.clone(), header(None)], "s"), None);
+        assert_eq!(
+            oldest_resume_point(&[newer.clone(), header(None)], "s"),
+            None
+        );
         assert_eq!(oldest_resume_point(&[newer], "other"), None);
     }
 }

@@ -408,7 +408,12 @@ impl Reading {
         };
         let buses = self.bus_read.iter().filter_map(|((s, p), pos)| {
             let key = (s + 1, *p);
-            Some((key, self.bus_names.get(*s)?.clone(), *pos, self.watermarks.own(key)))
+            Some((
+                key,
+                self.bus_names.get(*s)?.clone(),
+                *pos,
+                self.watermarks.own(key),
+            ))
         });
         points.at(complete_before, buses)
     }
@@ -780,7 +785,14 @@ pub fn drive(
         // have not begun): the next start goes on from here.
         if let Some(cp) = checkpointer.as_mut() {
             if complete == open && open > last_checkpoint {
-                take_checkpoint(cp, open, &mut reading, has_files, output_path.as_deref(), dead)?;
+                take_checkpoint(
+                    cp,
+                    open,
+                    &mut reading,
+                    has_files,
+                    output_path.as_deref(),
+                    dead,
+                )?;
             }
         }
         reading.buffer.clear();

@@ -66,7 +66,11 @@ fn connection(client: &redis::Client, name: &str) -> Result<redis::Connection, B
 
 /// Drops the stream's entries before `keep_from` (`XTRIM MINID`, exact):
 /// what no checkpoint kept reads again. Returns how many went.
-pub fn trim_before(spec: &RedisStreamSpec, name: &str, keep_from: EntryId) -> Result<u64, BusError> {
+pub fn trim_before(
+    spec: &RedisStreamSpec,
+    name: &str,
+    keep_from: EntryId,
+) -> Result<u64, BusError> {
     let mut conn = connection(&client(spec, name)?, name)?;
     redis::cmd("XTRIM")
         .arg(&spec.stream)

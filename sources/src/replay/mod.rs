@@ -393,7 +393,10 @@ mod tests {
     fn describe(item: &Replayed) -> String {
         match item {
             Replayed::Event(e) => format!("event {:?}", e.meta.event_id),
-            Replayed::Dead(d) => format!("dead {} {}:{}@{}", d.reason, d.position.file, d.position.line, d.position.offset),
+            Replayed::Dead(d) => format!(
+                "dead {} {}:{}@{}",
+                d.reason, d.position.file, d.position.line, d.position.offset
+            ),
         }
     }
 
@@ -414,8 +417,12 @@ mod tests {
         std::fs::write(&first, a).unwrap();
         std::fs::write(&second, format!("{}\n{}\n", line("b1", 40), line("b2", 5))).unwrap();
         let open = || {
-            ReplaySource::new(vec![first.clone(), second.clone()], Duration::minutes(10), Speed::Max)
-                .unwrap()
+            ReplaySource::new(
+                vec![first.clone(), second.clone()],
+                Duration::minutes(10),
+                Speed::Max,
+            )
+            .unwrap()
         };
         let mut whole = open();
         let mut items = Vec::new();
@@ -441,7 +448,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl.gz");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, format!("{}\n{}\n", line("a1", 0), line("a2", 1)).as_bytes()).unwrap();
+        std::io::Write::write_all(
+            &mut gz,
+            format!("{}\n{}\n", line("a1", 0), line("a2", 1)).as_bytes(),
+        )
+        .unwrap();
         std::fs::write(&path, gz.finish().unwrap()).unwrap();
         let mut source = ReplaySource::new(vec![path], Duration::minutes(10), Speed::Max).unwrap();
         let mark = ChainMark {
@@ -452,6 +463,8 @@ mod tests {
             max_seen: None,
         };
         assert_eq!(source.resume_at(&mark).unwrap(), 0);
-        assert!(matches!(source.next_item().unwrap(), Some(Replayed::Event(e)) if e.meta.event_id.as_deref() == Some("a1")));
+        assert!(
+            matches!(source.next_item().unwrap(), Some(Replayed::Event(e)) if e.meta.event_id.as_deref() == Some("a1"))
+        );
     }
 }
