@@ -77,6 +77,7 @@ pub enum Command {
 pub enum CheckpointCommand {
     /// Print what each checkpoint in DIR holds, newest first: the epoch every
     /// epoch before which it holds, the watermark, each source's position,
+    /// resume point (where a restart reads again from) and watermark,
     /// counts of live and archived ideas, vectors, signals remembered for
     /// redeliveries and feedback events waiting, its format version and
     /// whether its checksums hold (without decoding the state). Exits 1 if
