@@ -315,6 +315,8 @@ struct Reading {
     catching_up: std::collections::BTreeSet<(usize, u32)>,
     /// Where each source would be read again from (kept when checkpoints are taken).
     points: Option<ResumePoints>,
+    /// Records read again after a resume that the checkpoint holds (skipped).
+    held_again: u64,
 }
 
 impl Reading {
@@ -594,6 +596,7 @@ pub fn drive(
             from.as_ref()
                 .map_or_else(ResumePoints::default, |f| ResumePoints::resumed(&f.resume))
         }),
+        held_again: 0,
     };
     if reader.is_some() {
         reading.watermarks.add((FILES, 0));
@@ -631,8 +634,10 @@ pub fn drive(
                 }
                 match item {
                     // Refused before the checkpoint: in the dead letters.
-                    Replayed::Dead(_) if again => {}
-                    Replayed::Event(e) if again && reading.held_before(e.time, epoch_secs) => {}
+                    Replayed::Dead(_) if again => reading.held_again += 1,
+                    Replayed::Event(e) if again && reading.held_before(e.time, epoch_secs) => {
+                        reading.held_again += 1;
+                    }
                     Replayed::Dead(dl) => dead.write(&dl)?,
                     Replayed::Event(event) => {
                         let admitted = reading.admit(event, epoch_secs, open);
@@ -705,7 +710,9 @@ pub fn drive(
                 caught_up = true;
                 tracing::info!(
                     seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
-                    "caught up with the checkpoint: every source has read again as far as it had"
+                    skipped = reading.held_again,
+                    "caught up with the checkpoint: every source has read again as far as it had \
+                     (skipped: records read again that the checkpoint holds)"
                 );
             }
             if let Some(wm) = reading.watermarks.advance(now, Utc::now()) {
@@ -958,6 +965,7 @@ fn on_bus_event(
                     Ok(e) => reading.held_before(e.time, epoch_secs),
                 };
                 if again && held {
+                    reading.held_again += 1;
                     // In the checkpoint resumed from: acknowledged with the
                     // next commit.
                     reading.read.push(ReadRecord {

@@ -121,9 +121,11 @@ impl StreamSource {
         }))
     }
 
-    /// Acknowledges, and logs, this consumer's pending entries whose body is
-    /// gone (trimmed or deleted before they were acknowledged).
-    fn skip_vanished_pending(&mut self) -> Result<(), BusError> {
+    /// Acknowledges this consumer's pending entries that no read gives
+    /// again: those whose body is gone (trimmed or deleted before they were
+    /// acknowledged; logged) and those up to the resume point (a checkpoint
+    /// holds them: they were in flight when an earlier run stopped).
+    fn settle_pending(&mut self) -> Result<(), BusError> {
         let mut after = EntryId::default();
         loop {
             let entries = self.read_group(&after.to_string(), 500, None)?;
@@ -131,6 +133,16 @@ impl StreamSource {
                 return Ok(());
             };
             after = last.0;
+            if let Some(start) = self.start_after {
+                let held: Vec<EntryId> = entries
+                    .iter()
+                    .filter(|(id, fields)| fields.is_some() && *id <= start)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !held.is_empty() {
+                    self.xack(&held)?;
+                }
+            }
             let gone: Vec<EntryId> = entries
                 .iter()
                 .filter(|(_, fields)| fields.is_none())
@@ -276,7 +288,7 @@ impl super::Bus for StreamSource {
         }
         if !self.positioned {
             self.delivered_before = self.group_info()?.map(|(last, _)| last);
-            self.skip_vanished_pending()?;
+            self.settle_pending()?;
             let start = self.start_after.unwrap_or_default().to_string();
             // ENTRIESREAD keeps the group's lag figure meaningful (Redis 7).
             let set: redis::RedisResult<()> = redis::cmd("XGROUP")
