@@ -371,15 +371,17 @@ impl Restarts {
     }
 }
 
-/// The uninterrupted run without checkpoints, then the same input run with
-/// checkpoints and `signal` sent `kills()` times, then to its end: the
-/// final state must be the uninterrupted run's.
+/// The uninterrupted run without checkpoints (one worker), then the same
+/// input run with checkpoints on `workers` workers and `signal` sent
+/// `kills()` times, then to its end: the final state must be the
+/// uninterrupted run's.
 fn kill_and_compare(
     test: &str,
     input: &str,
     file_input: &Path,
     signal: &str,
     seed: u64,
+    workers: u32,
 ) -> Restarts {
     let dir = tempfile::tempdir().unwrap();
     let reference = unique(&format!("{test}_ref"));
@@ -404,8 +406,10 @@ fn kill_and_compare(
         } else {
             Moment::Random
         };
+        let mut cmd = run_cmd(&with, input, &ns, dir.path());
+        cmd.args(["--workers", &workers.to_string()]);
         let log = interrupt(
-            run_cmd(&with, input, &ns, dir.path()),
+            cmd,
             &dir.path().join(format!("run{i}.log")),
             signal,
             moment,
@@ -435,14 +439,16 @@ fn kill_and_compare(
 fn kill_9_of_a_file_run_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let input = stream(dir.path(), 12_000, 31);
-    kill_and_compare("file_kill", &input.to_string_lossy(), &input, "KILL", 1).check();
+    kill_and_compare("file_kill", &input.to_string_lossy(), &input, "KILL", 1, 1).check();
 }
 
+/// On two workers: the checkpoints' state is the same whatever the worker
+/// count, and so is the final state.
 #[test]
 fn sigterm_of_a_file_run_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let input = stream(dir.path(), 12_000, 32);
-    kill_and_compare("file_term", &input.to_string_lossy(), &input, "TERM", 2).check();
+    kill_and_compare("file_term", &input.to_string_lossy(), &input, "TERM", 2, 2).check();
 }
 
 #[test]
@@ -453,7 +459,7 @@ fn kill_9_of_a_redis_stream_run_loses_and_doubles_nothing() {
     // The bus stream inside the run's namespace: a start must keep it.
     let url = stream_url(&format!("{ns}:signals"));
     ok(ideaflow().args(["produce", &url, "--input"]).arg(&input));
-    kill_and_compare("stream_kill", &url, &input, "KILL", 3).check();
+    kill_and_compare("stream_kill", &url, &input, "KILL", 3, 1).check();
     // pipeline.trim_sources: the stream dropped what no kept checkpoint
     // reads again, and the final state above is still the reference's.
     let produced = std::fs::read_to_string(&input).unwrap().lines().count();
@@ -484,7 +490,7 @@ fn kill_9_of_a_kafka_topic_run_loses_and_doubles_nothing() {
     );
     let url = format!("kafka://{kafka}/{}", unique("kafka_kill"));
     ok(ideaflow().args(["produce", &url, "--input"]).arg(&input));
-    kill_and_compare("kafka_kill", &url, &input, "KILL", 5).check();
+    kill_and_compare("kafka_kill", &url, &input, "KILL", 5, 1).check();
 }
 
 /// How long the sinks' Redis stays down in the outage test
