@@ -160,12 +160,11 @@ impl Inputs {
     /// cannot seek, a gzip file, and is read from its start instead).
     pub fn resume_at(&mut self, run: &RunState) -> Result<u64> {
         let mut file_start = 0;
-        if let Some(files) = self.files.as_mut() {
+        if let Some(mut files) = self.files.take() {
             if let Some(mark) = &run.resume.files {
                 file_start = files.resume_at(mark)?;
             }
             let again = run.read.file_items.saturating_sub(file_start);
-            let files = self.files.take().expect("checked above");
             self.files = Some(files.unpaced_for(again));
             tracing::info!(
                 passed_over = file_start,
