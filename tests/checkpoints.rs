@@ -199,9 +199,8 @@ fn interrupt(
 /// Every view row in Postgres and every key in Redis of namespace `ns`,
 /// namespace-free, without the wall-clock times of commits and refusals
 /// and, for bus inputs (`positions`), without where records sat on the bus.
-/// Redis is the one at `redis_url`.
-fn dump(ns: &str, positions: bool, redis_url: &str) -> BTreeMap<String, String> {
-    let query = psql;
+fn dump(ns: &str, positions: bool, stores: &Stores) -> BTreeMap<String, String> {
+    let query = |sql: &str| psql_at(&stores.postgres, sql);
     let mut all = BTreeMap::new();
     let tables = query(&format!(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = '{ns}' \
@@ -245,7 +244,7 @@ fn dump(ns: &str, positions: bool, redis_url: &str) -> BTreeMap<String, String> 
         ));
         all.insert(format!("postgres {table}"), rows);
     }
-    let mut r = redis_at(redis_url);
+    let mut r = redis_at(&stores.redis);
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{ns}:*"))
         .query(&mut r)
@@ -307,15 +306,31 @@ fn dead_letters(path: &Path, positions: bool) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn assert_same(reference: &str, ns: &str, dir: &Path, positions: bool) {
-    assert_same_at(&redis_url(), reference, ns, dir, positions)
+/// Where a run's views are.
+struct Stores {
+    postgres: String,
+    redis: String,
 }
 
-/// [`assert_same`] with the views in the Redis at `redis_url`.
-fn assert_same_at(redis_url: &str, reference: &str, ns: &str, dir: &Path, positions: bool) {
+impl Stores {
+    /// The servers the tests share.
+    fn shared() -> Self {
+        Stores {
+            postgres: std::env::var("IDEAFLOW_TEST_POSTGRES_URL").expect("run scripts/test.sh"),
+            redis: redis_url(),
+        }
+    }
+}
+
+fn assert_same(reference: &str, ns: &str, dir: &Path, positions: bool) {
+    assert_same_at(&Stores::shared(), reference, ns, dir, positions)
+}
+
+/// [`assert_same`] with the views in `stores`.
+fn assert_same_at(stores: &Stores, reference: &str, ns: &str, dir: &Path, positions: bool) {
     let (want, got) = (
-        dump(reference, positions, redis_url),
-        dump(ns, positions, redis_url),
+        dump(reference, positions, stores),
+        dump(ns, positions, stores),
     );
     assert_eq!(
         want.keys().collect::<Vec<_>>(),
@@ -512,20 +527,75 @@ fn readiness(port: u16) -> u16 {
     get(port, "/health/ready").0
 }
 
+/// A server the sinks write to, of the test's own, that an outage stops.
+trait OwnServer {
+    /// The variable that points a run at it, and its URL.
+    fn env(&self) -> (&'static str, String);
+    fn stop(&mut self);
+    fn start_again(&mut self);
+}
+
+impl OwnServer for OwnRedis {
+    fn env(&self) -> (&'static str, String) {
+        ("IDEAFLOW_REDIS_URL", self.url())
+    }
+    fn stop(&mut self) {
+        OwnRedis::stop(self, true)
+    }
+    fn start_again(&mut self) {
+        OwnRedis::start_again(self)
+    }
+}
+
+impl OwnServer for OwnPostgres {
+    fn env(&self) -> (&'static str, String) {
+        ("IDEAFLOW_POSTGRES_URL", self.url())
+    }
+    fn stop(&mut self) {
+        self.server_down()
+    }
+    fn start_again(&mut self) {
+        self.server_up()
+    }
+}
+
 /// The sinks' Redis stopped mid-run while checkpoints are taken: the run
 /// reports itself not ready, retries, is ready again once Redis is back;
 /// then it is killed and restarted from its checkpoint. Nothing is lost or
 /// doubled: the final state is an uninterrupted run's.
 #[test]
 fn a_redis_outage_with_checkpoints_loses_and_doubles_nothing() {
+    let mut redis = OwnRedis::start();
+    let stores = Stores {
+        redis: redis.url(),
+        ..Stores::shared()
+    };
+    outage_with_checkpoints(&mut redis, &stores, 37);
+}
+
+/// The same with the sinks' Postgres stopped.
+#[test]
+fn a_postgres_outage_with_checkpoints_loses_and_doubles_nothing() {
+    let mut postgres = OwnPostgres::start();
+    let stores = Stores {
+        postgres: postgres.url(),
+        ..Stores::shared()
+    };
+    outage_with_checkpoints(&mut postgres, &stores, 38);
+}
+
+/// Runs a stream to its end with `server` as a sink's store (the
+/// reference); then again with checkpoints, stopping `server` mid-run for
+/// [`outage`], killing the run after a checkpoint taken once it is back and
+/// restarting it: the final state must be the reference's.
+fn outage_with_checkpoints(server: &mut dyn OwnServer, stores: &Stores, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let input = stream(dir.path(), 12_000, 37);
-    let mut own = OwnRedis::start();
-    let url = own.url();
+    let input = stream(dir.path(), 12_000, seed);
+    let (var, url) = server.env();
     let reference = unique("outage_ref");
     let plain = config(dir.path(), "plain", None);
     let mut cmd = run_cmd(&plain, &input.to_string_lossy(), &reference, dir.path());
-    cmd.env("IDEAFLOW_REDIS_URL", &url);
+    cmd.env(var, &url);
     run_to_end(cmd, &dir.path().join("ref.log"));
     let ns = unique("outage");
     let checkpoints = dir.path().join("checkpoints");
@@ -539,7 +609,7 @@ fn a_redis_outage_with_checkpoints_loses_and_doubles_nothing() {
     let log = dir.path().join("first.log");
     let listen = format!("127.0.0.1:{port}");
     let mut cmd = run_cmd_listening(&paced, &input.to_string_lossy(), &ns, dir.path(), &listen);
-    cmd.env("IDEAFLOW_REDIS_URL", &url);
+    cmd.env(var, &url);
     let mut child = Server(
         cmd.stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -562,11 +632,11 @@ fn a_redis_outage_with_checkpoints_loses_and_doubles_nothing() {
         log_text().contains("checkpoint written")
     });
     until("readiness", &|| readiness(port) == 200);
-    own.stop(true);
+    server.stop();
     let down = Instant::now();
     until("readiness false", &|| readiness(port) == 503);
     std::thread::sleep(outage().saturating_sub(down.elapsed()));
-    own.start_again();
+    server.start_again();
     until("readiness true again", &|| readiness(port) == 200);
     let written = log_text().matches("checkpoint written").count();
     until("a checkpoint after the outage", &|| {
@@ -586,12 +656,12 @@ fn a_redis_outage_with_checkpoints_loses_and_doubles_nothing() {
     );
     let last = dir.path().join("last.log");
     let mut cmd = run_cmd(&with, &input.to_string_lossy(), &ns, dir.path());
-    cmd.env("IDEAFLOW_REDIS_URL", &url);
+    cmd.env(var, &url);
     run_to_end(cmd, &last);
     let mut restarts = Restarts::default();
     restarts.note(&std::fs::read_to_string(&last).unwrap());
     restarts.check();
-    assert_same_at(&url, &reference, &ns, dir.path(), true);
+    assert_same_at(stores, &reference, &ns, dir.path(), true);
 }
 
 #[test]
@@ -737,8 +807,8 @@ fn a_file_that_grew_since_the_last_run_goes_on_from_its_checkpoint() {
     // the first run announced for the epochs it closed at its end (its
     // input's end) stay as they were announced.
     let (mut want, mut got) = (
-        dump(&reference, false, &redis_url()),
-        dump(&ns, false, &redis_url()),
+        dump(&reference, false, &Stores::shared()),
+        dump(&ns, false, &Stores::shared()),
     );
     want.remove("redis events");
     got.remove("redis events");

@@ -149,7 +149,7 @@ impl From<VectorDelta> for VectorSum {
 /// Each key's deltas accumulated in place into its sum: what the pipeline's
 /// differential reduce computes, for a [`CentroidWindow`] (or an idea state)
 /// run without a dataflow, as in unit tests.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AccumulatedSums<K: Ord>(BTreeMap<K, VectorDelta>);
 
 impl<K: Ord> Default for AccumulatedSums<K> {
@@ -341,7 +341,7 @@ fn record(pending: &mut BTreeMap<String, VectorDelta>, key: &str, embedding: &[f
 /// A key's sum (as last settled), its members in the window, and how many
 /// holders ([`CentroidWindow::acquire`]) keep its slot: a slot is reused only
 /// once nobody holds it, its window is empty and its sum settled.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Keyed {
     key: String,
     sum: VectorSum,
@@ -354,7 +354,7 @@ struct Keyed {
 /// Both only record the change ([`CentroidWindow::take_deltas`]); the sums
 /// read by [`CentroidWindow::sum`] and [`CentroidWindow::get`] are those
 /// the accumulated deltas give back ([`CentroidWindow::settle`]).
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct CentroidWindow {
     window_secs: i64,
     /// Key → slot in `slots`. Never iterated, so hashed, not ordered.

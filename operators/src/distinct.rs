@@ -22,7 +22,7 @@ fn crate_error_rate(target: f64) -> f64 {
 /// Fixed so that estimates are reproducible; changing it changes every estimate.
 const SEED: u128 = 0x1dea_f10e_d157_1ac7_0000_0000_0000_0001;
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Sketches {
     signals: HyperLogLog,
     ideas: HyperLogLog,
@@ -39,7 +39,7 @@ pub struct DistinctEstimate {
     pub communities: u64,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct DistinctCounts {
     window_secs: i64,
     error_rate: f64,

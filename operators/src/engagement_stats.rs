@@ -18,7 +18,7 @@ pub struct RateStats {
     pub n: usize,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct EngagementStats {
     window_secs: i64,
     rates: BTreeMap<Source, VecDeque<(i64, f64)>>,

@@ -67,7 +67,7 @@ impl Serialize for SharedEmbedding {
                     std::collections::hash_map::Entry::Occupied(e) => Pooled::Seen(*e.get()),
                     std::collections::hash_map::Entry::Vacant(e) => {
                         e.insert(next);
-                        Pooled::New(self.as_slice())
+                        Pooled::New(LeFloats(self.as_slice()))
                     }
                 })
             }
@@ -86,7 +86,7 @@ impl<'de> Deserialize<'de> for SharedEmbedding {
             return Vec::<f32>::deserialize(deserializer).map(SharedEmbedding::from);
         }
         match PooledOwned::deserialize(deserializer)? {
-            PooledOwned::New(v) => {
+            PooledOwned::New(LeFloatsOwned(v)) => {
                 let e = SharedEmbedding::from(v);
                 POOL.with_borrow_mut(|pool| {
                     if let Pool::Reading(read) = pool {
@@ -129,14 +129,63 @@ thread_local! {
 
 #[derive(Serialize)]
 enum Pooled<'a> {
-    New(&'a [f32]),
+    New(LeFloats<'a>),
     Seen(u32),
 }
 
 #[derive(Deserialize)]
 enum PooledOwned {
-    New(Vec<f32>),
+    New(LeFloatsOwned),
     Seen(u32),
+}
+
+/// A pooled embedding's floats as one run of little-endian bytes: a binary
+/// format (the checkpoints' postcard) writes and reads them as a block
+/// copy, not float by float, which at a million embeddings is most of the
+/// time a checkpoint takes to encode and a restart to decode.
+struct LeFloats<'a>(&'a [f32]);
+
+impl Serialize for LeFloats<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if cfg!(target_endian = "little") {
+            serializer.serialize_bytes(bytemuck::cast_slice(self.0))
+        } else {
+            let bytes: Vec<u8> = self.0.iter().flat_map(|f| f.to_le_bytes()).collect();
+            serializer.serialize_bytes(&bytes)
+        }
+    }
+}
+
+struct LeFloatsOwned(Vec<f32>);
+
+impl<'de> Deserialize<'de> for LeFloatsOwned {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = LeFloatsOwned;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an embedding's floats as little-endian bytes")
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+                if !bytes.len().is_multiple_of(4) {
+                    return Err(E::invalid_length(bytes.len(), &self));
+                }
+                Ok(LeFloatsOwned(
+                    bytes
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                ))
+            }
+
+            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Self::Value, E> {
+                self.visit_bytes(&bytes)
+            }
+        }
+        deserializer.deserialize_bytes(Bytes)
+    }
 }
 
 /// Runs `f` (which serializes) with shared embeddings written once each.
@@ -191,10 +240,18 @@ mod tests {
         let v = SharedEmbedding::from(vec![1.0f32, -0.25]);
         let w = SharedEmbedding::from(vec![3.0f32]);
         let held = vec![v.clone(), w.clone(), v.clone()];
-        let text = shared_while_writing(|| serde_json::to_string(&held).unwrap());
-        assert_eq!(text, r#"[{"New":[1.0,-0.25]},{"New":[3.0]},{"Seen":0}]"#);
+        let bytes = shared_while_writing(|| postcard::to_allocvec(&held).unwrap());
+        // Three embeddings: the first two written (variant, length, the
+        // floats' little-endian bytes), the third a reference to the first.
+        let mut expected = vec![3, 0, 8];
+        expected.extend(1.0f32.to_le_bytes());
+        expected.extend((-0.25f32).to_le_bytes());
+        expected.extend([0, 4]);
+        expected.extend(3.0f32.to_le_bytes());
+        expected.extend([1, 0]);
+        assert_eq!(bytes, expected);
         let back: Vec<SharedEmbedding> =
-            shared_while_reading(|| serde_json::from_str(&text).unwrap());
+            shared_while_reading(|| postcard::from_bytes(&bytes).unwrap());
         assert_eq!(back, held);
         assert!(std::ptr::eq(back[0].as_slice(), back[2].as_slice()));
         // Outside the pool, the plain form again.

@@ -11,14 +11,14 @@ use foldhash::fast::FixedState;
 /// A category's top topics: ranked, and as a set sorted by name (what
 /// cohesion reads: membership only), with the generation the set was first
 /// seen at.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct TopList {
     generation: u64,
     ranked: Vec<String>,
     set: Vec<String>,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct TopicCounts {
     window_secs: i64,
     /// category → topic → the pair's slot in `pairs`.
@@ -45,7 +45,7 @@ pub struct TopicCounts {
     generation: u64,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Pair {
     category: String,
     topic: String,

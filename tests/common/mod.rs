@@ -242,11 +242,18 @@ pub fn replay(input: &Path, out: &Path, extra: &[&str]) -> Output {
 /// Runs `sql` in the test database with psql (scripts/test.sh's server);
 /// fails the test if it fails; returns its unaligned output.
 pub fn psql(sql: &str) -> String {
+    psql_at(
+        &std::env::var("IDEAFLOW_TEST_POSTGRES_URL").expect("run scripts/test.sh"),
+        sql,
+    )
+}
+
+/// [`psql`] on the database at `url`.
+pub fn psql_at(url: &str, sql: &str) -> String {
     let psql =
         Path::new(&std::env::var_os("IDEAFLOW_PG_BIN").expect("run scripts/test.sh")).join("psql");
-    let url = std::env::var("IDEAFLOW_TEST_POSTGRES_URL").expect("run scripts/test.sh");
     let out = Command::new(psql)
-        .args([url.as_str(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args([url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .output()
         .unwrap();
     assert!(
@@ -345,5 +352,186 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
+    }
+}
+
+/// A PostgreSQL cluster of the test's own (stopping it must not disturb
+/// other tests), from the binaries scripts/setup.sh installed, run as the
+/// unprivileged user it made when the test runs as root.
+pub struct OwnPostgres {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl OwnPostgres {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if running_as_root() {
+            let chown = std::process::Command::new("chown")
+                .arg(pg_os_user())
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(chown.success(), "chown of the test's data folder failed");
+        }
+        let pg = OwnPostgres {
+            port: free_port(),
+            dir,
+        };
+        let data = pg.data();
+        pg.pg_command("initdb")
+            .args([
+                "-U",
+                "ideaflow",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-D",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .succeeds("initdb");
+        pg.server_up();
+        pg.psql("postgres", "CREATE DATABASE ideaflow")
+            .stdout(Stdio::null())
+            .succeeds("CREATE DATABASE");
+        pg.psql("ideaflow", "CREATE EXTENSION vector")
+            .stdout(Stdio::null())
+            .succeeds("CREATE EXTENSION vector");
+        pg
+    }
+
+    pub fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://ideaflow@127.0.0.1:{}/ideaflow", self.port)
+    }
+
+    /// One of the server's programs, as the user it runs as.
+    pub fn pg_command(&self, program: &str) -> std::process::Command {
+        let bin = std::path::PathBuf::from(
+            std::env::var("IDEAFLOW_PG_BIN")
+                .expect("IDEAFLOW_PG_BIN is unset: run scripts/test.sh"),
+        );
+        let lib = bin.parent().unwrap().join("lib");
+        let mut cmd = if running_as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", &pg_os_user(), "--"]).arg(bin.join(program));
+            c
+        } else {
+            std::process::Command::new(bin.join(program))
+        };
+        cmd.env("LD_LIBRARY_PATH", lib);
+        cmd
+    }
+
+    /// psql running `sql` in `database`, stopping at the first error.
+    pub fn psql(&self, database: &str, sql: &str) -> std::process::Command {
+        let mut cmd = self.pg_command("psql");
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "ideaflow",
+        ])
+        .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-qtA", "-c", sql]);
+        cmd
+    }
+
+    pub fn server_up(&self) {
+        self.pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                self.port,
+                self.dir.path().display()
+            ))
+            .arg("start")
+            .stdout(Stdio::null())
+            .succeeds("pg_ctl start");
+    }
+
+    pub fn server_down(&self) {
+        self.pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-w", "-m", "fast", "stop"])
+            .stdout(Stdio::null())
+            .succeeds("pg_ctl stop");
+    }
+
+    /// Waits until the namespace `ns` has committed a batch.
+    pub fn wait_for_progress(&self, ns: &str) {
+        let started = Instant::now();
+        loop {
+            let got = self
+                .psql(
+                    "ideaflow",
+                    &format!("SELECT count(*) FROM {ns}.pipeline_progress"),
+                )
+                .stderr(Stdio::null())
+                .output()
+                .unwrap();
+            let n: u64 = String::from_utf8_lossy(&got.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            if n > 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no batch committed in {ns}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+pub fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The OS user scripts/setup.sh runs PostgreSQL as.
+pub fn pg_os_user() -> String {
+    std::env::var("IDEAFLOW_PG_OS_USER").unwrap_or_else(|_| "ideaflow".into())
+}
+
+pub trait Succeeds {
+    fn succeeds(&mut self, what: &str);
+}
+
+impl Succeeds for std::process::Command {
+    fn succeeds(&mut self, what: &str) {
+        let out = self.stderr(Stdio::piped()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -27,13 +27,13 @@ impl BloomSizing {
     }
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Generation {
     start: i64,
     bits: Vec<u64>,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct RotatingBloom {
     sizing: BloomSizing,
     generations: Vec<Generation>,

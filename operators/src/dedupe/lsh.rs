@@ -55,8 +55,10 @@ impl Default for LshParams {
     }
 }
 
-/// Buckets of slots keyed by (band, signature). Saved as its parameters and
-/// buckets: the rotations follow from the parameters' seed.
+/// Buckets of slots keyed by (band, signature). Saved as its parameters
+/// alone: the rotations follow from the parameters' seed, and the buckets
+/// from the signatures their owner keeps (the near-duplicate index refills
+/// them at load, [`crate::dedupe::NearIndex`]).
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(from = "SavedLsh")]
 pub struct LshIndex {
@@ -65,21 +67,18 @@ pub struct LshIndex {
     /// `b·bits .. (b+1)·bits` of the rotations one after another.
     #[serde(skip)]
     rotations: Vec<Rotation>,
+    #[serde(skip)]
     buckets: Buckets,
 }
 
 #[derive(serde::Deserialize)]
 struct SavedLsh {
     params: LshParams,
-    buckets: Buckets,
 }
 
 impl From<SavedLsh> for LshIndex {
     fn from(saved: SavedLsh) -> Self {
-        LshIndex {
-            buckets: saved.buckets,
-            ..LshIndex::new(saved.params)
-        }
+        LshIndex::new(saved.params)
     }
 }
 
@@ -190,8 +189,8 @@ fn butterflies_from(from: usize, x: &mut [f32; ROTATED_DIM]) {
 /// ~100 MB of bucket headers. The defaults (40 bands of 16 bits) have 2.6M.
 const DIRECT_KEYS_MAX: usize = 1 << 22;
 
-/// Buckets of ids by (band, signature).
-#[derive(serde::Serialize, serde::Deserialize)]
+/// Buckets of ids by (band, signature). Their order within a bucket is
+/// never observed: lookups sort and dedup what they gather.
 enum Buckets {
     /// A table indexed by `band << bits | signature`, for narrow signatures,
     /// sized at the first insert (an index that only computes signatures
@@ -309,6 +308,12 @@ impl LshIndex {
 
     pub fn params(&self) -> LshParams {
         self.params
+    }
+
+    /// The same index with no slot in it (what a snapshot of its owner
+    /// holds: the buckets are refilled when the snapshot is read back).
+    pub fn emptied(&self) -> LshIndex {
+        LshIndex::new(self.params)
     }
 
     /// One signature per band.

@@ -83,7 +83,10 @@ impl FirstBits {
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
+#[serde(from = "SavedNear")]
 pub struct NearIndex {
+    /// Its buckets are not saved: they follow from the signatures below and
+    /// are refilled at load ([`NearIndex::refill_buckets`]).
     lsh: LshIndex,
     /// Words of packed signatures per vector.
     words: usize,
@@ -109,6 +112,40 @@ pub struct NearIndex {
     scratch: Vec<VectorId>,
     #[serde(skip)]
     rings_met: HashSet<u32, FixedState>,
+}
+
+/// What a saved [`NearIndex`] holds: all but the LSH's buckets and scratch.
+#[derive(serde::Deserialize)]
+struct SavedNear {
+    lsh: LshIndex,
+    words: usize,
+    arena: Vec<FirstBits>,
+    rest: Vec<u64>,
+    rest_words: usize,
+    tested_bits: usize,
+    links: Vec<u64>,
+    embeddings: Vec<Option<SharedEmbedding>>,
+    free: Vec<VectorId>,
+}
+
+impl From<SavedNear> for NearIndex {
+    fn from(saved: SavedNear) -> Self {
+        let mut near = NearIndex {
+            lsh: saved.lsh,
+            words: saved.words,
+            arena: saved.arena,
+            rest: saved.rest,
+            rest_words: saved.rest_words,
+            tested_bits: saved.tested_bits,
+            links: saved.links,
+            embeddings: saved.embeddings,
+            free: saved.free,
+            scratch: Vec::new(),
+            rings_met: HashSet::with_hasher(FixedState::with_seed(0x1dea)),
+        };
+        near.refill_buckets();
+        near
+    }
 }
 
 /// The packed form of per-band signatures: `bits` (≤ 32) bits each, back to back.
@@ -236,8 +273,8 @@ impl NearIndex {
         packed
     }
 
-    /// Takes a vector out of the index (and out of its owner's ring).
-    pub fn remove(&mut self, id: VectorId) {
+    /// The band signatures of vector `id`, from its packed lines.
+    fn signatures_of(&self, id: VectorId) -> Vec<u32> {
         let p = self.lsh.params();
         let rest = self.rest_words;
         // (Below TESTED_BITS the flag is past the signatures' end: unpack
@@ -247,7 +284,42 @@ impl NearIndex {
             packed.truncate(LAST);
             packed.extend_from_slice(&self.rest[id as usize * rest..(id as usize + 1) * rest]);
         }
-        let signatures = unpack(&packed, p.bands, p.bits);
+        unpack(&packed, p.bands, p.bits)
+    }
+
+    /// Puts every vector into the LSH's buckets (which must be empty), in
+    /// id order: a read-back index's, whose buckets are not saved.
+    fn refill_buckets(&mut self) {
+        for id in 0..self.embeddings.len() {
+            if self.embeddings[id].is_some() {
+                let signatures = self.signatures_of(id as VectorId);
+                self.lsh.insert(id as VectorId, &signatures);
+            }
+        }
+    }
+
+    /// A copy of what a save writes, for a checkpoint to encode on a thread
+    /// of its own: the buckets are left out (they are not saved) and the
+    /// embeddings shared, not copied.
+    pub fn snapshot(&self) -> NearIndex {
+        NearIndex {
+            lsh: self.lsh.emptied(),
+            words: self.words,
+            arena: self.arena.clone(),
+            rest: self.rest.clone(),
+            rest_words: self.rest_words,
+            tested_bits: self.tested_bits,
+            links: self.links.clone(),
+            embeddings: self.embeddings.clone(),
+            free: self.free.clone(),
+            scratch: Vec::new(),
+            rings_met: HashSet::with_hasher(FixedState::with_seed(0x1dea)),
+        }
+    }
+
+    /// Takes a vector out of the index (and out of its owner's ring).
+    pub fn remove(&mut self, id: VectorId) {
+        let signatures = self.signatures_of(id);
         self.lsh.remove(id, &signatures);
         let (owner, next) = self.meta(id);
         let mut before = id;

@@ -43,14 +43,14 @@ pub struct AnchorRow {
     pub shift: f64,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Correction {
     time: i64,
     rating: u8,
     embedding: Arc<[f32]>,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct AnchorFeedback {
     params: AnchorParams,
     base: Vec<Anchor>,

@@ -12,7 +12,7 @@ use foldhash::fast::FixedState;
 
 use crate::idea::{id_bits, id_text};
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct KnownIdeas {
     /// Idea → its first sighting.
     first_seen: HashMap<u128, i64, FixedState>,

@@ -185,7 +185,7 @@ pub struct EmbeddedCorrection {
     pub embedding: std::sync::Arc<[f32]>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Pending {
     time: i64,
     /// As its JSON envelope: an event's serde form leaves absent fields out,
@@ -195,8 +195,9 @@ struct Pending {
 }
 
 /// Saved whole by [`FeedbackState::save`] and resumed by
-/// [`FeedbackState::resume`].
-#[derive(Serialize, Deserialize)]
+/// [`FeedbackState::resume`]; cloned whole for a checkpoint to encode on a
+/// thread of its own.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct FeedbackState {
     params: FeedbackParams,
     prior: Weights,

@@ -565,11 +565,16 @@ fn an_orphan_that_starts_over_stays() {
     assert_eq!((size.known.ideas, size.arms, size.orphans), (1, 1, 0));
 }
 
-/// The feedback state saved in the checkpoints' form and resumed into a
-/// fresh one built from the same settings.
+/// The feedback state saved in the checkpoints' form (from a clone, as a
+/// checkpoint does, which must save exactly as the state would) and resumed
+/// into a fresh one built from the same settings.
 fn saved_and_resumed(s: &FeedbackState) -> FeedbackState {
-    let bytes = crate::shared_embedding::shared_while_writing(|| postcard::to_allocvec(s))
-        .expect("the state saves");
+    let save = |s: &FeedbackState| {
+        crate::shared_embedding::shared_while_writing(|| postcard::to_allocvec(s))
+            .expect("the state saves")
+    };
+    let bytes = save(&s.clone());
+    assert!(bytes == save(s), "the clone saves otherwise than the state");
     let saved: FeedbackState =
         crate::shared_embedding::shared_while_reading(|| postcard::from_bytes(&bytes))
             .expect("the state reads back");

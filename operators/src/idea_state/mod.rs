@@ -94,7 +94,7 @@ pub struct DedupeStats {
 /// costs about what a few hundred evaluations do.
 const PARALLEL_SCORING_MIN: usize = 4096;
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct LiveIdea {
     row: IdeaRow,
     /// Its own content hash and those of the near-duplicates merged into it:

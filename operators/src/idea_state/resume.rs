@@ -33,6 +33,61 @@ impl IdeaState {
         self.open.is_none()
     }
 
+    /// A copy of what a save writes (the rest left empty), for a checkpoint
+    /// to encode on a thread of its own while this state goes on. The
+    /// embeddings are shared, not copied: they never change once made, and
+    /// sharing keeps the copy to the state's bookkeeping (a fraction of its
+    /// memory) and the save's each-embedding-once pooling intact.
+    pub fn snapshot(&self) -> Option<IdeaState> {
+        if !self.savable() {
+            return None;
+        }
+        Some(std::thread::scope(|scope| {
+            // The live ideas (most of the copy's allocations) are copied on
+            // helper threads while this one copies the rest.
+            let ideas = copy_in_parallel(&self.ideas, self.scoring_threads, scope);
+            let mut copy = IdeaState {
+                category_names: Default::default(),
+                dedupe: self.dedupe.clone(),
+                windows: self.windows.clone(),
+                scoring: self.scoring.clone(),
+                weights: self.weights,
+                weights_changed: self.weights_changed,
+                classifier: None,
+                reclassify: self.reclassify,
+                calendar: self.calendar.clone(),
+                bloom: self.bloom.clone(),
+                near: self.near.snapshot(),
+                ideas: Vec::new(),
+                free: self.free.clone(),
+                by_hash: self.by_hash.clone(),
+                archived: self.archived.clone(),
+                archive_order: self.archive_order.clone(),
+                forgotten: Vec::new(),
+                by_id: self.by_id.clone(),
+                archived_factors: self.archived_factors.clone(),
+                applied_through: self.applied_through,
+                open: None,
+                own_sums: self.own_sums.clone(),
+                categories: self.categories.clone(),
+                communities: self.communities.clone(),
+                topics: self.topics.clone(),
+                rates: self.rates.clone(),
+                distinct: self.distinct.clone(),
+                last_tick: self.last_tick,
+                stats: self.stats,
+                scoring_threads: 1,
+                parallel_scoring_min: self.parallel_scoring_min,
+                seen_signals: self.seen_signals.clone(),
+                refused: Default::default(),
+                spare_changelog: Vec::new(),
+                sums_to_hand: Vec::new(),
+            };
+            copy.ideas = ideas.join();
+            copy
+        }))
+    }
+
     /// The anchors classification feedback moved (saved beside the state:
     /// the classifier itself comes from the configuration).
     pub fn moved_anchors(&self) -> Option<Vec<Anchor>> {
@@ -113,5 +168,53 @@ impl IdeaState {
         }
         saved.category_names = names;
         Ok(saved)
+    }
+}
+
+/// `items` copied in `threads` parts on threads of their own (a thread the
+/// OS refuses to start leaves its part to [`ParallelCopy::join`]).
+fn copy_in_parallel<'scope, T: Clone + Send + Sync>(
+    items: &'scope [T],
+    threads: usize,
+    scope: &'scope std::thread::Scope<'scope, '_>,
+) -> ParallelCopy<'scope, T> {
+    let part = items.len().div_ceil(threads.max(1)).max(1);
+    let parts = items
+        .chunks(part)
+        .map(|chunk| {
+            let copying = std::thread::Builder::new()
+                .name("ideaflow-snapshot".into())
+                .spawn_scoped(scope, move || chunk.to_vec())
+                .ok();
+            (chunk, copying)
+        })
+        .collect();
+    ParallelCopy {
+        parts,
+        len: items.len(),
+    }
+}
+
+type Copying<'scope, T> = Option<std::thread::ScopedJoinHandle<'scope, Vec<T>>>;
+
+struct ParallelCopy<'scope, T> {
+    parts: Vec<(&'scope [T], Copying<'scope, T>)>,
+    len: usize,
+}
+
+impl<T: Clone> ParallelCopy<'_, T> {
+    /// The parts put together, in order.
+    fn join(self) -> Vec<T> {
+        let mut all = Vec::with_capacity(self.len);
+        for (chunk, copying) in self.parts {
+            match copying {
+                Some(handle) => match handle.join() {
+                    Ok(part) => all.extend(part),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                None => all.extend_from_slice(chunk),
+            }
+        }
+        all
     }
 }

@@ -161,12 +161,20 @@ fn prepared_epochs(signals: &[Signal], epoch_secs: i64) -> BTreeMap<i64, Vec<Pre
     epochs
 }
 
-/// `state` saved in the checkpoints' form and resumed into a fresh state
-/// built from the same settings (as a restart does).
+/// `state` saved in the checkpoints' form (from its snapshot, as a
+/// checkpoint does, which must save exactly as the state would) and resumed
+/// into a fresh state built from the same settings (as a restart does).
 fn saved_and_resumed(state: &IdeaState) -> IdeaState {
     assert!(state.savable());
-    let bytes = crate::shared_embedding::shared_while_writing(|| postcard::to_allocvec(state))
-        .expect("the state saves");
+    let save = |s: &IdeaState| {
+        crate::shared_embedding::shared_while_writing(|| postcard::to_allocvec(s))
+            .expect("the state saves")
+    };
+    let bytes = save(&state.snapshot().expect("savable"));
+    assert!(
+        bytes == save(state),
+        "the snapshot saves otherwise than the state"
+    );
     let saved: IdeaState =
         crate::shared_embedding::shared_while_reading(|| postcard::from_bytes(&bytes))
             .expect("the state reads back");
