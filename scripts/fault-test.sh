@@ -6,11 +6,13 @@
 # a checkpoint was taken (during the sinks' commit or the checkpoint's
 # write), restarted each time and run to its end; Postgres rows, Redis
 # keys, the output file and the dead letters must be identical to an
-# uninterrupted run's. Also: a corrupt newest checkpoint falls back to the
-# one before, truncated ones to a rebuild.
+# uninterrupted run's. Also: the sinks' Redis, then their Postgres, stopped
+# for OUTAGE_SECS mid-run (readiness false, then true; writes retried; then
+# kill -9 and a restart: identical again); a corrupt newest checkpoint falls
+# back to the one before, truncated ones to a rebuild.
 #
-#   scripts/fault-test.sh            # 20 interruptions per test (~15 min)
-#   KILLS=5 scripts/fault-test.sh
+#   scripts/fault-test.sh            # 20 interruptions per test, 30 s outages (~8 min)
+#   KILLS=5 OUTAGE_SECS=10 scripts/fault-test.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

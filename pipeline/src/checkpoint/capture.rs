@@ -9,10 +9,11 @@
 //! the one pause, the state is copied: its bookkeeping, not its embeddings,
 //! which never change once made and are shared with the copy (at a million
 //! signals the copy takes a fraction of what encoding the state takes). A
-//! thread of its own encodes the copy, waits until the sinks have committed
-//! every epoch before W (a restart takes the sinks as they are, so they
-//! must hold at least what the checkpoint does) and writes the file; if
-//! the process dies first, the previous checkpoint stands.
+//! thread of its own encodes the copy straight into a file under a
+//! temporary name, waits until the sinks have committed every epoch before
+//! W (a restart takes the sinks as they are, so they must hold at least
+//! what the checkpoint does) and only then renames it into place; if the
+//! process dies first, the previous checkpoint stands.
 //!
 //! What the state does not hold is in [`RunState`]: where a restart reads
 //! each source again from and how far it had been read (what it read again
@@ -273,8 +274,6 @@ impl Checkpointer {
             written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             positions: at.positions,
             counts,
-            body_len: 0,
-            body_crc32: 0,
         };
         if let Some(m) = &self.settings.metrics {
             m.checkpoint_pause_seconds.observe(pause.as_secs_f64());
@@ -293,14 +292,7 @@ impl Checkpointer {
                         anchors_in_flight,
                         run: at.run,
                     };
-                    match copy.encode() {
-                        Ok(body) => write_when_committed(settings, header, body, complete_before),
-                        Err(e) => tracing::error!(
-                            error = %e,
-                            "could not encode a checkpoint (a bug: please report it); \
-                             the previous one stands"
-                        ),
-                    }
+                    write_when_committed(settings, header, copy, complete_before)
                 })?,
         );
         self.taken += 1;
@@ -328,33 +320,44 @@ struct StateCopy {
 }
 
 impl StateCopy {
-    fn encode(self) -> Result<Vec<u8>, postcard::Error> {
-        let started = Instant::now();
-        let body = format::encode_body(&BodyRef {
-            ideas: &self.ideas,
-            moved_anchors: self.moved_anchors,
-            feedback: self.feedback.as_ref(),
-            weights_in_flight: self.weights_in_flight,
-            anchors_in_flight: self.anchors_in_flight,
-            run: &self.run,
-        })?;
-        tracing::debug!(
-            bytes = body.len(),
-            encode_seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
-            "checkpoint encoded"
-        );
-        Ok(body)
+    fn encode(self, out: &mut dyn std::io::Write) -> Result<(), format::FormatError> {
+        format::encode_body(
+            out,
+            &BodyRef {
+                ideas: &self.ideas,
+                moved_anchors: self.moved_anchors,
+                feedback: self.feedback.as_ref(),
+                weights_in_flight: self.weights_in_flight,
+                anchors_in_flight: self.anchors_in_flight,
+                run: &self.run,
+            },
+        )
     }
 }
 
-/// Writes the checkpoint once every sink committed the epochs before
-/// `complete_before`; gives up if the run ends first.
+/// Encodes the copy into a file under a temporary name and puts it in
+/// place once every sink committed the epochs before `complete_before`;
+/// gives up (and removes the file) if the run ends first.
 fn write_when_committed(
     settings: Checkpoints,
     header: Header,
-    body: Vec<u8>,
+    copy: StateCopy,
     complete_before: u64,
 ) {
+    let started = Instant::now();
+    let prepared = match settings.store.prepare(&header, |out| copy.encode(out)) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                dir = %settings.store.dir().display(),
+                "could not write a checkpoint (is the directory writable, is the disk full?); \
+                 the previous one stands"
+            );
+            return;
+        }
+    };
+    let write_seconds = started.elapsed().as_secs_f64();
     let needed = i64::try_from(complete_before).unwrap_or(i64::MAX);
     while settings.committed_before.load(Ordering::SeqCst) < needed {
         if settings.ending.load(Ordering::SeqCst) {
@@ -371,8 +374,7 @@ fn write_when_committed(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let started = Instant::now();
-    match settings.store.write(header, &body) {
+    match settings.store.publish(prepared) {
         Ok((path, bytes)) => {
             if let Some(m) = &settings.metrics {
                 m.checkpoint_bytes.set(bytes as i64);
@@ -383,7 +385,7 @@ fn write_when_committed(
                 path = %path.display(),
                 bytes,
                 complete_before,
-                write_seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                write_seconds = format!("{write_seconds:.2}"),
                 "checkpoint written"
             );
             if let Some(trimmer) = &settings.trimmer {
@@ -398,7 +400,7 @@ fn write_when_committed(
         Err(e) => tracing::error!(
             error = %e,
             dir = %settings.store.dir().display(),
-            "could not write a checkpoint (is the directory writable, is the disk full?); \
+            "could not put a checkpoint in place (is the directory writable?); \
              the previous one stands"
         ),
     }

@@ -5,17 +5,21 @@
 //! header length                        u32, little endian
 //! header                               postcard (Header)
 //! header CRC-32                        u32, little endian
-//! body                                 postcard (Body), header.body_len bytes
+//! body                                 postcard (Body)
+//! body length                          u64, little endian
+//! body CRC-32                          u32, little endian
 //! ```
 //!
 //! The header says what the body holds (for `checkpoint inspect`, which
-//! reads no state) and carries the body's length and CRC-32: a truncated or
-//! corrupt file is found before any of it is decoded. Postcard is compact
-//! (varints, no field names) and not self-describing, so a change to the
-//! state's layout needs a new [`FORMAT_VERSION`]; a checkpoint of another
-//! version is refused, never misread.
+//! reads no state). The body's length and CRC-32 follow it, so that it is
+//! encoded straight into the file (at a million signals it is over a
+//! gigabyte, never held whole in memory), and a truncated or corrupt file
+//! is found before any of it is decoded. Postcard is compact (varints, no
+//! field names) and not self-describing, so a change to the state's layout
+//! needs a new [`FORMAT_VERSION`]; a checkpoint of another version is
+//! refused, never misread.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use ideaflow_operators::classify::Anchor;
 use ideaflow_operators::feedback::FeedbackState;
@@ -50,8 +54,6 @@ pub struct Header {
     pub written_at: String,
     pub positions: Vec<SourcePosition>,
     pub counts: Counts,
-    pub body_len: u64,
-    pub body_crc32: u32,
 }
 
 /// Where one source (or one of its partitions) stood.
@@ -126,27 +128,77 @@ pub enum FormatError {
     Version { found: u32 },
     #[error("could not decode it: {0}")]
     Decode(#[from] postcard::Error),
+    /// Postcard reports a failed write as a full buffer: most often the
+    /// disk is.
+    #[error("could not encode it into the file ({0}): is the disk full?")]
+    Encode(postcard::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// The body's bytes: the state, each shared embedding written once.
-pub fn encode_body(body: &BodyRef<'_>) -> Result<Vec<u8>, postcard::Error> {
-    shared_while_writing(|| postcard::to_allocvec(body))
+/// The length and CRC-32 after the body.
+const TRAILER: u64 = 12;
+
+/// Encodes the state into `out`, each shared embedding written once.
+pub fn encode_body(out: &mut dyn Write, body: &BodyRef<'_>) -> Result<(), FormatError> {
+    // Postcard writes varints and small fields a byte at a time: a buffer
+    // of a known type takes them without a call through `out` each.
+    let mut buffered = std::io::BufWriter::with_capacity(1 << 16, out);
+    shared_while_writing(|| postcard::to_io(body, &mut buffered)).map_err(FormatError::Encode)?;
+    buffered.flush()?;
+    Ok(())
 }
 
-/// Writes a whole checkpoint (header, then `body` as [`encode_body`] gave it).
-pub fn write(out: &mut impl Write, mut header: Header, body: &[u8]) -> Result<(), FormatError> {
-    header.version = FORMAT_VERSION;
-    header.body_len = body.len() as u64;
-    header.body_crc32 = crc32fast::hash(body);
+/// Writes the magic and `header` (of this build's version).
+pub fn write_header(out: &mut impl Write, header: &Header) -> Result<(), FormatError> {
+    let header = Header {
+        version: FORMAT_VERSION,
+        ..header.clone()
+    };
     let head = postcard::to_allocvec(&header)?;
     out.write_all(MAGIC)?;
     out.write_all(&(head.len() as u32).to_le_bytes())?;
     out.write_all(&head)?;
     out.write_all(&crc32fast::hash(&head).to_le_bytes())?;
-    out.write_all(body)?;
     Ok(())
+}
+
+/// Writes the body that `encode` streams into its writer, then its length
+/// and checksum.
+pub fn write_body(
+    out: &mut impl Write,
+    encode: impl FnOnce(&mut dyn Write) -> Result<(), FormatError>,
+) -> Result<(), FormatError> {
+    let mut body = Checked {
+        out: &mut *out,
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
+    encode(&mut body)?;
+    let (len, crc) = (body.len, body.crc.finalize());
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(&crc.to_le_bytes())?;
+    Ok(())
+}
+
+/// A writer that counts and checksums what passes through it.
+struct Checked<W> {
+    out: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for Checked<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Reads the header (checked) and leaves `input` at the body.
@@ -177,24 +229,35 @@ pub fn read_header(input: &mut impl Read) -> Result<Header, FormatError> {
     Ok(postcard::from_bytes(&head)?)
 }
 
-/// Reads the body `header` describes and checks its checksum; the bytes
-/// are decoded by [`decode_body`].
-pub fn read_body(input: &mut impl Read, header: &Header) -> Result<Vec<u8>, FormatError> {
+/// Reads the body that follows the header (to the end of `input`) and
+/// checks its length and checksum; the bytes are decoded by [`decode_body`].
+pub fn read_body(input: &mut impl Read) -> Result<Vec<u8>, FormatError> {
     let mut body = Vec::new();
-    input.take(header.body_len).read_to_end(&mut body)?;
-    if (body.len() as u64) < header.body_len {
+    input.read_to_end(&mut body)?;
+    let Some(at) = body.len().checked_sub(TRAILER as usize) else {
+        return Err(FormatError::Truncated("the state is cut short"));
+    };
+    let (len, crc) = trailer(&body[at..]);
+    body.truncate(at);
+    if len != at as u64 {
         return Err(FormatError::Truncated("the state is cut short"));
     }
-    if crc32fast::hash(&body) != header.body_crc32 {
+    if crc32fast::hash(&body) != crc {
         return Err(FormatError::BodyCorrupt);
     }
     Ok(body)
 }
 
-/// Checks the body's checksum without keeping it (for `inspect`).
-pub fn check_body(input: &mut impl Read, header: &Header) -> Result<(), FormatError> {
+/// Checks the body's length and checksum without keeping it (for `inspect`).
+pub fn check_body(input: &mut (impl Read + Seek)) -> Result<(), FormatError> {
+    let start = input.stream_position()?;
+    let end = input.seek(SeekFrom::End(0))?;
+    let Some(body_len) = (end - start).checked_sub(TRAILER) else {
+        return Err(FormatError::Truncated("the state is cut short"));
+    };
+    input.seek(SeekFrom::Start(start))?;
     let mut hasher = crc32fast::Hasher::new();
-    let mut left = header.body_len;
+    let mut left = body_len;
     let mut buf = vec![0u8; 1 << 20];
     while left > 0 {
         let n = input.read(&mut buf[..left.min(1 << 20) as usize])?;
@@ -204,10 +267,25 @@ pub fn check_body(input: &mut impl Read, header: &Header) -> Result<(), FormatEr
         hasher.update(&buf[..n]);
         left -= n as u64;
     }
-    if hasher.finalize() != header.body_crc32 {
+    let mut end = [0u8; TRAILER as usize];
+    read_exact(input, &mut end, "the state's length is missing")?;
+    let (len, crc) = trailer(&end);
+    if len != body_len {
+        return Err(FormatError::Truncated("the state is cut short"));
+    }
+    if hasher.finalize() != crc {
         return Err(FormatError::BodyCorrupt);
     }
     Ok(())
+}
+
+/// The body's length and CRC-32 from the bytes after it.
+fn trailer(bytes: &[u8]) -> (u64, u32) {
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[..8]);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[8..12]);
+    (u64::from_le_bytes(len), u32::from_le_bytes(crc))
 }
 
 pub fn decode_body(bytes: &[u8]) -> Result<Body, FormatError> {

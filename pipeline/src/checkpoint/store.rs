@@ -8,13 +8,16 @@
 //! checksums.)
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::format::{self, Body, FormatError, Header};
 
 const PREFIX: &str = "checkpoint-";
 const SUFFIX: &str = ".ckpt";
+/// A checkpoint being written: `.checkpoint-….ckpt.tmp`.
+const TMP_PREFIX: &str = ".";
+const TMP_SUFFIX: &str = ".tmp";
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -33,10 +36,31 @@ pub struct Passed {
     pub reason: String,
 }
 
+/// A checkpoint written under a temporary name, not yet in place.
+pub struct Prepared {
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // Gone already once published.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
 impl Store {
     /// The store in `dir` (created if missing), keeping the newest `kept`.
+    /// Checkpoints a crashed run left half written are removed.
     pub fn open(dir: &Path, kept: usize) -> std::io::Result<Store> {
         fs::create_dir_all(dir)?;
+        for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(TMP_PREFIX) && name.ends_with(TMP_SUFFIX) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         Ok(Store {
             dir: dir.to_owned(),
             kept: kept.max(1),
@@ -52,21 +76,35 @@ impl Store {
         list(&self.dir)
     }
 
-    /// Writes a checkpoint atomically, then removes all but the newest
-    /// `kept`; returns its path and size in bytes.
-    pub fn write(&self, header: Header, body: &[u8]) -> Result<(PathBuf, u64), FormatError> {
+    /// Writes a checkpoint under a temporary name: `header`, then the body
+    /// `encode` streams, synced. [`Store::publish`] puts it in place; a
+    /// checkpoint dropped unpublished is removed.
+    pub fn prepare(
+        &self,
+        header: &Header,
+        encode: impl FnOnce(&mut dyn Write) -> Result<(), FormatError>,
+    ) -> Result<Prepared, FormatError> {
         let name = format!("{PREFIX}{:020}{SUFFIX}", header.complete_before);
-        let path = self.dir.join(&name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        {
-            let file = File::create(&tmp)?;
-            let mut out = BufWriter::with_capacity(1 << 20, file);
-            format::write(&mut out, header, body)?;
-            let file = out.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-        }
-        fs::rename(&tmp, &path)?;
+        let prepared = Prepared {
+            tmp: self.dir.join(format!("{TMP_PREFIX}{name}{TMP_SUFFIX}")),
+            path: self.dir.join(&name),
+        };
+        let file = File::create(&prepared.tmp)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        format::write_header(&mut out, header)?;
+        format::write_body(&mut out, encode)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(prepared)
+    }
+
+    /// Renames a prepared checkpoint into place and syncs the directory
+    /// (atomic: a crash leaves the whole file or none), then removes all
+    /// but the newest `kept`; returns its path and size in bytes.
+    pub fn publish(&self, prepared: Prepared) -> Result<(PathBuf, u64), FormatError> {
+        fs::rename(&prepared.tmp, &prepared.path)?;
         File::open(&self.dir)?.sync_all()?;
+        let path = prepared.path.clone();
         let size = fs::metadata(&path)?.len();
         for old in self.list()?.into_iter().skip(self.kept) {
             if let Err(e) = fs::remove_file(&old) {
@@ -74,6 +112,13 @@ impl Store {
             }
         }
         Ok((path, size))
+    }
+
+    /// Writes a checkpoint of `body`'s bytes and publishes it.
+    #[cfg(test)]
+    pub fn write(&self, header: Header, body: &[u8]) -> Result<(PathBuf, u64), FormatError> {
+        let prepared = self.prepare(&header, |out| Ok(out.write_all(body)?))?;
+        self.publish(prepared)
     }
 
     /// The newest checkpoint that reads back whole, was taken under
@@ -142,7 +187,7 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 pub fn read(path: &Path) -> Result<(Header, Body), FormatError> {
     let mut input = BufReader::with_capacity(1 << 20, File::open(path)?);
     let header = format::read_header(&mut input)?;
-    let bytes = format::read_body(&mut input, &header)?;
+    let bytes = format::read_body(&mut input)?;
     let body = format::decode_body(&bytes)?;
     Ok((header, body))
 }
@@ -152,7 +197,7 @@ pub fn read(path: &Path) -> Result<(Header, Body), FormatError> {
 pub fn inspect(path: &Path) -> Result<(Header, Result<(), FormatError>), FormatError> {
     let mut input = BufReader::with_capacity(1 << 20, File::open(path)?);
     let header = format::read_header(&mut input)?;
-    let body = format::check_body(&mut input, &header);
+    let body = format::check_body(&mut input);
     Ok((header, body))
 }
 
@@ -170,8 +215,6 @@ mod tests {
             written_at: "2026-12-06T00:00:00Z".into(),
             positions: Vec::new(),
             counts: Counts::default(),
-            body_len: 0,
-            body_crc32: 0,
         }
     }
 
@@ -187,10 +230,33 @@ mod tests {
         let (h, body) = inspect(&kept[0]).unwrap();
         assert_eq!(h.complete_before, 180, "newest first");
         assert!(body.is_ok());
-        assert_eq!(h.body_len, 1000);
+        let mut input = BufReader::new(File::open(&kept[0]).unwrap());
+        format::read_header(&mut input).unwrap();
+        assert_eq!(format::read_body(&mut input).unwrap(), vec![180u8; 1000]);
         // No temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn a_checkpoint_not_published_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 2).unwrap();
+        let prepared = store
+            .prepare(&header(60), |out| Ok(out.write_all(&[1u8; 100])?))
+            .unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(store.list().unwrap().is_empty(), "not a checkpoint yet");
+        drop(prepared);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // One a crash left behind goes when the store is opened.
+        let prepared = store
+            .prepare(&header(60), |out| Ok(out.write_all(&[1u8; 100])?))
+            .unwrap();
+        std::mem::forget(prepared);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        Store::open(dir.path(), 2).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -220,9 +286,17 @@ mod tests {
         assert!(matches!(
             damaged(&|b| {
                 let n = b.len();
-                b[n - 10] ^= 1
+                b[n - 20] ^= 1
             }),
             Some(FormatError::BodyCorrupt)
+        ));
+        // The body's length, after it.
+        assert!(matches!(
+            damaged(&|b| {
+                let n = b.len();
+                b[n - 10] ^= 1
+            }),
+            Some(FormatError::Truncated(_))
         ));
         assert!(matches!(
             damaged(&|b| b.truncate(b.len() - 100)),

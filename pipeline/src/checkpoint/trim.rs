@@ -97,8 +97,6 @@ mod tests {
                 watermark: None,
             }],
             counts: Counts::default(),
-            body_len: 0,
-            body_crc32: 0,
         }
     }
 
