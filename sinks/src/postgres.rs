@@ -151,9 +151,44 @@ pub async fn build_vector_index(pool: &PgPool, memory: &str) -> Result<(), Postg
         .bind(memory)
         .execute(&mut conn)
         .await?;
+    wait_for_a_build_left_running(&mut conn).await?;
     conn.execute(VECTOR_INDEX).await?;
     conn.close().await?;
     Ok(())
+}
+
+/// A run killed while it built the vector index leaves its server process
+/// building it (PostgreSQL notices a vanished client only when it next
+/// writes to it), and a second build beside it fails on the catalog
+/// (`duplicate key value violates unique constraint
+/// "pg_class_relname_nsp_index"`). Waits until no other connection of this
+/// pipeline (same application name) is building it; the build left running
+/// is then done, or gone and done again here.
+async fn wait_for_a_build_left_running(conn: &mut PgConnection) -> Result<(), PostgresError> {
+    let mut said = false;
+    loop {
+        let building: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+             AND datname = current_database() \
+             AND application_name = current_setting('application_name') \
+             AND state <> 'idle' AND query ILIKE '%CREATE INDEX%idea_vectors_embedding%' LIMIT 1",
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(pid) = building else {
+            return Ok(());
+        };
+        if !said {
+            tracing::warn!(
+                pid,
+                "a vector index build of an earlier run of this pipeline is still running in \
+                 PostgreSQL (it was stopped during the build); waiting for it to end \
+                 (pg_terminate_backend({pid}) to stop it, and this run builds the index itself)"
+            );
+            said = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// Empties every view (a replay starts from nothing).

@@ -381,6 +381,53 @@ impl LshIndex {
         }
     }
 
+    /// Fills the (empty) buckets with `slots`, whose signatures are
+    /// `signatures` (one per band each, slot after slot): a read-back
+    /// index's. The same buckets as inserting them in order, built band by
+    /// band, so that a band's bucket headers stay in cache (a random one of
+    /// 2.6 million at the defaults is a cache miss), and with the bands
+    /// shared out over the cores (each band's buckets are its own).
+    pub fn refill(&mut self, slots: &[u32], signatures: &[u32]) {
+        let bands = self.params.bands;
+        debug_assert_eq!(slots.len() * bands, signatures.len());
+        let Buckets::Direct { bits, keys, table } = &mut self.buckets else {
+            for (slot, sigs) in slots.iter().zip(signatures.chunks_exact(bands)) {
+                self.insert(*slot, sigs);
+            }
+            return;
+        };
+        if table.is_empty() {
+            table.resize_with(*keys, Vec::new);
+        }
+        let bits = *bits;
+        let fill = |band: usize, buckets: &mut [Vec<u32>]| {
+            for (slot, sigs) in slots.iter().zip(signatures.chunks_exact(bands)) {
+                if let Some(bucket) = buckets.get_mut(sigs[band] as usize) {
+                    bucket.push(*slot);
+                }
+            }
+        };
+        // Each band is a part; threads take parts until none is left (a
+        // thread the OS refuses to start leaves its share to the others).
+        let parts =
+            std::sync::Mutex::new(table.chunks_mut(1 << bits).enumerate().collect::<Vec<_>>());
+        let work = || loop {
+            let Some((band, buckets)) = parts.lock().ok().and_then(|mut p| p.pop()) else {
+                break;
+            };
+            fill(band, buckets);
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::thread::scope(|scope| {
+            for _ in 1..threads.min(bands) {
+                let _ = std::thread::Builder::new()
+                    .name("ideaflow-lsh-refill".into())
+                    .spawn_scoped(scope, work);
+            }
+            work();
+        });
+    }
+
     pub fn remove(&mut self, slot: u32, signatures: &[u32]) {
         for (band, sig) in signatures.iter().enumerate() {
             self.buckets.remove(band, *sig, slot);
@@ -631,6 +678,40 @@ mod tests {
             },
         ] {
             insert_remove_and_candidates_with(params);
+        }
+    }
+
+    #[test]
+    fn a_refill_gives_the_buckets_inserting_in_order_gives() {
+        for params in [
+            LshParams::default(),
+            LshParams {
+                bands: 8,
+                bits: 20,
+                ..LshParams::default()
+            },
+        ] {
+            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            let (mut inserted, mut refilled) = (LshIndex::new(params), LshIndex::new(params));
+            let mut all = Vec::new();
+            // Clusters, so that buckets hold several slots.
+            let centers: Vec<Vec<f32>> = (0..20).map(|_| random_unit(&mut rng)).collect();
+            let slots: Vec<u32> = (0..600).map(|i| i * 3 + 1).collect();
+            for (i, slot) in slots.iter().enumerate() {
+                let v = at_cosine(&centers[i % centers.len()], 0.95, &mut rng);
+                let sigs = inserted.signatures(&v);
+                inserted.insert(*slot, &sigs);
+                all.extend(sigs);
+            }
+            refilled.refill(&slots, &all);
+            let mut compared = 0;
+            for sigs in all.chunks_exact(params.bands) {
+                for (band, sig) in sigs.iter().enumerate() {
+                    assert_eq!(inserted.bucket(band, *sig), refilled.bucket(band, *sig));
+                    compared += inserted.bucket(band, *sig).len();
+                }
+            }
+            assert!(compared > 600 * params.bands, "buckets shared: {compared}");
         }
     }
 

@@ -164,15 +164,19 @@ pub fn pack(signatures: &[u32], bits: usize, out: &mut [u64]) {
     }
 }
 
+/// [`pack`] undone.
 fn unpack(packed: &[u64], bands: usize, bits: usize) -> Vec<u32> {
+    let mask = (1u64 << bits) - 1;
     (0..bands)
         .map(|band| {
-            let mut sig = 0u64;
-            for b in 0..bits {
-                let at = band * bits + b;
-                sig |= ((packed[at / 64] >> (at % 64)) & 1) << b;
+            let at = band * bits;
+            let (word, shift) = (at / 64, at % 64);
+            let mut value = packed[word] >> shift;
+            // A signature straddling two words: its high bits in the next.
+            if shift + bits > 64 {
+                value |= packed[word + 1] << (64 - shift);
             }
-            sig as u32
+            (value & mask) as u32
         })
         .collect()
 }
@@ -290,12 +294,14 @@ impl NearIndex {
     /// Puts every vector into the LSH's buckets (which must be empty), in
     /// id order: a read-back index's, whose buckets are not saved.
     fn refill_buckets(&mut self) {
-        for id in 0..self.embeddings.len() {
-            if self.embeddings[id].is_some() {
-                let signatures = self.signatures_of(id as VectorId);
-                self.lsh.insert(id as VectorId, &signatures);
-            }
+        let ids: Vec<VectorId> = (0..self.embeddings.len() as VectorId)
+            .filter(|id| self.embeddings[*id as usize].is_some())
+            .collect();
+        let mut signatures = Vec::with_capacity(ids.len() * self.lsh.params().bands);
+        for id in &ids {
+            signatures.extend(self.signatures_of(*id));
         }
+        self.lsh.refill(&ids, &signatures);
     }
 
     /// A copy of what a save writes, for a checkpoint to encode on a thread
