@@ -411,11 +411,10 @@ impl LshIndex {
         // thread the OS refuses to start leaves its share to the others).
         let parts =
             std::sync::Mutex::new(table.chunks_mut(1 << bits).enumerate().collect::<Vec<_>>());
-        let work = || loop {
-            let Some((band, buckets)) = parts.lock().ok().and_then(|mut p| p.pop()) else {
-                break;
-            };
-            fill(band, buckets);
+        let work = || {
+            while let Some((band, buckets)) = parts.lock().ok().and_then(|mut p| p.pop()) {
+                fill(band, buckets);
+            }
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         std::thread::scope(|scope| {
