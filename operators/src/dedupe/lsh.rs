@@ -665,31 +665,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn insert_remove_and_candidates() {
-        // The defaults index a table; wide signatures hash.
-        for params in [
+    /// Both kinds of buckets: the defaults index a table; wide signatures
+    /// hash.
+    fn both_bucket_kinds() -> [LshParams; 2] {
+        [
             LshParams::default(),
             LshParams {
                 bands: 8,
                 bits: 20,
                 ..LshParams::default()
             },
-        ] {
+        ]
+    }
+
+    #[test]
+    fn insert_remove_and_candidates() {
+        for params in both_bucket_kinds() {
             insert_remove_and_candidates_with(params);
         }
     }
 
     #[test]
     fn a_refill_gives_the_buckets_inserting_in_order_gives() {
-        for params in [
-            LshParams::default(),
-            LshParams {
-                bands: 8,
-                bits: 20,
-                ..LshParams::default()
-            },
-        ] {
+        for params in both_bucket_kinds() {
             let mut rng = ChaCha8Rng::seed_from_u64(7);
             let (mut inserted, mut refilled) = (LshIndex::new(params), LshIndex::new(params));
             let mut all = Vec::new();
