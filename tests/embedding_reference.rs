@@ -60,6 +60,7 @@ fn batching_and_cache_do_not_change_results() {
     let b = batched.embed(&texts).unwrap();
     // Bit-identical: a text's vector never depends on what it was batched with.
     assert_eq!(a, b);
+    assert_eq!(other_batches(None, Precision::F32, &texts), b);
     // Second call is served from the cache, identically.
     let passes = batched.forward_passes();
     let c = batched.embed(&texts).unwrap();
@@ -82,6 +83,29 @@ fn mkl_path_matches_and_is_batch_invariant() {
         assert!(c >= 0.999, "{}: cosine {c}", r["id"]);
     }
     assert_eq!(one_at_a_time(&mut single, &texts), b);
+    assert_eq!(other_batches(blas, Precision::F32, &texts), b);
+}
+
+/// The texts' vectors when they arrive in another order, in small batches
+/// mixed with other texts (the rows of a product and the batches' token
+/// counts all change): nothing in a text's vector may depend on that.
+fn other_batches(blas: Option<Blas>, precision: Precision, texts: &[&str]) -> Vec<Vec<f32>> {
+    let mut embedder = load(EmbedderOptions {
+        blas,
+        precision,
+        max_batch: 5,
+        max_batch_tokens: 300,
+        cache_capacity: 0,
+    });
+    let mut mixed: Vec<String> = Vec::new();
+    for (i, t) in texts.iter().enumerate().rev() {
+        mixed.push(t.to_string());
+        mixed.push(format!("filler {i}: {}", "a few more words ".repeat(i % 4)));
+    }
+    let vectors = embedder.embed(&mixed).unwrap();
+    let mut ours: Vec<Vec<f32>> = vectors.into_iter().step_by(2).collect();
+    ours.reverse();
+    ours
 }
 
 /// The model config for MKL (what scripts/setup.sh installs) in `precision`.
@@ -167,6 +191,7 @@ fn bf16_path_holds_the_f32_vectors_and_is_batch_invariant() {
         );
     }
     assert_eq!(one_at_a_time(&mut single, &texts), b);
+    assert_eq!(other_batches(blas, precision, &texts), b);
 }
 
 /// Precisions this build does not offer are refused with what to set instead.

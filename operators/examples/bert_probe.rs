@@ -24,10 +24,10 @@ fn main() {
     let ids: Vec<u32> = (0..16).map(|i| 1000 + i).collect();
     let batch: Vec<&[u32]> = (0..32).map(|_| ids.as_slice()).collect();
     for _ in 0..3 {
-        m.forward(&batch, 16).unwrap();
+        m.forward(&batch).unwrap();
     }
     std::env::set_var("PROF", "1");
     let t = std::time::Instant::now();
-    m.forward(&batch, 16).unwrap();
+    m.forward(&batch).unwrap();
     eprintln!("total {:.1}ms", t.elapsed().as_secs_f64() * 1e3);
 }

@@ -1,6 +1,6 @@
 //! Embeds whatever is pending in as few forward passes as possible: texts are
-//! tokenized, served from the cache when seen before, sorted by token length so
-//! each padded batch wastes little, and cut into batches by a token budget.
+//! tokenized, served from the cache when seen before, sorted by token length,
+//! and cut into batches by a text count and a token budget.
 
 use std::collections::HashMap;
 
@@ -12,8 +12,8 @@ use super::{EmbedError, EmbeddingCache, ModelFiles};
 pub struct EmbedderOptions {
     /// Most texts in one forward pass.
     pub max_batch: usize,
-    /// Most padded tokens (texts × longest) in one forward pass; bounds memory
-    /// for long texts while letting short ones batch widely.
+    /// Most tokens (the texts' lengths summed) in one forward pass; bounds
+    /// memory for long texts while letting short ones batch widely.
     pub max_batch_tokens: usize,
     /// Texts kept in the content-hash cache (0 disables it).
     pub cache_capacity: usize,
@@ -43,33 +43,25 @@ pub struct BatchPlan {
     pub batches: Vec<Vec<usize>>,
 }
 
-/// Token widths are padded up to a multiple of this. Texts are only batched
-/// with texts of the same padded width, so a text's embedding is computed with
-/// the same shapes, and so the same floating-point operations in the same
-/// order, whatever else is pending: results are bit-identical across batch
-/// compositions, worker counts and replays.
-pub const WIDTH_QUANTUM: usize = 8;
-
-pub fn padded_width(len: usize) -> usize {
-    len.max(1).div_ceil(WIDTH_QUANTUM) * WIDTH_QUANTUM
-}
-
 impl BatchPlan {
+    /// Texts sorted by length (stable: equal lengths keep input order), cut
+    /// into batches of at most `max_batch` texts and `max_batch_tokens`
+    /// tokens (a text longer than the budget runs alone). Nothing is padded
+    /// and a text's vector does not depend on its batch, so any cut gives
+    /// the same vectors; sorting keeps each batch's attention work even.
     pub fn new(lengths: &[usize], max_batch: usize, max_batch_tokens: usize) -> BatchPlan {
         let mut order: Vec<usize> = (0..lengths.len()).collect();
-        // Stable sort keeps equal-width texts in input order.
-        order.sort_by_key(|&i| padded_width(lengths[i]));
+        order.sort_by_key(|&i| lengths[i]);
         let mut batches = Vec::new();
         let mut current: Vec<usize> = Vec::new();
-        let mut current_width = 0;
+        let mut tokens = 0;
         for i in order {
-            let width = padded_width(lengths[i]);
-            let full =
-                current.len() >= max_batch.max(1) || (current.len() + 1) * width > max_batch_tokens;
-            if !current.is_empty() && (width != current_width || full) {
+            let full = current.len() >= max_batch.max(1) || tokens + lengths[i] > max_batch_tokens;
+            if !current.is_empty() && full {
                 batches.push(std::mem::take(&mut current));
+                tokens = 0;
             }
-            current_width = width;
+            tokens += lengths[i];
             current.push(i);
         }
         if !current.is_empty() {
@@ -121,8 +113,7 @@ impl Embedder {
         );
         for batch in &plan.batches {
             let seqs: Vec<&[u32]> = batch.iter().map(|&p| pending[p].1.as_slice()).collect();
-            let width = padded_width(seqs.iter().map(|s| s.len()).max().unwrap_or(1));
-            let vectors = self.model.forward(&seqs, width)?;
+            let vectors = self.model.forward(&seqs)?;
             self.forward_passes += 1;
             for (&p, v) in batch.iter().zip(vectors) {
                 for &i in &pending[p].2 {
@@ -158,8 +149,11 @@ mod tests {
     #[test]
     fn plan_sorts_by_length_and_respects_budgets() {
         let plan = BatchPlan::new(&[5, 1, 3, 1, 9, 2], 2, 100);
-        assert_eq!(plan.batches, vec![vec![0, 1], vec![2, 3], vec![5], vec![4]]);
+        assert_eq!(plan.batches, vec![vec![1, 3], vec![5, 2], vec![0, 4]]);
         let plan = BatchPlan::new(&[50, 50, 50], 10, 120);
         assert_eq!(plan.batches, vec![vec![0, 1], vec![2]]);
+        // A text over the token budget runs alone.
+        let plan = BatchPlan::new(&[300, 4, 4], 10, 100);
+        assert_eq!(plan.batches, vec![vec![1, 2], vec![0]]);
     }
 }

@@ -9,11 +9,11 @@
 //! in parallel. Same arithmetic as BERT; same results as sentence-transformers
 //! (see tests/embedding_reference.rs).
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 
-use super::gemm::{self, bf16_bits, Blas, Precision};
+use super::gemm::{bf16_bits, Blas, Precision};
 
 /// A dense layer's transposed weight, (in, out) contiguous, in the one form
 /// its product reads: the dense weights are ~21 M floats, so keeping both
@@ -85,63 +85,126 @@ impl Dense {
         Self::new(Tensor::cat(&ws, 1)?.contiguous()?, Tensor::cat(&bs, 0)?)
     }
 
-    /// x: (n, in) -> (n, out)
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// x: (n, in) row-major -> (n, out).
+    fn forward(&self, x: &[f32], n: usize) -> candle_core::Result<Vec<f32>> {
         match &self.weight_t {
-            Weight::Host(blas, w) => gemm::tensor(
-                blas.dense(x, w, &self.bias_vec)?,
-                x.dim(0)?,
-                self.bias_vec.len(),
-            ),
-            Weight::HostBf16(blas, w) => gemm::tensor(
-                blas.dense_bf16(x, w, &self.bias_vec)?,
-                x.dim(0)?,
-                self.bias_vec.len(),
-            ),
-            Weight::Tensor(w) => x.matmul(w)?.broadcast_add(&self.bias),
+            Weight::Host(blas, w) => Ok(blas.dense(x, n, w, &self.bias_vec)),
+            Weight::HostBf16(blas, w) => blas.dense_bf16(x, n, w, &self.bias_vec),
+            Weight::Tensor(w) => {
+                let x = Tensor::from_slice(x, (n, x.len() / n.max(1)), &Device::Cpu)?;
+                x.matmul(w)?
+                    .broadcast_add(&self.bias)?
+                    .flatten_all()?
+                    .to_vec1()
+            }
         }
     }
 
     /// gelu(x · w + bias), the feed-forward expansion.
-    fn forward_gelu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward_gelu(&self, x: &[f32], n: usize) -> candle_core::Result<Vec<f32>> {
+        let width = self.bias_vec.len();
         match &self.weight_t {
-            Weight::Host(blas, w) => {
-                let mut out = blas.dense(x, w, &self.bias_vec)?;
-                gelu_in_place(&mut out, self.bias_vec.len(), None);
-                gemm::tensor(out, x.dim(0)?, self.bias_vec.len())
-            }
-            Weight::HostBf16(blas, w) => {
-                let mut out = blas.dense_bf16(x, w, &self.bias_vec)?;
-                gelu_in_place(&mut out, self.bias_vec.len(), None);
-                gemm::tensor(out, x.dim(0)?, self.bias_vec.len())
+            Weight::Host(..) | Weight::HostBf16(..) => {
+                let mut out = self.forward(x, n)?;
+                gelu_in_place(&mut out, width, None);
+                Ok(out)
             }
             Weight::Tensor(w) => {
-                let shape = (x.dim(0)?, self.bias_vec.len());
+                let x = Tensor::from_slice(x, (n, x.len() / n.max(1)), &Device::Cpu)?;
                 let mut out = x.matmul(w)?.flatten_all()?.to_vec1::<f32>()?;
-                gelu_in_place(&mut out, self.bias_vec.len(), Some(&self.bias_vec));
-                Tensor::from_vec(out, shape, &Device::Cpu)
+                gelu_in_place(&mut out, width, Some(&self.bias_vec));
+                Ok(out)
             }
         }
     }
 }
 
+/// A layer norm's parameters, as plain floats: it runs row by row on the
+/// packed token rows.
 struct Norm {
-    weight: Tensor,
-    bias: Tensor,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
     eps: f32,
 }
 
 impl Norm {
     fn load(vb: &VarBuilder, prefix: &str, d: usize, eps: f64) -> candle_core::Result<Self> {
         Ok(Norm {
-            weight: vb.get(d, &format!("{prefix}.weight"))?,
-            bias: vb.get(d, &format!("{prefix}.bias"))?,
+            weight: vb.get(d, &format!("{prefix}.weight"))?.to_vec1()?,
+            bias: vb.get(d, &format!("{prefix}.bias"))?.to_vec1()?,
             eps: eps as f32,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)
+    /// `row = norm(row + add)` (`add` empty: `norm(row)`).
+    fn apply(&self, row: &mut [f32], add: &[f32]) {
+        if !add.is_empty() {
+            row.iter_mut().zip(add).for_each(|(x, a)| *x += *a);
+        }
+        let n = row.len() as f32;
+        let mean = lane_sum(row.iter().copied()) / n;
+        let var = lane_sum(row.iter().map(|x| (x - mean) * (x - mean))) / n;
+        let inv = 1.0 / (var + self.eps).sqrt();
+        for ((x, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+            *x = (*x - mean) * inv * w + b;
+        }
+    }
+
+    /// [`Norm::apply`] to every row of `x` (width `self.weight.len()`), with
+    /// the matching row of `add` (or none), over the cores for large batches.
+    fn apply_rows(&self, x: &mut [f32], add: &[f32]) {
+        let width = self.weight.len();
+        let rows = x.len() / width;
+        let threads = threads_for(rows * width);
+        let per = rows.div_ceil(threads).max(1) * width;
+        let part = |x: &mut [f32], add: &[f32]| {
+            for (i, row) in x.chunks_exact_mut(width).enumerate() {
+                let a = if add.is_empty() {
+                    add
+                } else {
+                    &add[i * width..][..width]
+                };
+                self.apply(row, a);
+            }
+        };
+        if threads == 1 {
+            return part(x, add);
+        }
+        std::thread::scope(|s| {
+            for (k, chunk) in x.chunks_mut(per).enumerate() {
+                let a = if add.is_empty() {
+                    add
+                } else {
+                    &add[k * per..][..chunk.len()]
+                };
+                s.spawn(move || part(chunk, a));
+            }
+        });
+    }
+}
+
+/// The sum of `values` over eight running lanes (vectorizes; the order is
+/// fixed, so the result is too).
+#[inline(always)]
+fn lane_sum(values: impl Iterator<Item = f32>) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (i, v) in values.enumerate() {
+        lanes[i & 7] += v;
+    }
+    ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+        + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+}
+
+/// Below this many floats a step runs on the calling thread: starting the
+/// others costs more than they save.
+const PARALLEL_MIN_FLOATS: usize = 1 << 16;
+
+/// Threads for an elementwise step over `floats` values.
+fn threads_for(floats: usize) -> usize {
+    if floats < PARALLEL_MIN_FLOATS {
+        1
+    } else {
+        candle_core::utils::get_num_threads().max(1)
     }
 }
 
@@ -156,13 +219,22 @@ struct Layer {
 
 pub struct Bert {
     word: candle_nn::Embedding,
-    position: Tensor,
-    token_type0: Tensor,
+    /// (max positions, hidden), row-major.
+    position: Vec<f32>,
+    token_type0: Vec<f32>,
     emb_norm: Norm,
     layers: Vec<Layer>,
     heads: usize,
     head_dim: usize,
     hidden: usize,
+}
+
+/// Where each text's rows are among a batch's packed token rows: text `i`
+/// holds rows `starts[i]..starts[i + 1]`.
+pub struct Packed {
+    pub starts: Vec<usize>,
+    /// (tokens, hidden), row-major.
+    pub rows: Vec<f32>,
 }
 
 impl Bert {
@@ -174,10 +246,13 @@ impl Bert {
     ) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
         let word = candle_nn::embedding(cfg.vocab_size, h, vb.pp("embeddings.word_embeddings"))?;
-        let position = vb.get(
-            (cfg.max_position_embeddings, h),
-            "embeddings.position_embeddings.weight",
-        )?;
+        let position = vb
+            .get(
+                (cfg.max_position_embeddings, h),
+                "embeddings.position_embeddings.weight",
+            )?
+            .flatten_all()?
+            .to_vec1()?;
         let token_types = vb.get(
             (cfg.type_vocab_size, h),
             "embeddings.token_type_embeddings.weight",
@@ -214,7 +289,7 @@ impl Bert {
         Ok(Bert {
             word,
             position,
-            token_type0: token_types.get(0)?,
+            token_type0: token_types.get(0)?.to_vec1()?,
             emb_norm,
             layers,
             heads: cfg.num_attention_heads,
@@ -223,23 +298,43 @@ impl Bert {
         })
     }
 
-    /// ids, mask: (b, t) u32. Returns hidden states (b, t, hidden).
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let n = b * t;
+    /// The hidden states of every token of `batch` (token ids with [CLS] and
+    /// [SEP], each at most the model's positions long), packed: no padding,
+    /// so the dense layers multiply only real tokens and each text's
+    /// attention runs over its own tokens alone. Every step but the dense
+    /// products works on one row or one text at a time, and a product's row
+    /// depends only on that row, so a text's states are the same whatever it
+    /// is batched with.
+    pub fn forward(&self, batch: &[&[u32]]) -> candle_core::Result<Packed> {
         let h = self.hidden;
-        let words = self.word.forward(&ids.flatten_all()?)?; // (n, h)
-        let pos = self.position.narrow(0, 0, t)?; // (t, h)
-        let x = words
-            .reshape((b, t, h))?
-            .broadcast_add(&pos)?
-            .broadcast_add(&self.token_type0)?
-            .reshape((n, h))?;
-        let mut x = self.emb_norm.forward(&x)?;
-        // Additive mask: 0 for tokens, a large negative for padding. (b, 1, 1, t)
-        let neg = ((mask.to_dtype(DType::F32)? - 1.0)? * f32::MAX as f64)?;
-        let neg = neg.reshape((b, 1, 1, t))?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut starts = Vec::with_capacity(batch.len() + 1);
+        starts.push(0);
+        for seq in batch {
+            starts.push(starts[starts.len() - 1] + seq.len());
+        }
+        let n = starts[batch.len()];
+        if n == 0 {
+            return Ok(Packed {
+                starts,
+                rows: Vec::new(),
+            });
+        }
+        let ids: Vec<u32> = batch.concat();
+        let mut x: Vec<f32> = self
+            .word
+            .forward(&Tensor::from_vec(ids, n, &Device::Cpu)?)?
+            .flatten_all()?
+            .to_vec1()?;
+        for (i, seq) in batch.iter().enumerate() {
+            for p in 0..seq.len() {
+                let row = &mut x[(starts[i] + p) * h..][..h];
+                let pos = &self.position[p * h..][..h];
+                for ((v, p), t) in row.iter_mut().zip(pos).zip(&self.token_type0) {
+                    *v = (*v + p) + t;
+                }
+            }
+        }
+        self.emb_norm.apply_rows(&mut x, &[]);
         let prof = std::env::var_os("PROF").is_some();
         let mut tm = std::time::Instant::now();
         let mut lap = |name: &str| {
@@ -248,35 +343,177 @@ impl Bert {
             }
             tm = std::time::Instant::now();
         };
+        if prof {
+            eprintln!("tokens {n} texts {}", batch.len());
+        }
         lap("embed");
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&x)?; // (n, 3h)
+            let qkv = layer.qkv.forward(&x, n)?; // (n, 3h)
             lap("qkv");
-            let qkv = qkv
-                .reshape((b, t, 3, self.heads, self.head_dim))?
-                .permute((2, 0, 3, 1, 4))?; // (3, b, heads, t, d)
-            let q = (qkv.get(0)?.contiguous()? * scale)?;
-            let k = qkv.get(1)?.contiguous()?;
-            let v = qkv.get(2)?.contiguous()?;
-            lap("split");
-            let scores = q.matmul(&k.t()?)?.broadcast_add(&neg)?;
-            lap("scores");
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            lap("softmax");
-            let ctx = probs.matmul(&v)?.permute((0, 2, 1, 3))?.reshape((n, h))?; // (n, h)
-            lap("ctx");
-            let attn = layer.attn_out.forward(&ctx)?;
+            let ctx = self.attention(&qkv, &starts); // (n, h)
+            lap("attention");
+            let attn = layer.attn_out.forward(&ctx, n)?;
             lap("attn_out");
-            x = layer.attn_norm.forward(&(attn + &x)?)?;
+            layer.attn_norm.apply_rows(&mut x, &attn);
             lap("norm1");
-            let inter = layer.intermediate.forward_gelu(&x)?;
+            let inter = layer.intermediate.forward_gelu(&x, n)?;
             lap("inter+gelu");
-            let out = layer.output.forward(&inter)?;
+            let out = layer.output.forward(&inter, n)?;
             lap("out");
-            x = layer.out_norm.forward(&(out + &x)?)?;
+            layer.out_norm.apply_rows(&mut x, &out);
             lap("norm2");
         }
-        x.reshape((b, t, h))
+        Ok(Packed { starts, rows: x })
+    }
+
+    /// Self-attention of each text over its own tokens: `qkv` holds each
+    /// token's query, key and value side by side (n, 3h); returns the
+    /// context (n, h). Texts are split over the cores in runs of about
+    /// equal work; each text is computed alone, the same way wherever it is.
+    fn attention(&self, qkv: &[f32], starts: &[usize]) -> Vec<f32> {
+        let h = self.hidden;
+        let n = starts[starts.len() - 1];
+        let mut ctx = vec![0f32; n * h];
+        let texts = starts.len() - 1;
+        // Work grows with the square of a text's length.
+        let cost = |i: usize| (starts[i + 1] - starts[i]).pow(2) * h;
+        let total: usize = (0..texts).map(cost).sum();
+        let threads = threads_for(total).min(texts).max(1);
+        if threads == 1 {
+            self.attend(qkv, starts, 0..texts, &mut ctx);
+            return ctx;
+        }
+        // Contiguous runs of texts (so of rows) of about total / threads each.
+        let mut runs = Vec::with_capacity(threads);
+        let (mut from, mut acc) = (0, 0);
+        for i in 0..texts {
+            acc += cost(i);
+            if acc * threads >= total * (runs.len() + 1) && runs.len() + 1 < threads {
+                runs.push(from..i + 1);
+                from = i + 1;
+            }
+        }
+        runs.push(from..texts);
+        std::thread::scope(|s| {
+            let mut rest = ctx.as_mut_slice();
+            for run in runs {
+                let rows = (starts[run.end] - starts[run.start]) * h;
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(rows);
+                rest = tail;
+                s.spawn(move || self.attend(qkv, starts, run, mine));
+            }
+        });
+        ctx
+    }
+
+    /// [`Bert::attention`] of the texts `run`, whose context rows are `ctx`:
+    /// compiled twice, the loops vectorized 8 wide where the CPU has AVX2
+    /// (detected at run time), 4 wide elsewhere. Both do the same operations
+    /// in the same order (no fused multiply-adds), so the results are the same.
+    fn attend(&self, qkv: &[f32], starts: &[usize], run: std::ops::Range<usize>, ctx: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { self.attend_avx2(qkv, starts, run, ctx) };
+            }
+        }
+        self.attend_body(qkv, starts, run, ctx)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn attend_avx2(
+        &self,
+        qkv: &[f32],
+        starts: &[usize],
+        run: std::ops::Range<usize>,
+        ctx: &mut [f32],
+    ) {
+        self.attend_body(qkv, starts, run, ctx)
+    }
+
+    #[inline(always)]
+    fn attend_body(
+        &self,
+        qkv: &[f32],
+        starts: &[usize],
+        run: std::ops::Range<usize>,
+        ctx: &mut [f32],
+    ) {
+        let (h, d) = (self.hidden, self.head_dim);
+        let scale = 1.0 / (d as f32).sqrt();
+        let base = starts[run.start];
+        let longest = run
+            .clone()
+            .map(|i| starts[i + 1] - starts[i])
+            .max()
+            .unwrap_or(0);
+        // One head of one text at a time: its queries (scaled) and values
+        // gathered contiguous, its keys transposed (so that a query's scores
+        // against every key are one vectorized loop per dimension) in rows
+        // padded with zeros to a multiple of 8 (no scalar tails; the padded
+        // scores are never read), and a row of scores.
+        let stride = longest.div_ceil(8) * 8;
+        let mut q = vec![0f32; longest * d];
+        let mut k_t = vec![0f32; d * stride];
+        let mut v = vec![0f32; longest * d];
+        let mut scores = vec![0f32; stride];
+        for i in run {
+            let (first, len) = (starts[i], starts[i + 1] - starts[i]);
+            let width = len.div_ceil(8) * 8;
+            for head in 0..self.heads {
+                let at = head * d;
+                k_t[..d * width].fill(0.0);
+                for t in 0..len {
+                    let row = &qkv[(first + t) * 3 * h..][..3 * h];
+                    for (dst, src) in q[t * d..][..d].iter_mut().zip(&row[at..][..d]) {
+                        *dst = src * scale;
+                    }
+                    for (c, x) in row[h + at..][..d].iter().enumerate() {
+                        k_t[c * width + t] = *x;
+                    }
+                    v[t * d..][..d].copy_from_slice(&row[2 * h + at..][..d]);
+                }
+                for t in 0..len {
+                    let qt = &q[t * d..][..d];
+                    let row = &mut scores[..width];
+                    // Eight scores at a time, summed over the dimensions in
+                    // registers.
+                    for (b, block) in row.chunks_exact_mut(8).enumerate() {
+                        let mut acc = [0f32; 8];
+                        for (c, qc) in qt.iter().enumerate() {
+                            let keys = &k_t[c * width + b * 8..][..8];
+                            for l in 0..8 {
+                                acc[l] += qc * keys[l];
+                            }
+                        }
+                        block.copy_from_slice(&acc);
+                    }
+                    // Scores are finite: a plain comparison, not `f32::max`'s
+                    // NaN handling (a third of this loop's time).
+                    let max = row[..len]
+                        .iter()
+                        .fold(f32::NEG_INFINITY, |m, &s| if s > m { s } else { m });
+                    // Exponentials eight at a time, the padding's included
+                    // (never read).
+                    for block in row.chunks_exact_mut(8) {
+                        for s in block {
+                            *s = exp_nonpositive(*s - max);
+                        }
+                    }
+                    let real = &row[..len];
+                    let sum: f32 = real.iter().sum();
+                    let out = &mut ctx[(first + t - base) * h + at..][..d];
+                    for (j, s) in real.iter().enumerate() {
+                        let p = s / sum;
+                        for (o, x) in out.iter_mut().zip(&v[j * d..][..d]) {
+                            *o += p * x;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -284,7 +521,7 @@ impl Bert {
 /// candle's elementwise ops run on one thread and allocate per op, and this is
 /// the largest elementwise step in the model.
 fn gelu_in_place(data: &mut [f32], width: usize, bias: Option<&[f32]>) {
-    let threads = candle_core::utils::get_num_threads().max(1);
+    let threads = threads_for(data.len());
     let rows_per = (data.len() / width).div_ceil(threads).max(1);
     std::thread::scope(|s| {
         for part in data.chunks_mut(rows_per * width) {
@@ -303,6 +540,32 @@ fn gelu_in_place(data: &mut [f32], width: usize, bias: Option<&[f32]>) {
 #[inline(always)]
 fn gelu(z: f32) -> f32 {
     0.5 * z * (1.0 + erf(z * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `e^x` for `x ≤ 0` (softmax's shifted scores), branch-free so that the
+/// loop calling it vectorizes, where `f32::exp` is a libm call per score:
+/// `2^n · e^r` with `n` the nearest integer to `x / ln 2` and Cephes'
+/// polynomial for `e^r`; within 2 ulps of libm (tested). Below -87 it is
+/// e^-87 (~1.6e-38), which is 0 to a softmax.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n · LN2_HI is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 0.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let e_r = p * r * r + r + 1.0;
+    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 /// erf for f32 as a rational approximation on [-4, 4] (the one Eigen and
@@ -329,6 +592,19 @@ pub(crate) fn erf(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fast_exp_matches_libm() {
+        let mut worst = 0f32;
+        for i in 0..=870_000 {
+            let x = -(i as f32) / 10_000.0;
+            let (fast, libm) = (super::exp_nonpositive(x), x.exp());
+            worst = worst.max(((fast - libm) / libm).abs());
+        }
+        assert!(worst < 2.5e-7, "max relative error {worst}");
+        assert_eq!(super::exp_nonpositive(0.0), 1.0);
+        assert!(super::exp_nonpositive(-1e30) < 1e-37);
+    }
+
     #[test]
     fn fast_erf_matches_libm() {
         let mut worst = 0f32;

@@ -1,10 +1,8 @@
 //! Matrix products for the model's dense layers. By default candle's built-in
 //! gemm; when the host hands in a CBLAS `sgemm` (the pipeline loads Intel MKL
-//! when present), dense layers call it directly on the tensors' buffers, and
+//! when present), dense layers call it directly on the packed token rows, and
 //! with [`Precision::Bf16`] they call MKL's `cblas_gemm_bf16bf16f32` (bf16
 //! inputs, f32 sums: AMX or AVX-512 BF16 where the CPU has them).
-
-use candle_core::{Device, Storage, Tensor};
 
 /// A CBLAS-style `gemm` over inputs of type `T` with f32 sums and output.
 pub type Gemm<T> = unsafe extern "C" fn(
@@ -85,41 +83,31 @@ impl Blas {
     /// MKL kernel whose sums round differently from the same row's in a
     /// larger product, so one row is multiplied as two (the second zero):
     /// a text's vector never depends on what it was batched with.
-    pub fn dense_bf16(&self, x: &Tensor, w: &[u16], bias: &[f32]) -> candle_core::Result<Vec<f32>> {
+    pub fn dense_bf16(
+        &self,
+        x: &[f32],
+        n: usize,
+        w: &[u16],
+        bias: &[f32],
+    ) -> candle_core::Result<Vec<f32>> {
         let Some(gemm) = self.gemm_bf16 else {
             candle_core::bail!("this BLAS has no bf16 product: set model.precision = \"f32\"")
         };
-        with_rows(x, |n, k, xs| {
-            let rows = n.max(2);
-            let mut a = vec![0u16; rows * k];
-            for (b, &f) in a.iter_mut().zip(xs) {
-                *b = bf16_bits(f);
-            }
-            let mut out = product(gemm, &a, rows, k, w, bias);
-            out.truncate(n * bias.len());
-            Ok(out)
-        })
+        let k = x.len() / n.max(1);
+        let rows = n.max(2);
+        let mut a = vec![0u16; rows * k];
+        for (b, &f) in a.iter_mut().zip(x) {
+            *b = bf16_bits(f);
+        }
+        let mut out = product(gemm, &a, rows, k, w, bias);
+        out.truncate(n * bias.len());
+        Ok(out)
     }
 
     /// `out = x · w + bias` for row-major x (n, k), w (k, m), bias (m).
-    pub fn dense(&self, x: &Tensor, w: &[f32], bias: &[f32]) -> candle_core::Result<Vec<f32>> {
-        with_rows(x, |n, k, xs| Ok(product(self.sgemm, xs, n, k, w, bias)))
+    pub fn dense(&self, x: &[f32], n: usize, w: &[f32], bias: &[f32]) -> Vec<f32> {
+        product(self.sgemm, x, n, x.len() / n.max(1), w, bias)
     }
-}
-
-/// `f(n, k, rows)` with the row-major contents of the CPU matrix `x` (n, k).
-fn with_rows<R>(
-    x: &Tensor,
-    f: impl FnOnce(usize, usize, &[f32]) -> candle_core::Result<R>,
-) -> candle_core::Result<R> {
-    let (n, k) = x.dims2()?;
-    let x = x.contiguous()?;
-    let (storage, layout) = x.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("BLAS dense layers need CPU tensors")
-    };
-    let start = layout.start_offset();
-    f(n, k, &cpu.as_slice::<f32>()?[start..start + n * k])
 }
 
 /// `a · w + bias` through `gemm`, for row-major a (rows, k), w (k, m), bias (m).
@@ -152,10 +140,6 @@ fn product<T>(gemm: Gemm<T>, a: &[T], rows: usize, k: usize, w: &[T], bias: &[f3
         );
     }
     out
-}
-
-pub fn tensor(data: Vec<f32>, rows: usize, cols: usize) -> candle_core::Result<Tensor> {
-    Tensor::from_vec(data, (rows, cols), &Device::Cpu)
 }
 
 /// `f` rounded to the nearest bfloat16 (ties to even), as its 16 bits. The

@@ -11,7 +11,7 @@ mod cache;
 mod gemm;
 mod model;
 
-pub use batcher::{padded_width, BatchPlan, Embedder, EmbedderOptions, WIDTH_QUANTUM};
+pub use batcher::{BatchPlan, Embedder, EmbedderOptions};
 pub use cache::EmbeddingCache;
 pub use gemm::{bf16_bits, Blas, CblasGemmBf16, CblasSgemm, Precision};
 pub use model::MiniLm;

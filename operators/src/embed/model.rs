@@ -1,6 +1,6 @@
-//! The BERT forward pass and sentence-transformers pooling for one padded batch.
+//! The BERT forward pass and sentence-transformers pooling for one batch.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 
@@ -18,7 +18,6 @@ pub const MAX_TOKENS: usize = 256;
 pub struct MiniLm {
     bert: Bert,
     tokenizer: Tokenizer,
-    device: Device,
 }
 
 impl MiniLm {
@@ -43,15 +42,13 @@ impl MiniLm {
             }))
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
-        let device = Device::Cpu;
-        let vb =
-            VarBuilder::from_slice_safetensors(&files.weights_safetensors, DType::F32, &device)?;
+        let vb = VarBuilder::from_slice_safetensors(
+            &files.weights_safetensors,
+            DType::F32,
+            &Device::Cpu,
+        )?;
         let bert = Bert::load(vb, &config, blas, precision)?;
-        Ok(MiniLm {
-            bert,
-            tokenizer,
-            device,
-        })
+        Ok(MiniLm { bert, tokenizer })
     }
 
     /// Token ids of one text, with [CLS]/[SEP], truncated to [`MAX_TOKENS`].
@@ -63,36 +60,32 @@ impl MiniLm {
         Ok(enc.get_ids().to_vec())
     }
 
-    /// Embeds already-tokenized texts in one forward pass, padded to `width`
-    /// (at least the longest sequence).
-    pub fn forward(&self, batch: &[&[u32]], width: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// Embeds already-tokenized texts in one forward pass: mean pooling over
+    /// each text's tokens, then unit length (sentence-transformers' pooling).
+    pub fn forward(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let width = width
-            .max(batch.iter().map(|ids| ids.len()).max().unwrap_or(0))
-            .max(1);
-        let mut ids = Vec::with_capacity(batch.len() * width);
-        let mut mask = Vec::with_capacity(batch.len() * width);
-        for seq in batch {
-            ids.extend_from_slice(seq);
-            ids.extend(std::iter::repeat_n(0u32, width - seq.len()));
-            mask.extend(std::iter::repeat_n(1u32, seq.len()));
-            mask.extend(std::iter::repeat_n(0u32, width - seq.len()));
-        }
-        let shape = (batch.len(), width);
-        let ids = Tensor::from_vec(ids, shape, &self.device)?;
-        let mask = Tensor::from_vec(mask, shape, &self.device)?;
-        let hidden = self.bert.forward(&ids, &mask)?; // (b, t, 384)
-                                                      // Mean pooling over real tokens only.
-        let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (b, t, 1)
-        let summed = hidden.broadcast_mul(&maskf)?.sum(1)?; // (b, 384)
-        let counts = maskf.sum(1)?.clamp(1e-9, f64::MAX)?; // (b, 1)
-        let mean = summed.broadcast_div(&counts)?;
-        let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        let unit = mean.broadcast_div(&norms)?;
-        let rows = unit.to_vec2::<f32>()?;
-        debug_assert!(rows.iter().all(|r| r.len() == EMBEDDING_DIM));
+        let packed = self.bert.forward(batch)?;
+        let rows = packed
+            .starts
+            .windows(2)
+            .map(|w| pool(&packed.rows[w[0] * EMBEDDING_DIM..w[1] * EMBEDDING_DIM]))
+            .collect();
         Ok(rows)
     }
+}
+
+/// The unit-length mean of a text's token rows (a zero vector for none).
+fn pool(rows: &[f32]) -> Vec<f32> {
+    let mut mean = vec![0f32; EMBEDDING_DIM];
+    let tokens = rows.len() / EMBEDDING_DIM;
+    for row in rows.chunks_exact(EMBEDDING_DIM) {
+        mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
+    }
+    let count = (tokens as f32).max(1e-9);
+    mean.iter_mut().for_each(|m| *m /= count);
+    let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    mean.iter_mut().for_each(|m| *m /= norm);
+    mean
 }
