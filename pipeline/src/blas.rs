@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
-use ideaflow_operators::embed::{Blas, CblasGemmBf16, CblasSgemm, Precision};
+use ideaflow_operators::embed::{
+    Blas, CblasGemmBf16, CblasSgemm, CblasSgemmCompute, CblasSgemmPack, CblasSgemmPackGetSize,
+    PackedApi, Precision,
+};
 
 use crate::config::ModelConfig;
 
@@ -123,7 +126,19 @@ fn load_mkl(path: &Path, threads: usize) -> Result<Blas> {
         let sgemm: libloading::Symbol<'_, CblasSgemm> = lib
             .get(b"cblas_sgemm\0")
             .context("the MKL library has no cblas_sgemm")?;
-        let blas = Blas::from_raw(*sgemm);
+        let mut blas = Blas::from_raw(*sgemm);
+        // Weights packed once at load (bit-identical sums, no copy per product).
+        if let (Ok(get_size), Ok(pack), Ok(compute)) = (
+            lib.get::<CblasSgemmPackGetSize>(b"cblas_sgemm_pack_get_size\0"),
+            lib.get::<CblasSgemmPack>(b"cblas_sgemm_pack\0"),
+            lib.get::<CblasSgemmCompute>(b"cblas_sgemm_compute\0"),
+        ) {
+            blas = blas.with_packed(PackedApi {
+                get_size: *get_size,
+                pack: *pack,
+                compute: *compute,
+            });
+        }
         // MKL since 2019 has the bf16 product; an older one still serves f32.
         Ok(
             match lib.get::<CblasGemmBf16>(b"cblas_gemm_bf16bf16f32\0") {

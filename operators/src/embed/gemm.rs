@@ -29,6 +29,60 @@ pub type CblasSgemm = Gemm<f32>;
 /// in bfloat16 (`MKL_BF16`, the top 16 bits of an f32) and f32 sums.
 pub type CblasGemmBf16 = Gemm<u16>;
 
+/// MKL's `cblas_sgemm_pack_get_size`: bytes for a packed matrix.
+pub type CblasSgemmPackGetSize =
+    unsafe extern "C" fn(identifier: i32, m: i32, n: i32, k: i32) -> usize;
+
+/// MKL's `cblas_sgemm_pack`: a matrix copied once into the blocked layout
+/// its products read, so that later products skip that copy.
+pub type CblasSgemmPack = unsafe extern "C" fn(
+    layout: i32,
+    identifier: i32,
+    trans: i32,
+    m: i32,
+    n: i32,
+    k: i32,
+    alpha: f32,
+    src: *const f32,
+    ld: i32,
+    dest: *mut f32,
+);
+
+/// MKL's `cblas_sgemm_compute`: `sgemm` with an operand packed by
+/// [`CblasSgemmPack`] (its `trans` given as `CBLAS_PACKED`).
+pub type CblasSgemmCompute = unsafe extern "C" fn(
+    layout: i32,
+    trans_a: i32,
+    trans_b: i32,
+    m: i32,
+    n: i32,
+    k: i32,
+    a: *const f32,
+    lda: i32,
+    b: *const f32,
+    ldb: i32,
+    beta: f32,
+    c: *mut f32,
+    ldc: i32,
+);
+
+/// MKL's packed-product API, as one set.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedApi {
+    pub get_size: CblasSgemmPackGetSize,
+    pub pack: CblasSgemmPack,
+    pub compute: CblasSgemmCompute,
+}
+
+/// A dense layer's weight (k, m) packed by MKL for its products. It must
+/// stay where it was packed (MKL's layout may hold addresses); the buffer
+/// is a heap allocation that never moves or grows.
+pub struct PackedWeight {
+    data: Box<[f32]>,
+    k: usize,
+    m: usize,
+}
+
 /// The number format of the dense layers' products (`model.precision`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
@@ -42,6 +96,8 @@ pub enum Precision {
 
 const CBLAS_ROW_MAJOR: i32 = 101;
 const CBLAS_NO_TRANS: i32 = 111;
+const CBLAS_PACKED: i32 = 151;
+const CBLAS_B_MATRIX: i32 = 162;
 
 /// A host-provided CBLAS. Constructing one is a promise that the pointer is a
 /// real `cblas_sgemm` that stays loaded for the life of the process.
@@ -49,6 +105,7 @@ const CBLAS_NO_TRANS: i32 = 111;
 pub struct Blas {
     sgemm: CblasSgemm,
     gemm_bf16: Option<CblasGemmBf16>,
+    packed: Option<PackedApi>,
 }
 
 impl Blas {
@@ -58,7 +115,87 @@ impl Blas {
         Blas {
             sgemm,
             gemm_bf16: None,
+            packed: None,
         }
+    }
+
+    /// This BLAS with MKL's packed products: f32 weights are packed once at
+    /// load and multiplied without being copied again per product (the
+    /// copy was a tenth of a batch of 32 texts). The sums are the same as
+    /// `sgemm`'s, bit for bit (probed at 2 to 1,800 rows of every layer's
+    /// shape; the embedding tests compare against sentence-transformers
+    /// and across batchings).
+    ///
+    /// # Safety
+    /// The three functions must implement MKL's `cblas_sgemm_pack_get_size`,
+    /// `cblas_sgemm_pack` and `cblas_sgemm_compute` contracts and outlive
+    /// every embedder.
+    pub unsafe fn with_packed(self, packed: PackedApi) -> Self {
+        Blas {
+            packed: Some(packed),
+            ..self
+        }
+    }
+
+    /// `w` (k, m) row-major packed for [`Blas::dense_packed`], if this
+    /// BLAS packs.
+    pub fn pack(&self, w: &[f32], k: usize, m: usize) -> Option<PackedWeight> {
+        let api = self.packed?;
+        assert_eq!(w.len(), k * m);
+        // SAFETY: the `with_packed` contract covers the functions; the size
+        // is asked for before the buffer it sizes is written.
+        unsafe {
+            let bytes = (api.get_size)(CBLAS_B_MATRIX, 1, m as i32, k as i32);
+            let mut data = vec![0f32; bytes.div_ceil(4)].into_boxed_slice();
+            (api.pack)(
+                CBLAS_ROW_MAJOR,
+                CBLAS_B_MATRIX,
+                CBLAS_NO_TRANS,
+                1,
+                m as i32,
+                k as i32,
+                1.0,
+                w.as_ptr(),
+                m as i32,
+                data.as_mut_ptr(),
+            );
+            Some(PackedWeight { data, k, m })
+        }
+    }
+
+    /// `out = x · w + bias` for row-major x (n, k), `w` packed (k, m) by
+    /// [`Blas::pack`], bias (m).
+    pub fn dense_packed(&self, x: &[f32], n: usize, w: &PackedWeight, bias: &[f32]) -> Vec<f32> {
+        let api = self
+            .packed
+            .expect("weights are packed only by a BLAS that packs");
+        let (k, m) = (w.k, w.m);
+        assert!(x.len() >= n * k && bias.len() == m);
+        let mut out = Vec::with_capacity(n * m);
+        for _ in 0..n {
+            out.extend_from_slice(bias);
+        }
+        // SAFETY: x and out hold (n, k) and (n, m) elements, `w` was packed
+        // for (k, m) by this API and has not moved; the `with_packed`
+        // contract covers the function.
+        unsafe {
+            (api.compute)(
+                CBLAS_ROW_MAJOR,
+                CBLAS_NO_TRANS,
+                CBLAS_PACKED,
+                n as i32,
+                m as i32,
+                k as i32,
+                x.as_ptr(),
+                k as i32,
+                w.data.as_ptr(),
+                m as i32,
+                1.0,
+                out.as_mut_ptr(),
+                m as i32,
+            );
+        }
+        out
     }
 
     /// This BLAS with a bf16 product for [`Precision::Bf16`].

@@ -13,7 +13,10 @@ mod model;
 
 pub use batcher::{BatchPlan, Embedder, EmbedderOptions};
 pub use cache::EmbeddingCache;
-pub use gemm::{bf16_bits, Blas, CblasGemmBf16, CblasSgemm, Precision};
+pub use gemm::{
+    bf16_bits, Blas, CblasGemmBf16, CblasSgemm, CblasSgemmCompute, CblasSgemmPack,
+    CblasSgemmPackGetSize, PackedApi, Precision,
+};
 pub use model::MiniLm;
 
 /// The three files of a sentence-transformers model folder, as bytes.
