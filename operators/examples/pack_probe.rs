@@ -1,139 +1,69 @@
-//! Probe: MKL's packed-B sgemm against plain sgemm (speed, bit-identity of rows).
+//! Probe: the dense layers' products with weights packed once by MKL against
+//! plain `sgemm` (time, and whether the rows' sums are bit-identical, also
+//! when fewer rows are multiplied). Run from the repository root after
+//! `scripts/setup.sh`: `cargo run --release -p ideaflow-operators --example pack_probe`
+//! (`T=1` for one thread).
 use std::time::Instant;
-type Sgemm = unsafe extern "C" fn(
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    f32,
-    *const f32,
-    i32,
-    *const f32,
-    i32,
-    f32,
-    *mut f32,
-    i32,
-);
-type PackSize = unsafe extern "C" fn(i32, i32, i32, i32) -> usize;
-type Pack = unsafe extern "C" fn(i32, i32, i32, i32, i32, i32, f32, *const f32, i32, *mut f32);
-type Compute = unsafe extern "C" fn(
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    *const f32,
-    i32,
-    *const f32,
-    i32,
-    f32,
-    *mut f32,
-    i32,
-);
+
+use ideaflow_operators::embed::{
+    Blas, CblasSgemm, CblasSgemmCompute, CblasSgemmPack, CblasSgemmPackGetSize, PackedApi,
+};
+
 fn main() {
     std::env::set_var("MKL_THREADING_LAYER", "GNU");
     std::env::set_var("MKL_CBWR", "AUTO,STRICT");
     std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
-    let threads = std::env::var("T").unwrap_or("2".into());
-    std::env::set_var("MKL_NUM_THREADS", &threads);
-    let lib = unsafe { libloading::Library::new("state/mkl/lib/libmkl_rt.so.2").unwrap() };
-    let sgemm: libloading::Symbol<Sgemm> = unsafe { lib.get(b"cblas_sgemm\0").unwrap() };
-    let size: libloading::Symbol<PackSize> =
-        unsafe { lib.get(b"cblas_sgemm_pack_get_size\0").unwrap() };
-    let pack: libloading::Symbol<Pack> = unsafe { lib.get(b"cblas_sgemm_pack\0").unwrap() };
-    let compute: libloading::Symbol<Compute> =
-        unsafe { lib.get(b"cblas_sgemm_compute\0").unwrap() };
+    std::env::set_var("MKL_NUM_THREADS", std::env::var("T").unwrap_or("2".into()));
+    // SAFETY: loading MKL runs its initializers; the symbols have the CBLAS
+    // and MKL signatures their types state, and the library is never unloaded.
+    let blas = unsafe {
+        let lib = Box::leak(Box::new(
+            libloading::Library::new("state/mkl/lib/libmkl_rt.so.2").expect("MKL installed"),
+        ));
+        let sgemm = *lib.get::<CblasSgemm>(b"cblas_sgemm\0").unwrap();
+        Blas::from_raw(sgemm).with_packed(PackedApi {
+            get_size: *lib
+                .get::<CblasSgemmPackGetSize>(b"cblas_sgemm_pack_get_size\0")
+                .unwrap(),
+            pack: *lib.get::<CblasSgemmPack>(b"cblas_sgemm_pack\0").unwrap(),
+            compute: *lib
+                .get::<CblasSgemmCompute>(b"cblas_sgemm_compute\0")
+                .unwrap(),
+        })
+    };
     let mut seed = 1u64;
-    let mut rnd = || {
+    let mut rnd = move || {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     };
-    for (k, n) in [(384usize, 1536usize), (1536, 384), (384, 1152), (384, 384)] {
-        let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
-        let bytes = unsafe { size(162, 1, n as i32, k as i32) };
-        let mut packed = vec![0f32; bytes / 4 + 16];
-        unsafe {
-            pack(
-                101,
-                162,
-                111,
-                1,
-                n as i32,
-                k as i32,
-                1.0,
-                w.as_ptr(),
-                n as i32,
-                packed.as_mut_ptr(),
-            )
-        };
-        for m in [2usize, 13, 450, 1800] {
-            let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
-            let plain = |a: &[f32], m: usize| {
-                let mut c = vec![0f32; m * n];
-                unsafe {
-                    sgemm(
-                        101,
-                        111,
-                        111,
-                        m as i32,
-                        n as i32,
-                        k as i32,
-                        1.0,
-                        a.as_ptr(),
-                        k as i32,
-                        w.as_ptr(),
-                        n as i32,
-                        0.0,
-                        c.as_mut_ptr(),
-                        n as i32,
-                    )
-                };
-                c
+    for (k, m) in [(384usize, 1536usize), (1536, 384), (384, 1152), (384, 384)] {
+        let w: Vec<f32> = (0..k * m).map(|_| rnd()).collect();
+        let bias: Vec<f32> = (0..m).map(|_| rnd()).collect();
+        let packed = blas.pack(&w, k, m).expect("MKL packs");
+        for n in [2usize, 13, 450, 1800] {
+            let x: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
+            let plain = blas.dense(&x, n, &w, &bias);
+            let fast = blas.dense_packed(&x, n, &packed, &bias);
+            let first_two = blas.dense_packed(&x[..2 * k], 2, &packed, &bias);
+            let rounds = (200_000_000 / (n * k * m)).max(3);
+            let time = |f: &dyn Fn() -> Vec<f32>| {
+                let t = Instant::now();
+                for _ in 0..rounds {
+                    std::hint::black_box(f());
+                }
+                t.elapsed().as_secs_f64() / rounds as f64 * 1e3
             };
-            let packd = |a: &[f32], m: usize| {
-                let mut c = vec![0f32; m * n];
-                unsafe {
-                    compute(
-                        101,
-                        111,
-                        151,
-                        m as i32,
-                        n as i32,
-                        k as i32,
-                        a.as_ptr(),
-                        k as i32,
-                        packed.as_ptr(),
-                        n as i32,
-                        0.0,
-                        c.as_mut_ptr(),
-                        n as i32,
-                    )
-                };
-                c
-            };
-            let p1 = plain(&a, m);
-            let c1 = packd(&a, m);
-            // rows alone
-            let first = packd(&a[..2 * k], 2);
-            let same_rows = first[..] == c1[..2 * n];
-            let same_plain = p1 == c1;
-            let it = (200_000_000 / (m * k * n)).max(3);
-            let t = Instant::now();
-            for _ in 0..it {
-                std::hint::black_box(plain(&a, m));
-            }
-            let tp = t.elapsed().as_secs_f64() / it as f64;
-            let t = Instant::now();
-            for _ in 0..it {
-                std::hint::black_box(packd(&a, m));
-            }
-            let tc = t.elapsed().as_secs_f64() / it as f64;
-            println!("k{k} n{n} m{m}: plain {:.3} ms, packed {:.3} ms ({:.2}x); rows alone same: {same_rows}; same as plain: {same_plain}", tp * 1e3, tc * 1e3, tp / tc);
+            let tp = time(&|| blas.dense(&x, n, &w, &bias));
+            let tc = time(&|| blas.dense_packed(&x, n, &packed, &bias));
+            println!(
+                "({n}, {k}) x ({k}, {m}): plain {tp:.3} ms, packed {tc:.3} ms ({:.2}x); \
+                 same as plain: {}; first rows alone the same: {}",
+                tp / tc,
+                plain == fast,
+                first_two[..] == fast[..2 * m]
+            );
         }
     }
 }
