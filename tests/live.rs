@@ -683,11 +683,15 @@ fn a_webhook_without_a_bus_says_so() {
 fn raw_text_faster_than_the_model_waits_in_a_bounded_queue() {
     const MAX_IN_FLIGHT: f64 = 100.0;
     let dir = tempfile::tempdir().unwrap();
+    // The model on one thread, and /metrics read every 10 ms: since the
+    // embedder packs its batches it drains a read batch fast enough that
+    // scrapes 50 ms apart, beside the suite's other pipelines, once saw
+    // the queue empty every time.
     let config = dir.path().join("slow-model.toml");
     std::fs::write(
         &config,
         format!(
-            "extends = {:?}\n[pipeline]\nidle_source_secs = 2\nmax_in_flight = {MAX_IN_FLIGHT}\n",
+            "extends = {:?}\n[pipeline]\nidle_source_secs = 2\nmax_in_flight = {MAX_IN_FLIGHT}\n[model]\nthreads = 1\n",
             live_config(dir.path())
         ),
     )
@@ -702,7 +706,7 @@ fn raw_text_faster_than_the_model_waits_in_a_bounded_queue() {
         &input,
         &name,
         dir.path(),
-        Duration::from_millis(50),
+        Duration::from_millis(10),
         |text, labels| {
             most_queued =
                 most_queued.max(metric(text, "ideaflow_embed_queue_signals").unwrap_or(0.0));
