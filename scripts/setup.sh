@@ -125,7 +125,7 @@ else
   say "starting postgres on port $PG_PORT"
   [ "$(id -u)" -eq 0 ] && chown -R "$PG_USER_OS" "$PGDATA"
   as_pg env LD_LIBRARY_PATH="$LD_LIBRARY_PATH" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 \
-    -o "-p $PG_PORT -k $PGDATA -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c shared_buffers=256MB -c maintenance_work_mem=512MB" start >/dev/null \
+    -o "-p $PG_PORT -k $PGDATA -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c shared_buffers=256MB -c maintenance_work_mem=512MB -c max_wal_size=256MB -c min_wal_size=64MB" start >/dev/null \
     || die "postgres failed to start: see $PGDATA/server.log."
 fi
 PSQL=(env LD_LIBRARY_PATH="$LD_LIBRARY_PATH" PGOPTIONS="-c client_min_messages=warning" "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U ideaflow -v ON_ERROR_STOP=1 -qtA)

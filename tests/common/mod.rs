@@ -450,7 +450,7 @@ impl OwnPostgres {
             .arg(self.dir.path().join("server.log"))
             .args(["-w", "-t", "60", "-o"])
             .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_wal_size=128MB",
                 self.port,
                 self.dir.path().display()
             ))
