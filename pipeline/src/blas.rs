@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context, Result};
 use ideaflow_operators::embed::{
     Blas, CblasGemmBf16, CblasSgemm, CblasSgemmCompute, CblasSgemmPack, CblasSgemmPackGetSize,
-    PackedApi, Precision,
+    MklSetNumThreadsLocal, PackedApi, Precision,
 };
 
 use crate::config::ModelConfig;
@@ -138,6 +138,12 @@ fn load_mkl(path: &Path, threads: usize) -> Result<Blas> {
                 pack: *pack,
                 compute: *compute,
             });
+        }
+        // A batch's parts run on one core each (no hand-offs inside a product).
+        // (The C entry point: the lowercase one is Fortran's, by reference.)
+        if let Ok(threads_local) = lib.get::<MklSetNumThreadsLocal>(b"MKL_Set_Num_Threads_Local\0")
+        {
+            blas = blas.with_thread_control(*threads_local);
         }
         // MKL since 2019 has the bf16 product; an older one still serves f32.
         Ok(

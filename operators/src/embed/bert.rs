@@ -209,13 +209,49 @@ fn lane_sum(values: impl Iterator<Item = f32>) -> f32 {
 /// others costs more than they save.
 const PARALLEL_MIN_FLOATS: usize = 1 << 16;
 
+std::thread_local! {
+    /// Set on the threads that each run a part of a split batch: their
+    /// steps stay on their own core.
+    static ONE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Threads for an elementwise step over `floats` values.
 fn threads_for(floats: usize) -> usize {
-    if floats < PARALLEL_MIN_FLOATS {
+    if floats < PARALLEL_MIN_FLOATS || ONE_THREAD.get() {
         1
     } else {
         candle_core::utils::get_num_threads().max(1)
     }
+}
+
+/// A batch with fewer tokens than this per thread runs whole, its products
+/// and steps spread over the threads; a larger one is split into one part
+/// per thread, each run start to end on one core.
+const SPLIT_MIN_TOKENS_PER_THREAD: usize = 48;
+
+/// Cuts `batch` into `parts` contiguous runs of about equal token counts
+/// (each at least one text); returns the runs' bounds.
+fn token_runs(batch: &[&[u32]], parts: usize) -> Vec<usize> {
+    let total: usize = batch.iter().map(|s| s.len()).sum();
+    let mut cuts = Vec::with_capacity(parts + 1);
+    cuts.push(0);
+    let mut acc = 0;
+    for (i, seq) in batch.iter().enumerate() {
+        acc += seq.len();
+        if cuts.len() == parts {
+            break;
+        }
+        // Each part after this cut needs a text of its own.
+        let texts_left = batch.len() - (i + 1);
+        let parts_left = parts - cuts.len();
+        if texts_left == parts_left
+            || (texts_left > parts_left && acc * parts >= total * cuts.len())
+        {
+            cuts.push(i + 1);
+        }
+    }
+    cuts.push(batch.len());
+    cuts
 }
 
 struct Layer {
@@ -237,6 +273,9 @@ pub struct Bert {
     heads: usize,
     head_dim: usize,
     hidden: usize,
+    /// The host BLAS when it can confine products to one thread: large
+    /// batches are then split over the threads ([`Bert::forward`]).
+    splits_on: Option<Blas>,
 }
 
 /// Where each text's rows are among a batch's packed token rows: text `i`
@@ -305,6 +344,7 @@ impl Bert {
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
             hidden: h,
+            splits_on: blas.filter(Blas::controls_threads),
         })
     }
 
@@ -315,7 +355,63 @@ impl Bert {
     /// products works on one row or one text at a time, and a product's row
     /// depends only on that row, so a text's states are the same whatever it
     /// is batched with.
+    ///
+    /// With several threads and a BLAS that can confine a product to one
+    /// thread, a large batch is cut into one run of texts per thread, each
+    /// run through every layer on its own core: the threads then meet once
+    /// per batch instead of at each of the ~40 steps of a pass (measured in
+    /// `benches/README.md`). The parts' states are the whole's, row for row.
     pub fn forward(&self, batch: &[&[u32]]) -> candle_core::Result<Packed> {
+        let threads = candle_core::utils::get_num_threads().max(1);
+        let tokens: usize = batch.iter().map(|s| s.len()).sum();
+        let parts = threads.min(batch.len());
+        let Some(blas) = self.splits_on else {
+            return self.forward_whole(batch);
+        };
+        if parts < 2 || tokens < SPLIT_MIN_TOKENS_PER_THREAD * parts || ONE_THREAD.get() {
+            return self.forward_whole(batch);
+        }
+        let cuts = token_runs(batch, parts);
+        let run_part = |part: &[&[u32]]| {
+            blas.on_one_thread(|| {
+                ONE_THREAD.set(true);
+                let out = self.forward_whole(part);
+                ONE_THREAD.set(false);
+                out
+            })
+        };
+        let packed: Vec<candle_core::Result<Packed>> = std::thread::scope(|s| {
+            let others: Vec<_> = cuts[1..]
+                .windows(2)
+                .map(|w| {
+                    let part = &batch[w[0]..w[1]];
+                    s.spawn(move || run_part(part))
+                })
+                .collect();
+            let mut all = vec![run_part(&batch[..cuts[1]])];
+            all.extend(others.into_iter().map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(candle_core::Error::Msg(
+                        "a thread of the model's forward pass panicked".into(),
+                    ))
+                })
+            }));
+            all
+        });
+        let mut starts = Vec::with_capacity(batch.len() + 1);
+        starts.push(0);
+        let mut rows = Vec::with_capacity(tokens * self.hidden);
+        for part in packed {
+            let part = part?;
+            let base = starts[starts.len() - 1];
+            starts.extend(part.starts[1..].iter().map(|s| base + s));
+            rows.extend_from_slice(&part.rows);
+        }
+        Ok(Packed { starts, rows })
+    }
+
+    /// [`Bert::forward`] of a whole batch at once.
+    fn forward_whole(&self, batch: &[&[u32]]) -> candle_core::Result<Packed> {
         let h = self.hidden;
         let mut starts = Vec::with_capacity(batch.len() + 1);
         starts.push(0);
@@ -638,6 +734,20 @@ pub(crate) fn erf(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn token_runs_give_every_part_a_text_and_balance_tokens() {
+        let seqs: Vec<Vec<u32>> = [10, 10, 10, 10].iter().map(|n| vec![0; *n]).collect();
+        let batch: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        assert_eq!(super::token_runs(&batch, 2), vec![0, 2, 4]);
+        assert_eq!(super::token_runs(&batch, 4), vec![0, 1, 2, 3, 4]);
+        let seqs: Vec<Vec<u32>> = [1, 100].iter().map(|n| vec![0; *n]).collect();
+        let batch: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        assert_eq!(super::token_runs(&batch, 2), vec![0, 1, 2]);
+        let seqs: Vec<Vec<u32>> = [90, 5, 5].iter().map(|n| vec![0; *n]).collect();
+        let batch: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        assert_eq!(super::token_runs(&batch, 2), vec![0, 1, 3]);
+    }
+
     #[test]
     fn gelu_is_the_same_on_every_vector_width() {
         let row: Vec<f32> = (0..1536).map(|i| (i as f32 - 768.0) / 97.0).collect();

@@ -66,6 +66,11 @@ pub type CblasSgemmCompute = unsafe extern "C" fn(
     ldc: i32,
 );
 
+/// MKL's `mkl_set_num_threads_local`: how many threads the products called
+/// from this thread use (0: back to the global setting); returns the
+/// previous setting.
+pub type MklSetNumThreadsLocal = unsafe extern "C" fn(threads: i32) -> i32;
+
 /// MKL's packed-product API, as one set.
 #[derive(Clone, Copy, Debug)]
 pub struct PackedApi {
@@ -106,6 +111,7 @@ pub struct Blas {
     sgemm: CblasSgemm,
     gemm_bf16: Option<CblasGemmBf16>,
     packed: Option<PackedApi>,
+    threads_local: Option<MklSetNumThreadsLocal>,
 }
 
 impl Blas {
@@ -116,7 +122,48 @@ impl Blas {
             sgemm,
             gemm_bf16: None,
             packed: None,
+            threads_local: None,
         }
+    }
+
+    /// This BLAS with a per-thread thread count for its products, so that
+    /// several threads can each run a part of a batch on one core
+    /// ([`Blas::on_one_thread`]).
+    ///
+    /// # Safety
+    /// `threads_local` must implement MKL's `mkl_set_num_threads_local`
+    /// contract and outlive every embedder.
+    pub unsafe fn with_thread_control(self, threads_local: MklSetNumThreadsLocal) -> Self {
+        Blas {
+            threads_local: Some(threads_local),
+            ..self
+        }
+    }
+
+    /// Whether [`Blas::on_one_thread`] can confine products to their
+    /// calling thread.
+    pub fn controls_threads(&self) -> bool {
+        self.threads_local.is_some()
+    }
+
+    /// Runs `f` with the products it calls on this thread alone (if this
+    /// BLAS [controls threads](Blas::controls_threads)), then restores the
+    /// thread's setting. MKL's strict reproducibility (`MKL_CBWR`) makes a
+    /// product's sums the same on any number of threads.
+    pub fn on_one_thread<R>(&self, f: impl FnOnce() -> R) -> R {
+        let Some(set) = self.threads_local else {
+            return f();
+        };
+        struct Restore(MklSetNumThreadsLocal, i32);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                // SAFETY: the `with_thread_control` contract covers the function.
+                unsafe { (self.0)(self.1) };
+            }
+        }
+        // SAFETY: the `with_thread_control` contract covers the function.
+        let _restore = Restore(set, unsafe { set(1) });
+        f()
     }
 
     /// This BLAS with MKL's packed products: f32 weights are packed once at

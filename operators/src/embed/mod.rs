@@ -15,7 +15,7 @@ pub use batcher::{BatchPlan, Embedder, EmbedderOptions};
 pub use cache::EmbeddingCache;
 pub use gemm::{
     bf16_bits, Blas, CblasGemmBf16, CblasSgemm, CblasSgemmCompute, CblasSgemmPack,
-    CblasSgemmPackGetSize, PackedApi, Precision,
+    CblasSgemmPackGetSize, MklSetNumThreadsLocal, PackedApi, Precision,
 };
 pub use model::MiniLm;
 
