@@ -215,6 +215,22 @@ std::thread_local! {
     static ONE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Keeps the current thread's steps on it until dropped (also when a
+/// step panics: the thread may run other batches after).
+struct OneThread(bool);
+
+impl OneThread {
+    fn enter() -> Self {
+        OneThread(ONE_THREAD.replace(true))
+    }
+}
+
+impl Drop for OneThread {
+    fn drop(&mut self) {
+        ONE_THREAD.set(self.0);
+    }
+}
+
 /// Threads for an elementwise step over `floats` values.
 fn threads_for(floats: usize) -> usize {
     if floats < PARALLEL_MIN_FLOATS || ONE_THREAD.get() {
@@ -374,10 +390,8 @@ impl Bert {
         let cuts = token_runs(batch, parts);
         let run_part = |part: &[&[u32]]| {
             blas.on_one_thread(|| {
-                ONE_THREAD.set(true);
-                let out = self.forward_whole(part);
-                ONE_THREAD.set(false);
-                out
+                let _alone = OneThread::enter();
+                self.forward_whole(part)
             })
         };
         let packed: Vec<candle_core::Result<Packed>> = std::thread::scope(|s| {
