@@ -353,8 +353,8 @@ fn assert_same_at(stores: &Stores, reference: &str, ns: &str, dir: &Path, positi
         dead_letters(&file(ns, "dead"), positions),
         "the dead letters differ"
     );
-    // The same: the two runs' tables (~100 MB each, mostly the score table's
-    // dead rows) are not needed any more; a failure keeps them to look at.
+    // The same: the two runs' tables (~100 MB each: vectors, idea rows,
+    // feedback windows, scores) are not needed any more; a failure keeps them.
     for schema in [reference, ns] {
         psql_at(
             &stores.postgres,
