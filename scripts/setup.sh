@@ -70,6 +70,11 @@ need_cmd redis-server || apt_install redis-server
 need_cmd unzip || apt_install unzip
 mkdir -p "$STATE/redis"
 if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+  # Another checkout's server (or anyone's) on this port would take our
+  # keys, and stop when its owner stops it.
+  redis_dir="$(redis-cli -p "$REDIS_PORT" config get dir 2>/dev/null | sed -n 2p)"
+  [ "$(realpath -m "$redis_dir")" = "$(realpath -m "$STATE/redis")" ] \
+    || die "port $REDIS_PORT answers as Redis, but not this checkout's (its dir is '${redis_dir:-unknown}'): stop that server, or set IDEAFLOW_REDIS_PORT to a free port."
   say "redis already running on port $REDIS_PORT"
 else
   say "starting redis on port $REDIS_PORT"
@@ -120,6 +125,11 @@ if [ ! -f "$PGDATA/PG_VERSION" ]; then
     --encoding=UTF8 --locale=C >"$STATE/initdb.log" 2>&1 || die "initdb failed: see $STATE/initdb.log."
 fi
 if as_pg env LD_LIBRARY_PATH="$LD_LIBRARY_PATH" "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT" -q; then
+  # Not another checkout's server, whose data folder may be gone.
+  pg_dir="$(env LD_LIBRARY_PATH="$LD_LIBRARY_PATH" "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U ideaflow \
+    -d postgres -XqtAc 'SHOW data_directory' 2>/dev/null || true)"
+  [ "$(realpath -m "$pg_dir")" = "$(realpath -m "$PGDATA")" ] \
+    || die "port $PG_PORT answers as PostgreSQL, but not this checkout's (its data folder is '${pg_dir:-unknown}'): stop that server, or set IDEAFLOW_PG_PORT to a free port."
   say "postgres already running on port $PG_PORT"
 else
   say "starting postgres on port $PG_PORT"
