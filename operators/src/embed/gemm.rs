@@ -66,7 +66,8 @@ pub type CblasSgemmCompute = unsafe extern "C" fn(
     ldc: i32,
 );
 
-/// MKL's `mkl_set_num_threads_local`: how many threads the products called
+/// MKL's `MKL_Set_Num_Threads_Local` (the C entry point; the lowercase name
+/// is Fortran's, by reference): how many threads the products called
 /// from this thread use (0: back to the global setting); returns the
 /// previous setting.
 pub type MklSetNumThreadsLocal = unsafe extern "C" fn(threads: i32) -> i32;
@@ -131,7 +132,7 @@ impl Blas {
     /// ([`Blas::on_one_thread`]).
     ///
     /// # Safety
-    /// `threads_local` must implement MKL's `mkl_set_num_threads_local`
+    /// `threads_local` must implement MKL's C `MKL_Set_Num_Threads_Local`
     /// contract and outlive every embedder.
     pub unsafe fn with_thread_control(self, threads_local: MklSetNumThreadsLocal) -> Self {
         Blas {
