@@ -245,28 +245,27 @@ fn threads_for(floats: usize) -> usize {
 /// per thread, each run start to end on one core.
 const SPLIT_MIN_TOKENS_PER_THREAD: usize = 48;
 
-/// Cuts `batch` into `parts` contiguous runs of about equal token counts
-/// (each at least one text); returns the runs' bounds.
-fn token_runs(batch: &[&[u32]], parts: usize) -> Vec<usize> {
-    let total: usize = batch.iter().map(|s| s.len()).sum();
+/// Cuts items `0..count` into `parts` (at most `count`) contiguous runs of
+/// about equal total `weight`, each with at least one item; returns the
+/// runs' bounds (`parts + 1` of them).
+fn even_runs(count: usize, parts: usize, weight: impl Fn(usize) -> usize) -> Vec<usize> {
+    let total: usize = (0..count).map(&weight).sum();
     let mut cuts = Vec::with_capacity(parts + 1);
     cuts.push(0);
     let mut acc = 0;
-    for (i, seq) in batch.iter().enumerate() {
-        acc += seq.len();
+    for i in 0..count {
+        acc += weight(i);
         if cuts.len() == parts {
             break;
         }
-        // Each part after this cut needs a text of its own.
-        let texts_left = batch.len() - (i + 1);
+        // Each part after this cut needs an item of its own.
+        let left = count - (i + 1);
         let parts_left = parts - cuts.len();
-        if texts_left == parts_left
-            || (texts_left > parts_left && acc * parts >= total * cuts.len())
-        {
+        if left == parts_left || (left > parts_left && acc * parts >= total * cuts.len()) {
             cuts.push(i + 1);
         }
     }
-    cuts.push(batch.len());
+    cuts.push(count);
     cuts
 }
 
@@ -387,7 +386,7 @@ impl Bert {
         if parts < 2 || tokens < SPLIT_MIN_TOKENS_PER_THREAD * parts || ONE_THREAD.get() {
             return self.forward_whole(batch);
         }
-        let cuts = token_runs(batch, parts);
+        let cuts = even_runs(batch.len(), parts, |i| batch[i].len());
         let run_part = |part: &[&[u32]]| {
             blas.on_one_thread(|| {
                 let _alone = OneThread::enter();
@@ -504,19 +503,10 @@ impl Bert {
             return ctx;
         }
         // Contiguous runs of texts (so of rows) of about total / threads each.
-        let mut runs = Vec::with_capacity(threads);
-        let (mut from, mut acc) = (0, 0);
-        for i in 0..texts {
-            acc += cost(i);
-            if acc * threads >= total * (runs.len() + 1) && runs.len() + 1 < threads {
-                runs.push(from..i + 1);
-                from = i + 1;
-            }
-        }
-        runs.push(from..texts);
+        let cuts = even_runs(texts, threads, cost);
         std::thread::scope(|s| {
             let mut rest = ctx.as_mut_slice();
-            for run in runs {
+            for run in cuts.windows(2).map(|w| w[0]..w[1]) {
                 let rows = (starts[run.end] - starts[run.start]) * h;
                 let (mine, tail) = std::mem::take(&mut rest).split_at_mut(rows);
                 rest = tail;
@@ -749,17 +739,13 @@ pub(crate) fn erf(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn token_runs_give_every_part_a_text_and_balance_tokens() {
-        let seqs: Vec<Vec<u32>> = [10, 10, 10, 10].iter().map(|n| vec![0; *n]).collect();
-        let batch: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-        assert_eq!(super::token_runs(&batch, 2), vec![0, 2, 4]);
-        assert_eq!(super::token_runs(&batch, 4), vec![0, 1, 2, 3, 4]);
-        let seqs: Vec<Vec<u32>> = [1, 100].iter().map(|n| vec![0; *n]).collect();
-        let batch: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-        assert_eq!(super::token_runs(&batch, 2), vec![0, 1, 2]);
-        let seqs: Vec<Vec<u32>> = [90, 5, 5].iter().map(|n| vec![0; *n]).collect();
-        let batch: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-        assert_eq!(super::token_runs(&batch, 2), vec![0, 1, 3]);
+    fn even_runs_give_every_part_an_item_and_balance_weight() {
+        let runs = |w: &[usize], parts| super::even_runs(w.len(), parts, |i| w[i]);
+        assert_eq!(runs(&[10, 10, 10, 10], 2), vec![0, 2, 4]);
+        assert_eq!(runs(&[10, 10, 10, 10], 4), vec![0, 1, 2, 3, 4]);
+        assert_eq!(runs(&[1, 100], 2), vec![0, 1, 2]);
+        assert_eq!(runs(&[90, 5, 5], 2), vec![0, 1, 3]);
+        assert_eq!(runs(&[5, 5, 90], 2), vec![0, 2, 3]);
     }
 
     #[test]
