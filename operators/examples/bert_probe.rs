@@ -26,7 +26,6 @@ fn main() {
     for _ in 0..3 {
         m.forward(&batch).unwrap();
     }
-    std::env::set_var("PROF", "1");
     let t = std::time::Instant::now();
     m.forward(&batch).unwrap();
     eprintln!("total {:.1}ms", t.elapsed().as_secs_f64() * 1e3);

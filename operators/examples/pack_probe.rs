@@ -44,9 +44,19 @@ fn main() {
         let packed = blas.pack(&w, k, m).expect("MKL packs");
         for n in [2usize, 13, 450, 1800] {
             let x: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
-            let plain = blas.dense(&x, n, &w, &bias);
-            let fast = blas.dense_packed(&x, n, &packed, &bias);
-            let first_two = blas.dense_packed(&x[..2 * k], 2, &packed, &bias);
+            let plain_of = |x: &[f32], n: usize| {
+                let mut out = Vec::new();
+                blas.dense(x, n, &w, &bias, &mut out);
+                out
+            };
+            let packed_of = |x: &[f32], n: usize| {
+                let mut out = Vec::new();
+                blas.dense_packed(x, n, &packed, &bias, &mut out);
+                out
+            };
+            let plain = plain_of(&x, n);
+            let fast = packed_of(&x, n);
+            let first_two = packed_of(&x[..2 * k], 2);
             let rounds = (200_000_000 / (n * k * m)).max(3);
             let time = |f: &dyn Fn() -> Vec<f32>| {
                 let t = Instant::now();
@@ -55,8 +65,8 @@ fn main() {
                 }
                 t.elapsed().as_secs_f64() / rounds as f64 * 1e3
             };
-            let tp = time(&|| blas.dense(&x, n, &w, &bias));
-            let tc = time(&|| blas.dense_packed(&x, n, &packed, &bias));
+            let tp = time(&|| plain_of(&x, n));
+            let tc = time(&|| packed_of(&x, n));
             println!(
                 "({n}, {k}) x ({k}, {m}): plain {tp:.3} ms, packed {tc:.3} ms ({:.2}x); \
                  same as plain: {}; first rows alone the same: {}",

@@ -212,17 +212,23 @@ impl Blas {
     }
 
     /// `out = x · w + bias` for row-major x (n, k), `w` packed (k, m) by
-    /// [`Blas::pack`], bias (m).
-    pub fn dense_packed(&self, x: &[f32], n: usize, w: &PackedWeight, bias: &[f32]) -> Vec<f32> {
+    /// [`Blas::pack`], bias (m); `out`'s rows are replaced (its memory is
+    /// reused: a forward pass makes ~30 products, and fresh buffers of
+    /// megabytes each are pages the kernel must fault in and zero).
+    pub fn dense_packed(
+        &self,
+        x: &[f32],
+        n: usize,
+        w: &PackedWeight,
+        bias: &[f32],
+        out: &mut Vec<f32>,
+    ) {
         let api = self
             .packed
             .expect("weights are packed only by a BLAS that packs");
         let (k, m) = (w.k, w.m);
         assert!(x.len() >= n * k && bias.len() == m);
-        let mut out = Vec::with_capacity(n * m);
-        for _ in 0..n {
-            out.extend_from_slice(bias);
-        }
+        fill_with_bias(out, n, bias);
         // SAFETY: x and out hold (n, k) and (n, m) elements, `w` was packed
         // for (k, m) by this API and has not moved; the `with_packed`
         // contract covers the function.
@@ -243,7 +249,6 @@ impl Blas {
                 m as i32,
             );
         }
-        out
     }
 
     /// This BLAS with a bf16 product for [`Precision::Bf16`].
@@ -274,7 +279,8 @@ impl Blas {
         n: usize,
         w: &[u16],
         bias: &[f32],
-    ) -> candle_core::Result<Vec<f32>> {
+        out: &mut Vec<f32>,
+    ) -> candle_core::Result<()> {
         let Some(gemm) = self.gemm_bf16 else {
             candle_core::bail!("this BLAS has no bf16 product: set model.precision = \"f32\"")
         };
@@ -284,25 +290,42 @@ impl Blas {
         for (b, &f) in a.iter_mut().zip(x) {
             *b = bf16_bits(f);
         }
-        let mut out = product(gemm, &a, rows, k, w, bias);
+        product(gemm, &a, rows, k, w, bias, out);
         out.truncate(n * bias.len());
-        Ok(out)
+        Ok(())
     }
 
-    /// `out = x · w + bias` for row-major x (n, k), w (k, m), bias (m).
-    pub fn dense(&self, x: &[f32], n: usize, w: &[f32], bias: &[f32]) -> Vec<f32> {
-        product(self.sgemm, x, n, x.len() / n.max(1), w, bias)
+    /// `out = x · w + bias` for row-major x (n, k), w (k, m), bias (m);
+    /// `out`'s rows are replaced.
+    pub fn dense(&self, x: &[f32], n: usize, w: &[f32], bias: &[f32], out: &mut Vec<f32>) {
+        product(self.sgemm, x, n, x.len() / n.max(1), w, bias, out)
     }
 }
 
-/// `a · w + bias` through `gemm`, for row-major a (rows, k), w (k, m), bias (m).
-fn product<T>(gemm: Gemm<T>, a: &[T], rows: usize, k: usize, w: &[T], bias: &[f32]) -> Vec<f32> {
-    let m = bias.len();
-    assert!(a.len() >= rows * k && w.len() == k * m);
-    let mut out = Vec::with_capacity(rows * m);
+/// `out` holds `rows` copies of `bias`, and nothing else: a product adds
+/// to it (beta 1), so the bias is inside MKL's sums, as it always was.
+fn fill_with_bias(out: &mut Vec<f32>, rows: usize, bias: &[f32]) {
+    out.clear();
+    out.reserve(rows * bias.len());
     for _ in 0..rows {
         out.extend_from_slice(bias);
     }
+}
+
+/// `out = a · w + bias` through `gemm`, for row-major a (rows, k), w (k, m),
+/// bias (m).
+fn product<T>(
+    gemm: Gemm<T>,
+    a: &[T],
+    rows: usize,
+    k: usize,
+    w: &[T],
+    bias: &[f32],
+    out: &mut Vec<f32>,
+) {
+    let m = bias.len();
+    assert!(a.len() >= rows * k && w.len() == k * m);
+    fill_with_bias(out, rows, bias);
     // SAFETY: a, w and out hold (rows, k), (k, m) and (rows, m) elements, as
     // the call states (checked above); the `Blas` constructors' contracts
     // cover the function pointer.
@@ -324,7 +347,6 @@ fn product<T>(gemm: Gemm<T>, a: &[T], rows: usize, k: usize, w: &[T], bias: &[f3
             m as i32,
         );
     }
-    out
 }
 
 /// `f` rounded to the nearest bfloat16 (ties to even), as its 16 bits. The
