@@ -314,15 +314,16 @@ fn even_runs(count: usize, parts: usize, weight: impl Fn(usize) -> usize) -> Vec
 
 /// The buffers a forward pass's products write into, reused from layer to
 /// layer and, on each thread, from batch to batch: fresh buffers of a few
-/// megabytes each are pages the kernel faults in and zeroes (~4% of a
-/// batch of 32 texts on one thread, measured with perf).
+/// megabytes each are pages the kernel faults in and zeroes (page clearing
+/// was ~3% of a one-thread profile at batch 32 before).
 #[derive(Default)]
 struct Scratch {
     /// Each token's query, key and value (n, 3h).
     qkv: Vec<f32>,
     /// The attention's context (n, h).
     ctx: Vec<f32>,
-    /// A dense layer's output before it is added to the residual (n, h).
+    /// A dense layer's output before it is added to the residual (n, h), or
+    /// a feed-forward block's rows of it.
     dense: Vec<f32>,
     /// The feed-forward expansion of a block of rows (at most
     /// [`FEED_FORWARD_BLOCK_ROWS`], intermediate).
@@ -341,7 +342,7 @@ impl Scratch {
 const FEED_FORWARD_BLOCK_ROWS: usize = 256;
 
 /// A thread keeps its scratch for the next batch up to this size (32 MiB:
-/// a batch of 128 texts of ~15 tokens needs ~25); a longer batch's is given
+/// a batch of 128 texts of ~15 tokens needs ~15); a longer batch's is given
 /// back.
 const SCRATCH_KEPT_FLOATS: usize = 8 << 20;
 
