@@ -73,8 +73,9 @@ if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
   # Another checkout's server (or anyone's) on this port would take our
   # keys, and stop when its owner stops it.
   redis_dir="$(redis-cli -p "$REDIS_PORT" config get dir 2>/dev/null | sed -n 2p)"
-  [ "$(realpath -m "$redis_dir")" = "$(realpath -m "$STATE/redis")" ] \
-    || die "port $REDIS_PORT answers as Redis, but not this checkout's (its dir is '${redis_dir:-unknown}'): stop that server, or set IDEAFLOW_REDIS_PORT to a free port."
+  # (An empty dir: the server's folder was deleted under it.)
+  [ -n "$redis_dir" ] && [ "$(realpath -m "$redis_dir")" = "$(realpath -m "$STATE/redis")" ] \
+    || die "port $REDIS_PORT answers as Redis, but not this checkout's (its dir is '${redis_dir:-unknown: deleted?}'): stop that server, or set IDEAFLOW_REDIS_PORT to a free port."
   say "redis already running on port $REDIS_PORT"
 else
   say "starting redis on port $REDIS_PORT"
@@ -128,8 +129,8 @@ if as_pg env LD_LIBRARY_PATH="$LD_LIBRARY_PATH" "$PG_BIN/pg_isready" -h 127.0.0.
   # Not another checkout's server, whose data folder may be gone.
   pg_dir="$(env LD_LIBRARY_PATH="$LD_LIBRARY_PATH" "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U ideaflow \
     -d postgres -XqtAc 'SHOW data_directory' 2>/dev/null || true)"
-  [ "$(realpath -m "$pg_dir")" = "$(realpath -m "$PGDATA")" ] \
-    || die "port $PG_PORT answers as PostgreSQL, but not this checkout's (its data folder is '${pg_dir:-unknown}'): stop that server, or set IDEAFLOW_PG_PORT to a free port."
+  [ -n "$pg_dir" ] && [ "$(realpath -m "$pg_dir")" = "$(realpath -m "$PGDATA")" ] \
+    || die "port $PG_PORT answers as PostgreSQL, but not this checkout's (its data folder is '${pg_dir:-unknown: deleted?}'): stop that server, or set IDEAFLOW_PG_PORT to a free port."
   say "postgres already running on port $PG_PORT"
 else
   say "starting postgres on port $PG_PORT"
