@@ -213,8 +213,7 @@ impl Blas {
 
     /// `out = x · w + bias` for row-major x (n, k), `w` packed (k, m) by
     /// [`Blas::pack`], bias (m); `out`'s rows are replaced (its memory is
-    /// reused: a forward pass makes ~30 products, and fresh buffers of
-    /// megabytes each are pages the kernel must fault in and zero).
+    /// kept for the caller's next product).
     pub fn dense_packed(
         &self,
         x: &[f32],
