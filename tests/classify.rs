@@ -251,9 +251,9 @@ fn calibrated_categories_beat_the_nearest_description_on_held_out_posts() {
     );
     let report: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
-    assert_eq!(report["sentences"], 400, "{report}");
+    assert_eq!(report["sentences"], 600, "{report}");
     let accuracy = |mode: &str| report[mode]["accuracy"].as_f64().unwrap();
-    // 0.897 measured.
+    // 0.888 measured (600 posts).
     assert!(accuracy("calibrated") >= 0.85, "{report}");
     assert!(accuracy("calibrated") > accuracy("seed"), "{report}");
     assert_eq!(
@@ -396,37 +396,57 @@ fn a_new_category_is_trained_at_start_and_saved_by_train() {
 }
 
 /// Both calibrated models on sets written blind to the examples
-/// (tests/fixtures/blind/, by another author): the goals with a
-/// margin for another CPU's rounding (measured: 0.958, every class ≥ 0.93;
-/// categories 0.969, every category ≥ 0.917).
+/// (tests/fixtures/blind/, by other authors): the goals with a
+/// margin for another CPU's rounding (measured: anchors 0.958 and 0.992,
+/// every class ≥ 0.93; categories 0.979, every category ≥ 0.917).
 #[test]
 fn calibrated_models_hold_on_sets_written_blind_to_the_examples() {
-    for (file, floor) in [
-        ("tests/fixtures/blind/anchor_sentences.jsonl", 0.9),
-        ("tests/fixtures/blind/category_posts.jsonl", 0.9),
+    for file in [
+        "tests/fixtures/blind/anchor_sentences.jsonl",
+        "tests/fixtures/blind/anchor_sentences_2.jsonl",
+        "tests/fixtures/blind/category_posts.jsonl",
     ] {
-        let o = ok(ideaflow().args(["classify", "--evaluate", file, "--json"]));
-        let report: serde_json::Value =
-            serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap())
-                .unwrap();
-        let calibrated = &report["calibrated"];
+        assert_blind_set_holds(file, 0.9, 0.8);
+    }
+}
+
+/// The categories on the two harder blind sets, where about a third of the
+/// posts mention another category in passing. The goal (0.95,
+/// every category 0.85) is not met on them; these floors only keep what
+/// was measured (set 2: 0.900, every category ≥ 0.80; set 3: 0.825,
+/// sports 0.65) from sliding back.
+#[test]
+fn calibrated_categories_keep_their_accuracy_on_the_harder_blind_posts() {
+    assert_blind_set_holds("tests/fixtures/blind/category_posts_2.jsonl", 0.85, 0.7);
+    assert_blind_set_holds("tests/fixtures/blind/category_posts_3.jsonl", 0.8, 0.6);
+}
+
+/// `classify --evaluate FILE`: the calibrated mode at `floor` accuracy or
+/// more, above the seed mode, and every class at `recall` or more.
+fn assert_blind_set_holds(file: &str, floor: f64, recall: f64) {
+    let o = ok(ideaflow().args(["classify", "--evaluate", file, "--json"]));
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    let calibrated = &report["calibrated"];
+    assert!(
+        calibrated["accuracy"].as_f64().unwrap() >= floor,
+        "{file}: {report}"
+    );
+    assert!(
+        calibrated["accuracy"].as_f64().unwrap() > report["seed"]["accuracy"].as_f64().unwrap(),
+        "{file}: {report}"
+    );
+    for class in calibrated["per_class"].as_array().unwrap() {
         assert!(
-            calibrated["accuracy"].as_f64().unwrap() >= floor,
-            "{file}: {report}"
+            class["recall"].as_f64().unwrap() >= recall,
+            "{file}: {class}"
         );
-        assert!(
-            calibrated["accuracy"].as_f64().unwrap() > report["seed"]["accuracy"].as_f64().unwrap(),
-            "{file}: {report}"
-        );
-        for class in calibrated["per_class"].as_array().unwrap() {
-            assert!(class["recall"].as_f64().unwrap() >= 0.8, "{file}: {class}");
-        }
     }
 }
 
 /// The issue's own check: the blind trend posts as signals through `replay`,
 /// each idea's category in `--out` against its label (the same decisions as
-/// `classify --evaluate`: 0.969 measured).
+/// `classify --evaluate`: 0.979 measured).
 #[test]
 fn replayed_ideas_get_the_categories_of_the_blind_posts() {
     let dir = tempfile::tempdir().unwrap();

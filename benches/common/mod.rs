@@ -43,6 +43,16 @@ pub fn config(path: &str) -> Result<Config> {
     c.calendar.path = repo().join("config/calendar.csv");
     c.classifier.examples = repo().join(&c.classifier.examples);
     c.classifier.category_examples = repo().join(&c.classifier.category_examples);
+    // The saved classifiers: without them every bench run would train both
+    // at start (embedding 2,000 examples) before its first measurement.
+    for file in [
+        &mut c.classifier.weights_file,
+        &mut c.classifier.category_weights_file,
+    ] {
+        if !file.as_os_str().is_empty() {
+            *file = repo().join(&*file);
+        }
+    }
     c.model.mkl_lib = repo().join(&c.model.mkl_lib);
     Ok(c)
 }
