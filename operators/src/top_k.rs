@@ -290,32 +290,17 @@ mod tests {
     }
 
     fn idea(id: IdeaId, cat: Option<&str>, active: bool) -> Change {
-        let t = Utc::now();
-        Change::upsert(ViewRow::Idea(Box::new(crate::views::IdeaRow {
+        let status = if active {
+            IdeaStatus::Active
+        } else {
+            IdeaStatus::Archived
+        };
+        Change::upsert(ViewRow::Idea(Box::new(crate::views::IdeaRow::bare(
             id,
-            content_hash: Default::default(),
-            content: String::new(),
-            source: crate::Source::Reddit,
-            category: cat.map(Arc::from),
-            category_similarity: None,
-            anchor_class: None,
-            community: None,
-            locale: None,
-            topics: vec![],
-            signal_count: 1,
-            near_duplicates: 0,
-            engagement: Default::default(),
-            engagement_rate: 0.0,
-            first_seen: t,
-            last_seen: t,
-            peak_at: t,
-            status: if active {
-                IdeaStatus::Active
-            } else {
-                IdeaStatus::Archived
-            },
-            embedding: vec![0.0f32; 4].into(),
-        })))
+            cat.map(Arc::from),
+            status,
+            Utc::now(),
+        ))))
     }
 
     proptest::proptest! {

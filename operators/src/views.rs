@@ -88,6 +88,40 @@ pub struct IdeaRow {
     pub embedding: SharedEmbedding,
 }
 
+#[cfg(test)]
+impl IdeaRow {
+    /// An idea row with only what unit tests set: one signal at `at`, no
+    /// text, topics or engagement, a 4-d zero vector.
+    pub(crate) fn bare(
+        id: IdeaId,
+        category: Option<Arc<str>>,
+        status: IdeaStatus,
+        at: DateTime<Utc>,
+    ) -> IdeaRow {
+        IdeaRow {
+            id,
+            content_hash: Default::default(),
+            content: String::new(),
+            source: Source::Reddit,
+            category,
+            category_similarity: None,
+            anchor_class: None,
+            community: None,
+            locale: None,
+            topics: vec![],
+            signal_count: 1,
+            near_duplicates: 0,
+            engagement: Default::default(),
+            engagement_rate: 0.0,
+            first_seen: at,
+            last_seen: at,
+            peak_at: at,
+            status,
+            embedding: vec![0.0f32; 4].into(),
+        }
+    }
+}
+
 /// An idea's score: its five factors as of `scored_at` and their weighted sum.
 /// Kept apart from [`IdeaRow`] because it changes on every tick while the idea
 /// (and its vector) changes only when signals merge into it.

@@ -50,27 +50,7 @@ fn listing(secs: i64, idea: &str, variant: &str) -> Event {
 /// The idea state's changelog entries that make `id` known, first seen at `secs`.
 fn idea_seen(name: &str, secs: i64, factors: Factors) -> Vec<Change> {
     let id = crate::idea::IdeaId::of_content_hash(name);
-    let row = IdeaRow {
-        id,
-        content_hash: Default::default(),
-        content: String::new(),
-        source: crate::Source::Reddit,
-        category: None,
-        category_similarity: None,
-        anchor_class: None,
-        community: None,
-        locale: None,
-        topics: vec![],
-        signal_count: 1,
-        near_duplicates: 0,
-        engagement: Default::default(),
-        engagement_rate: 0.0,
-        first_seen: at(secs),
-        last_seen: at(secs),
-        peak_at: at(secs),
-        status: crate::views::IdeaStatus::Active,
-        embedding: vec![0.0f32; 4].into(),
-    };
+    let row = IdeaRow::bare(id, None, crate::views::IdeaStatus::Active, at(secs));
     vec![
         Change::upsert(ViewRow::Idea(Box::new(row))),
         Change::upsert(ViewRow::Score(crate::views::ScoreRow {
