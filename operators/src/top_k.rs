@@ -46,6 +46,13 @@ pub struct TopKDelta {
 }
 
 /// What the top lists know of an idea: (category, score, active).
+///
+/// Only active ideas are kept between epochs: an idea archived (or removed)
+/// is let go at the end of the epoch that archived it, so that the lists'
+/// memory follows the live ideas, not every idea a long run ever saw. The
+/// idea state never scores an archived idea, and one that comes back gets
+/// a new score in the epoch whose idea row shows it active again; so
+/// letting go changes no list and no move.
 type Standing = (Option<Arc<str>>, Option<f64>, bool);
 
 /// An epoch with at least this many idea and score rows, and at least one
@@ -74,6 +81,18 @@ impl TopK {
     /// How many ideas each category keeps.
     pub fn k(&self) -> usize {
         self.k
+    }
+
+    /// How many ideas the lists hold a standing for (the active ones).
+    pub fn standings(&self) -> usize {
+        self.ideas.len()
+    }
+
+    /// Lets go of the ideas that are not active: lists saved before they
+    /// were let go epoch by epoch (checkpoints of 2026-12-07 and earlier)
+    /// held every idea ever archived.
+    pub fn let_go_of_inactive(&mut self) {
+        self.ideas.retain(|_, (_, _, active)| *active);
     }
 
     fn unrank(&mut self, id: &IdeaId) {
@@ -170,6 +189,9 @@ impl TopK {
         // the rows, where ranking row by row would have made a set, even if
         // it is empty again by the end.
         let mut ranked_once: Vec<Arc<str>> = Vec::new();
+        // Ideas a row left inactive: let go at the end of the epoch if no
+        // later row made them active again.
+        let mut inactive: Vec<IdeaId> = Vec::new();
         for c in changes {
             let id = match &c.key {
                 ViewKey::Idea(id) | ViewKey::Score(id) => *id,
@@ -205,12 +227,20 @@ impl TopK {
                     }
                 }
             }
+            if !entry.2 {
+                inactive.push(id);
+            }
             if !rebuild {
                 self.rank(&id);
             }
         }
         if rebuild {
             self.rebuild(&stale, &ranked_once);
+        }
+        for id in inactive {
+            if let Some((_, _, false)) = self.ideas.get(&id) {
+                self.ideas.remove(&id);
+            }
         }
         let touched: BTreeSet<String> = touched.iter().map(|c| c.to_string()).collect();
         let mut out = BTreeMap::new();
@@ -353,6 +383,118 @@ mod tests {
                 proptest::prop_assert_eq!(&rebuilt.ideas, &by_row.ideas);
             }
         }
+    }
+
+    /// A score row for `id` in `cat`.
+    fn score_of(id: IdeaId, cat: &str, s: f64) -> Change {
+        let mut c = score("x", cat, s);
+        if let Some(ViewRow::Score(row)) = &mut c.row {
+            row.idea_id = id;
+        }
+        c.key = ViewKey::Score(id);
+        c
+    }
+
+    proptest::proptest! {
+        /// Letting archived ideas go changes no list: epochs shaped as the
+        /// idea state makes them (new and returning ideas come with their
+        /// idea row and a score; archived ones get no score until they come
+        /// back) leave, after every epoch, each category's top K as a sort
+        /// of every active idea's standing would, and the lists hold
+        /// standings for the active ideas only.
+        #[test]
+        fn letting_archived_ideas_go_keeps_the_lists_of_the_active_ones(
+            epochs in proptest::collection::vec(
+                proptest::collection::vec((0u8..30, 0u8..3, 0u8..3, 0u8..6), 0..40),
+                1..12,
+            )
+        ) {
+            let cats = ["a", "b", "c"];
+            let mut top = TopK::new(3);
+            // Every idea ever seen: (category, score, active).
+            let mut model: BTreeMap<u8, (&str, f64, bool)> = BTreeMap::new();
+            for rows in epochs {
+                let mut changes = Vec::new();
+                for (idea_no, kind, cat, value) in rows {
+                    let id = IdeaId::from(format!("i{idea_no}").as_str());
+                    let value = f64::from(value) / 4.0;
+                    let active = model.get(&idea_no).is_some_and(|m| m.2);
+                    match (kind, active) {
+                        // Archived: its idea row, no score.
+                        (0, true) => {
+                            let m = model.get_mut(&idea_no).expect("active");
+                            m.2 = false;
+                            changes.push(idea(id, Some(m.0), false));
+                        }
+                        // Re-scored while active.
+                        (1, true) => {
+                            let m = model.get_mut(&idea_no).expect("active");
+                            m.1 = value;
+                            changes.push(score_of(id, m.0, value));
+                        }
+                        // New, or back: its idea row and a new score.
+                        (_, false) => {
+                            let cat = cats[usize::from(cat)];
+                            model.insert(idea_no, (cat, value, true));
+                            changes.push(idea(id, Some(cat), true));
+                            changes.push(score_of(id, cat, value));
+                        }
+                        _ => {}
+                    }
+                }
+                top.apply(&changes);
+                for cat in cats {
+                    let mut want: Vec<Ranked> = model
+                        .iter()
+                        .filter(|(_, m)| m.0 == cat && m.2)
+                        .map(|(no, m)| Ranked {
+                            score: m.1,
+                            id: IdeaId::from(format!("i{no}").as_str()),
+                        })
+                        .collect();
+                    want.sort();
+                    let want: Vec<(String, f64)> = want
+                        .iter()
+                        .take(3)
+                        .map(|r| (r.id.to_string(), r.score))
+                        .collect();
+                    proptest::prop_assert_eq!(top.top(cat), want.as_slice());
+                }
+                let active = model.values().filter(|m| m.2).count();
+                proptest::prop_assert_eq!(top.standings(), active);
+            }
+        }
+    }
+
+    #[test]
+    fn an_archived_idea_is_let_go_and_ranks_again_when_it_comes_back() {
+        let mut t = TopK::new(2);
+        let [a, b, c] = ["a", "b", "c"].map(IdeaId::from);
+        t.apply(&[
+            score_of(a, "x", 0.5),
+            score_of(b, "x", 0.7),
+            score_of(c, "x", 0.6),
+        ]);
+        let d = t.apply(&[idea(b, Some("x"), false)]);
+        assert_eq!(d["x"].left, vec![b.to_string()]);
+        assert_eq!(d["x"].entered, vec![a.to_string()]);
+        assert_eq!(t.standings(), 2, "the archived idea is let go");
+        let d = t.apply(&[idea(b, Some("x"), true), score_of(b, "x", 0.9)]);
+        assert_eq!(d["x"].top, vec![(b.to_string(), 0.9), (c.to_string(), 0.6)]);
+        assert_eq!(t.standings(), 3);
+    }
+
+    #[test]
+    fn lists_saved_with_inactive_ideas_let_them_go_when_resumed() {
+        let mut t = TopK::new(2);
+        let [a, b] = ["a", "b"].map(IdeaId::from);
+        t.apply(&[score_of(a, "x", 0.5), score_of(b, "x", 0.7)]);
+        // What lists saved before 2026-12-07 held: an archived idea's standing.
+        t.ideas
+            .insert(IdeaId::from("old"), (Some("x".into()), Some(0.9), false));
+        t.let_go_of_inactive();
+        assert_eq!(t.standings(), 2);
+        assert_eq!(t.top("x").len(), 2);
     }
 
     #[test]
