@@ -833,3 +833,82 @@ fn a_file_that_grew_since_the_last_run_goes_on_from_its_checkpoint() {
     let file = |ns: &str| dir.path().join(format!("{ns}.out.jsonl"));
     assert!(std::fs::read(file(&reference)).unwrap() == std::fs::read(file(&ns)).unwrap());
 }
+
+/// A run resumed from a checkpoint whose Redis then comes back empty (no
+/// persistence): the writer fills Redis again from what Postgres committed,
+/// not from the epochs the resumed run has seen (it had seen none of the
+/// first run's ideas). Every view ends as one run on the whole file gives
+/// it; only the events announced before the refill are not rebuilt.
+#[test]
+fn a_redis_that_comes_back_empty_after_a_resume_is_refilled_whole() {
+    let mut redis = OwnRedis::start();
+    let stores = Stores {
+        redis: redis.url(),
+        ..Stores::shared()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let input = stream(dir.path(), 6_000, 40);
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let growing = dir.path().join("growing.jsonl");
+    std::fs::write(&growing, lines[..lines.len() / 2].join("\n") + "\n").unwrap();
+    let ns = unique("resumed_refill");
+    let with = config(dir.path(), "with", Some(&dir.path().join("checkpoints")));
+    let mut cmd = run_cmd(&with, &growing.to_string_lossy(), &ns, dir.path());
+    cmd.env("IDEAFLOW_REDIS_URL", redis.url());
+    run_to_end(cmd, &dir.path().join("first.log"));
+    std::fs::write(&growing, lines.join("\n") + "\n").unwrap();
+    // Paced: the second half (two days) takes about 12 s, so that Redis
+    // restarts while the resumed run writes.
+    let paced = dir.path().join("paced.toml");
+    let text = std::fs::read_to_string(&with).unwrap() + "speed = \"14400\"\n";
+    std::fs::write(&paced, text).unwrap();
+    let log = dir.path().join("second.log");
+    let mut cmd = run_cmd(&paced, &growing.to_string_lossy(), &ns, dir.path());
+    cmd.env("IDEAFLOW_REDIS_URL", redis.url());
+    let mut child = Server(
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let started = Instant::now();
+    while !log_text().contains("caught up with the checkpoint") {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the run did not resume: {}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    redis.restart(Duration::from_secs(1), false);
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the run ended before Redis restarted: {}",
+        log_text()
+    );
+    let status = child.0.wait().unwrap();
+    let log = log_text();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(log.contains("resuming from a checkpoint"), "{log}");
+    assert!(log.contains("Redis came back without the views"), "{log}");
+    let reference = unique("resumed_refill_ref");
+    let plain = config(dir.path(), "plain", None);
+    let mut cmd = run_cmd(&plain, &growing.to_string_lossy(), &reference, dir.path());
+    cmd.env("IDEAFLOW_REDIS_URL", redis.url());
+    run_to_end(cmd, &dir.path().join("ref.log"));
+    let (mut want, mut got) = (dump(&reference, false, &stores), dump(&ns, false, &stores));
+    want.remove("redis events");
+    got.remove("redis events");
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>()
+    );
+    for (key, rows) in &want {
+        assert!(
+            got[key] == *rows,
+            "{key} differs from one run on the whole file"
+        );
+    }
+}

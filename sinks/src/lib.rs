@@ -3,6 +3,7 @@
 pub mod dead_letter;
 pub mod jsonl;
 pub mod postgres;
+pub mod postgres_read_back;
 pub mod redis_sink;
 pub mod redis_transaction;
 pub mod vector_index;

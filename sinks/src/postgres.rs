@@ -35,6 +35,10 @@ pub enum PostgresError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("Postgres write failed: {0}")]
     Write(#[from] sqlx::Error),
+    #[error("reading the views back from Postgres failed: {0}")]
+    Read(sqlx::Error),
+    #[error("reading the views back from Postgres failed: {0}")]
+    ReadBack(String),
 }
 
 impl PostgresError {
@@ -44,7 +48,8 @@ impl PostgresError {
     /// refused login: those would be refused again.
     pub fn is_transient(&self) -> bool {
         match self {
-            PostgresError::Connect(e) | PostgresError::Write(e) => match e {
+            PostgresError::Connect(e) | PostgresError::Write(e) | PostgresError::Read(e) => match e
+            {
                 sqlx::Error::Io(_)
                 | sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::Duration;
 use ideaflow_operators::views::{Change, ViewKey, ViewRow, ViewState};
 use ideaflow_sinks::{DeadLetterSink, JsonlWriter};
@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::core_setup::CoreSetup;
 use crate::dataflow::{run_dataflow, Continuity, Lead};
 use crate::dataflow::{Inputs, LiveSettings};
-use crate::materialize::{self, Materializer};
+use crate::materialize::{self, KeptViews, Materializer};
 use crate::metrics::Metrics;
 use crate::model_files::ModelSource;
 use crate::source_status::{SourceStatus, StatusCollector};
@@ -183,6 +183,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(feed),
         Some(metrics),
     )
+    .keeping(KeptViews::DeadLetters)
     .with_dead_letters(dead_tap)
     .with_sources(in_flight)
     .with_stop(stop.clone());
@@ -205,7 +206,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         &views.lock().expect("not poisoned"),
         &config.pipeline.dead_letter,
     )?;
-    let ideas = views.lock().expect("not poisoned").ideas().count();
+    // Postgres's count, not the run's: the run keeps no views in memory, and
+    // one resumed from a checkpoint has seen only the epochs since.
+    let ideas = sink_runtime
+        .block_on(async {
+            let pool =
+                ideaflow_sinks::postgres::connect(&config.postgres.url, &config.postgres.schema)
+                    .await?;
+            ideaflow_sinks::postgres_read_back::idea_count(&pool).await
+        })
+        .context("counting the ideas in Postgres at the end of the run")?;
     tracing::info!(
         events = summary.events,
         signals_out = summary.signals_out,
@@ -398,6 +408,7 @@ fn start_from_checkpoint(
                     );
                     let remembered = runtime.block_on(sinks.postgres.remembered())?;
                     sinks.redis.remember(remembered)?;
+                    sinks.committed_at_start = Some((pg, redis));
                     sinks
                 }
                 _ => {

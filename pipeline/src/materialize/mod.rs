@@ -63,6 +63,18 @@ pub struct Materializer {
     in_flight: Option<InFlight>,
 }
 
+/// Which rows the writer keeps in memory once both sinks committed them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeptViews {
+    /// Every view: the final state a replay's `--out` and `verify` read.
+    All,
+    /// The dead letters the dataflow refused, alone: what `run` appends to
+    /// its dead-letter file at its end. The views themselves are in Postgres
+    /// and Redis; a copy in a long-running service's memory would grow
+    /// with every signal it ever took.
+    DeadLetters,
+}
+
 /// Where epochs are materialized.
 pub struct Sinks {
     pub postgres: PostgresSink,
@@ -72,6 +84,10 @@ pub struct Sinks {
     pub index_after_load: Option<String>,
     /// How long a failed write is retried (`pipeline.sink_retry_secs`).
     pub retry_for: std::time::Duration,
+    /// For a run resumed from a checkpoint: the last epoch each sink had
+    /// committed, (Postgres, Redis). A Redis whose marker falls behind its
+    /// own came back without its data, even before this run's first write.
+    pub committed_at_start: Option<(i64, i64)>,
 }
 
 /// [`connect`], waiting for servers that are not reachable yet (`run` may
@@ -129,6 +145,7 @@ pub fn connect(config: &Config, runtime: &Runtime, fresh: bool) -> Result<Sinks>
         redis,
         index_after_load: bulk.then(|| config.postgres.index_build_memory.clone()),
         retry_for: config.pipeline.sink_retry(),
+        committed_at_start: None,
     })
 }
 
@@ -153,8 +170,9 @@ impl Materializer {
             dead_letters: None,
             index_after_load: s.index_after_load,
             retry_for: s.retry_for,
-            redis_committed: None,
-            views_epoch: None,
+            kept: KeptViews::All,
+            redis_committed: s.committed_at_start.map(|(_, redis)| redis),
+            views_epoch: s.committed_at_start.map(|(pg, redis)| pg.min(redis)),
             in_flight: None,
             stop: None,
             committed_before: None,
@@ -182,6 +200,14 @@ impl Materializer {
         self.refused_inside = Some(c.refused_inside.clone());
         if let Some(t) = self.targets.as_mut() {
             t.committed_before = Some(c.committed_before.clone());
+        }
+        self
+    }
+
+    /// Keeps only `kept` of the committed views in memory (all by default).
+    pub fn keeping(mut self, kept: KeptViews) -> Self {
+        if let Some(t) = self.targets.as_mut() {
+            t.kept = kept;
         }
         self
     }

@@ -46,9 +46,10 @@ pub struct Targets {
     pub runtime: Arc<Runtime>,
     pub postgres: PostgresSink,
     pub redis: RedisSink,
-    /// Applied after each committed batch: the final state `replay --out`
-    /// and `verify` read.
+    /// Applied after each committed batch (the rows `kept` says): the final
+    /// state `replay --out` and `verify` read.
     pub views: Arc<Mutex<ViewState>>,
+    pub kept: super::KeptViews,
     pub feed: Option<broadcast::Sender<EpochCommitted>>,
     pub metrics: Option<crate::metrics::Metrics>,
     /// Refused records not yet in Postgres; each batch's transaction takes them.
@@ -61,7 +62,8 @@ pub struct Targets {
     /// The last epoch Redis committed: a server whose progress marker is
     /// behind it came back without its data.
     pub redis_committed: Option<i64>,
-    /// The last epoch both sinks committed, which `views` holds.
+    /// The last epoch both sinks committed (`views` holds it when the run
+    /// started from empty sinks).
     pub views_epoch: Option<i64>,
     /// Set to the frontier of each write that succeeded: every epoch
     /// starting before it is committed by every sink (the checkpoints wait
@@ -478,10 +480,17 @@ impl Targets {
                 .take(FEED_SIGNALS)
                 .collect(),
         };
-        self.views
-            .lock()
-            .expect("not poisoned")
-            .apply(batch.into_changes());
+        let mut views = self.views.lock().expect("not poisoned");
+        match self.kept {
+            super::KeptViews::All => views.apply(batch.into_changes()),
+            super::KeptViews::DeadLetters => views.apply(
+                batch
+                    .into_changes()
+                    .into_iter()
+                    .filter(|c| matches!(c.key, ViewKey::DeadLetter(_))),
+            ),
+        }
+        drop(views);
         self.views_epoch = Some(epoch_end);
         if let Some(feed) = &self.feed {
             // No subscriber is fine: nobody is watching.
@@ -523,9 +532,15 @@ impl Targets {
     }
 
     /// Writes every view into a Redis that came back without them (a server
-    /// restarted without persistence), from the state both sinks committed
-    /// last, as one MULTI/EXEC: the batch being written then goes on top.
-    /// The `{ns}:events` history before it is not rebuilt.
+    /// restarted without persistence), as Postgres holds them, as one
+    /// MULTI/EXEC under the progress marker of the last epoch both sinks
+    /// committed: the batch being written then goes on top (Postgres may
+    /// hold it already; its rows are upserts, written twice alike). The
+    /// `{ns}:events` history before it is not rebuilt.
+    ///
+    /// Postgres, not the run's memory: a run resumed from a checkpoint has
+    /// seen only the epochs since, and Redis refilled from those lost every
+    /// idea the run had not touched yet.
     fn refill_redis(&mut self) -> Result<()> {
         tracing::warn!(
             epoch = self.views_epoch,
@@ -538,13 +553,12 @@ impl Targets {
         let Some(epoch) = self.views_epoch else {
             return Ok(()); // nothing committed yet: nothing to refill
         };
-        let rows: Vec<Change> = self
-            .views
-            .lock()
-            .expect("not poisoned")
-            .rows()
-            .map(|r| Change::upsert(r.clone()))
-            .collect();
+        let rows = self
+            .runtime
+            .block_on(ideaflow_sinks::postgres_read_back::rows_redis_holds(
+                self.postgres.pool(),
+            ))
+            .context("reading the committed views from Postgres to refill Redis")?;
         // Every category's whole top K, announced as no move.
         let mut moves = TopK::new(self.redis.top_k()).apply(&rows);
         for delta in moves.values_mut() {
