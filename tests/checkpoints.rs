@@ -123,6 +123,16 @@ fn run_cmd_listening(config: &Path, input: &str, ns: &str, dir: &Path, listen: &
     cmd
 }
 
+/// Starts `cmd`, its log into `log`.
+fn spawn_logging(mut cmd: Command, log: &Path) -> Server {
+    Server(
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// Runs `cmd` to its end, its log into `log`.
 fn run_to_end(mut cmd: Command, log: &Path) {
     let status = cmd
@@ -618,12 +628,7 @@ fn outage_with_checkpoints(server: &mut dyn OwnServer, stores: &Stores, seed: u6
     let listen = format!("127.0.0.1:{port}");
     let mut cmd = run_cmd_listening(&paced, &input.to_string_lossy(), &ns, dir.path(), &listen);
     cmd.env(var, &url);
-    let mut child = Server(
-        cmd.stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_logging(cmd, &log);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let until = |what: &str, done: &dyn Fn() -> bool| {
         let started = Instant::now();
@@ -814,22 +819,7 @@ fn a_file_that_grew_since_the_last_run_goes_on_from_its_checkpoint() {
     // Every view as one run on the whole file gives it; only the events
     // the first run announced for the epochs it closed at its end (its
     // input's end) stay as they were announced.
-    let (mut want, mut got) = (
-        dump(&reference, false, &Stores::shared()),
-        dump(&ns, false, &Stores::shared()),
-    );
-    want.remove("redis events");
-    got.remove("redis events");
-    assert_eq!(
-        want.keys().collect::<Vec<_>>(),
-        got.keys().collect::<Vec<_>>()
-    );
-    for (key, rows) in &want {
-        assert!(
-            got[key] == *rows,
-            "{key} differs from one run on the whole file"
-        );
-    }
+    assert_same_but_events(&Stores::shared(), &reference, &ns);
     let file = |ns: &str| dir.path().join(format!("{ns}.out.jsonl"));
     assert!(std::fs::read(file(&reference)).unwrap() == std::fs::read(file(&ns)).unwrap());
 }
@@ -866,12 +856,7 @@ fn a_redis_that_comes_back_empty_after_a_resume_is_refilled_whole() {
     let log = dir.path().join("second.log");
     let mut cmd = run_cmd(&paced, &growing.to_string_lossy(), &ns, dir.path());
     cmd.env("IDEAFLOW_REDIS_URL", redis.url());
-    let mut child = Server(
-        cmd.stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_logging(cmd, &log);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let started = Instant::now();
     while !log_text().contains("caught up with the checkpoint") {
@@ -898,7 +883,13 @@ fn a_redis_that_comes_back_empty_after_a_resume_is_refilled_whole() {
     let mut cmd = run_cmd(&plain, &growing.to_string_lossy(), &reference, dir.path());
     cmd.env("IDEAFLOW_REDIS_URL", redis.url());
     run_to_end(cmd, &dir.path().join("ref.log"));
-    let (mut want, mut got) = (dump(&reference, false, &stores), dump(&ns, false, &stores));
+    assert_same_but_events(&stores, &reference, &ns);
+}
+
+/// Every Postgres table and Redis key of `ns` as the one run on the whole
+/// file (`reference`) left it, but the `{ns}:events` stream.
+fn assert_same_but_events(stores: &Stores, reference: &str, ns: &str) {
+    let (mut want, mut got) = (dump(reference, false, stores), dump(ns, false, stores));
     want.remove("redis events");
     got.remove("redis events");
     assert_eq!(
