@@ -854,7 +854,9 @@ fn a_redis_that_comes_back_empty_after_a_resume_is_refilled_whole() {
     let text = std::fs::read_to_string(&with).unwrap() + "speed = \"14400\"\n";
     std::fs::write(&paced, text).unwrap();
     let log = dir.path().join("second.log");
-    let mut cmd = run_cmd(&paced, &growing.to_string_lossy(), &ns, dir.path());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = run_cmd_listening(&paced, &growing.to_string_lossy(), &ns, dir.path(), &listen);
     cmd.env("IDEAFLOW_REDIS_URL", redis.url());
     let mut child = spawn_logging(cmd, &log);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -873,6 +875,20 @@ fn a_redis_that_comes_back_empty_after_a_resume_is_refilled_whole() {
         "the run ended before Redis restarted: {}",
         log_text()
     );
+    // Ops see it: the refill is counted (read while the run still serves).
+    let refilled = Instant::now();
+    loop {
+        let (_, metrics) = get(port, "/metrics");
+        if metrics.contains("ideaflow_redis_refills_total 1") {
+            break;
+        }
+        assert!(
+            refilled.elapsed() < Duration::from_secs(60) && child.0.try_wait().unwrap().is_none(),
+            "the refill was not counted: {metrics}\n{}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let status = child.0.wait().unwrap();
     let log = log_text();
     assert!(status.success(), "{status:?}: {log}");

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub sink_pending_changes: IntGauge,
     /// Failed tries to write a batch to Postgres or Redis (each is retried).
     pub sink_write_failures: IntCounter,
+    /// Times Redis came back without its data and was filled again.
+    pub redis_refills: IntCounter,
     pub http_requests: IntCounterVec,
     pub http_request_seconds: HistogramVec,
     /// Seed 004 §7: first signal's captured_at to listing.published.
@@ -76,6 +78,11 @@ impl Metrics {
         let sink_write_failures = IntCounter::new(
             "ideaflow_sink_write_failures_total",
             "Failed tries to write a batch to Postgres or Redis (retried for pipeline.sink_retry_secs)",
+        )
+        .expect("valid metric");
+        let redis_refills = IntCounter::new(
+            "ideaflow_redis_refills_total",
+            "Times Redis came back without its data (a restart without persistence) and every view it holds was written again from Postgres",
         )
         .expect("valid metric");
         let http_requests = IntCounterVec::new(
@@ -154,6 +161,7 @@ impl Metrics {
             Box::new(epochs_per_write.clone()),
             Box::new(sink_pending_changes.clone()),
             Box::new(sink_write_failures.clone()),
+            Box::new(redis_refills.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_request_seconds.clone()),
             Box::new(signal_to_publish.clone()),
@@ -170,6 +178,7 @@ impl Metrics {
             epochs_per_write,
             sink_pending_changes,
             sink_write_failures,
+            redis_refills,
             http_requests,
             http_request_seconds,
             signal_to_publish,

@@ -546,6 +546,9 @@ impl Targets {
             epoch = self.views_epoch,
             "Redis came back without the views; writing them again from the committed state"
         );
+        if let Some(m) = &self.metrics {
+            m.redis_refills.inc();
+        }
         self.redis
             .clear()
             .context("clearing the Redis namespace to refill it")?;
