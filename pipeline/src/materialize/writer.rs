@@ -62,8 +62,8 @@ pub struct Targets {
     /// The last epoch Redis committed: a server whose progress marker is
     /// behind it came back without its data.
     pub redis_committed: Option<i64>,
-    /// The last epoch both sinks committed (`views` holds it when the run
-    /// started from empty sinks).
+    /// The last epoch both sinks committed: a Redis refill is marked with
+    /// it, so that the batch being written goes on top.
     pub views_epoch: Option<i64>,
     /// Set to the frontier of each write that succeeded: every epoch
     /// starting before it is committed by every sink (the checkpoints wait
