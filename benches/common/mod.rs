@@ -14,7 +14,12 @@ use ideaflow_operators::views::Change;
 pub struct NullSink(pub Arc<AtomicU64>);
 
 impl EpochConsumer for NullSink {
-    fn epoch(&mut self, _epoch_end: i64, changes: &mut Vec<Change>) -> Result<()> {
+    fn epoch(
+        &mut self,
+        _epoch_end: i64,
+        changes: &mut Vec<Change>,
+        _moves: std::collections::BTreeMap<String, ideaflow_operators::top_k::TopKDelta>,
+    ) -> Result<()> {
         self.0.fetch_add(changes.len() as u64, Ordering::Relaxed);
         changes.clear();
         Ok(())

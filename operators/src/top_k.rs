@@ -45,6 +45,55 @@ pub struct TopKDelta {
     pub left: Vec<String>,
 }
 
+/// What an idea or score row says to the top lists: the row itself, or
+/// what the idea state would have put in it.
+#[derive(Clone, Copy, Debug)]
+pub enum Ranking<'a> {
+    Idea {
+        id: IdeaId,
+        category: &'a Option<Arc<str>>,
+        active: bool,
+    },
+    Score {
+        id: IdeaId,
+        category: &'a Option<Arc<str>>,
+        score: f64,
+    },
+    /// The idea's row was deleted.
+    Gone(IdeaId),
+}
+
+impl<'a> Ranking<'a> {
+    /// What a change says to the top lists, if it is an idea or score row.
+    pub fn of(change: &'a Change) -> Option<Ranking<'a>> {
+        let id = match &change.key {
+            ViewKey::Idea(id) | ViewKey::Score(id) => *id,
+            _ => return None,
+        };
+        Some(match &change.row {
+            Some(ViewRow::Idea(i)) => Ranking::Idea {
+                id,
+                category: &i.category,
+                active: i.status == IdeaStatus::Active,
+            },
+            Some(ViewRow::Score(s)) => Ranking::Score {
+                id,
+                category: &s.category,
+                score: s.score,
+            },
+            None => Ranking::Gone(id),
+            // A key of an idea or score holds no other row.
+            Some(_) => return None,
+        })
+    }
+
+    fn id(&self) -> IdeaId {
+        match self {
+            Ranking::Idea { id, .. } | Ranking::Score { id, .. } | Ranking::Gone(id) => *id,
+        }
+    }
+}
+
 /// What the top lists know of an idea: (category, score, active).
 ///
 /// Only active ideas are kept between epochs: an idea archived (or removed)
@@ -162,23 +211,36 @@ impl TopK {
     /// rebuilds the sets it touches from the ideas' standings instead, by
     /// one sort each. Both ways leave the same sets, hence the same moves.
     pub fn apply(&mut self, changes: &[Change]) -> BTreeMap<String, TopKDelta> {
-        let rows = changes
-            .iter()
-            .filter(|c| matches!(c.key, ViewKey::Idea(_) | ViewKey::Score(_)))
-            .count();
+        let rows = changes.iter().filter_map(Ranking::of).count();
+        self.apply_ranking(changes.iter().filter_map(Ranking::of), rows)
+    }
+
+    /// [`TopK::apply`] of an epoch given as what its idea and score rows say
+    /// (`rows` of them), in changelog order: the idea state ranks the
+    /// scores it computes without making a row of each (it emits the rows
+    /// of a batch of epochs once, at its end).
+    pub fn apply_ranking<'a>(
+        &mut self,
+        updates: impl Iterator<Item = Ranking<'a>>,
+        rows: usize,
+    ) -> BTreeMap<String, TopKDelta> {
         let ranked: usize = self.ranked.values().map(BTreeSet::len).sum();
         let rebuild = rows >= REBUILD_MIN_ROWS && rows.saturating_mul(REBUILD_SHARE) >= ranked;
-        self.apply_with(changes, rebuild)
+        self.apply_with(updates, rebuild)
     }
 
     /// [`TopK::apply`] moving every row in its category's set, whatever the
     /// epoch's size: the reference the rebuild is measured and tested
     /// against (`cargo bench --bench top_k`).
     pub fn apply_row_by_row(&mut self, changes: &[Change]) -> BTreeMap<String, TopKDelta> {
-        self.apply_with(changes, false)
+        self.apply_with(changes.iter().filter_map(Ranking::of), false)
     }
 
-    fn apply_with(&mut self, changes: &[Change], rebuild: bool) -> BTreeMap<String, TopKDelta> {
+    fn apply_with<'a>(
+        &mut self,
+        updates: impl Iterator<Item = Ranking<'a>>,
+        rebuild: bool,
+    ) -> BTreeMap<String, TopKDelta> {
         // The categories rows moved ideas into (whose top K is compared
         // below), and with a rebuild, every one an idea left or joined
         // (whose set is made anew). A handful each, scanned by pointer
@@ -192,11 +254,8 @@ impl TopK {
         // Ideas a row left inactive: let go at the end of the epoch if no
         // later row made them active again.
         let mut inactive: Vec<IdeaId> = Vec::new();
-        for c in changes {
-            let id = match &c.key {
-                ViewKey::Idea(id) | ViewKey::Score(id) => *id,
-                _ => continue,
-            };
+        for update in updates {
+            let id = update.id();
             if !rebuild {
                 self.unrank(&id);
             }
@@ -206,17 +265,20 @@ impl TopK {
                     note(&mut stale, cat);
                 }
             }
-            match &c.row {
-                Some(ViewRow::Idea(i)) => {
-                    set_category(&mut entry.0, &i.category);
-                    entry.2 = i.status == IdeaStatus::Active;
+            match update {
+                Ranking::Idea {
+                    category, active, ..
+                } => {
+                    set_category(&mut entry.0, category);
+                    entry.2 = active;
                 }
-                Some(ViewRow::Score(s)) => {
-                    set_category(&mut entry.0, &s.category);
-                    entry.1 = Some(s.score);
+                Ranking::Score {
+                    category, score, ..
+                } => {
+                    set_category(&mut entry.0, category);
+                    entry.1 = Some(score);
                 }
-                None => entry.2 = false,
-                _ => {}
+                Ranking::Gone(_) => entry.2 = false,
             }
             if let Some(cat) = &entry.0 {
                 note(&mut touched, cat);
@@ -375,8 +437,8 @@ mod tests {
                         }
                     })
                     .collect();
-                let expected = by_row.apply_with(&changes, false);
-                let got = rebuilt.apply_with(&changes, rebuild);
+                let expected = by_row.apply_with(changes.iter().filter_map(Ranking::of), false);
+                let got = rebuilt.apply_with(changes.iter().filter_map(Ranking::of), rebuild);
                 proptest::prop_assert_eq!(&got, &expected);
                 proptest::prop_assert_eq!(&rebuilt.ranked, &by_row.ranked);
                 proptest::prop_assert_eq!(&rebuilt.current, &by_row.current);

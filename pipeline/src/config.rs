@@ -151,6 +151,11 @@ pub struct PipelineConfig {
     pub dead_letter: PathBuf,
     /// Most records in flight inside the dataflow before the source waits.
     pub max_in_flight: usize,
+    /// When the idea state has a backlog of complete epochs (a replay, a
+    /// catch-up), how many ticks a batch of them may span: the score rows
+    /// of a batch are emitted once, at its end, with each idea's last score
+    /// (1: every epoch emits its own, the reference mode).
+    pub tick_batch: usize,
     /// How long a failed write to Postgres or Redis is retried before the
     /// pipeline stops (0: stop at the first failure).
     pub sink_retry_secs: u64,
@@ -201,6 +206,7 @@ impl Default for PipelineConfig {
             output: PathBuf::from("out/run/signals.jsonl"),
             dead_letter: PathBuf::from("out/run/dead_letter.jsonl"),
             max_in_flight: 50_000,
+            tick_batch: 24,
             sink_retry_secs: 300,
             idle_source_secs: 30,
             shutdown_timeout_secs: 30,
@@ -463,6 +469,12 @@ impl Config {
         }
         if self.pipeline.checkpoints_kept == 0 {
             return invalid("pipeline.checkpoints_kept", "must be at least 1");
+        }
+        if self.pipeline.tick_batch == 0 {
+            return invalid(
+                "pipeline.tick_batch",
+                "must be at least 1 (1: every epoch emits its own score rows)",
+            );
         }
         if self.pipeline.epoch_secs == 0 {
             return invalid("pipeline.epoch_secs", "must be at least 1 second");

@@ -38,6 +38,7 @@ mod params;
 mod prepare;
 mod rescore;
 mod resume;
+mod unflushed;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -59,12 +60,14 @@ use crate::engagement_stats::EngagementStats;
 use crate::idea::IdeaId;
 use crate::redelivery::SeenSignals;
 use crate::score::{Factors, ScoringParams, Weights};
+use crate::top_k::{Ranking, TopK, TopKDelta};
 use crate::topic_counts::TopicCounts;
 use crate::views::{
-    CentroidKind, CentroidRow, Change, DistinctCountRow, IdeaRow, IdeaStatus, SignalRow,
-    TopicCountRow, ViewKey, ViewRow,
+    CentroidKind, CentroidRow, Change, DistinctCountRow, IdeaRow, IdeaStatus, ScoreRow,
+    SignalRow, TopicCountRow, ViewKey, ViewRow,
 };
 use crate::Engagement;
+use unflushed::{HeldScore, Unflushed};
 
 /// Counters of the dedupe path, for metrics and the tuning report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -260,6 +263,20 @@ pub struct IdeaState {
     /// sums with its first epoch ([`IdeaState::hand_sums_to_dataflow`]).
     #[serde(skip)]
     sums_to_hand: Vec<(CentroidKey, VectorDelta)>,
+    /// The score rows the current batch of epochs holds back (saved with
+    /// the state: a checkpoint may fall inside a batch).
+    unflushed: Unflushed,
+    /// The top K ideas per category, ranked epoch by epoch from the scores
+    /// as they are computed (whether or not their rows are held back), for
+    /// the sinks' top sets and `idea.scored` events; only when a consumer
+    /// keeps them ([`IdeaState::keep_top_lists`]). Saved apart by the
+    /// checkpoints.
+    #[serde(skip)]
+    top: Option<TopK>,
+    /// Each ranked epoch's top-K moves (by the epoch's end), until the
+    /// consumer takes them with the epoch ([`IdeaState::take_moves`]).
+    #[serde(skip)]
+    moves: BTreeMap<i64, BTreeMap<String, TopKDelta>>,
 }
 
 fn utc(secs: i64) -> DateTime<Utc> {
@@ -318,7 +335,53 @@ impl IdeaState {
             parallel_scoring_min: PARALLEL_SCORING_MIN,
             spare_changelog: Vec::new(),
             sums_to_hand: Vec::new(),
+            unflushed: Unflushed::default(),
+            top: None,
+            moves: BTreeMap::new(),
         }
+    }
+
+    /// Ranks the top `k` ideas per category from now on (a consumer
+    /// materializes them): each finished epoch's moves wait for
+    /// [`IdeaState::take_moves`]. Lists already kept with that `k` (resumed)
+    /// stay.
+    pub fn keep_top_lists(&mut self, k: usize) {
+        if self.top.as_ref().is_none_or(|t| t.k() != k.max(1)) {
+            self.top = Some(TopK::new(k));
+        }
+    }
+
+    /// Goes on with top lists a checkpoint saved beside this state.
+    pub fn resume_top_lists(&mut self, mut top: TopK) {
+        top.let_go_of_inactive();
+        self.top = Some(top);
+    }
+
+    /// The top lists, as of the last finished epoch (for the checkpoints).
+    pub fn top_lists(&self) -> Option<&TopK> {
+        self.top.as_ref()
+    }
+
+    /// The ends of the finished epochs whose top-K moves wait to be taken.
+    pub fn moved_epochs(&self) -> impl Iterator<Item = i64> + '_ {
+        self.moves.keys().copied()
+    }
+
+    /// The top-K moves of the epoch ending at `epoch_end` (none if no
+    /// category's top K changed in it, or no lists are kept).
+    pub fn take_moves(&mut self, epoch_end: i64) -> BTreeMap<String, TopKDelta> {
+        self.moves.remove(&epoch_end).unwrap_or_default()
+    }
+
+    /// Ticks since the current batch of epochs began (see
+    /// [`IdeaState::finish_epoch_batched`]).
+    pub fn ticks_in_batch(&self) -> usize {
+        self.unflushed.ticks
+    }
+
+    /// Score rows the current batch holds back.
+    pub fn held_back(&self) -> usize {
+        self.unflushed.len()
     }
 
     /// Takes back a changelog this state emitted, once its consumer is done
@@ -434,6 +497,7 @@ impl IdeaState {
         let ticked = self.last_tick.is_none_or(|t| tick > t);
         if ticked {
             self.last_tick = Some(tick);
+            self.unflushed.ticks += 1;
             self.tick(tick, &mut changes);
         }
         signals.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
@@ -467,7 +531,23 @@ impl IdeaState {
     /// The second half of the epoch [begun](IdeaState::begin_epoch) last:
     /// settles the centroids with `sums` (each key whose accumulated sum
     /// changed, `None` once empty), emits the aggregates and re-scores.
+    /// Every score that changed is in the changelog.
     pub fn finish_epoch(&mut self, sums: Vec<(CentroidKey, Option<VectorDelta>)>) -> Vec<Change> {
+        self.finish_epoch_batched(sums, true)
+    }
+
+    /// [`IdeaState::finish_epoch`] of an epoch in a batch: the score rows
+    /// wait for the batch's end (`flush`), where each idea whose score
+    /// changed in the batch gets one row with its last score; the other
+    /// rows (ideas, signals, aggregates) are each epoch's own. Scores are
+    /// computed, ranked and read (feedback) exactly as epoch by epoch; only
+    /// the rows nobody could read between two epochs of a batch are left
+    /// out. A batch of one epoch is `finish_epoch`.
+    pub fn finish_epoch_batched(
+        &mut self,
+        sums: Vec<(CentroidKey, Option<VectorDelta>)>,
+        flush: bool,
+    ) -> Vec<Change> {
         let Some(OpenEpoch {
             watermark,
             changes: mut keyed,
@@ -499,16 +579,65 @@ impl IdeaState {
             touched.dedup();
         }
         self.emit_aggregates(watermark, &mut keyed);
-        // Sized once: on a tick this holds a row per live idea, and growing
-        // it would copy them all again.
         let mut out = std::mem::take(&mut self.spare_changelog);
-        out.reserve(keyed.len() + touched.len());
+        out.reserve(keyed.len());
         out.extend(keyed.into_iter().map(|(key, row)| Change { key, row }));
-        // Scores go straight to the changelog, in slot order (deterministic):
-        // each idea is re-scored at most once per epoch, and on ticks these are
-        // most of the changes, so they skip the per-key map.
-        self.rescore(&touched, watermark, &mut out);
+        // Scores are not keyed: each idea is re-scored at most once per
+        // epoch, and on ticks they are most of the changes.
+        let mut changed = Vec::with_capacity(touched.len());
+        self.rescore(&touched, watermark, &mut changed);
+        for &slot in &changed {
+            self.unflushed.mark(slot, watermark);
+        }
+        self.rank(watermark, &out, &changed);
+        if flush {
+            self.flush_scores(&mut out);
+        }
         out
+    }
+
+    /// Ranks the epoch ending at `watermark` in the top lists (if kept):
+    /// its keyed rows, then the scores of `changed` (ascending slots), in
+    /// the order the changelog of an epoch on its own holds their rows.
+    fn rank(&mut self, watermark: i64, keyed: &[Change], changed: &[u32]) {
+        let Some(top) = self.top.as_mut() else {
+            return;
+        };
+        let ideas = &self.ideas;
+        let scores = changed.iter().filter_map(|&slot| {
+            let idea = ideas[slot as usize].as_deref()?;
+            Some(Ranking::Score {
+                id: idea.row.id,
+                category: &idea.row.category,
+                score: idea.score?.1,
+            })
+        });
+        let rows = keyed.iter().filter_map(Ranking::of);
+        let count = rows.clone().count() + changed.len();
+        let moves = top.apply_ranking(rows.chain(scores), count);
+        if !moves.is_empty() {
+            self.moves.insert(watermark, moves);
+        }
+    }
+
+    /// Ends a batch of epochs: appends a score row for each idea whose
+    /// score changed since the last flush (its last score and when it
+    /// changed), in slot order after the archived ideas' (by id).
+    fn flush_scores(&mut self, out: &mut Vec<Change>) {
+        let (archived, held) = self.unflushed.drain();
+        out.reserve(archived.len() + held.len());
+        // An idea archived and then seen again in the batch is live again,
+        // and its slot holds its row back.
+        for (id, held) in archived {
+            if !self.by_id.contains_key(&id) {
+                out.push(score_row(id, held));
+            }
+        }
+        for (slot, at) in held {
+            if let Some(idea) = self.ideas[slot as usize].as_deref() {
+                out.extend(held_score(idea, at).map(|held| score_row(idea.row.id, held)));
+            }
+        }
     }
 
     /// Where the centroids' window starts: windows slide only on ticks, so
@@ -575,6 +704,9 @@ impl IdeaState {
         let Some(mut idea) = self.ideas[slot as usize].take() else {
             return;
         };
+        if let Some(held) = self.unflushed.take(slot).and_then(|at| held_score(&idea, at)) {
+            self.unflushed.hold_archived(idea.row.id, held);
+        }
         self.free.push(slot);
         self.by_id.remove(&idea.row.id);
         if let Some((factors, _)) = idea.score {
@@ -650,11 +782,11 @@ impl IdeaState {
     }
 
     /// Re-scores `slots` (ascending, distinct) at `watermark`; appends the
-    /// score rows that changed to `out`, in the order of `slots`. A long
+    /// slots whose score changed to `changed`, in the order of `slots`. A long
     /// list (every live idea, on a tick) is split over
     /// [`IdeaState::set_scoring_threads`] threads, each re-scoring its own
     /// run of slots; the result is the same for any thread count.
-    fn rescore(&mut self, slots: &[u32], watermark: i64, out: &mut Vec<Change>) {
+    fn rescore(&mut self, slots: &[u32], watermark: i64, changed: &mut Vec<u32>) {
         // Everything evaluation would compute lazily, computed now: the
         // centroids' f64 mirrors, and the statistics of the sources these
         // ideas come from (only those, as the lazy path would).
@@ -678,14 +810,13 @@ impl IdeaState {
             rates: &self.rates,
             window_start: self.window_start(),
             watermark,
-            scored_at: utc(watermark),
         };
         let threads = if slots.len() < self.parallel_scoring_min {
             1
         } else {
             self.scoring_threads
         };
-        inputs.rescore(&mut self.ideas, slots, threads, out);
+        inputs.rescore(&mut self.ideas, slots, threads, changed);
     }
 
     fn emit_aggregates(
@@ -737,6 +868,30 @@ impl IdeaState {
                 Some(ViewRow::DistinctCount(row)),
             );
         }
+    }
+}
+
+/// An idea's last score, computed at `at`, as its row will say it.
+fn held_score(idea: &LiveIdea, at: i64) -> Option<HeldScore> {
+    let (factors, score) = idea.score?;
+    Some(HeldScore {
+        category: idea.row.category.clone(),
+        factors,
+        score,
+        at,
+    })
+}
+
+fn score_row(id: IdeaId, held: HeldScore) -> Change {
+    Change {
+        key: ViewKey::Score(id),
+        row: Some(ViewRow::Score(ScoreRow {
+            idea_id: id,
+            category: held.category,
+            score: held.score,
+            factors: held.factors,
+            scored_at: utc(held.at),
+        })),
     }
 }
 

@@ -1,24 +1,22 @@
 //! Re-scoring ideas in place: each idea's factors evaluated at a watermark,
-//! compared with its last score, and a score row emitted when it changed.
+//! compared with its last score, and its slot noted when it changed (the
+//! state makes the score rows, when the batch of epochs ends).
 //!
 //! A tick re-scores every live idea, and the state has one owner; so the
 //! ideas are split into disjoint runs of slots, each re-scored (evaluated,
-//! written back, its rows built) on its own thread. Each run writes its rows
-//! into its own region of the changelog, and the regions stay in slot
-//! order, so the changelog is the same for any thread count.
+//! written back) on its own thread. Each run notes its changed slots in its
+//! own region of the output, and the regions stay in slot order, so the
+//! output is the same for any thread count.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-use chrono::{DateTime, Utc};
 
 use super::{KnownCohesion, LiveIdea};
 use crate::centroid::CentroidWindow;
 use crate::engagement_stats::EngagementStats;
 use crate::score::{self, Factors, ScoringParams, Weights};
 use crate::topic_counts::TopicCounts;
-use crate::views::{Change, ScoreRow, ViewKey, ViewRow};
 
 /// Everything an idea's score reads besides the idea, borrowed apart from
 /// the ideas so that they can be written while it is read.
@@ -34,7 +32,6 @@ pub(super) struct ScoringInputs<'a> {
     /// tick yet, every idea is).
     pub window_start: Option<i64>,
     pub watermark: i64,
-    pub scored_at: DateTime<Utc>,
 }
 
 /// Whether an idea first seen at `first_seen` is in the centroids' window
@@ -56,15 +53,9 @@ struct Evaluation {
 /// per idea, by the address of the category's shared name: ideas share one
 /// name per category (a handful in all), so a short scan of pointers
 /// replaces a hash and a string comparison per idea per tick.
-///
-/// It also holds the run's own copy of each name for the score rows: every
-/// row clones its category, and clones of the idea's name from two scoring
-/// threads at once made its reference count's cache line bounce between
-/// the cores (the atomic increment was over a quarter of a run's time).
-/// A copy made by the run is touched by its thread alone.
 #[derive(Default)]
 struct CategoryMemo<'a> {
-    seen: Vec<(*const u8, u64, &'a [String], Arc<str>)>,
+    seen: Vec<(*const u8, u64, &'a [String])>,
 }
 
 impl<'a> CategoryMemo<'a> {
@@ -80,8 +71,7 @@ impl<'a> CategoryMemo<'a> {
             return None;
         }
         let (generation, set) = topics.top_set_with_generation(category);
-        self.seen
-            .push((key, generation, set, Arc::from(&**category)));
+        self.seen.push((key, generation, set));
         Some(self.seen.len() - 1)
     }
 
@@ -90,14 +80,6 @@ impl<'a> CategoryMemo<'a> {
         match self.entry(topics, category) {
             Some(i) => (self.seen[i].1, self.seen[i].2),
             None => topics.top_set_with_generation(category),
-        }
-    }
-
-    /// The name to put in a score row: the run's copy (the same text).
-    fn name(&mut self, topics: &'a TopicCounts, category: &Arc<str>) -> Arc<str> {
-        match self.entry(topics, category) {
-            Some(i) => self.seen[i].3.clone(),
-            None => category.clone(),
         }
     }
 }
@@ -146,14 +128,14 @@ impl<'a> ScoringInputs<'a> {
     }
 
     /// Re-scores the ideas in `slots` (ascending) of `ideas`, whose first
-    /// element is slot `base`; writes the rows of the scores that changed to
-    /// the front of `rows` (at least one place per slot) and returns how many.
+    /// element is slot `base`; writes the slots whose score changed to the
+    /// front of `rows` (at least one place per slot) and returns how many.
     fn rescore_run(
         &self,
         ideas: &mut [Option<Box<LiveIdea>>],
         base: usize,
         slots: &[u32],
-        rows: &mut [MaybeUninit<Change>],
+        rows: &mut [MaybeUninit<u32>],
     ) -> usize {
         let mut written = 0;
         let mut memo = CategoryMemo::default();
@@ -171,20 +153,7 @@ impl<'a> ScoringInputs<'a> {
                 continue;
             }
             idea.score = Some((e.factors, e.score));
-            rows[written].write(Change {
-                key: ViewKey::Score(idea.row.id),
-                row: Some(ViewRow::Score(ScoreRow {
-                    idea_id: idea.row.id,
-                    category: idea
-                        .row
-                        .category
-                        .as_ref()
-                        .map(|c| memo.name(self.topics, c)),
-                    score: e.score,
-                    factors: e.factors,
-                    scored_at: self.scored_at,
-                })),
-            });
+            rows[written].write(slot);
             written += 1;
         }
         written
@@ -192,18 +161,16 @@ impl<'a> ScoringInputs<'a> {
 
     /// [`ScoringInputs::rescore_run`] of `slots` (ascending, distinct), split
     /// over up to `threads` threads, each re-scoring its own run of the ideas;
-    /// appends the rows to `out` in slot order.
+    /// appends the slots whose score changed to `out`, in slot order.
     ///
-    /// Every thread writes its rows straight into `out`'s spare capacity, in
-    /// a region of its own: on a tick there is a row per live idea, and rows
-    /// built apart and appended would be written twice, the second time
-    /// into pages the thread had just faulted in.
+    /// Every thread writes straight into `out`'s spare capacity, in a region
+    /// of its own.
     pub fn rescore(
         &self,
         ideas: &mut [Option<Box<LiveIdea>>],
         slots: &[u32],
         threads: usize,
-        out: &mut Vec<Change>,
+        out: &mut Vec<u32>,
     ) {
         debug_assert!(slots.windows(2).all(|w| w[0] < w[1]), "slots ascending");
         out.reserve(slots.len());
@@ -226,7 +193,7 @@ impl<'a> ScoringInputs<'a> {
         ideas: &mut [Option<Box<LiveIdea>>],
         slots: &[u32],
         threads: usize,
-        rows: &mut [MaybeUninit<Change>],
+        rows: &mut [MaybeUninit<u32>],
     ) -> usize {
         // Disjoint runs of at most RUN_SLOTS slots: each takes the ideas
         // after the previous run's last slot, through its own last, and as
@@ -238,7 +205,7 @@ impl<'a> ScoringInputs<'a> {
             &'i mut [Option<Box<LiveIdea>>],
             usize,
             &'s [u32],
-            &'r mut [MaybeUninit<Change>],
+            &'r mut [MaybeUninit<u32>],
         );
         let run_slots = RUN_SLOTS.min(slots.len().div_ceil(threads));
         let mut runs: Vec<Mutex<Option<Run>>> = Vec::new();

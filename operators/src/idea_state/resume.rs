@@ -82,6 +82,9 @@ impl IdeaState {
                 refused: Default::default(),
                 spare_changelog: Vec::new(),
                 sums_to_hand: Vec::new(),
+                unflushed: self.unflushed.clone(),
+                top: None,
+                moves: Default::default(),
             };
             copy.ideas = ideas.join();
             copy

@@ -2,6 +2,8 @@ use chrono::{TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use std::collections::BTreeSet;
+
 use super::*;
 use crate::classify::Anchor;
 use crate::dedupe::{LshIndex, LshParams};
@@ -807,5 +809,98 @@ fn a_resumed_state_hands_its_sums_to_a_fresh_collection() {
     let n = expected.len();
     for cut in [1, n / 3, n / 2, n - 1] {
         assert!(run(Some(cut)) == expected, "restart before epoch {cut}");
+    }
+}
+
+/// Every epoch of `signals` (by `epoch_secs`) applied in batches, each
+/// batch ending where `ends(epoch index, state)` says (and at the last
+/// epoch), with top lists of `k` kept, the state saved and resumed after
+/// each epoch `saved_after` says: the views the changelogs leave, each
+/// epoch's moves, and how many score rows the changelogs held.
+fn batched(
+    signals: &[Signal],
+    epoch_secs: i64,
+    k: usize,
+    ends: impl Fn(usize, &IdeaState) -> bool,
+    saved_after: impl Fn(usize) -> bool,
+) -> (ViewState, Vec<BTreeMap<String, TopKDelta>>, usize) {
+    let mut state = fresh_state(&ScoringParams::default());
+    state.set_scoring_threads(2);
+    state.parallel_scoring_min = 1;
+    state.keep_top_lists(k);
+    let epochs = prepared_epochs(signals, epoch_secs);
+    let last = epochs.len() - 1;
+    let (mut views, mut moves, mut score_rows) = (ViewState::default(), Vec::new(), 0);
+    for (i, (t, batch)) in epochs.into_iter().enumerate() {
+        let watermark = t + epoch_secs;
+        let deltas = state.begin_epoch(watermark, batch);
+        let sums = state.own_sums.accumulate(deltas);
+        let flush = i == last || ends(i, &state);
+        let changes = state.finish_epoch_batched(sums, flush);
+        let keys: BTreeSet<&ViewKey> = changes.iter().map(|c| &c.key).collect();
+        assert_eq!(keys.len(), changes.len(), "one change per key");
+        score_rows += changes
+            .iter()
+            .filter(|c| matches!(c.key, ViewKey::Score(_)))
+            .count();
+        moves.push(state.take_moves(watermark));
+        views.apply(changes);
+        if saved_after(i) {
+            // The top lists are saved beside the state, as checkpoints do.
+            let top = state.top.take().expect("kept");
+            state = saved_and_resumed(&state);
+            state.resume_top_lists(top);
+        }
+    }
+    (views, moves, score_rows)
+}
+
+/// Ticks and merges in batches of epochs leave the views and top-K moves of
+/// the same epochs one by one, with a score row per idea per batch instead
+/// of per tick: on a stream whose ideas are archived (some while their row
+/// is held back), come back, and whose slots are reused.
+#[test]
+fn batches_of_epochs_leave_the_views_and_moves_of_epochs_one_by_one() {
+    let mut signals = churning_stream();
+    // An idea archived inside a batch and seen again in the same one.
+    let back = signals[7].clone();
+    let mut again = back.clone();
+    again.id = "back again".into();
+    again.captured_at = signals.last().unwrap().captured_at + chrono::Duration::minutes(30);
+    signals.push(again);
+    let (reference, reference_moves, reference_rows) =
+        batched(&signals, 60, 4, |_, _| true, |_| false);
+    assert!(
+        reference_moves.iter().filter(|m| !m.is_empty()).count() > 10,
+        "the top lists move"
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let random: Vec<bool> = (0..10_000).map(|_| rng.random_bool(0.2)).collect();
+    type Ends = Box<dyn Fn(usize, &IdeaState) -> bool>;
+    type Saves = Box<dyn Fn(usize) -> bool>;
+    let cases: Vec<(&str, Ends, Saves)> = vec![
+        ("every 5th epoch", Box::new(|i, _| i % 5 == 4), Box::new(|_| false)),
+        ("every 3 ticks", Box::new(|_, s| s.ticks_in_batch() >= 3), Box::new(|_| false)),
+        ("at random", Box::new(move |i, _| random[i]), Box::new(|_| false)),
+        ("one batch", Box::new(|_, _| false), Box::new(|_| false)),
+        // Checkpoints inside batches: what they hold back is saved.
+        (
+            "every 3 ticks, saved every 37th epoch",
+            Box::new(|_, s| s.ticks_in_batch() >= 3),
+            Box::new(|i| i % 37 == 36),
+        ),
+    ];
+    for (name, ends, saved_after) in cases {
+        let (views, moves, rows) = batched(&signals, 60, 4, ends, saved_after);
+        assert!(
+            views.rows().eq(reference.rows()),
+            "{name}: the views differ"
+        );
+        assert_eq!(moves, reference_moves, "{name}: the moves differ");
+        assert!(rows < reference_rows, "{name}: {rows} score rows against {reference_rows}");
+        if name != "every 5th epoch" && name != "at random" {
+            // (Epochs are 7 minutes apart: a batch of 5 holds a tick at most.)
+            assert!(rows < reference_rows / 2, "{name}: {rows} against {reference_rows}");
+        }
     }
 }

@@ -136,6 +136,9 @@ impl Resumed {
     pub fn take_ideas(&mut self, core: &crate::core_setup::CoreSetup) -> IdeaState {
         let mut state = self.ideas.take().unwrap_or_else(|| core.state());
         state.hand_sums_to_dataflow();
+        if let Some(top) = self.run.top.take() {
+            state.resume_top_lists(top);
+        }
         if let Some(w) = self.weights_in_flight.take() {
             state.set_weights(w);
         }
@@ -150,14 +153,12 @@ impl Resumed {
 }
 
 /// Checkpoint settings and the parts of the run a capture reads that live
-/// outside the dataflow (the consumer's top lists, the sinks' progress).
+/// outside the dataflow (the dead letters, the sinks' progress).
 #[derive(Clone)]
 pub struct Checkpoints {
     pub store: Store,
     pub every: Duration,
     pub fingerprint: String,
-    /// The consumer's top lists (the materializer ranks with them).
-    pub top: Arc<Mutex<Option<TopK>>>,
     /// The dead letters the dataflow refused, as the consumer saw them.
     pub refused_inside: RefusedInside,
     /// Every epoch starting before this is committed by every sink.
@@ -228,7 +229,7 @@ impl Checkpointer {
         }
         let feedback = self.feedback.borrow();
         let feedback = feedback.as_ref();
-        at.run.top = self.settings.top.lock().expect("not poisoned").clone();
+        at.run.top = ideas.top_lists().cloned();
         at.run.refused_inside = self
             .settings
             .refused_inside

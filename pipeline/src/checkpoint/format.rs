@@ -33,7 +33,7 @@ use super::capture::{RunState, SavedPosition};
 pub const MAGIC: &[u8; 20] = b"IDEAFLOW-CHECKPOINT\n";
 
 /// Bumped whenever the header's or the state's serde form changes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The most a header may claim to be: a larger length is corruption.
 const MAX_HEADER: u32 = 64 << 20;

@@ -449,11 +449,6 @@ fn start_from_checkpoint(
         store,
         every: std::time::Duration::from_secs(config.pipeline.checkpoint_every_secs),
         fingerprint,
-        top: Arc::new(Mutex::new(resumed.as_mut().and_then(|r| {
-            let mut top = r.run.top.take()?;
-            top.let_go_of_inactive();
-            Some(top)
-        }))),
         refused_inside: Arc::default(),
         committed_before: Arc::new(std::sync::atomic::AtomicI64::new(
             resumed.as_ref().map_or(0, |r| {

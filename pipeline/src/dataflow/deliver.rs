@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use ideaflow_operators::top_k::TopKDelta;
 use ideaflow_operators::views::Change;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -21,8 +22,24 @@ pub trait EpochConsumer: Send {
     /// most one change per key, in an order that is deterministic but not
     /// sorted (see `IdeaState::apply_epoch`). Drain it, or take it when the
     /// rows must outlive the call: the buffer left behind goes back to the
-    /// idea state for a later epoch's changelog.
-    fn epoch(&mut self, epoch_end: i64, changes: &mut Vec<Change>) -> anyhow::Result<()>;
+    /// idea state for a later epoch's changelog. `moves` are the epoch's
+    /// top-K moves per category, when the consumer keeps top lists
+    /// ([`EpochConsumer::top_k`]).
+    ///
+    /// In a batch of epochs (a backlog) the score rows of all of them come
+    /// with its last epoch, one per idea: a consumer that stops between two
+    /// epochs of a batch has their other rows without those scores.
+    fn epoch(
+        &mut self,
+        epoch_end: i64,
+        changes: &mut Vec<Change>,
+        moves: BTreeMap<String, TopKDelta>,
+    ) -> anyhow::Result<()>;
+    /// How many ideas per category the consumer's top lists hold, if it
+    /// keeps any: the idea state ranks them and hands each epoch's moves.
+    fn top_k(&self) -> Option<usize> {
+        None
+    }
     /// Every epoch starting before `complete_before` (seconds; `i64::MAX`
     /// once the inputs ended) is complete and was handed over (those with
     /// changes): records read into them may be acknowledged once what was
@@ -70,16 +87,32 @@ pub fn deliver_epochs<'scope>(
                         }
                     }
                 });
+                // An epoch whose changelog is empty (its signals all
+                // repeats, its scores held back by a batch) may still have
+                // moved the top lists.
+                if let Some(state) = state.borrow().as_ref() {
+                    for end in state.moved_epochs() {
+                        pending
+                            .entry((end as u64).saturating_sub(epoch_secs))
+                            .or_default();
+                    }
+                }
                 while let Some(entry) = pending.first_entry() {
                     if frontier.less_equal(entry.key()) {
                         break;
                     }
                     let (t, mut changes) = entry.remove_entry();
+                    let epoch_end = (t + epoch_secs) as i64;
+                    let moves = state
+                        .borrow_mut()
+                        .as_mut()
+                        .map(|s| s.take_moves(epoch_end))
+                        .unwrap_or_default();
                     let beyond = t >= cutoff.load(std::sync::atomic::Ordering::SeqCst);
                     let Some(c) = consumer.as_mut().filter(|_| !beyond) else {
                         continue;
                     };
-                    if let Err(e) = c.epoch((t + epoch_secs) as i64, &mut changes) {
+                    if let Err(e) = c.epoch(epoch_end, &mut changes, moves) {
                         tracing::error!(error = %e, epoch = t, "a sink failed; stopping delivery");
                         failed.lock().expect("not poisoned").get_or_insert(e);
                         consumer = None;

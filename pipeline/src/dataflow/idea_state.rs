@@ -119,14 +119,26 @@ pub type StateOutputs<'scope> = (
 /// The facts leave on an output of their own rather than through a split
 /// downstream: on a tick the changelog holds a score row per live idea, and
 /// every operator hop moves each row once more.
+///
+/// Epochs are applied in batches while the inputs are a backlog (files at
+/// full speed): a batch ends once it spans `tick_batch` ticks, when no
+/// later signal is waiting (the inputs ended, or went quiet), or when the
+/// backlog is read; only then are its score rows emitted, one per idea
+/// whose score changed in it ([`IdeaState::finish_epoch_batched`]). Live
+/// and paced inputs have every epoch emit its own.
 pub fn apply_to_state<'scope>(
     prepared: Stream<'scope, u64, Vec<PreparedSignal>>,
     learned: Stream<'scope, u64, Vec<Learned>>,
     sums: Stream<'scope, u64, Vec<CentroidSumUpdate>>,
     state: SharedState,
-    epoch_secs: u64,
+    batching: Batching,
     arrived: Arc<AtomicU64>,
 ) -> StateOutputs<'scope> {
+    let Batching {
+        epoch_secs,
+        tick_batch,
+        backlog,
+    } = batching;
     let mut builder = OperatorBuilder::new("IdeaState".to_owned(), prepared.scope());
     let mut signals_in = builder.new_input(
         prepared.map(WirePrepared),
@@ -212,7 +224,13 @@ pub fn apply_to_state<'scope>(
                     let Some(state) = state.as_mut() else {
                         continue;
                     };
-                    let epoch = state.finish_epoch(latest_sums(updates));
+                    // A later epoch with signals is sure to be finished
+                    // (and to end the batch if nothing follows it).
+                    let flush = tick_batch <= 1
+                        || !backlog.load(Ordering::SeqCst)
+                        || pending.is_empty()
+                        || state.ticks_in_batch() >= tick_batch;
+                    let epoch = state.finish_epoch_batched(latest_sums(updates), flush);
                     // Not the scores: feedback reads the latest factors from
                     // the state itself (see `apply_feedback`).
                     // What the tick forgot first: it came before the
@@ -276,6 +294,18 @@ pub fn apply_to_state<'scope>(
         }
     });
     (changes, facts, deltas)
+}
+
+/// How the idea state's operator groups epochs.
+#[derive(Clone, Debug)]
+pub struct Batching {
+    /// Event time per epoch (`pipeline.epoch_secs`).
+    pub epoch_secs: u64,
+    /// Most ticks a batch of epochs spans (`pipeline.tick_batch`; 1: every
+    /// epoch is its own batch).
+    pub tick_batch: usize,
+    /// Set by the source while the inputs are a backlog.
+    pub backlog: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Each key's sum after an epoch, from the collection's changes in it: the

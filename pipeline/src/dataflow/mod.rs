@@ -112,6 +112,7 @@ pub fn run_dataflow(
     }
     let settings = source::DriveSettings::from_config(&config.pipeline);
     let epoch_secs = config.pipeline.epoch_secs;
+    let tick_batch = config.pipeline.tick_batch;
     let owned = Arc::new(Mutex::new(lead));
     // Signals that reached the idea state: the source's back-pressure.
     let arrived = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -155,6 +156,9 @@ pub fn run_dataflow(
             state.set_scoring_threads(workers);
             if from_buses {
                 state.log_refused();
+            }
+            if let Some(k) = consumer.as_ref().and_then(|c| c.top_k()) {
+                state.keep_top_lists(k);
             }
             state
         });
@@ -204,7 +208,11 @@ pub fn run_dataflow(
                 learned,
                 sums,
                 state.clone(),
-                epoch_secs,
+                idea_state::Batching {
+                    epoch_secs,
+                    tick_batch,
+                    backlog: settings.backlog.clone(),
+                },
                 arrived.clone(),
             );
             idea_state::centroid_sums(deltas).connect_loop(sums_loop);
@@ -266,7 +274,7 @@ pub fn run_dataflow(
                     output_path,
                 };
                 let (mut s, handles) = source::drive(
-                    worker, source, &mut input, cap, &probe, &mut dead, settings, &arrived, &done,
+                    worker, source, &mut input, cap, &probe, &mut dead, settings.clone(), &arrived, &done,
                     &cutoff, resume,
                 )?;
                 buses_out.lock().expect("not poisoned").extend(handles);

@@ -72,10 +72,13 @@ pub fn split_events<'scope>(
 }
 
 /// How the source feeds the dataflow (from `[pipeline]`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DriveSettings {
     pub epoch_secs: u64,
     pub max_in_flight: u64,
+    /// Set while the inputs are a backlog (files read at full speed): the
+    /// idea state may then batch epochs ([`super::idea_state::Batching`]).
+    pub backlog: Arc<AtomicBool>,
 }
 
 impl DriveSettings {
@@ -83,6 +86,7 @@ impl DriveSettings {
         DriveSettings {
             epoch_secs: pipeline.epoch_secs,
             max_in_flight: pipeline.max_in_flight as u64,
+            backlog: Arc::default(),
         }
     }
 }
@@ -504,8 +508,13 @@ pub fn drive(
     let DriveSettings {
         epoch_secs,
         max_in_flight,
+        backlog,
     } = settings;
     let Inputs { files, buses, live } = inputs;
+    backlog.store(
+        files.as_ref().is_some_and(ReplaySource::is_backlog),
+        Ordering::SeqCst,
+    );
     let started = Instant::now();
     let progress_bytes = files
         .as_ref()
@@ -666,6 +675,7 @@ pub fn drive(
                 reading.watermarks.end((FILES, 0));
                 reading.catching_up.remove(&(FILES, 0));
                 files_done = true;
+                backlog.store(false, Ordering::SeqCst);
             }
             Ok(Arrival::Bus(event)) => {
                 if let BusEvent::Records { source, records } = &event {

@@ -13,7 +13,7 @@ mod writer;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use ideaflow_operators::top_k::TopK;
+use ideaflow_operators::top_k::TopKDelta;
 use ideaflow_operators::views::{Change, ViewState};
 use ideaflow_sinks::postgres::{self, PostgresSink};
 use ideaflow_sinks::redis_sink::{EpochMoves, RedisSink};
@@ -48,10 +48,9 @@ pub struct FeedSignal {
 
 pub struct Materializer {
     pub views: Arc<Mutex<ViewState>>,
-    /// Ranks each category's ideas epoch by epoch, for Redis's top sets and
-    /// `idea.scored` events (only with sinks); shared with the checkpoints,
-    /// which save it.
-    top: Arc<Mutex<Option<TopK>>>,
+    /// How many ideas per category Redis's top sets hold (with sinks): the
+    /// idea state ranks them and hands each epoch's moves with it.
+    top_k: Option<usize>,
     /// The dead letters the dataflow refused so far (by their view key),
     /// for the checkpoints: a resumed run appends them at its end too.
     refused_inside: Option<crate::checkpoint::capture::RefusedInside>,
@@ -157,9 +156,7 @@ impl Materializer {
         feed: Option<broadcast::Sender<EpochCommitted>>,
         metrics: Option<crate::metrics::Metrics>,
     ) -> Self {
-        let top = Arc::new(Mutex::new(
-            sinks.as_ref().map(|s| TopK::new(s.redis.top_k())),
-        ));
+        let top_k = sinks.as_ref().map(|s| s.redis.top_k());
         let targets = sinks.map(|s| Targets {
             runtime,
             postgres: s.postgres,
@@ -179,7 +176,7 @@ impl Materializer {
         });
         Materializer {
             views,
-            top,
+            top_k,
             refused_inside: None,
             targets,
             writer: None,
@@ -187,16 +184,9 @@ impl Materializer {
         }
     }
 
-    /// Shares what the checkpoints save: the top lists, the dataflow's dead
-    /// letters, and how far both sinks have committed.
+    /// Shares what the checkpoints save: the dataflow's dead letters, and
+    /// how far both sinks have committed.
     pub fn with_checkpoints(mut self, c: &crate::checkpoint::capture::Checkpoints) -> Self {
-        let mine = self.top.lock().expect("not poisoned").take();
-        let mut theirs = c.top.lock().expect("not poisoned");
-        if theirs.is_none() {
-            *theirs = mine;
-        }
-        drop(theirs);
-        self.top = c.top.clone();
         self.refused_inside = Some(c.refused_inside.clone());
         if let Some(t) = self.targets.as_mut() {
             t.committed_before = Some(c.committed_before.clone());
@@ -257,14 +247,17 @@ impl Materializer {
 }
 
 impl EpochConsumer for Materializer {
-    fn epoch(&mut self, epoch_end: i64, changes: &mut Vec<Change>) -> Result<()> {
-        let moves = match self.top.lock().expect("not poisoned").as_mut() {
-            Some(top) => EpochMoves {
-                epoch_end,
-                moves: top.apply(changes),
-            },
-            None => EpochMoves::default(),
-        };
+    fn top_k(&self) -> Option<usize> {
+        self.top_k
+    }
+
+    fn epoch(
+        &mut self,
+        epoch_end: i64,
+        changes: &mut Vec<Change>,
+        moves: std::collections::BTreeMap<String, TopKDelta>,
+    ) -> Result<()> {
+        let moves = EpochMoves { epoch_end, moves };
         if let Some(refused) = &self.refused_inside {
             let mut refused = refused.lock().expect("not poisoned");
             refused.extend(changes.iter().filter_map(|c| match &c.row {

@@ -202,6 +202,13 @@ impl ReplaySource {
         self.mark
     }
 
+    /// Whether the chain is a backlog, read as fast as the pipeline takes
+    /// it: files at full speed (not paced, not standard input, which is a
+    /// live stream however fast it is read).
+    pub fn is_backlog(&self) -> bool {
+        self.pacer.speed() == Speed::Max && !self.files.iter().any(|f| is_stdin(f))
+    }
+
     /// Gives the next `items` items (events and refused lines) without
     /// pacing: a restart reads them again only to skip them.
     pub fn unpaced_for(mut self, items: u64) -> Self {

@@ -45,6 +45,10 @@ impl Pacer {
         }
     }
 
+    pub fn speed(&self) -> Speed {
+        self.speed
+    }
+
     /// Sleeps until `event_time` is due. Out-of-order events never sleep.
     pub fn pace(&mut self, event_time: DateTime<Utc>) {
         let Speed::Multiplier(x) = self.speed else {
