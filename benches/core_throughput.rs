@@ -8,6 +8,10 @@
 //!
 //!     cargo bench --bench core_throughput                        # 1M signals, 14 and 30 days, 2 rounds
 //!     cargo bench --bench core_throughput -- --signals 100000 --days 1 --rounds 1 --layouts 1w,2w
+//!     cargo bench --bench core_throughput -- --days 14 --layouts 1w,2w --tick-batch 1,24
+//!
+//! `--tick-batch` runs every layout with each `pipeline.tick_batch` given
+//! (1: the reference mode, every epoch emits its own score rows), in turn.
 //!
 //! The default spans are the generator's (14 days) and 30 days: with the
 //! 7-day window about half the ideas are live at a time on the first. A 1-day
@@ -73,6 +77,9 @@ fn cpu_secs() -> f64 {
 fn child(input: &Path, workers: usize, cluster: Option<Cluster>) -> Result<()> {
     let mut config = config("config/ideaflow.toml")?;
     config.pipeline.workers = workers;
+    if let Ok(n) = std::env::var("IDEAFLOW_BENCH_TICK_BATCH") {
+        config.pipeline.tick_batch = n.parse()?;
+    }
     let (model, mut embedder) = ModelSource::open(&config.model)?;
     let core = Arc::new(CoreSetup::build(&config, &mut embedder)?);
     drop(embedder);
@@ -104,11 +111,13 @@ fn child(input: &Path, workers: usize, cluster: Option<Cluster>) -> Result<()> {
     Ok(())
 }
 
-/// A layout of the run: workers per process and processes.
+/// A layout of the run: workers per process and processes, and the
+/// `pipeline.tick_batch` it runs with (`None`: the config's).
 #[derive(Clone, Copy)]
 struct Layout {
     workers: usize,
     processes: usize,
+    tick_batch: Option<usize>,
 }
 
 impl Layout {
@@ -119,19 +128,25 @@ impl Layout {
             "w" => Ok(Layout {
                 workers: n,
                 processes: 1,
+                tick_batch: None,
             }),
             "p" => Ok(Layout {
                 workers: 1,
                 processes: n,
+                tick_batch: None,
             }),
             _ => anyhow::bail!("layout {s:?}: use Nw (N workers) or Np (N processes x 1 worker)"),
         }
     }
 
     fn name(self) -> String {
-        match self.processes {
+        let layout = match self.processes {
             1 => format!("{} worker(s)", self.workers),
             p => format!("{p} processes x {}", self.workers),
+        };
+        match self.tick_batch {
+            Some(n) => format!("{layout}, tick_batch {n}"),
+            None => layout,
         }
     }
 }
@@ -147,22 +162,25 @@ fn measure(input: &Path, layout: Layout, port: u16) -> Result<[f64; 5]> {
     }
     let children: Vec<_> = (0..layout.processes)
         .map(|process| {
-            Command::new(std::env::current_exe()?)
-                .env(
-                    "IDEAFLOW_BENCH_CHILD",
-                    format!(
-                        "{}:{process}:{}:{}:{}",
-                        layout.workers,
-                        layout.processes,
-                        hostfile.display(),
-                        input.display()
-                    ),
-                )
-                .env("IDEAFLOW_LOG", "warn")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .map_err(anyhow::Error::from)
+            let mut cmd = Command::new(std::env::current_exe()?);
+            if let Some(n) = layout.tick_batch {
+                cmd.env("IDEAFLOW_BENCH_TICK_BATCH", n.to_string());
+            }
+            cmd.env(
+                "IDEAFLOW_BENCH_CHILD",
+                format!(
+                    "{}:{process}:{}:{}:{}",
+                    layout.workers,
+                    layout.processes,
+                    hostfile.display(),
+                    input.display()
+                ),
+            )
+            .env("IDEAFLOW_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(anyhow::Error::from)
         })
         .collect::<Result<_>>()?;
     let mut sum = [0.0; 5];
@@ -266,6 +284,21 @@ fn main() -> Result<()> {
         .split(',')
         .map(Layout::parse)
         .collect::<Result<_>>()?;
+    let tick_batches: Vec<Option<usize>> = match arg("--tick-batch", "") {
+        list if list.is_empty() => vec![None],
+        list => list
+            .split(',')
+            .map(|n| n.parse().map(Some))
+            .collect::<Result<_, _>>()?,
+    };
+    let layouts: Vec<Layout> = layouts
+        .iter()
+        .flat_map(|l| {
+            tick_batches
+                .iter()
+                .map(|&tick_batch| Layout { tick_batch, ..*l })
+        })
+        .collect();
     let rounds: usize = arg("--rounds", "2").parse()?;
     let mut port = 47_000 + (std::process::id() % 1000) as u16 * 8;
     for days in days {
@@ -297,7 +330,7 @@ fn main() -> Result<()> {
         let rate_of = |w: usize, p: usize| {
             layouts
                 .iter()
-                .position(|l| l.workers == w && l.processes == p)
+                .position(|l| l.workers == w && l.processes == p && l.tick_batch == tick_batches[0])
                 .map(|i| best[i])
         };
         if let (Some(one), Some(two)) = (rate_of(1, 1), rate_of(2, 1)) {

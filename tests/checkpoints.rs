@@ -468,6 +468,32 @@ fn kill_and_compare(
     restarts
 }
 
+/// The reference mode (`pipeline.tick_batch = 1`: every epoch emits its
+/// own score rows) on one worker, and the default (a file run's epochs in
+/// batches of up to 24 ticks, each idea's score row once per batch) on two:
+/// the same views, top sets and `idea.scored` events, output and dead
+/// letters.
+#[test]
+fn batches_of_epochs_materialize_what_epochs_one_by_one_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = stream(dir.path(), 6_000, 43);
+    let input = input.to_string_lossy();
+    let reference_config = config(dir.path(), "reference", None);
+    let mut text = std::fs::read_to_string(&reference_config).unwrap();
+    text.push_str("tick_batch = 1\n");
+    std::fs::write(&reference_config, text).unwrap();
+    let reference = unique("batches_ref");
+    run_to_end(
+        run_cmd(&reference_config, &input, &reference, dir.path()),
+        &dir.path().join("ref.log"),
+    );
+    let ns = unique("batches");
+    let mut batched = run_cmd(&config(dir.path(), "plain", None), &input, &ns, dir.path());
+    batched.args(["--workers", "2"]);
+    run_to_end(batched, &dir.path().join("batched.log"));
+    assert_same(&reference, &ns, dir.path(), true);
+}
+
 #[test]
 fn kill_9_of_a_file_run_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -63,8 +63,8 @@ use crate::score::{Factors, ScoringParams, Weights};
 use crate::top_k::{Ranking, TopK, TopKDelta};
 use crate::topic_counts::TopicCounts;
 use crate::views::{
-    CentroidKind, CentroidRow, Change, DistinctCountRow, IdeaRow, IdeaStatus, ScoreRow,
-    SignalRow, TopicCountRow, ViewKey, ViewRow,
+    CentroidKind, CentroidRow, Change, DistinctCountRow, IdeaRow, IdeaStatus, ScoreRow, SignalRow,
+    TopicCountRow, ViewKey, ViewRow,
 };
 use crate::Engagement;
 use unflushed::{HeldScore, Unflushed};
@@ -704,7 +704,11 @@ impl IdeaState {
         let Some(mut idea) = self.ideas[slot as usize].take() else {
             return;
         };
-        if let Some(held) = self.unflushed.take(slot).and_then(|at| held_score(&idea, at)) {
+        if let Some(held) = self
+            .unflushed
+            .take(slot)
+            .and_then(|at| held_score(&idea, at))
+        {
             self.unflushed.hold_archived(idea.row.id, held);
         }
         self.free.push(slot);

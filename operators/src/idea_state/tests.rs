@@ -831,6 +831,9 @@ fn batched(
     let epochs = prepared_epochs(signals, epoch_secs);
     let last = epochs.len() - 1;
     let (mut views, mut moves, mut score_rows) = (ViewState::default(), Vec::new(), 0);
+    // Top lists ranked from the changelogs, as consumers did before the
+    // state ranked them: the same moves while every epoch is a batch.
+    let mut from_rows = Some(TopK::new(k));
     for (i, (t, batch)) in epochs.into_iter().enumerate() {
         let watermark = t + epoch_secs;
         let deltas = state.begin_epoch(watermark, batch);
@@ -843,7 +846,14 @@ fn batched(
             .iter()
             .filter(|c| matches!(c.key, ViewKey::Score(_)))
             .count();
-        moves.push(state.take_moves(watermark));
+        let moved = state.take_moves(watermark);
+        if !flush {
+            from_rows = None;
+        }
+        if let Some(top) = from_rows.as_mut() {
+            assert_eq!(top.apply(&changes), moved, "ranked from the rows");
+        }
+        moves.push(moved);
         views.apply(changes);
         if saved_after(i) {
             // The top lists are saved beside the state, as checkpoints do.
@@ -879,9 +889,21 @@ fn batches_of_epochs_leave_the_views_and_moves_of_epochs_one_by_one() {
     type Ends = Box<dyn Fn(usize, &IdeaState) -> bool>;
     type Saves = Box<dyn Fn(usize) -> bool>;
     let cases: Vec<(&str, Ends, Saves)> = vec![
-        ("every 5th epoch", Box::new(|i, _| i % 5 == 4), Box::new(|_| false)),
-        ("every 3 ticks", Box::new(|_, s| s.ticks_in_batch() >= 3), Box::new(|_| false)),
-        ("at random", Box::new(move |i, _| random[i]), Box::new(|_| false)),
+        (
+            "every 5th epoch",
+            Box::new(|i, _| i % 5 == 4),
+            Box::new(|_| false),
+        ),
+        (
+            "every 3 ticks",
+            Box::new(|_, s| s.ticks_in_batch() >= 3),
+            Box::new(|_| false),
+        ),
+        (
+            "at random",
+            Box::new(move |i, _| random[i]),
+            Box::new(|_| false),
+        ),
         ("one batch", Box::new(|_, _| false), Box::new(|_| false)),
         // Checkpoints inside batches: what they hold back is saved.
         (
@@ -897,10 +919,16 @@ fn batches_of_epochs_leave_the_views_and_moves_of_epochs_one_by_one() {
             "{name}: the views differ"
         );
         assert_eq!(moves, reference_moves, "{name}: the moves differ");
-        assert!(rows < reference_rows, "{name}: {rows} score rows against {reference_rows}");
+        assert!(
+            rows < reference_rows,
+            "{name}: {rows} score rows against {reference_rows}"
+        );
         if name != "every 5th epoch" && name != "at random" {
             // (Epochs are 7 minutes apart: a batch of 5 holds a tick at most.)
-            assert!(rows < reference_rows / 2, "{name}: {rows} against {reference_rows}");
+            assert!(
+                rows < reference_rows / 2,
+                "{name}: {rows} against {reference_rows}"
+            );
         }
     }
 }

@@ -274,8 +274,17 @@ pub fn run_dataflow(
                     output_path,
                 };
                 let (mut s, handles) = source::drive(
-                    worker, source, &mut input, cap, &probe, &mut dead, settings.clone(), &arrived, &done,
-                    &cutoff, resume,
+                    worker,
+                    source,
+                    &mut input,
+                    cap,
+                    &probe,
+                    &mut dead,
+                    settings.clone(),
+                    &arrived,
+                    &done,
+                    &cutoff,
+                    resume,
                 )?;
                 buses_out.lock().expect("not poisoned").extend(handles);
                 s.signals_out = arrived.load(std::sync::atomic::Ordering::Relaxed);
