@@ -652,3 +652,47 @@ fn a_repoll_replaces_a_signals_engagement() {
     assert_eq!(signals.len(), 1);
     assert_eq!(signals[0]["engagement"]["views"], 250);
 }
+
+/// The reference mode (`pipeline.tick_batch = 1`: every tick evaluated, and
+/// every score row emitted, when it happens) and the default (a replay's
+/// epochs in batches whose ticks are evaluated at the batch's end, as no
+/// top lists are kept without sinks) give the same `--out`, byte for byte,
+/// at 1 and 2 workers, on a stream with feedback: weight learning reads
+/// ideas' factors between ticks, and its new weights re-score every idea.
+#[test]
+fn deferred_ticks_give_what_ticks_evaluated_as_they_happen_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    ok(ideaflow()
+        .args(["gen", "--signals", "8000", "--seed", "17", "--days", "5"])
+        .args(["--feedback", "--synthetic-embeddings", "--out"])
+        .arg(&input));
+    let reference_config = dir.path().join("reference.toml");
+    std::fs::write(
+        &reference_config,
+        format!(
+            "extends = {:?}\n[pipeline]\ntick_batch = 1\n",
+            repo_root().join("config/ideaflow.toml")
+        ),
+    )
+    .unwrap();
+    let reference = dir.path().join("reference");
+    replay(
+        &input,
+        &reference,
+        &["--config", &reference_config.to_string_lossy()],
+    );
+    let weights = read_view(&reference, "weights_history.jsonl");
+    assert!(weights.len() > 1, "feedback moved the weights: {weights:?}");
+    let expected = out_files(&reference);
+    for workers in ["1", "2"] {
+        let out = dir.path().join(format!("batched-{workers}"));
+        replay(&input, &out, &["-w", workers]);
+        for (name, bytes) in out_files(&out) {
+            assert!(
+                expected.get(&name) == Some(&bytes),
+                "{name} differs at {workers} worker(s)"
+            );
+        }
+    }
+}

@@ -473,6 +473,21 @@ impl CentroidWindow {
         sums
     }
 
+    /// A copy that answers [`CentroidWindow::sum`] as this one does now
+    /// (the sums with their f64 mirrors), without the members (scores
+    /// evaluated later against today's centroids).
+    pub fn sums_only(&self) -> Self {
+        CentroidWindow {
+            window_secs: self.window_secs,
+            ids: HashMap::with_hasher(FixedState::default()),
+            slots: self.slots.clone(),
+            free: Vec::new(),
+            members: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            changed: Vec::new(),
+        }
+    }
+
     pub fn sum(&self, slot: CentroidSlot) -> Option<&VectorSum> {
         let sum = &self.slots[slot.index()].sum;
         (sum.n > 0).then_some(sum)

@@ -84,6 +84,18 @@ impl EngagementStats {
         );
     }
 
+    /// A copy that answers [`EngagementStats::cached`] as this one does now,
+    /// without the samples (scores evaluated later against today's
+    /// statistics).
+    pub fn cached_only(&self) -> Self {
+        EngagementStats {
+            window_secs: self.window_secs,
+            rates: BTreeMap::new(),
+            stats: self.stats.clone(),
+            scratch: Vec::new(),
+        }
+    }
+
     /// The statistics of `source` as last computed (by [`EngagementStats::get`]
     /// or a refresh); the default when there are none.
     pub fn cached(&self, source: Source) -> RateStats {

@@ -53,6 +53,17 @@ struct Pair {
 }
 
 impl TopicCounts {
+    /// A copy that answers [`TopicCounts::top_set_with_generation`] as this
+    /// one does now, and holds nothing else (scores evaluated later against
+    /// today's top sets).
+    pub fn top_sets_only(&self) -> Self {
+        TopicCounts {
+            top: self.top.clone(),
+            generation: self.generation,
+            ..TopicCounts::new(self.window_secs)
+        }
+    }
+
     pub fn new(window_secs: i64) -> Self {
         TopicCounts {
             window_secs: window_secs.max(1),

@@ -59,6 +59,7 @@ impl IdeaState {
             },
         };
         if kind != DedupeKind::New {
+            self.catch_up(slot);
             self.merge(slot, &s, kind);
         }
         let idea = self.ideas[slot as usize].as_ref().expect("live slot");
@@ -124,6 +125,7 @@ impl IdeaState {
             return None;
         };
         self.stats.repolls += 1;
+        self.catch_up(slot);
         let mut idea = self.ideas[slot as usize].take().expect("live slot");
         idea.row.engagement = idea
             .row
@@ -254,6 +256,7 @@ impl IdeaState {
             }
             idea.community_centroid = Some(self.communities.acquire(c));
         }
+        self.live_sources[idea.row.source as usize] += 1;
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.ideas[slot as usize] = Some(idea);
@@ -264,6 +267,8 @@ impl IdeaState {
                 (self.ideas.len() - 1) as u32
             }
         };
+        // Not concerned by the ticks deferred before it existed.
+        self.deferred.up_to_date(slot);
         self.by_hash.insert(s.hash, slot);
         self.archived_factors.remove(&id.bits());
         self.by_id.insert(id, slot);

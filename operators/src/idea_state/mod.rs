@@ -15,7 +15,9 @@
 //! When each score factor is re-evaluated, and what it costs:
 //! - on every epoch, for the ideas signals merged into or created (O(1) per
 //!   record: two 384-d dot products, a calendar lookup);
-//! - on every tick (default hourly, event time), for every active idea:
+//! - on every tick (default hourly, event time), for every active idea
+//!   (inside a batch of epochs with no top lists kept, when each idea is
+//!   next needed, at every tick it missed: `deferred.rs`):
 //!   freshness moves with the watermark, novelty and community fit with the
 //!   centroids and engagement with the 7-day statistics (O(live ideas) per
 //!   tick, never per record: two 384-d dot products, a statistics lookup and
@@ -33,6 +35,7 @@
 //!   ([`IdeaState::set_classifier`]), every active idea is classified again
 //!   at the next tick (four dot products each; the class is not a factor).
 
+mod deferred;
 mod ingest;
 mod params;
 mod prepare;
@@ -66,7 +69,8 @@ use crate::views::{
     CentroidKind, CentroidRow, Change, DistinctCountRow, IdeaRow, IdeaStatus, ScoreRow, SignalRow,
     TopicCountRow, ViewKey, ViewRow,
 };
-use crate::Engagement;
+use crate::{Engagement, Source};
+use deferred::{Deferred, Snapshot};
 use unflushed::{HeldScore, Unflushed};
 
 /// Counters of the dedupe path, for metrics and the tuning report.
@@ -266,6 +270,14 @@ pub struct IdeaState {
     /// The score rows the current batch of epochs holds back (saved with
     /// the state: a checkpoint may fall inside a batch).
     unflushed: Unflushed,
+    /// The current batch's ticks whose evaluation waits (empty when the
+    /// state is saved).
+    #[serde(skip)]
+    deferred: Deferred,
+    /// Live ideas per source (by `Source as usize`): the sources whose
+    /// statistics a tick's re-scoring computes, evaluated or deferred.
+    #[serde(skip)]
+    live_sources: [u32; Source::ALL.len()],
     /// The top K ideas per category, ranked epoch by epoch from the scores
     /// as they are computed (whether or not their rows are held back), for
     /// the sinks' top sets and `idea.scored` events; only when a consumer
@@ -336,6 +348,8 @@ impl IdeaState {
             spare_changelog: Vec::new(),
             sums_to_hand: Vec::new(),
             unflushed: Unflushed::default(),
+            deferred: Deferred::default(),
+            live_sources: [0; Source::ALL.len()],
             top: None,
             moves: BTreeMap::new(),
         }
@@ -540,9 +554,11 @@ impl IdeaState {
     /// wait for the batch's end (`flush`), where each idea whose score
     /// changed in the batch gets one row with its last score; the other
     /// rows (ideas, signals, aggregates) are each epoch's own. Scores are
-    /// computed, ranked and read (feedback) exactly as epoch by epoch; only
-    /// the rows nobody could read between two epochs of a batch are left
-    /// out. A batch of one epoch is `finish_epoch`.
+    /// ranked and read (feedback) exactly as epoch by epoch; only the rows
+    /// nobody could read between two epochs of a batch are left out, and,
+    /// when no top lists are kept, a tick's evaluation of every live idea
+    /// waits until each idea is needed (`deferred.rs`). A batch of one
+    /// epoch is `finish_epoch`.
     pub fn finish_epoch_batched(
         &mut self,
         sums: Vec<(CentroidKey, Option<VectorDelta>)>,
@@ -570,30 +586,101 @@ impl IdeaState {
                     .map(|((_, key), sum)| (key, sum.map(VectorSum::from))),
             );
         }
-        if std::mem::take(&mut self.weights_changed) || ticked {
-            // Every active idea is re-scored below (the tick already did, but
-            // merges since then and new weights need the current inputs).
-            touched = self.active_slots();
-        } else {
-            touched.sort_unstable();
-            touched.dedup();
-        }
+        // Every active idea is re-scored (the tick's windows moved, or the
+        // weights changed)...
+        let full = std::mem::take(&mut self.weights_changed) || ticked;
+        // ... unless nothing reads its scores before the batch ends: no top
+        // lists, and its rows wait. Then its evaluation waits too.
+        let defer = full && !flush && self.top.is_none();
         self.emit_aggregates(watermark, &mut keyed);
         let mut out = std::mem::take(&mut self.spare_changelog);
         out.reserve(keyed.len());
         out.extend(keyed.into_iter().map(|(key, row)| Change { key, row }));
-        // Scores are not keyed: each idea is re-scored at most once per
-        // epoch, and on ticks they are most of the changes.
-        let mut changed = Vec::with_capacity(touched.len());
-        self.rescore(&touched, watermark, &mut changed);
-        for &slot in &changed {
-            self.unflushed.mark(slot, watermark);
+        let mut changed = Vec::new();
+        if defer {
+            self.defer_scores(watermark);
+        } else {
+            if full {
+                // Each deferred tick first, as it would have come.
+                self.catch_up_all();
+                touched = self.active_slots();
+            } else {
+                touched.sort_unstable();
+                touched.dedup();
+            }
+            // Scores are not keyed: each idea is re-scored at most once per
+            // epoch, and on ticks they are most of the changes.
+            changed.reserve(touched.len());
+            self.rescore(&touched, watermark, &mut changed);
+            for &slot in &touched {
+                self.deferred.up_to_date(slot);
+            }
+            for &slot in &changed {
+                self.unflushed.mark(slot, watermark);
+            }
         }
         self.rank(watermark, &out, &changed);
         if flush {
+            self.catch_up_all();
             self.flush_scores(&mut out);
         }
         out
+    }
+
+    /// A tick whose re-scoring of every live idea waits: what it would read,
+    /// as it would have read it (the centroids' mirrors and the statistics
+    /// of the live ideas' sources computed now, as re-scoring computes them).
+    fn defer_scores(&mut self, watermark: i64) {
+        self.categories.refresh_mirrors();
+        self.communities.refresh_mirrors();
+        for source in Source::ALL {
+            if self.live_sources[source as usize] > 0 {
+                self.rates.get(source, watermark);
+            }
+        }
+        self.deferred.push(Snapshot {
+            weights: self.weights,
+            categories: self.categories.sums_only(),
+            communities: self.communities.sums_only(),
+            topics: self.topics.top_sets_only(),
+            rates: self.rates.cached_only(),
+            window_start: self.window_start(),
+            watermark,
+        });
+    }
+
+    /// Evaluates `slot`'s idea at the deferred ticks it missed, before
+    /// something changes or reads it.
+    fn catch_up(&mut self, slot: u32) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let Some(idea) = self.ideas[slot as usize].as_deref_mut() else {
+            return;
+        };
+        if let Some(at) = self.deferred.catch_up(slot, idea, &self.scoring) {
+            self.unflushed.mark(slot, at);
+        }
+    }
+
+    /// Evaluates every live idea at the deferred ticks it missed (at a
+    /// batch's end, and before the state is saved).
+    pub fn catch_up_all(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let slots = self.active_slots();
+        let threads = if slots.len() < self.parallel_scoring_min {
+            1
+        } else {
+            self.scoring_threads
+        };
+        let changed = self
+            .deferred
+            .catch_up_all(&mut self.ideas, &slots, threads, &self.scoring);
+        for (slot, at) in changed {
+            self.unflushed.mark(slot, at);
+        }
     }
 
     /// Ranks the epoch ending at `watermark` in the top lists (if kept):
@@ -701,9 +788,11 @@ impl IdeaState {
     }
 
     fn archive(&mut self, slot: u32, tick: i64, changes: &mut BTreeMap<ViewKey, Option<ViewRow>>) {
+        self.catch_up(slot);
         let Some(mut idea) = self.ideas[slot as usize].take() else {
             return;
         };
+        self.live_sources[idea.row.source as usize] -= 1;
         if let Some(held) = self
             .unflushed
             .take(slot)
@@ -915,7 +1004,13 @@ impl crate::feedback::LatestFactors for IdeaState {
     fn factors(&self, idea_id: &str) -> Option<Factors> {
         let id = IdeaId::parse(idea_id)?;
         match self.by_id.get(&id) {
-            Some(slot) => self.ideas[*slot as usize].as_ref()?.score.map(|(f, _)| f),
+            Some(slot) => {
+                let idea = self.ideas[*slot as usize].as_deref()?;
+                match self.deferred.factors(*slot, idea, &self.scoring) {
+                    Some(caught_up) => Some(caught_up),
+                    None => idea.score.map(|(f, _)| f),
+                }
+            }
             None => self.archived_factors.get(&id.bits()).copied(),
         }
     }

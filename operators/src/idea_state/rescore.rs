@@ -54,7 +54,7 @@ struct Evaluation {
 /// name per category (a handful in all), so a short scan of pointers
 /// replaces a hash and a string comparison per idea per tick.
 #[derive(Default)]
-struct CategoryMemo<'a> {
+pub(super) struct CategoryMemo<'a> {
     seen: Vec<(*const u8, u64, &'a [String])>,
 }
 
@@ -127,6 +127,25 @@ impl<'a> ScoringInputs<'a> {
         }
     }
 
+    /// Evaluates `idea` and keeps the result; whether its score changed.
+    pub(super) fn rescore_idea(&self, idea: &mut LiveIdea, memo: &mut CategoryMemo<'a>) -> bool {
+        let e = self.evaluate(idea, memo);
+        idea.cohesion = KnownCohesion {
+            generation: e.generation,
+            value: e.cohesion,
+        };
+        if idea.score == Some((e.factors, e.score)) {
+            return false;
+        }
+        idea.score = Some((e.factors, e.score));
+        true
+    }
+
+    /// What `idea`'s factors would be, evaluated now (nothing is kept).
+    pub(super) fn factors_of(&self, idea: &LiveIdea) -> Factors {
+        self.evaluate(idea, &mut CategoryMemo::default()).factors
+    }
+
     /// Re-scores the ideas in `slots` (ascending) of `ideas`, whose first
     /// element is slot `base`; writes the slots whose score changed to the
     /// front of `rows` (at least one place per slot) and returns how many.
@@ -144,15 +163,9 @@ impl<'a> ScoringInputs<'a> {
             let Some(idea) = ideas[slot as usize - base].as_deref_mut() else {
                 continue;
             };
-            let e = self.evaluate(idea, &mut memo);
-            idea.cohesion = KnownCohesion {
-                generation: e.generation,
-                value: e.cohesion,
-            };
-            if idea.score == Some((e.factors, e.score)) {
+            if !self.rescore_idea(idea, &mut memo) {
                 continue;
             }
-            idea.score = Some((e.factors, e.score));
             rows[written].write(slot);
             written += 1;
         }
@@ -162,9 +175,6 @@ impl<'a> ScoringInputs<'a> {
     /// [`ScoringInputs::rescore_run`] of `slots` (ascending, distinct), split
     /// over up to `threads` threads, each re-scoring its own run of the ideas;
     /// appends the slots whose score changed to `out`, in slot order.
-    ///
-    /// Every thread writes straight into `out`'s spare capacity, in a region
-    /// of its own.
     pub fn rescore(
         &self,
         ideas: &mut [Option<Box<LiveIdea>>],
@@ -172,95 +182,118 @@ impl<'a> ScoringInputs<'a> {
         threads: usize,
         out: &mut Vec<u32>,
     ) {
-        debug_assert!(slots.windows(2).all(|w| w[0] < w[1]), "slots ascending");
-        out.reserve(slots.len());
-        let spare = &mut out.spare_capacity_mut()[..slots.len()];
-        let written = if threads <= 1 || slots.len() < 2 {
-            self.rescore_run(ideas, 0, slots, spare)
-        } else {
-            self.rescore_split(ideas, slots, threads, spare)
-        };
-        // SAFETY: `rescore_run` and `rescore_split` initialize the first
-        // `written` places of the spare capacity (and `written <=
-        // slots.len()`, which was reserved).
-        unsafe { out.set_len(out.len() + written) };
-    }
-
-    /// The runs of [`ScoringInputs::rescore`] on their threads; returns how
-    /// many rows it wrote to the front of `rows`, in slot order.
-    fn rescore_split(
-        &self,
-        ideas: &mut [Option<Box<LiveIdea>>],
-        slots: &[u32],
-        threads: usize,
-        rows: &mut [MaybeUninit<u32>],
-    ) -> usize {
-        // Disjoint runs of at most RUN_SLOTS slots: each takes the ideas
-        // after the previous run's last slot, through its own last, and as
-        // many places of `rows` as it has slots. Threads take runs in turn
-        // until none is left, so a thread slowed down (the other timely
-        // worker shares its core) does fewer, and worker 0 does not wait
-        // for it at the end.
-        type Run<'i, 's, 'r> = (
-            &'i mut [Option<Box<LiveIdea>>],
-            usize,
-            &'s [u32],
-            &'r mut [MaybeUninit<u32>],
-        );
-        let run_slots = RUN_SLOTS.min(slots.len().div_ceil(threads));
-        let mut runs: Vec<Mutex<Option<Run>>> = Vec::new();
-        let mut offsets = Vec::new();
-        let mut rest = ideas;
-        let mut rest_rows = &mut *rows;
-        let mut base = 0;
-        let mut offset = 0;
-        for part in slots.chunks(run_slots) {
-            let end = part[part.len() - 1] as usize + 1;
-            let (run, tail) = std::mem::take(&mut rest).split_at_mut(end - base);
-            let (places, rows_tail) = std::mem::take(&mut rest_rows).split_at_mut(part.len());
-            runs.push(Mutex::new(Some((run, base, part, places))));
-            offsets.push(offset);
-            rest = tail;
-            rest_rows = rows_tail;
-            base = end;
-            offset += part.len();
-        }
-        let written: Vec<AtomicUsize> = runs.iter().map(|_| AtomicUsize::new(0)).collect();
-        let next = AtomicUsize::new(0);
-        let work = || loop {
-            let k = next.fetch_add(1, Ordering::Relaxed);
-            let Some(run) = runs.get(k) else { break };
-            if let Some((ideas, base, slots, places)) = take(run) {
-                let n = self.rescore_run(ideas, base, slots, places);
-                written[k].store(n, Ordering::Relaxed);
-            }
-        };
-        std::thread::scope(|scope| {
-            // A thread the OS refuses to start leaves its share to the
-            // others: slower, same rows.
-            let helpers: Vec<_> = (1..threads.min(runs.len()))
-                .filter_map(|_| {
-                    std::thread::Builder::new()
-                        .name("ideaflow-scoring".into())
-                        .spawn_scoped(scope, work)
-                        .ok()
-                })
-                .collect();
-            work();
-            for helper in helpers {
-                if let Err(panic) = helper.join() {
-                    std::panic::resume_unwind(panic);
-                }
-            }
+        in_runs(ideas, slots, threads, out, &|ideas, base, slots, rows| {
+            self.rescore_run(ideas, base, slots, rows)
         });
-        drop(runs);
-        close_gaps(
-            rows,
-            offsets
-                .into_iter()
-                .zip(written.into_iter().map(AtomicUsize::into_inner)),
-        )
     }
+}
+
+/// A run of re-scoring: the ideas of `slots` (ascending) of `ideas`, whose
+/// first element is slot `base`, writing its outputs to the front of its
+/// places (one per slot); returns how many it wrote.
+pub(super) type Run<'r, T> =
+    dyn Fn(&mut [Option<Box<LiveIdea>>], usize, &[u32], &mut [MaybeUninit<T>]) -> usize + Sync + 'r;
+
+/// `run` over `slots` (ascending, distinct), split over up to `threads`
+/// threads, each taking its own runs of the ideas; appends the outputs to
+/// `out` in slot order, the same for any thread count.
+///
+/// Every thread writes straight into `out`'s spare capacity, in a region of
+/// its own: on a tick there is an output per live idea, and outputs built
+/// apart and appended would be written twice.
+pub(super) fn in_runs<T: Send>(
+    ideas: &mut [Option<Box<LiveIdea>>],
+    slots: &[u32],
+    threads: usize,
+    out: &mut Vec<T>,
+    run: &Run<'_, T>,
+) {
+    debug_assert!(slots.windows(2).all(|w| w[0] < w[1]), "slots ascending");
+    out.reserve(slots.len());
+    let spare = &mut out.spare_capacity_mut()[..slots.len()];
+    let written = if threads <= 1 || slots.len() < 2 {
+        run(ideas, 0, slots, spare)
+    } else {
+        split(ideas, slots, threads, spare, run)
+    };
+    // SAFETY: `run` and `split` initialize the first `written` places of the
+    // spare capacity (and `written <= slots.len()`, which was reserved).
+    unsafe { out.set_len(out.len() + written) };
+}
+
+/// The runs of [`in_runs`] on their threads; returns how many outputs they
+/// wrote to the front of `rows`, in slot order.
+fn split<T: Send>(
+    ideas: &mut [Option<Box<LiveIdea>>],
+    slots: &[u32],
+    threads: usize,
+    rows: &mut [MaybeUninit<T>],
+    run: &Run<'_, T>,
+) -> usize {
+    // Disjoint runs of at most RUN_SLOTS slots: each takes the ideas after
+    // the previous run's last slot, through its own last, and as many places
+    // of `rows` as it has slots. Threads take runs in turn until none is
+    // left, so a thread slowed down (the other timely worker shares its
+    // core) does fewer, and worker 0 does not wait for it at the end.
+    type Part<'i, 's, 'r, T> = (
+        &'i mut [Option<Box<LiveIdea>>],
+        usize,
+        &'s [u32],
+        &'r mut [MaybeUninit<T>],
+    );
+    let run_slots = RUN_SLOTS.min(slots.len().div_ceil(threads));
+    let mut runs: Vec<Mutex<Option<Part<T>>>> = Vec::new();
+    let mut offsets = Vec::new();
+    let mut rest = ideas;
+    let mut rest_rows = &mut *rows;
+    let mut base = 0;
+    let mut offset = 0;
+    for part in slots.chunks(run_slots) {
+        let end = part[part.len() - 1] as usize + 1;
+        let (ideas, tail) = std::mem::take(&mut rest).split_at_mut(end - base);
+        let (places, rows_tail) = std::mem::take(&mut rest_rows).split_at_mut(part.len());
+        runs.push(Mutex::new(Some((ideas, base, part, places))));
+        offsets.push(offset);
+        rest = tail;
+        rest_rows = rows_tail;
+        base = end;
+        offset += part.len();
+    }
+    let written: Vec<AtomicUsize> = runs.iter().map(|_| AtomicUsize::new(0)).collect();
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let k = next.fetch_add(1, Ordering::Relaxed);
+        let Some(part) = runs.get(k) else { break };
+        if let Some((ideas, base, slots, places)) = take(part) {
+            let n = run(ideas, base, slots, places);
+            written[k].store(n, Ordering::Relaxed);
+        }
+    };
+    std::thread::scope(|scope| {
+        // A thread the OS refuses to start leaves its share to the others:
+        // slower, same outputs.
+        let helpers: Vec<_> = (1..threads.min(runs.len()))
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("ideaflow-scoring".into())
+                    .spawn_scoped(scope, work)
+                    .ok()
+            })
+            .collect();
+        work();
+        for helper in helpers {
+            if let Err(panic) = helper.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+    drop(runs);
+    close_gaps(
+        rows,
+        offsets
+            .into_iter()
+            .zip(written.into_iter().map(AtomicUsize::into_inner)),
+    )
 }
 
 /// Moves the rows of runs that start at `offset` and hold `n` rows each (in
@@ -302,7 +335,12 @@ const AHEAD_BOX: usize = 12;
 const AHEAD_HEADERS: usize = 6;
 const AHEAD_VECTOR: usize = 3;
 
-fn prefetch_ahead(ideas: &[Option<Box<LiveIdea>>], base: usize, slots: &[u32], i: usize) {
+pub(super) fn prefetch_ahead(
+    ideas: &[Option<Box<LiveIdea>>],
+    base: usize,
+    slots: &[u32],
+    i: usize,
+) {
     let idea = |k: usize| {
         slots
             .get(i + k)

@@ -28,9 +28,10 @@ pub enum ResumeError {
 }
 
 impl IdeaState {
-    /// Whether the state is between epochs (only then is it saved).
+    /// Whether the state is between epochs, with no tick's evaluation
+    /// deferred (only then is it saved: [`IdeaState::catch_up_all`] first).
     pub fn savable(&self) -> bool {
-        self.open.is_none()
+        self.open.is_none() && self.deferred.is_empty()
     }
 
     /// A copy of what a save writes (the rest left empty), for a checkpoint
@@ -83,6 +84,8 @@ impl IdeaState {
                 spare_changelog: Vec::new(),
                 sums_to_hand: Vec::new(),
                 unflushed: self.unflushed.clone(),
+                deferred: Default::default(),
+                live_sources: self.live_sources,
                 top: None,
                 moves: Default::default(),
             };
@@ -160,6 +163,7 @@ impl IdeaState {
         // their own copy).
         let mut names = std::mem::take(&mut saved.category_names);
         for idea in saved.ideas.iter_mut().flatten() {
+            saved.live_sources[idea.row.source as usize] += 1;
             if let Some(c) = &mut idea.row.category {
                 match names.get(&**c) {
                     Some(shared) => *c = shared.clone(),

@@ -814,26 +814,29 @@ fn a_resumed_state_hands_its_sums_to_a_fresh_collection() {
 
 /// Every epoch of `signals` (by `epoch_secs`) applied in batches, each
 /// batch ending where `ends(epoch index, state)` says (and at the last
-/// epoch), with top lists of `k` kept, the state saved and resumed after
-/// each epoch `saved_after` says: the views the changelogs leave, each
-/// epoch's moves, and how many score rows the changelogs held.
+/// epoch), with top lists of `k` kept (none: the ticks' evaluation is
+/// deferred within a batch), the state saved and resumed after each epoch
+/// `saved_after` says: the views the changelogs leave, each epoch's moves,
+/// and how many score rows the changelogs held.
 fn batched(
     signals: &[Signal],
     epoch_secs: i64,
-    k: usize,
+    k: Option<usize>,
     ends: impl Fn(usize, &IdeaState) -> bool,
     saved_after: impl Fn(usize) -> bool,
 ) -> (ViewState, Vec<BTreeMap<String, TopKDelta>>, usize) {
     let mut state = fresh_state(&ScoringParams::default());
     state.set_scoring_threads(2);
     state.parallel_scoring_min = 1;
-    state.keep_top_lists(k);
+    if let Some(k) = k {
+        state.keep_top_lists(k);
+    }
     let epochs = prepared_epochs(signals, epoch_secs);
     let last = epochs.len() - 1;
     let (mut views, mut moves, mut score_rows) = (ViewState::default(), Vec::new(), 0);
     // Top lists ranked from the changelogs, as consumers did before the
     // state ranked them: the same moves while every epoch is a batch.
-    let mut from_rows = Some(TopK::new(k));
+    let mut from_rows = k.map(TopK::new);
     for (i, (t, batch)) in epochs.into_iter().enumerate() {
         let watermark = t + epoch_secs;
         let deltas = state.begin_epoch(watermark, batch);
@@ -856,10 +859,14 @@ fn batched(
         moves.push(moved);
         views.apply(changes);
         if saved_after(i) {
-            // The top lists are saved beside the state, as checkpoints do.
-            let top = state.top.take().expect("kept");
+            // As a checkpoint does: the deferred ticks evaluated, the top
+            // lists saved beside the state.
+            state.catch_up_all();
+            let top = state.top.take();
             state = saved_and_resumed(&state);
-            state.resume_top_lists(top);
+            if let Some(top) = top {
+                state.resume_top_lists(top);
+            }
         }
     }
     (views, moves, score_rows)
@@ -879,7 +886,7 @@ fn batches_of_epochs_leave_the_views_and_moves_of_epochs_one_by_one() {
     again.captured_at = signals.last().unwrap().captured_at + chrono::Duration::minutes(30);
     signals.push(again);
     let (reference, reference_moves, reference_rows) =
-        batched(&signals, 60, 4, |_, _| true, |_| false);
+        batched(&signals, 60, Some(4), |_, _| true, |_| false);
     assert!(
         reference_moves.iter().filter(|m| !m.is_empty()).count() > 10,
         "the top lists move"
@@ -913,7 +920,14 @@ fn batches_of_epochs_leave_the_views_and_moves_of_epochs_one_by_one() {
         ),
     ];
     for (name, ends, saved_after) in cases {
-        let (views, moves, rows) = batched(&signals, 60, 4, ends, saved_after);
+        // Without top lists, the ticks' evaluation waits for the batch's end.
+        let (deferred, _, deferred_rows) = batched(&signals, 60, None, &ends, &saved_after);
+        assert!(
+            deferred.rows().eq(reference.rows()),
+            "{name}: the views differ with deferred ticks"
+        );
+        let (views, moves, rows) = batched(&signals, 60, Some(4), ends, saved_after);
+        assert_eq!(rows, deferred_rows, "{name}");
         assert!(
             views.rows().eq(reference.rows()),
             "{name}: the views differ"

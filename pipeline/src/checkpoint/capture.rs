@@ -220,10 +220,13 @@ impl Checkpointer {
         if let Some(w) = self.writing.take() {
             let _ = w.join();
         }
-        let ideas = self.ideas.borrow();
-        let Some(ideas) = ideas.as_ref() else {
+        let mut ideas = self.ideas.borrow_mut();
+        let Some(ideas) = ideas.as_mut() else {
             return Ok(Duration::ZERO);
         };
+        // Ticks whose evaluation a batch deferred are evaluated now (their
+        // score rows stay held back, and are saved).
+        ideas.catch_up_all();
         if !ideas.savable() {
             anyhow::bail!("the idea state is inside an epoch; no checkpoint taken");
         }
