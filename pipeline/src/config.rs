@@ -151,10 +151,10 @@ pub struct PipelineConfig {
     pub dead_letter: PathBuf,
     /// Most records in flight inside the dataflow before the source waits.
     pub max_in_flight: usize,
-    /// When the idea state has a backlog of complete epochs (a replay, a
-    /// catch-up), how many ticks a batch of them may span: the score rows
-    /// of a batch are emitted once, at its end, with each idea's last score
-    /// (1: every epoch emits its own, the reference mode).
+    /// While the inputs are a backlog (files read at full speed), how many
+    /// ticks a batch of epochs may span: the score rows of a batch are
+    /// emitted once, at its end, with each idea's last score (1: every
+    /// epoch emits its own, the reference mode).
     pub tick_batch: usize,
     /// How long a failed write to Postgres or Redis is retried before the
     /// pipeline stops (0: stop at the first failure).
