@@ -98,6 +98,17 @@ impl JsonlWriter {
         self.write_raw_newline()
     }
 
+    /// Writes `lines` already-encoded JSON lines, each ending in a newline.
+    pub fn write_encoded(&mut self, bytes: &[u8], lines: u64) -> Result<(), JsonlError> {
+        self.written += lines;
+        self.out
+            .write_all(bytes)
+            .map_err(|source| JsonlError::Write {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
     fn write_raw_newline(&mut self) -> Result<(), JsonlError> {
         self.written += 1;
         self.out

@@ -54,27 +54,99 @@ impl<'a> IdeaWithScore<'a> {
     }
 }
 
+/// Rows encoded by one thread at a time: enough that a thread's start is
+/// paid for, few enough that a round's lines stay small in memory (an idea's
+/// line, its vector included, is ~6 KB).
+const ROWS_PER_PART: usize = 1024;
+
+/// The file a row goes to (its index in [`VIEW_FILES`]), if it has one.
+fn file_of(row: &ViewRow) -> Option<usize> {
+    Some(match row {
+        ViewRow::Idea(_) => 0,
+        ViewRow::Signal(_) => 1,
+        ViewRow::Centroid(_) => 2,
+        ViewRow::TopicCount(_) => 3,
+        ViewRow::DistinctCount(_) => 4,
+        ViewRow::Window(_) => 5,
+        ViewRow::AbResult(_) => 6,
+        ViewRow::Allocation(_) => 7,
+        ViewRow::Weights(_) => 8,
+        ViewRow::Publish(_) => 9,
+        ViewRow::SlaAlert(_) => 10,
+        ViewRow::Anchor(_) => 11,
+        ViewRow::Score(_) | ViewRow::DeadLetter(..) => return None,
+    })
+}
+
+/// Appends `row`'s JSON line to `out`.
+fn encode(state: &ViewState, row: &ViewRow, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    match row {
+        ViewRow::Idea(i) => serde_json::to_writer(&mut *out, &IdeaWithScore::new(state, i)),
+        ViewRow::Signal(s) => serde_json::to_writer(&mut *out, s),
+        ViewRow::Centroid(c) => serde_json::to_writer(&mut *out, c),
+        ViewRow::TopicCount(t) => serde_json::to_writer(&mut *out, t),
+        ViewRow::DistinctCount(d) => serde_json::to_writer(&mut *out, d),
+        ViewRow::Window(w) => serde_json::to_writer(&mut *out, w),
+        ViewRow::AbResult(r) => serde_json::to_writer(&mut *out, r),
+        ViewRow::Allocation(a) => serde_json::to_writer(&mut *out, a),
+        ViewRow::Weights(w) => serde_json::to_writer(&mut *out, w),
+        ViewRow::Publish(p) => serde_json::to_writer(&mut *out, p),
+        ViewRow::SlaAlert(a) => serde_json::to_writer(&mut *out, a),
+        ViewRow::Anchor(a) => serde_json::to_writer(&mut *out, a),
+        ViewRow::Score(_) | ViewRow::DeadLetter(..) => return Ok(()),
+    }?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// A part's lines, as runs of consecutive lines bound for one file: the
+/// file, how many lines, their bytes.
+type Encoded = Vec<(usize, u64, Vec<u8>)>;
+
+fn encode_part(state: &ViewState, rows: &[&ViewRow]) -> serde_json::Result<Encoded> {
+    let mut runs: Encoded = Vec::new();
+    for row in rows {
+        let Some(file) = file_of(row) else { continue };
+        if runs.last().is_none_or(|(f, ..)| *f != file) {
+            runs.push((file, 0, Vec::new()));
+        }
+        let (_, lines, bytes) = runs.last_mut().expect("just pushed");
+        encode(state, row, bytes)?;
+        *lines += 1;
+    }
+    Ok(runs)
+}
+
+/// Writes every view's file. A replay's views run to a gigabyte of JSON
+/// (each idea's vector as text), written once the dataflow is done: the rows
+/// are encoded on every core, a round of parts at a time, and written in
+/// key order, so the files are the same whatever the core count.
 pub fn write_views(state: &ViewState, dir: &Path) -> Result<(), JsonlError> {
     let mut files = VIEW_FILES
         .iter()
         .map(|f| JsonlWriter::create(&dir.join(f)))
         .collect::<Result<Vec<_>, _>>()?;
-    for row in state.rows() {
-        match row {
-            ViewRow::Idea(i) => files[0].write(&IdeaWithScore::new(state, i))?,
-            ViewRow::Score(_) => {}
-            ViewRow::Signal(s) => files[1].write(s)?,
-            ViewRow::Centroid(c) => files[2].write(c)?,
-            ViewRow::TopicCount(t) => files[3].write(t)?,
-            ViewRow::DistinctCount(d) => files[4].write(d)?,
-            ViewRow::Window(w) => files[5].write(w)?,
-            ViewRow::AbResult(r) => files[6].write(r)?,
-            ViewRow::Allocation(a) => files[7].write(a)?,
-            ViewRow::Weights(w) => files[8].write(w)?,
-            ViewRow::Publish(p) => files[9].write(p)?,
-            ViewRow::SlaAlert(a) => files[10].write(a)?,
-            ViewRow::Anchor(a) => files[11].write(a)?,
-            ViewRow::DeadLetter(..) => {}
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rows: Vec<&ViewRow> = state.rows().collect();
+    for round in rows.chunks(ROWS_PER_PART * threads) {
+        let parts: Vec<serde_json::Result<Encoded>> = if threads == 1 {
+            vec![encode_part(state, round)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = round
+                    .chunks(ROWS_PER_PART)
+                    .map(|part| s.spawn(move || encode_part(state, part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        };
+        for part in parts {
+            for (file, lines, bytes) in part? {
+                files[file].write_encoded(&bytes, lines)?;
+            }
         }
     }
     for f in &mut files {
