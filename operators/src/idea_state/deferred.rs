@@ -18,7 +18,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::rescore::{in_runs, prefetch_ahead, CategoryMemo, ScoringInputs};
+use super::rescore::{in_runs, prefetch_ahead, CategoryMemo, Evaluation, ScoringInputs};
 use super::LiveIdea;
 use crate::centroid::CentroidWindow;
 use crate::engagement_stats::EngagementStats;
@@ -96,7 +96,7 @@ impl Deferred {
         &self.ledger[first..]
     }
 
-    /// Evaluates `idea` (in `slot`) at every snapshot it missed; the
+    /// Catches `idea` (in `slot`) up with every snapshot it missed; the
     /// watermark of the last one that changed its score, if any.
     pub fn catch_up(
         &mut self,
@@ -104,13 +104,16 @@ impl Deferred {
         idea: &mut LiveIdea,
         scoring: &ScoringParams,
     ) -> Option<i64> {
-        let mut changed = None;
-        for (_, snapshot) in self.missed(slot) {
-            let inputs = snapshot.inputs(scoring);
-            if inputs.rescore_idea(idea, &mut CategoryMemo::default()) {
-                changed = Some(snapshot.watermark);
-            }
-        }
+        let missed = self.missed(slot);
+        let changed = catch_up_idea(
+            idea,
+            missed.len(),
+            |i| missed[i].1.watermark,
+            |i, idea| {
+                let inputs = missed[i].1.inputs(scoring);
+                inputs.evaluate(idea, &mut CategoryMemo::default())
+            },
+        );
         self.up_to_date(slot);
         changed
     }
@@ -154,9 +157,57 @@ impl Deferred {
     }
 }
 
+/// Leaves `idea` as evaluating it at `missed` snapshots one after another
+/// would, where `evaluate(i, idea)` evaluates it at the `i`th of them (oldest
+/// first), whose watermark is `watermark(i)`; returns the watermark of the
+/// last snapshot that changed its score, if any.
+///
+/// A snapshot's score depends on the snapshot and the idea alone, never on
+/// the scores before it (between two snapshots nothing else touches the
+/// idea: a signal catches it up first). So only the last ones are evaluated
+/// ([`last_change`]). The cohesion an evaluation reuses is a cache of a
+/// function of the idea's topics and a top-set generation, so the order
+/// does not change it.
+fn catch_up_idea(
+    idea: &mut LiveIdea,
+    missed: usize,
+    watermark: impl Fn(usize) -> i64,
+    mut evaluate: impl FnMut(usize, &LiveIdea) -> Evaluation,
+) -> Option<i64> {
+    let last = missed.checked_sub(1)?;
+    let kept = evaluate(last, idea);
+    let changed = last_change(idea.score, last, kept.score(), |i| {
+        evaluate(i, idea).score()
+    });
+    kept.keep(idea);
+    changed.map(watermark)
+}
+
+/// Of the scores an idea takes at snapshots `0..=last` one after another,
+/// starting from `before`: the last snapshot at which its score changed,
+/// if any. `at_last` is the last one's score; `score(i)` gives the others',
+/// asked for backwards from the last, until two neighbours differ (the
+/// last two, unless the score stood still), or down to the score before.
+fn last_change<S: PartialEq + Copy>(
+    before: Option<S>,
+    last: usize,
+    at_last: S,
+    mut score: impl FnMut(usize) -> S,
+) -> Option<usize> {
+    let mut later = at_last;
+    for i in (0..last).rev() {
+        let earlier = score(i);
+        if earlier != later {
+            return Some(i + 1);
+        }
+        later = earlier;
+    }
+    (before != Some(later)).then_some(0)
+}
+
 /// [`Deferred::catch_up_all`] of a run of `slots` (ascending) of `ideas`,
-/// whose first element is slot `base`: each idea evaluated at the snapshots
-/// of `ledger` numbered above its `through`, in order.
+/// whose first element is slot `base`: each idea caught up with the
+/// snapshots of `ledger` numbered above its `through`.
 fn catch_up_run(
     ledger: &[(u64, i64, ScoringInputs)],
     through: &[u64],
@@ -173,16 +224,67 @@ fn catch_up_run(
             continue;
         };
         let done = through.get(slot as usize).copied().unwrap_or(0);
-        let mut changed = None;
-        for ((n, watermark, inputs), memo) in ledger.iter().zip(&mut memos) {
-            if *n > done && inputs.rescore_idea(idea, memo) {
-                changed = Some(*watermark);
-            }
-        }
+        let first = ledger.partition_point(|(n, ..)| *n <= done);
+        let changed = catch_up_idea(
+            idea,
+            ledger.len() - first,
+            |k| ledger[first + k].1,
+            |k, idea| ledger[first + k].2.evaluate(idea, &mut memos[first + k]),
+        );
         if let Some(at) = changed {
             out[written].write((slot, at));
             written += 1;
         }
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_change;
+
+    /// The last change found backwards, asking for as few scores as it can,
+    /// is the one going forwards finds.
+    #[test]
+    fn the_last_change_is_found_from_the_end() {
+        let forwards = |before: Option<u8>, scores: &[u8]| {
+            let mut prev = before;
+            let mut changed = None;
+            for (i, s) in scores.iter().enumerate() {
+                if prev != Some(*s) {
+                    changed = Some(i);
+                }
+                prev = Some(*s);
+            }
+            changed
+        };
+        let cases: [(Option<u8>, &[u8]); 10] = [
+            (Some(1), &[1, 1, 2, 2]),
+            (Some(1), &[1, 1]),
+            (Some(2), &[1, 1]),
+            (None, &[1, 1, 1]),
+            (Some(3), &[3]),
+            (Some(3), &[4]),
+            (Some(1), &[1, 2, 1]),
+            (Some(1), &[2, 2, 2, 2]),
+            (Some(1), &[1, 2, 3, 4]),
+            (Some(5), &[5, 5, 5, 6]),
+        ];
+        for (before, scores) in cases {
+            let last = scores.len() - 1;
+            let mut asked = Vec::new();
+            let backwards = last_change(before, last, scores[last], |i| {
+                asked.push(i);
+                scores[i]
+            });
+            assert_eq!(backwards, forwards(before, scores), "{before:?} {scores:?}");
+            // Only back to the change (the last snapshot is always given).
+            let back_to = backwards.map_or(0, |c| c.saturating_sub(1));
+            assert_eq!(
+                asked,
+                (back_to..last).rev().collect::<Vec<_>>(),
+                "{scores:?}"
+            );
+        }
+    }
 }

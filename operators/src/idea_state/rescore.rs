@@ -41,7 +41,7 @@ pub(super) fn in_window(window_start: Option<i64>, first_seen: i64) -> bool {
 }
 
 /// An idea's score as evaluated, before it is compared with the last one.
-struct Evaluation {
+pub(super) struct Evaluation {
     factors: Factors,
     score: f64,
     /// The category top list's generation the cohesion was computed against.
@@ -84,8 +84,28 @@ impl<'a> CategoryMemo<'a> {
     }
 }
 
+impl Evaluation {
+    /// The factors and the score, as an idea keeps them.
+    pub(super) fn score(&self) -> (Factors, f64) {
+        (self.factors, self.score)
+    }
+
+    /// Keeps this as `idea`'s score; whether its score changed.
+    pub(super) fn keep(self, idea: &mut LiveIdea) -> bool {
+        idea.cohesion = KnownCohesion {
+            generation: self.generation,
+            value: self.cohesion,
+        };
+        if idea.score == Some(self.score()) {
+            return false;
+        }
+        idea.score = Some(self.score());
+        true
+    }
+}
+
 impl<'a> ScoringInputs<'a> {
-    fn evaluate(&self, idea: &LiveIdea, memo: &mut CategoryMemo<'a>) -> Evaluation {
+    pub(super) fn evaluate(&self, idea: &LiveIdea, memo: &mut CategoryMemo<'a>) -> Evaluation {
         let row = &idea.row;
         let p = self.scoring;
         let hours = (self.watermark - idea.peak) as f64 / 3600.0;
@@ -129,16 +149,7 @@ impl<'a> ScoringInputs<'a> {
 
     /// Evaluates `idea` and keeps the result; whether its score changed.
     pub(super) fn rescore_idea(&self, idea: &mut LiveIdea, memo: &mut CategoryMemo<'a>) -> bool {
-        let e = self.evaluate(idea, memo);
-        idea.cohesion = KnownCohesion {
-            generation: e.generation,
-            value: e.cohesion,
-        };
-        if idea.score == Some((e.factors, e.score)) {
-            return false;
-        }
-        idea.score = Some((e.factors, e.score));
-        true
+        self.evaluate(idea, memo).keep(idea)
     }
 
     /// What `idea`'s factors would be, evaluated now (nothing is kept).
