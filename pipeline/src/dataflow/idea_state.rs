@@ -121,7 +121,7 @@ pub type StateOutputs<'scope> = (
 /// every operator hop moves each row once more.
 ///
 /// Epochs are applied in batches while the inputs are a backlog (files at
-/// full speed): a batch ends once it spans `tick_batch` ticks, when no
+/// full speed, or buses more than `max_in_flight` records behind): a batch ends once it spans `tick_batch` ticks, when no
 /// later signal is waiting (the inputs ended, or went quiet), or when the
 /// backlog is read; only then are its score rows emitted, one per idea
 /// whose score changed in it ([`IdeaState::finish_epoch_batched`]). Live
@@ -230,6 +230,13 @@ pub fn apply_to_state<'scope>(
                         || !backlog.load(Ordering::SeqCst)
                         || pending.is_empty()
                         || state.ticks_in_batch() >= tick_batch;
+                    if flush && state.ticks_in_batch() > 1 {
+                        tracing::debug!(
+                            ticks = state.ticks_in_batch(),
+                            score_rows = state.held_back(),
+                            "a batch of epochs ends"
+                        );
+                    }
                     let epoch = state.finish_epoch_batched(latest_sums(updates), flush);
                     // Not the scores: feedback reads the latest factors from
                     // the state itself (see `apply_feedback`).
