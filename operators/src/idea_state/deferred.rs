@@ -2,19 +2,20 @@
 //! for its ticks' scores (no top lists are kept, and the score rows wait
 //! for the batch's end), a tick records what scoring reads (a snapshot:
 //! weights, centroid sums, top topic sets, source statistics, watermark)
-//! instead of re-scoring every live idea. Each idea is then evaluated at
-//! every snapshot it missed, in order, when it is next needed: before a
-//! signal changes it, before it is archived, when feedback reads its
-//! factors, and at the batch's end, all of them at once on the scoring
-//! threads.
+//! instead of re-scoring every live idea. Each idea is caught up with the
+//! snapshots it missed when it is next needed: before a signal changes it,
+//! before it is archived, when feedback reads its factors, and at the
+//! batch's end, all of them at once on the scoring threads.
 //!
-//! A tick was bound by memory bandwidth (each live idea's 1.5 KB vector
-//! read from DRAM, per tick); caught up, an idea's vector is read once for
-//! the whole batch, and its evaluations at the batch's snapshots follow
-//! one another while it is in cache. Every evaluation is the one its tick
-//! would have made, with the same inputs, so the scores, their rows and
-//! the times they changed are exactly those of ticks evaluated as they
-//! happen.
+//! A snapshot's score depends on the snapshot and the idea alone, so
+//! catching up evaluates the last snapshot (the score kept) and goes back
+//! only as far as it takes to find when the score last changed: usually
+//! one snapshot more. A tick was bound by memory bandwidth (each live
+//! idea's 1.5 KB vector read from DRAM, per tick); caught up, an idea's
+//! vector is read once for the whole batch, and evaluated about twice.
+//! Every evaluation is the one its tick would have made, with the same
+//! inputs, so the scores, their rows and the times they changed are
+//! exactly those of ticks evaluated as they happen.
 
 use std::mem::MaybeUninit;
 

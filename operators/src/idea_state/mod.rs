@@ -17,7 +17,8 @@
 //!   record: two 384-d dot products, a calendar lookup);
 //! - on every tick (default hourly, event time), for every active idea
 //!   (inside a batch of epochs with no top lists kept, when each idea is
-//!   next needed, at every tick it missed: `deferred.rs`):
+//!   next needed, at the last tick it missed and back to its score's last
+//!   change: `deferred.rs`):
 //!   freshness moves with the watermark, novelty and community fit with the
 //!   centroids and engagement with the 7-day statistics (O(live ideas) per
 //!   tick, never per record: two 384-d dot products, a statistics lookup and
