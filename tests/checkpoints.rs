@@ -68,6 +68,15 @@ fn config(dir: &Path, name: &str, checkpoints: Option<&Path>) -> PathBuf {
     path
 }
 
+/// A config without checkpoints, with `pipeline` keys added (`extra`).
+fn config_with(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let path = config(dir, name, None);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(extra);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// Generated signals with feedback and synthetic vectors, a few lines
 /// delivered twice, some delivered again a day later (late by then: dead
 /// letters whose text names the watermark they were behind), and two bad
@@ -478,10 +487,7 @@ fn batches_of_epochs_materialize_what_epochs_one_by_one_do() {
     let dir = tempfile::tempdir().unwrap();
     let input = stream(dir.path(), 6_000, 43);
     let input = input.to_string_lossy();
-    let reference_config = config(dir.path(), "reference", None);
-    let mut text = std::fs::read_to_string(&reference_config).unwrap();
-    text.push_str("tick_batch = 1\n");
-    std::fs::write(&reference_config, text).unwrap();
+    let reference_config = config_with(dir.path(), "reference", "tick_batch = 1\n");
     let reference = unique("batches_ref");
     run_to_end(
         run_cmd(&reference_config, &input, &reference, dir.path()),
@@ -502,10 +508,7 @@ fn batches_of_epochs_materialize_what_epochs_one_by_one_do() {
 fn a_bus_catch_up_is_batched_and_materializes_what_epochs_one_by_one_do() {
     let dir = tempfile::tempdir().unwrap();
     let input = stream(dir.path(), 8_000, 45);
-    let reference_config = config(dir.path(), "reference", None);
-    let mut text = std::fs::read_to_string(&reference_config).unwrap();
-    text.push_str("tick_batch = 1\n");
-    std::fs::write(&reference_config, text).unwrap();
+    let reference_config = config_with(dir.path(), "reference", "tick_batch = 1\n");
     let reference = unique("bus_batches_ref");
     run_to_end(
         run_cmd(
@@ -518,10 +521,7 @@ fn a_bus_catch_up_is_batched_and_materializes_what_epochs_one_by_one_do() {
     );
     // Few records in flight: most of the stream waits on the bus, where its
     // lag shows it.
-    let behind_config = config(dir.path(), "behind", None);
-    let mut text = std::fs::read_to_string(&behind_config).unwrap();
-    text.push_str("max_in_flight = 500\n");
-    std::fs::write(&behind_config, text).unwrap();
+    let behind_config = config_with(dir.path(), "behind", "max_in_flight = 500\n");
     let ns = unique("bus_batches");
     let url = stream_url(&format!("{ns}:signals"));
     ok(ideaflow().args(["produce", &url, "--input"]).arg(&input));

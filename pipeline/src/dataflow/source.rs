@@ -330,16 +330,16 @@ struct Reading {
 impl Reading {
     /// Whether the buses hold a backlog (a catch-up after an outage or a
     /// stop): once more records wait on them unread than the pipeline may
-    /// hold in flight (`max_in_flight`), until fewer than half of that do.
+    /// hold in flight (`max_in_flight`), until at most half of that do.
     /// Live traffic is read as it arrives: its lag stays far below. Each bus
     /// reports its lag every second; a partition read to its end has none.
     fn update_bus_backlog(&mut self, max_in_flight: u64) -> bool {
         let unread: u64 = self.unread.values().sum();
         let was = self.bus_backlog;
         self.bus_backlog = if was {
-            unread >= max_in_flight / 2
+            unread > max_in_flight / 2
         } else {
-            unread >= max_in_flight
+            unread > max_in_flight
         };
         if self.bus_backlog != was {
             if self.bus_backlog {
