@@ -500,52 +500,6 @@ fn batches_of_epochs_materialize_what_epochs_one_by_one_do() {
     assert_same(&reference, &ns, dir.path(), true);
 }
 
-/// A catch-up on a bus (records produced before the run starts, more than
-/// `max_in_flight` of them left unread) is a backlog too: its epochs are
-/// applied in batches, and the views, top sets, events, output and dead
-/// letters are those of the reference mode on the same records from a file.
-#[test]
-fn a_bus_catch_up_is_batched_and_materializes_what_epochs_one_by_one_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = stream(dir.path(), 8_000, 45);
-    let reference_config = config_with(dir.path(), "reference", "tick_batch = 1\n");
-    let reference = unique("bus_batches_ref");
-    run_to_end(
-        run_cmd(
-            &reference_config,
-            &input.to_string_lossy(),
-            &reference,
-            dir.path(),
-        ),
-        &dir.path().join("ref.log"),
-    );
-    // Few records in flight: most of the stream waits on the bus, where its
-    // lag shows it.
-    let behind_config = config_with(dir.path(), "behind", "max_in_flight = 500\n");
-    let ns = unique("bus_batches");
-    let url = stream_url(&format!("{ns}:signals"));
-    ok(ideaflow().args(["produce", &url, "--input"]).arg(&input));
-    let log = dir.path().join("behind.log");
-    let mut cmd = run_cmd(&behind_config, &url, &ns, dir.path());
-    cmd.args(["--workers", "2"])
-        .env("IDEAFLOW_LOG", "info,ideaflow::dataflow::idea_state=debug");
-    run_to_end(cmd, &log);
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        log.contains("the buses are behind"),
-        "the catch-up was not taken for a backlog: {log}"
-    );
-    assert!(
-        log.contains("the buses are caught up"),
-        "the backlog never ended: {log}"
-    );
-    assert!(
-        log.contains("a batch of epochs ends"),
-        "no batch spanned more than one tick: {log}"
-    );
-    assert_same(&reference, &ns, dir.path(), false);
-}
-
 #[test]
 fn kill_9_of_a_file_run_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();

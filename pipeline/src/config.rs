@@ -151,8 +151,7 @@ pub struct PipelineConfig {
     pub dead_letter: PathBuf,
     /// Most records in flight inside the dataflow before the source waits.
     pub max_in_flight: usize,
-    /// While the inputs are a backlog (files read at full speed, buses far
-    /// behind), how many
+    /// While the inputs are a backlog (files read at full speed), how many
     /// ticks a batch of epochs may span: the score rows of a batch are
     /// emitted once, at its end, with each idea's last score (1: every
     /// epoch emits its own, the reference mode).

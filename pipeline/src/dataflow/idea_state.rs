@@ -121,7 +121,7 @@ pub type StateOutputs<'scope> = (
 /// every operator hop moves each row once more.
 ///
 /// Epochs are applied in batches while the inputs are a backlog (files at
-/// full speed, or buses more than `max_in_flight` records behind): a batch ends once it spans `tick_batch` ticks, when no
+/// full speed): a batch ends once it spans `tick_batch` ticks, when no
 /// later signal is waiting (the inputs ended, or went quiet), or when the
 /// backlog is read; only then are its score rows emitted, one per idea
 /// whose score changed in it ([`IdeaState::finish_epoch_batched`]). Live

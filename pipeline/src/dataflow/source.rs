@@ -76,8 +76,7 @@ pub fn split_events<'scope>(
 pub struct DriveSettings {
     pub epoch_secs: u64,
     pub max_in_flight: u64,
-    /// Set while the inputs are a backlog (files read at full speed, or
-    /// more records unread on the buses than `max_in_flight`): the
+    /// Set while the inputs are a backlog (files read at full speed): the
     /// idea state may then batch epochs ([`super::idea_state::Batching`]).
     pub backlog: Arc<AtomicBool>,
 }
@@ -321,42 +320,9 @@ struct Reading {
     points: Option<ResumePoints>,
     /// Records read again after a resume that the checkpoint holds (skipped).
     held_again: u64,
-    /// Per (source, partition): records the bus last said are not read yet.
-    unread: std::collections::BTreeMap<(usize, u32), u64>,
-    /// Whether they make a backlog ([`Reading::update_bus_backlog`]).
-    bus_backlog: bool,
 }
 
 impl Reading {
-    /// Whether the buses hold a backlog (a catch-up after an outage or a
-    /// stop): once more records wait on them unread than the pipeline may
-    /// hold in flight (`max_in_flight`), until at most half of that do.
-    /// Live traffic is read as it arrives: its lag stays far below. Each bus
-    /// reports its lag every second; a partition read to its end has none.
-    fn update_bus_backlog(&mut self, max_in_flight: u64) -> bool {
-        let unread: u64 = self.unread.values().sum();
-        let was = self.bus_backlog;
-        self.bus_backlog = if was {
-            unread > max_in_flight / 2
-        } else {
-            unread > max_in_flight
-        };
-        if self.bus_backlog != was {
-            if self.bus_backlog {
-                tracing::info!(
-                    unread,
-                    "the buses are behind: epochs are applied in batches until they are caught up"
-                );
-            } else {
-                tracing::info!(
-                    unread,
-                    "the buses are caught up: every epoch emits its rows"
-                );
-            }
-        }
-        self.bus_backlog
-    }
-
     /// Whether a record read again after a resume, of event time `time`, is
     /// in the checkpoint (or was refused before it): skipped.
     fn held_before(&self, time: DateTime<Utc>, epoch_secs: u64) -> bool {
@@ -545,8 +511,10 @@ pub fn drive(
         backlog,
     } = settings;
     let Inputs { files, buses, live } = inputs;
-    let mut files_backlog = files.as_ref().is_some_and(ReplaySource::is_backlog);
-    backlog.store(files_backlog, Ordering::SeqCst);
+    backlog.store(
+        files.as_ref().is_some_and(ReplaySource::is_backlog),
+        Ordering::SeqCst,
+    );
     let started = Instant::now();
     let progress_bytes = files
         .as_ref()
@@ -637,8 +605,6 @@ pub fn drive(
                 .map_or_else(ResumePoints::default, |f| ResumePoints::resumed(&f.resume))
         }),
         held_again: 0,
-        unread: Default::default(),
-        bus_backlog: false,
     };
     if reader.is_some() {
         reading.watermarks.add((FILES, 0));
@@ -709,8 +675,7 @@ pub fn drive(
                 reading.watermarks.end((FILES, 0));
                 reading.catching_up.remove(&(FILES, 0));
                 files_done = true;
-                files_backlog = false;
-                backlog.store(reading.bus_backlog, Ordering::SeqCst);
+                backlog.store(false, Ordering::SeqCst);
             }
             Ok(Arrival::Bus(event)) => {
                 if let BusEvent::Records { source, records } = &event {
@@ -719,8 +684,6 @@ pub fn drive(
                     }
                 }
                 on_bus_event(event, &mut reading, &live, epoch_secs, open, dead)?;
-                let buses_behind = reading.update_bus_backlog(max_in_flight);
-                backlog.store(files_backlog || buses_behind, Ordering::SeqCst);
             }
             // A live input with nothing new: hand over what is buffered.
             Err(RecvTimeoutError::Timeout) => {}
@@ -1062,18 +1025,12 @@ fn on_bus_event(
             let now = Instant::now();
             for p in partitions {
                 reading.watermarks.empty((source + 1, p), now);
-                reading.unread.remove(&(source, p));
                 // Caught up with the bus: nothing more to read again.
                 reading.catching_up.remove(&(source + 1, p));
             }
         }
         BusEvent::Unreachable { source, message } => live.status.unreachable(source, message),
-        BusEvent::Lag { source, lag } => {
-            for (p, l) in &lag {
-                reading.unread.insert((source, *p), l.unwrap_or(0));
-            }
-            live.status.set_lag(source, &lag);
-        }
+        BusEvent::Lag { source, lag } => live.status.set_lag(source, &lag),
         BusEvent::Failed { message, .. } => {
             return Err(anyhow!("{message}"));
         }
