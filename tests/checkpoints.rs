@@ -544,6 +544,18 @@ fn kill_9_of_a_redis_stream_run_loses_and_doubles_nothing() {
         .query(&mut redis())
         .unwrap();
     assert_eq!(pending.0, 0, "entries left pending in the consumer group");
+    // Read to its end after resumes past its start and trims: nothing is
+    // behind. (A group set to a resume point with 0 entries read would
+    // count every entry before that point as unread, for good.)
+    let groups: redis::streams::StreamInfoGroupsReply =
+        redis::Commands::xinfo_groups(&mut redis(), format!("{ns}:signals")).unwrap();
+    let lag = groups
+        .groups
+        .iter()
+        .find(|g| g.name == "ideaflow")
+        .unwrap()
+        .lag;
+    assert_eq!(lag, Some(0), "the group's lag once the stream is read");
 }
 
 #[test]

@@ -348,8 +348,13 @@ impl SourceStatus {
             for (p, s) in &b.partitions {
                 let p = p.to_string();
                 let labels = [b.name.as_str(), p.as_str()];
-                if let Some(l) = s.lag {
-                    self.lag.with_label_values(&labels).set(l as i64);
+                // An unknown lag (a Redis group resumed mid-stream, until it
+                // reaches the end) is no series at all, not the last figure.
+                match s.lag {
+                    Some(l) => self.lag.with_label_values(&labels).set(l as i64),
+                    None => {
+                        let _ = self.lag.remove_label_values(&labels);
+                    }
                 }
                 if let Some(w) = s.watermark {
                     self.watermark.with_label_values(&labels).set(w);

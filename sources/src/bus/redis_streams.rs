@@ -290,24 +290,18 @@ impl super::Bus for StreamSource {
             self.delivered_before = self.group_info()?.map(|(last, _)| last);
             self.settle_pending()?;
             let start = self.start_after.unwrap_or_default().to_string();
-            // ENTRIESREAD keeps the group's lag figure meaningful (Redis 7).
-            let set: redis::RedisResult<()> = redis::cmd("XGROUP")
+            // No ENTRIESREAD: Redis then counts the group's reads itself
+            // where it can (from before the first entry, at the last one)
+            // and calls the lag unknown in between, until the group reaches
+            // the end. A count we gave (0) would be wrong at any resume
+            // point past the start, or after a trim, and stay wrong.
+            let _: () = redis::cmd("XGROUP")
                 .arg("SETID")
                 .arg(&stream)
                 .arg(&group)
                 .arg(&start)
-                .arg("ENTRIESREAD")
-                .arg(0)
-                .query(self.conn()?);
-            if set.is_err() {
-                let _: () = redis::cmd("XGROUP")
-                    .arg("SETID")
-                    .arg(&stream)
-                    .arg(&group)
-                    .arg(&start)
-                    .query(self.conn()?)
-                    .map_err(|e| unreachable(&name, e))?;
-            }
+                .query(self.conn()?)
+                .map_err(|e| unreachable(&name, e))?;
             self.positioned = true;
             tracing::info!(source = %name, group = %group, consumer = %self.spec.consumer,
                 from = %start, delivered_before = ?self.delivered_before.map(|d| d.to_string()),
