@@ -118,6 +118,13 @@ fn run_cmd(config: &Path, input: &str, ns: &str, dir: &Path) -> Command {
 
 /// The same with the API at `listen` (empty: none).
 fn run_cmd_listening(config: &Path, input: &str, ns: &str, dir: &Path, listen: &str) -> Command {
+    let mut cmd = run_cmd_serving(config, input, ns, dir, listen);
+    cmd.arg("--exit-at-end");
+    cmd
+}
+
+/// The same, serving and reading on after its inputs are idle.
+fn run_cmd_serving(config: &Path, input: &str, ns: &str, dir: &Path, listen: &str) -> Command {
     let mut cmd = ideaflow();
     cmd.env("IDEAFLOW_LOG", "info")
         .arg("run")
@@ -127,8 +134,7 @@ fn run_cmd_listening(config: &Path, input: &str, ns: &str, dir: &Path, listen: &
         .arg("--out")
         .arg(dir.join(format!("{ns}.out.jsonl")))
         .arg("--dead-letter")
-        .arg(dir.join(format!("{ns}.dead.jsonl")))
-        .arg("--exit-at-end");
+        .arg(dir.join(format!("{ns}.dead.jsonl")));
     cmd
 }
 
@@ -866,6 +872,69 @@ fn a_file_that_grew_since_the_last_run_goes_on_from_its_checkpoint() {
     assert_same_but_events(&Stores::shared(), &reference, &ns);
     let file = |ns: &str| dir.path().join(format!("{ns}.out.jsonl"));
     assert!(std::fs::read(file(&reference)).unwrap() == std::fs::read(file(&ns)).unwrap());
+}
+
+/// A pipeline fed through its webhook, resumed from a checkpoint, is not
+/// taken for behind once it has read its stream: the source reports no lag
+/// and the webhook takes records. (The group was once set back with a count
+/// of 0 entries read, so Redis counted every entry before the resume point
+/// as unread, for good, and past `api.webhook_max_lag` the webhook answered
+/// every push 503 `pipeline_lagging`.)
+#[test]
+fn a_webhook_pipeline_resumed_from_a_checkpoint_is_not_taken_for_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = stream(dir.path(), 2_000, 41);
+    let ns = unique("hook_resumed");
+    let url = stream_url(&format!("{ns}:hook"));
+    ok(ideaflow().args(["produce", &url, "--input"]).arg(&input));
+    let with = config(dir.path(), "with", Some(&dir.path().join("checkpoints")));
+    let text = std::fs::read_to_string(&with).unwrap() + "[api]\nwebhook_max_lag = 100\n";
+    std::fs::write(&with, text).unwrap();
+    run_to_end(
+        run_cmd(&with, &url, &ns, dir.path()),
+        &dir.path().join("first.log"),
+    );
+    // The second run resumes, serves the webhook and goes on reading.
+    let port = free_port();
+    let token = "0123456789abcdef-test-token";
+    let log = dir.path().join("second.log");
+    let mut cmd = run_cmd_serving(&with, &url, &ns, dir.path(), &format!("127.0.0.1:{port}"));
+    cmd.env("IDEAFLOW_WEBHOOK_TOKENS", token);
+    let mut child = spawn_logging(cmd, &log);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let series = format!("ideaflow_source_lag_records{{partition=\"0\",source=\"{url}\"}} ");
+    let started = Instant::now();
+    let lag = loop {
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "run ended: {}",
+            log_text()
+        );
+        let metrics = std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()
+            .then(|| get(port, "/metrics").1)
+            .unwrap_or_default();
+        let lag = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<f64>().ok());
+        if lag == Some(0.0) || started.elapsed() > Duration::from_secs(60) {
+            break lag;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        log_text().contains("resuming from a checkpoint"),
+        "{}",
+        log_text()
+    );
+    let signal = r#"{"id":"after-resume","source":"webhook","captured_at":"2024-10-01T00:00:00Z","content":"A webhook idea after the resume"}"#;
+    let request = format!(
+        "POST /api/v1/signals HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{signal}",
+        signal.len()
+    );
+    let (status, body) = raw_request(port, request.as_bytes());
+    assert_eq!(status, 202, "the webhook refused a record: {body}");
+    assert_eq!(lag, Some(0.0), "the lag once the stream is read");
 }
 
 /// A run resumed from a checkpoint whose Redis then comes back empty (no
