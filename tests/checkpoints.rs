@@ -910,10 +910,11 @@ fn a_webhook_pipeline_resumed_from_a_checkpoint_is_not_taken_for_behind() {
             "run ended: {}",
             log_text()
         );
-        let metrics = std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok()
-            .then(|| get(port, "/metrics").1)
-            .unwrap_or_default();
+        let metrics = if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            get(port, "/metrics").1
+        } else {
+            String::new()
+        };
         let lag = metrics
             .lines()
             .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<f64>().ok());
