@@ -902,7 +902,7 @@ fn a_webhook_pipeline_resumed_from_a_checkpoint_is_not_taken_for_behind() {
     cmd.env("IDEAFLOW_WEBHOOK_TOKENS", token);
     let mut child = spawn_logging(cmd, &log);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let series = format!("ideaflow_source_lag_records{{partition=\"0\",source=\"{url}\"}} ");
+    let series = format!("ideaflow_source_lag_records{{partition=\"0\",source=\"{url}\"}}");
     let started = Instant::now();
     let lag = loop {
         assert!(
@@ -915,9 +915,7 @@ fn a_webhook_pipeline_resumed_from_a_checkpoint_is_not_taken_for_behind() {
         } else {
             String::new()
         };
-        let lag = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<f64>().ok());
+        let lag = metric(&metrics, &series);
         if lag == Some(0.0) || started.elapsed() > Duration::from_secs(60) {
             break lag;
         }
@@ -929,11 +927,7 @@ fn a_webhook_pipeline_resumed_from_a_checkpoint_is_not_taken_for_behind() {
         log_text()
     );
     let signal = r#"{"id":"after-resume","source":"webhook","captured_at":"2024-10-01T00:00:00Z","content":"A webhook idea after the resume"}"#;
-    let request = format!(
-        "POST /api/v1/signals HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{signal}",
-        signal.len()
-    );
-    let (status, body) = raw_request(port, request.as_bytes());
+    let (status, _, body) = post(port, Some(token), "application/json", signal);
     assert_eq!(status, 202, "the webhook refused a record: {body}");
     assert_eq!(lag, Some(0.0), "the lag once the stream is read");
 }

@@ -389,24 +389,6 @@ fn sigterm_and_kill_9_lose_and_double_nothing() {
     assert_eq!(pending(&name), 0);
 }
 
-fn post(port: u16, token: Option<&str>, content_type: &str, body: &str) -> (u16, String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "POST /api/v1/signals HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw[9..12].parse().unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    (status, head.to_owned(), body.to_owned())
-}
-
 #[test]
 fn the_webhook_appends_to_the_bus_before_it_answers() {
     let dir = tempfile::tempdir().unwrap();
@@ -552,12 +534,6 @@ fn an_unreachable_bus_is_retried_and_reported_not_ready() {
     assert!(metrics.contains("ideaflow_source_up"), "{metrics}");
     ok(Command::new("kill").args(["-TERM", &server.0.id().to_string()]));
     assert!(server.0.wait().unwrap().success());
-}
-
-/// The value of the metric line `name{labels}` (labels as rendered).
-fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
 }
 
 /// `ideaflow run` on stream `name` (produced from `input`), serving its API:

@@ -535,3 +535,33 @@ impl Succeeds for std::process::Command {
         );
     }
 }
+
+/// A POST of `body` to the webhook (`/api/v1/signals`), with `token` as a
+/// bearer token when given: the status, the head and the body of the answer.
+pub fn post(
+    port: u16,
+    token: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "POST /api/v1/signals HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw[9..12].parse().unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The value of the metric line `name{labels}` (labels as rendered).
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
